@@ -1,0 +1,59 @@
+# shelf-pipeline: every target installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GPU ?= 0
+
+.PHONY: help venv test unit lint models eval bench demo clean
+
+help:
+	@echo "make demo    generate shelf photos and run the detectors on them"
+	@echo "make test    lint, type-check and run the whole test suite"
+	@echo "make models  train both default detectors and measure them (needs the train extra)"
+	@echo "make eval    measure the committed detectors on 200 unseen photos per display kind"
+	@echo "make bench   detector latency benchmark"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@if [ "$(GPU)" = "1" ]; then \
+	  $(PY) -m pip uninstall -q -y onnxruntime && \
+	  $(PY) -m pip install -q --force-reinstall --no-deps 'onnxruntime-gpu>=1.19,<2'; fi
+	@touch $@
+
+venv: $(STAMP)
+
+$(VENV)/.train: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,train]'
+	@touch $@
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipeline tests scripts
+	$(VENV)/bin/mypy --strict pipeline
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test: $(STAMP) lint
+	$(PY) -m pytest tests -q -ra
+
+models: $(VENV)/.train
+	$(PY) -m pipeline.train.run --model gondola-light --threads 2
+	$(PY) -m pipeline.train.run --model endcap-heavy --threads 2
+	$(MAKE) eval
+
+eval: $(STAMP)
+	$(VENV)/bin/shelf eval --model gondola-light --model endcap-heavy --count 200 --seed 9001 --write-card
+
+bench: $(STAMP)
+	$(PY) scripts/bench_detector.py
+
+demo: $(STAMP)
+	$(PY) scripts/demo_detect.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,82 @@
+"""Raw detector outputs -> candidate detections in model-input pixels (before NMS).
+
+Three layouts:
+- ``centernet`` (our models): ``scores [1, C, h, w]`` per-class probabilities on a grid and
+  ``boxes [1, 4, h, w]`` x1 y1 x2 y2; one candidate per local maximum of the best class score.
+- ``yolov8`` (Ultralytics YOLOv8/YOLO11 export, no NMS in graph): ``[1, 4 + C, N]`` with
+  cx, cy, w, h in input pixels and per-class scores; ``[1, N, 4 + C]`` is accepted too.
+- ``rtdetr`` (RT-DETR style): ``[1, Q, 4 + C]`` with cx, cy, w, h normalised to [0, 1] (or in
+  pixels when ``normalized`` is false) and per-class scores.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.core.detections import Detections, cxcywh_to_xyxy
+
+FORMATS = ("centernet", "yolov8", "rtdetr")
+Array = npt.NDArray[np.float32]
+
+
+class DecodeError(ValueError):
+    """Model outputs do not have the shape their declared format needs."""
+
+
+def _top(scores: Array, limit: int) -> npt.NDArray[np.intp]:
+    if scores.shape[0] <= limit:
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, limit)[:limit]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def decode_centernet(*, scores: Array, boxes: Array, score_threshold: float,
+                     max_candidates: int = 1000) -> Detections:
+    if scores.ndim != 4 or boxes.ndim != 4 or boxes.shape[1] != 4:
+        raise DecodeError(f"centernet wants scores [1,C,h,w] and boxes [1,4,h,w], got "
+                          f"{scores.shape} and {boxes.shape}")
+    s = scores[0]
+    best = s.max(axis=0).astype(np.float32)
+    cls = s.argmax(axis=0)
+    peak = best >= cv2.dilate(best, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero(peak & (best >= score_threshold))
+    conf = best[ys, xs]
+    order = _top(conf, max_candidates)
+    ys, xs = ys[order], xs[order]
+    xyxy = boxes[0][:, ys, xs].T.astype(np.float32)
+    return Detections(xyxy, best[ys, xs], cls[ys, xs].astype(np.int64))
+
+
+def _candidates(cxcywh: Array, cls_scores: Array, score_threshold: float,
+                max_candidates: int) -> Detections:
+    cls = cls_scores.argmax(axis=1)
+    conf = cls_scores[np.arange(cls_scores.shape[0]), cls]
+    keep = np.nonzero(conf >= score_threshold)[0]
+    keep = keep[_top(conf[keep], max_candidates)]
+    return Detections(cxcywh_to_xyxy(cxcywh[keep]), conf[keep].astype(np.float32),
+                      cls[keep].astype(np.int64))
+
+
+def decode_yolov8(*, output: Array, num_classes: int, score_threshold: float,
+                  max_candidates: int = 3000) -> Detections:
+    if output.ndim != 3 or output.shape[0] != 1:
+        raise DecodeError(f"yolov8 wants [1, 4+C, N], got {output.shape}")
+    o = output[0]
+    if o.shape[0] == 4 + num_classes:
+        o = o.T
+    elif o.shape[1] != 4 + num_classes:
+        raise DecodeError(f"yolov8 output {output.shape} does not fit {num_classes} classes")
+    return _candidates(o[:, :4], o[:, 4:], score_threshold, max_candidates)
+
+
+def decode_rtdetr(*, output: Array, num_classes: int, score_threshold: float,
+                  input_wh: tuple[int, int], normalized: bool = True) -> Detections:
+    if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != 4 + num_classes:
+        raise DecodeError(f"rtdetr wants [1, Q, 4+{num_classes}], got {output.shape}")
+    o = output[0].astype(np.float32)
+    box = o[:, :4].copy()
+    if normalized:
+        box *= np.array([input_wh[0], input_wh[1], input_wh[0], input_wh[1]], np.float32)
+    return _candidates(box, o[:, 4:], score_threshold, o.shape[0])

@@ -1,0 +1,98 @@
+"""Model directories: ``model.onnx`` + ``labels.json`` + ``card.json``.
+
+A user's model drops in as ``models/<name>/<version>/`` with these three files; the card says
+how to feed it and how to read its outputs, so no code changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from pipeline.errors import ModelError
+
+
+class InputSpec(BaseModel):
+    name: str | None = None  # default: the graph's first input
+    size: tuple[int, int] | None = None  # (width, height); default: from the graph
+    layout: Literal["NCHW", "NHWC"] | None = None  # default: from the graph
+    channels: Literal["RGB", "BGR"] = "RGB"
+    scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = Field(default=114, ge=0, le=255)
+
+
+class PostprocessSpec(BaseModel):
+    score_threshold: float = Field(default=0.25, ge=0, le=1)
+    iou_threshold: float = Field(default=0.6, ge=0, le=1)
+    max_detections: int = Field(default=300, ge=1)
+    normalized_boxes: bool = True  # rtdetr only: boxes in [0, 1] of the input size
+
+
+class TilingSpec(BaseModel):
+    grid: tuple[int, int] = (2, 2)  # columns, rows
+    overlap: float = Field(default=0.2, ge=0, lt=1)
+    whole_image: bool = True  # also run once on the whole image, for large objects
+
+
+class ModelCard(BaseModel):
+    name: str
+    version: str
+    format: Literal["centernet", "yolov8", "rtdetr"]
+    input: InputSpec = InputSpec()
+    postprocess: PostprocessSpec = PostprocessSpec()
+    tiling: TilingSpec | None = None
+    metrics: dict[str, Any] = {}
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    card: ModelCard
+    labels: tuple[str, ...]  # class index -> SKU id
+    onnx_path: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.card.name}/{self.card.version}"
+
+
+def _latest_version(root: Path) -> Path:
+    versions = [p for p in root.iterdir() if (p / "card.json").is_file()]
+    if not versions:
+        raise ModelError(f"no model version with a card.json under {root}")
+    return max(versions, key=lambda p: (len(p.name), p.name))
+
+
+def load_model(root: Path, name: str, version: str | None = None,
+               verify_sha256: bool = False) -> ModelFiles:
+    """Read ``root/name/version`` (the highest version when ``version`` is None)."""
+    base = root / name
+    if not base.is_dir():
+        raise ModelError(f"model {name!r} not found under {root}")
+    mdir = base / version if version else _latest_version(base)
+    try:
+        card = ModelCard.model_validate_json((mdir / "card.json").read_text())
+        raw = json.loads((mdir / "labels.json").read_text())
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ModelError(f"unreadable model card or labels in {mdir}: {exc}") from exc
+    if isinstance(raw, dict):
+        labels = tuple(str(raw[k]) for k in sorted(raw, key=int))
+    elif isinstance(raw, list):
+        labels = tuple(str(v) for v in raw)
+    else:
+        raise ModelError(f"{mdir / 'labels.json'} must map class index to SKU id")
+    onnx_path = mdir / "model.onnx"
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path} is missing")
+    if verify_sha256 and card.sha256:
+        digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        if digest != card.sha256:
+            raise ModelError(f"{onnx_path} sha256 {digest} differs from its card")
+    return ModelFiles(card, labels, onnx_path)

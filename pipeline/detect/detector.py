@@ -1,0 +1,128 @@
+"""A detector: letterbox -> ONNX Runtime -> decode -> class-aware NMS -> original pixels."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.core.decode import decode_centernet, decode_rtdetr, decode_yolov8
+from pipeline.core.detections import Detections, nms
+from pipeline.core.letterbox import letterbox, unletterbox_boxes
+from pipeline.core.tiling import merge_tiles, tile_windows
+from pipeline.detect.card import ModelFiles, load_model
+from pipeline.detect.session import LazySession
+from pipeline.errors import ModelError
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    name: str
+    layout: str  # NCHW | NHWC
+    size_wh: tuple[int, int]
+    dtype: str  # tensor(float) | tensor(uint8)
+
+
+class Detector:
+    """Runs one model on BGR images of any size; boxes come back in the image's pixels."""
+
+    def __init__(self, files: ModelFiles, *, device: str = "auto", intra_op_threads: int = 1,
+                 inter_op_threads: int = 1) -> None:
+        self.files = files
+        self.card = files.card
+        self.labels = files.labels
+        self.session = LazySession(files.onnx_path, device, intra_op_threads, inter_op_threads)
+        self._geometry: InputGeometry | None = None
+
+    @classmethod
+    def from_dir(cls, root: Path, name: str, version: str | None = None, *, device: str = "auto",
+                 intra_op_threads: int = 1) -> Detector:
+        return cls(load_model(root, name, version), device=device,
+                   intra_op_threads=intra_op_threads)
+
+    @property
+    def ref(self) -> str:
+        return self.files.ref
+
+    def geometry(self) -> InputGeometry:
+        """Input name, layout and size, read from the graph; the card fills dynamic axes."""
+        if self._geometry is None:
+            inp = self.session.get().get_inputs()[0]
+            spec = self.card.input
+            shape = list(inp.shape)
+            if len(shape) != 4:
+                raise ModelError(f"{self.ref}: input must be 4-D, got {shape}")
+            layout = spec.layout or ("NHWC" if shape[3] in (1, 3) and shape[1] not in (1, 3)
+                                     else "NCHW")
+            hw = shape[2:4] if layout == "NCHW" else shape[1:3]
+            if spec.size is not None:
+                size = (int(spec.size[0]), int(spec.size[1]))
+            elif all(isinstance(v, int) and v > 0 for v in hw):
+                size = (int(hw[1]), int(hw[0]))
+            else:
+                raise ModelError(f"{self.ref}: dynamic input size; set input.size in the card")
+            self._geometry = InputGeometry(spec.name or inp.name, layout, size, inp.type)
+        return self._geometry
+
+    def to_tensor(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.generic]:
+        """A letterboxed image (H, W, 3) BGR -> the model's input tensor."""
+        g, spec = self.geometry(), self.card.input
+        img = image[:, :, ::-1] if spec.channels == "RGB" else image
+        if g.dtype == "tensor(uint8)":
+            t: npt.NDArray[np.generic] = np.ascontiguousarray(img)[None]
+        else:
+            f = img.astype(np.float32) * np.float32(spec.scale)
+            if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
+                f = ((f - np.array(spec.mean, np.float32))
+                     / np.array(spec.std, np.float32)).astype(np.float32)
+            t = f[None]
+        if g.layout == "NCHW":
+            t = t.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(t)
+
+    def _raw(self, image: npt.NDArray[np.uint8]) -> Detections:
+        """Detections on one view (whole image or tile), in that view's pixels."""
+        g, post = self.geometry(), self.card.postprocess
+        boxed, info = letterbox(image, target_wh=g.size_wh, pad_value=self.card.input.pad_value)
+        outputs = self.session.get().run(None, {g.name: self.to_tensor(boxed)})
+        nc = len(self.labels)
+        fmt = self.card.format
+        if fmt == "centernet":
+            if len(outputs) < 2:
+                raise ModelError(f"{self.ref}: centernet needs scores and boxes outputs")
+            det = decode_centernet(scores=outputs[0], boxes=outputs[1],
+                                   score_threshold=post.score_threshold)
+        elif fmt == "yolov8":
+            det = decode_yolov8(output=outputs[0], num_classes=nc,
+                                score_threshold=post.score_threshold)
+        else:
+            det = decode_rtdetr(output=outputs[0], num_classes=nc,
+                                score_threshold=post.score_threshold, input_wh=g.size_wh,
+                                normalized=post.normalized_boxes)
+        keep = nms(xyxy=det.xyxy, scores=det.scores, class_ids=det.class_ids,
+                   iou_threshold=post.iou_threshold)[:post.max_detections]
+        det = det.take(keep)
+        return Detections(unletterbox_boxes(det.xyxy, info), det.scores, det.class_ids)
+
+    def detect(self, image: npt.NDArray[np.uint8]) -> Detections:
+        """Detect on an upright BGR image ``(H, W, 3)``; tiled when the card asks for it."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a BGR image (H, W, 3), got {image.shape}")
+        tiling = self.card.tiling
+        if tiling is None:
+            return self._raw(image)
+        h, w = image.shape[:2]
+        windows = tile_windows(size_wh=(w, h), grid=tiling.grid, overlap=tiling.overlap)
+        parts = [(win, self._raw(image[win[1]:win[3], win[0]:win[2]])) for win in windows]
+        if tiling.whole_image:
+            parts.append(((0, 0, w, h), self._raw(image)))
+        merged = merge_tiles(parts, iou_threshold=self.card.postprocess.iou_threshold)
+        order = np.argsort(-merged.scores, kind="stable")[:self.card.postprocess.max_detections]
+        return merged.take(order)
+
+    def release(self) -> None:
+        """Memory hygiene between inferences: collect Python garbage now."""
+        gc.collect()
