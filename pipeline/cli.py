@@ -58,6 +58,122 @@ def _train(args: argparse.Namespace) -> int:
     return train_main(["--model", args.model, "--threads", str(args.threads)])
 
 
+def _provision(args: argparse.Namespace) -> int:
+    from pipeline.storage.provision import apply_spec, load_spec, spec_names
+    from pipeline.storage.s3 import make_client
+
+    s = get_settings()
+    urls = apply_spec(load_spec(), s3=make_client(s.aws, "s3"), sqs=make_client(s.aws, "sqs"),
+                      region=s.aws.region, rename=spec_names(s).__getitem__)
+    print("provisioned buckets and queues: " + ", ".join(sorted(urls)))
+    return 0
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from pipeline.listeners.listener import Listener
+    from pipeline.storage.redis import make_redis
+    from pipeline.storage.s3 import ObjectStore, make_client
+    from pipeline.tasks.stages import send_stage
+
+    s = get_settings()
+    listener = Listener(s, sqs=make_client(s.aws, "sqs"),
+                        store=ObjectStore(make_client(s.aws, "s3")),
+                        redis=make_redis(s.redis.url),
+                        enqueue=lambda m: send_stage("ingest", m))
+    listener.install_signal_handlers()
+    logging.getLogger(__name__).info("listening on %s", s.sqs.queue)
+    stats = listener.run(max_batches=args.max_batches)
+    print(f"listener stopped: {stats}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import os
+
+    from pipeline.settings import cpu_count
+    from pipeline.tasks.app import CPU_QUEUES, INFERENCE_QUEUES
+
+    queues: tuple[str, ...]
+    if args.pool == "gpu":
+        # One process per GPU, pinned before any CUDA library loads.
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.device
+        queues, concurrency = INFERENCE_QUEUES, 1
+    else:
+        queues, concurrency = CPU_QUEUES, args.concurrency or max(1, cpu_count() - 1)
+    if args.queues:
+        queues = tuple(args.queues.split(","))
+    from pipeline.tasks.app import app
+
+    argv = ["worker", "--pool=prefork", f"--concurrency={concurrency}", "-O", "fair",
+            f"--queues={','.join(queues)}", f"--hostname={args.pool}-{os.getpid()}@%h",
+            f"--loglevel={'DEBUG' if args.verbose else 'INFO'}", "--without-gossip",
+            "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv=argv)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pipeline.operations import status
+    from pipeline.storage.redis import make_redis
+    from pipeline.storage.s3 import ObjectStore, make_client
+
+    s = get_settings()
+    st = status(s, redis=make_redis(s.redis.url), sqs=make_client(s.aws, "sqs"),
+                store=ObjectStore(make_client(s.aws, "s3")))
+    print(f"{'queue':20} depth")
+    for q, n in st.queues.items():
+        print(f"{q:20} {n}")
+    print(f"in flight (unacked)  {st.in_flight}")
+    print(f"sqs {s.sqs.queue:16} {st.sqs_events}")
+    print(f"sqs {s.sqs.dead_letter_queue:16} {st.sqs_dead_letters}")
+    print(f"dead letters         {st.dead_letters}")
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from pipeline.operations import list_letters, replay
+    from pipeline.storage.s3 import ObjectStore, make_client
+
+    s = get_settings()
+    store = ObjectStore(make_client(s.aws, "s3"))
+    letters = list_letters(s, store)
+    if args.action == "list":
+        for d in letters:
+            state = f"replayed {d.replayed_at:%Y-%m-%d %H:%M:%S}" if d.replayed_at else "open"
+            print(f"{d.id}  {d.failed_at:%Y-%m-%d %H:%M:%S}  {d.stage:9} {d.error_type}: "
+                  f"{d.error}  [{d.message.photo.bucket}/{d.message.photo.key}] {state}")
+        print(f"{len(letters)} dead letters")
+        return 0
+    if args.all:
+        chosen = [d for d in letters if d.replayed_at is None]
+    else:
+        chosen = [d for d in letters if d.id in args.ids]
+        missing = set(args.ids) - {d.id for d in chosen}
+        if missing:
+            print(f"no such dead letter: {', '.join(sorted(missing))}", file=sys.stderr)
+            return 1
+    print(f"replayed {replay(s, store, chosen)} dead letters")
+    return 0
+
+
+def _stack(action: str) -> int:
+    import subprocess
+
+    from pipeline.settings import REPO_ROOT
+
+    script = str(REPO_ROOT / "scripts" / "stack.sh")
+    if action == "up":
+        subprocess.run(["bash", script, "services"], check=True, stdout=subprocess.DEVNULL)
+        return subprocess.run(["bash", script, "app"], check=False).returncode
+    return subprocess.run(["bash", script, "down"], check=False).returncode
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(count=args.count, seed=args.seed, timeout_s=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="shelf", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -87,6 +203,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=("gondola-light", "endcap-heavy"))
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("provision", help="create buckets, queues and notifications")
+    p.set_defaults(func=_provision)
+
+    p = sub.add_parser("listen", help="consume S3 events from SQS and enqueue photos")
+    p.add_argument("--max-batches", type=int, default=None)
+    p.set_defaults(func=_listen)
+
+    p = sub.add_parser("worker", help="run a Celery worker with a preset")
+    p.add_argument("--pool", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu: CPU stages, cores-1 processes; gpu: inference, 1 per GPU")
+    p.add_argument("--device", default="0", help="gpu pool: the GPU index to pin")
+    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument("--queues", default=None, help="override the preset's queues (a,b,c)")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("status", help="queue depths, in-flight work, dead letters")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("dlq", help="list or replay dead letters")
+    p.add_argument("action", choices=("list", "replay"))
+    p.add_argument("ids", nargs="*")
+    p.add_argument("--all", action="store_true", help="replay every open dead letter")
+    p.set_defaults(func=_dlq)
+
+    p = sub.add_parser("up", help="start LocalStack, Redis, workers and the listener")
+    p.set_defaults(func=lambda a: _stack("up"))
+    p = sub.add_parser("down", help="stop what 'up' started")
+    p.set_defaults(func=lambda a: _stack("down"))
+
+    p = sub.add_parser("demo", help="upload generated photos and show their results")
+    p.add_argument("--count", type=int, default=24)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--timeout", type=float, default=600)
+    p.set_defaults(func=_demo)
     return ap
 
 

@@ -7,7 +7,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -15,7 +14,7 @@ from pipeline.core.detections import Detections
 from pipeline.core.metrics import DetectionScores, Truth, evaluate_detections
 from pipeline.core.orientation import apply_orientation
 from pipeline.detect.detector import Detector
-from pipeline.image import read_orientation
+from pipeline.image import WORKING_LONG_SIDE, decode_reduced, read_orientation
 from pipeline.synth.planogram import DISPLAYS
 from pipeline.synth.world import make_photo
 
@@ -32,13 +31,12 @@ class KindReport:
                 "latency_ms_median": self.latency_ms_median, "latency_ms_p95": self.latency_ms_p95}
 
 
-def upright_from_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
-    """Decode stored pixels and apply their EXIF orientation, as ingest does."""
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8),
-                       cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if arr is None:
-        raise ValueError("undecodable image")
-    return apply_orientation(np.asarray(arr, np.uint8), read_orientation(data))
+def upright_from_jpeg(data: bytes, min_long_side: int = WORKING_LONG_SIDE
+                      ) -> tuple[npt.NDArray[np.uint8], float]:
+    """Decode stored pixels at the smallest DCT scale keeping ``min_long_side``, then apply
+    their EXIF orientation, as ingest does. Returns the image and its scale from full size."""
+    arr, scale = decode_reduced(data, min_long_side)
+    return apply_orientation(arr, read_orientation(data)), scale
 
 
 def _truth(objects: list[dict[str, object]], labels: tuple[str, ...]) -> Truth:
@@ -56,9 +54,10 @@ def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side:
     for k_i, kind in enumerate(DISPLAYS):
         for i in range(count):
             photo = make_photo(seed, k_i * 1_000_000 + i, kind, max_long_side)
-            image = upright_from_jpeg(photo.jpeg)
+            image, scale = upright_from_jpeg(photo.jpeg)
             objects = photo.truth["objects"]
             assert isinstance(objects, list)
+            objects = [{**o, "box": [v * scale for v in o["box"]]} for o in objects]
             for det in detectors:
                 t0 = time.perf_counter()
                 found = det.detect(image)

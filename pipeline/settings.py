@@ -1,10 +1,12 @@
 """One Settings object, read from the environment (prefix ``SHELF_``, ``__`` for nesting).
 
-Defaults point at a local stack: LocalStack on 127.0.0.1:4566 and Redis on 127.0.0.1:6379.
+Defaults point at the local stack: LocalStack on 127.0.0.1:4566 and the project's Redis
+(``infra/redis/redis.conf``) on 127.0.0.1:6390. Against AWS, unset the endpoint and keys.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,10 +22,53 @@ class AwsSettings(BaseModel):
     region: str = "us-east-1"
     access_key_id: str | None = "test"
     secret_access_key: str | None = "test"
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+
+
+class S3Settings(BaseModel):
+    raw_bucket: str = "shelf-raw"
+    artifacts_bucket: str = "shelf-artifacts"
+    results_bucket: str = "shelf-results"
+    config_bucket: str = "shelf-config"
+    raw_prefix: str = "raw/"
+    suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+    presign_expiry_s: int = Field(default=3600, ge=1, le=604800)  # SigV4 maximum: 7 days
+
+
+class SqsSettings(BaseModel):
+    queue: str = "shelf-events"
+    dead_letter_queue: str = "shelf-events-dlq"
+    wait_time_s: int = Field(default=20, ge=0, le=20)  # SQS long-poll maximum
+    batch_size: int = Field(default=10, ge=1, le=10)  # SQS receive maximum
+    visibility_timeout_s: int = 60
+    max_receive_count: int = 5
 
 
 class RedisSettings(BaseModel):
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = "redis://pipeline:pipeline-local@127.0.0.1:6390/1"
+    claim_ttl_s: int = 7 * 24 * 3600  # how long an S3 object version counts as seen
+
+
+class CelerySettings(BaseModel):
+    visibility_timeout_s: int = 3600  # above the worst stage runtime and the largest countdown
+    max_retries: int = 5
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 300.0
+    max_deliveries: int = 5  # a message redelivered more often than this is dead-lettered
+    max_tasks_per_child: int = 500
+    stage_time_limit_s: int = 300
+    result_expires_s: int = 3600
+
+
+class IngestSettings(BaseModel):
+    max_bytes: int = 40 * 1024 * 1024
+    download_timeout_s: float = 30.0
+    max_pixels: int = 50_000_000  # decompression-bomb guard
+    min_side: int = 320
+    max_side: int = 12_000
+    working_long_side: int = 1280  # what later stages need; larger photos are downscaled
+    jpeg_quality: int = 92
 
 
 class ModelSettings(BaseModel):
@@ -35,16 +80,34 @@ class ModelSettings(BaseModel):
     inter_op_threads: int = Field(default=1, ge=1)
 
 
+class RoutingSettings(BaseModel):
+    heavy_store_formats: tuple[str, ...] = ("flagship", "hypermarket")
+    heavy_display_types: tuple[str, ...] = ("endcap", "promo")
+    heavy_cameras: tuple[str, ...] = ()
+    dark_luminance: float = 60.0  # mean L (0-255) below which light is "poor"
+    low_contrast: float = 25.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHELF_", env_nested_delimiter="__",
                                       extra="ignore")
 
     aws: AwsSettings = AwsSettings()
+    s3: S3Settings = S3Settings()
+    sqs: SqsSettings = SqsSettings()
     redis: RedisSettings = RedisSettings()
+    celery: CelerySettings = CelerySettings()
+    ingest: IngestSettings = IngestSettings()
     models: ModelSettings = ModelSettings()
+    routing: RoutingSettings = RoutingSettings()
+    run_dir: Path = REPO_ROOT / "run"
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))

@@ -1,0 +1,1 @@
+"""The SQS listener: S3 ObjectCreated events in, Celery chains out."""

@@ -1,0 +1,65 @@
+"""Messages passed between the listener and the stages: references and URLs, never bytes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PhotoRef(BaseModel):
+    """Where a photo lies and what the camera said about it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    url: str  # pre-signed GET; re-minted from bucket/key when it has expired
+    event_time: datetime | None = None
+    store: str = "unknown"
+    aisle: str = "unknown"
+    bay: str = "unknown"
+    camera: str = "unknown"
+    store_format: str = "standard"
+    display_type: str = "gondola"
+    planogram_id: str | None = None
+
+
+class ArtifactRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+
+
+class StageMessage(BaseModel):
+    """What each stage receives and returns: the photo, its id and the artifacts so far."""
+
+    photo: PhotoRef
+    sha256: str | None = None
+    captured_date: str | None = None  # YYYY-MM-DD
+    artifacts: dict[str, ArtifactRef] = Field(default_factory=dict)
+    route: str | None = None  # light | heavy
+    route_reason: str | None = None
+    model: str | None = None
+    deliveries: int = 0
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+
+    def with_artifact(self, name: str, ref: ArtifactRef) -> StageMessage:
+        return self.model_copy(update={"artifacts": {**self.artifacts, name: ref}})
+
+
+class DeadLetter(BaseModel):
+    """Why a photo stopped, and what is needed to run it again."""
+
+    id: str
+    stage: str
+    error_type: str
+    error: str
+    attempts: int
+    message: StageMessage
+    failed_at: datetime
+    replayed_at: datetime | None = None

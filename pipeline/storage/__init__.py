@@ -1,0 +1,1 @@
+"""Adapters to S3 and Redis, and the pure key layout."""

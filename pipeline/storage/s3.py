@@ -1,0 +1,133 @@
+"""S3 adapter: boto3 inside, the pipeline's errors outside."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from pipeline.errors import PermanentError, TransientError
+from pipeline.settings import AwsSettings
+
+_TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout",
+                    "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
+                    "RequestLimitExceeded", "503", "500", "502", "504"}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+
+
+class ObjectNotFoundError(PermanentError):
+    """The object or bucket does not exist."""
+
+
+def make_client(aws: AwsSettings, service: str) -> Any:
+    """A boto3 client for ``service`` with bounded timeouts and standard retries."""
+    cfg = Config(
+        region_name=aws.region,
+        connect_timeout=aws.connect_timeout_s,
+        read_timeout=aws.read_timeout_s,
+        retries={"mode": "standard", "max_attempts": 3},
+        s3={"addressing_style": "path"},
+        signature_version="s3v4",
+    )
+    return boto3.client(service, endpoint_url=aws.endpoint_url,
+                        aws_access_key_id=aws.access_key_id,
+                        aws_secret_access_key=aws.secret_access_key, config=cfg)
+
+
+def translate(exc: Exception, what: str) -> Exception:
+    """A botocore error as a ``TransientError`` or a ``PermanentError``."""
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
+                        ConnectionClosedError)):
+        return TransientError(f"{what}: {exc}")
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _NOT_FOUND_CODES or status == 404:
+            return ObjectNotFoundError(f"{what}: {code or status} not found")
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return TransientError(f"{what}: {code} {err.get('Message', '')}".strip())
+        return PermanentError(f"{what}: {code} {err.get('Message', '')}".strip())
+    if isinstance(exc, BotoCoreError):
+        return TransientError(f"{what}: {exc}")
+    return exc
+
+
+class ObjectStore:
+    """Small, typed surface over an S3 client."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            return bytes(body.read())
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"get s3://{bucket}/{key}") from exc
+
+    def get_json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.get_bytes(bucket, key))
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str,
+                  metadata: dict[str, str] | None = None) -> None:
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                                   Metadata=metadata or {})
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"put s3://{bucket}/{key}") from exc
+
+    def put_json(self, bucket: str, key: str, obj: Any) -> None:
+        data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+        self.put_bytes(bucket, key, data, "application/json")
+
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """The object's HEAD response, or None when it does not exist."""
+        try:
+            return dict(self.client.head_object(Bucket=bucket, Key=key))
+        except (ClientError, BotoCoreError) as exc:
+            err = translate(exc, f"head s3://{bucket}/{key}")
+            if isinstance(err, ObjectNotFoundError):
+                return None
+            raise err from exc
+
+    def exists(self, bucket: str, key: str) -> bool:
+        return self.head(bucket, key) is not None
+
+    def presign_get(self, bucket: str, key: str, expiry_s: int,
+                    version_id: str | None = None) -> str:
+        params = {"Bucket": bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        try:
+            return str(self.client.generate_presigned_url("get_object", Params=params,
+                                                          ExpiresIn=expiry_s))
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"presign s3://{bucket}/{key}") from exc
+
+    def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                          Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield str(obj["Key"])
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
+
+    def delete(self, bucket: str, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"delete s3://{bucket}/{key}") from exc

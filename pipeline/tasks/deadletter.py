@@ -1,0 +1,40 @@
+"""Dead letters: a record in the artifacts bucket plus a message on the ``dead_letter`` queue."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from pipeline.messages import DeadLetter, StageMessage
+from pipeline.storage.keys import dead_letter_key
+from pipeline.storage.s3 import ObjectStore
+
+log = logging.getLogger(__name__)
+PREFIX = "dead-letter/"
+
+
+def letter_id(stage: str, msg: StageMessage) -> str:
+    """Stable per photo version and stage: a photo failing again overwrites its own record."""
+    p = msg.photo
+    basis = f"{p.bucket}/{p.key}@{p.version_id or p.etag or ''}:{stage}"
+    return f"{stage}-{hashlib.sha256(basis.encode()).hexdigest()[:16]}"
+
+
+def make_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage) -> DeadLetter:
+    return DeadLetter(id=letter_id(stage, msg), stage=stage, error_type=type(exc).__name__,
+                      error=str(exc) or repr(exc), attempts=attempts, message=msg,
+                      failed_at=datetime.now(UTC))
+
+
+def write_letter(store: ObjectStore, bucket: str, letter: DeadLetter) -> str:
+    key = dead_letter_key(letter.id)
+    store.put_json(bucket, key, letter.model_dump(mode="json"))
+    log.warning("dead letter %s: %s %s: %s", key, letter.stage, letter.error_type, letter.error)
+    return key
+
+
+def read_letters(store: ObjectStore, bucket: str) -> Iterator[DeadLetter]:
+    for key in store.list_keys(bucket, PREFIX):
+        yield DeadLetter.model_validate(store.get_json(bucket, key))
