@@ -11,6 +11,6 @@ def backoff_seconds(*, attempt: int, base_s: float, cap_s: float,
     the other half random ("equal jitter"), so retries spread out yet never come back at once."""
     if attempt < 0:
         raise ValueError("attempt must be >= 0")
-    ceiling = min(cap_s, base_s * (2.0 ** attempt))
+    ceiling = min(cap_s, base_s * (2.0 ** min(attempt, 60)))
     r = rng or random
     return ceiling / 2 + r.uniform(0, ceiling / 2)

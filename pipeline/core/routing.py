@@ -26,9 +26,9 @@ class Route:
 def choose_route(*, rules: RouteRules, store_format: str, display_type: str, camera: str,
                  mean_luminance: float, contrast: float) -> Route:
     """First matching rule wins; the reason names it."""
-    if store_format.lower() in rules.heavy_store_formats:
+    if store_format.lower() in {f.lower() for f in rules.heavy_store_formats}:
         return Route(HEAVY, f"store format {store_format}")
-    if display_type.lower() in rules.heavy_display_types:
+    if display_type.lower() in {d.lower() for d in rules.heavy_display_types}:
         return Route(HEAVY, f"display type {display_type}")
     if camera in rules.heavy_cameras:
         return Route(HEAVY, f"camera {camera}")

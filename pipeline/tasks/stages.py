@@ -9,7 +9,6 @@ waits on another task and returns nothing the broker must keep.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +58,15 @@ def _count_delivery(task: Task, rt: Any) -> int:
     return n
 
 
+def claim_stage(client: Any, lock: str, task_id: str, ttl_s: int) -> bool:
+    """Hold ``lock`` for this task. A lock left by an earlier delivery of the same task (its
+    worker was killed before releasing) is taken over: Celery never runs one task id twice at
+    once while the visibility timeout exceeds the stage's time limit."""
+    if claim(client, lock, task_id, ttl_s):
+        return True
+    return client.get(lock) == task_id and bool(client.set(lock, task_id, xx=True, ex=ttl_s))
+
+
 def dead_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage) -> DeadLetter:
     rt = get_runtime()
     letter = make_letter(stage, exc, attempts, msg)
@@ -69,12 +77,23 @@ def dead_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage
 
 
 def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
-    rt = get_runtime()
+    msg = StageMessage.model_validate(payload)  # we wrote it: a failure here is a bug to see
+    c = get_runtime().settings.celery
     try:
-        msg = StageMessage.model_validate(payload)
-    except ValueError as exc:  # a message we cannot even read: nothing to replay but the text
-        log.error("%s: unreadable message dropped to dead letter: %s", stage, exc)
+        _attempt(task, stage, msg)
+    except Retry:
         raise
+    except Exception as exc:
+        # The dead-letter path itself failed (S3 or Redis unreachable): keep the message by
+        # retrying later, since dropping it would lose the photo.
+        delay = backoff_seconds(attempt=min(task.request.retries, 10), base_s=c.backoff_base_s,
+                                cap_s=c.backoff_max_s)
+        log.error("%s could not finish or dead-letter (%s); retry in %.1f s", stage, exc, delay)
+        raise task.retry(exc=exc, countdown=delay) from exc
+
+
+def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
+    rt = get_runtime()
     c = rt.settings.celery
     attempts = task.request.retries + 1
     deliveries = _count_delivery(task, rt)
@@ -83,10 +102,9 @@ def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
                                           "(worker lost each time?)"), attempts, msg)
         return
     lock = f"shelf:lock:{stage}:{msg.sha256 or msg.photo.bucket + '/' + msg.photo.key}"
-    owner = f"{os.getpid()}:{task.request.id}"
     start = time.monotonic()
     try:
-        if not claim(rt.redis, lock, owner, c.stage_time_limit_s + 30):
+        if not claim_stage(rt.redis, lock, str(task.request.id), c.stage_time_limit_s + 30):
             raise LockHeldError(f"{stage} already running for this photo")
         try:
             out = STEPS[stage](msg, rt)
@@ -99,8 +117,6 @@ def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
             send_stage(nxt, out)
         else:
             log.info("photo %s done: %s", out.sha256, out.artifacts.get("result"))
-    except Retry:
-        raise
     except TransientError as exc:
         if task.request.retries < c.max_retries:
             delay = backoff_seconds(attempt=task.request.retries, base_s=c.backoff_base_s,
@@ -116,22 +132,22 @@ def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
         dead_letter(stage, exc, attempts, msg)
 
 
-@app.task(bind=True, name="shelf.ingest")
+@app.task(bind=True, max_retries=None, name="shelf.ingest")
 def ingest(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "ingest", payload)
 
 
-@app.task(bind=True, name="shelf.normalize")
+@app.task(bind=True, max_retries=None, name="shelf.normalize")
 def normalize(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "normalize", payload)
 
 
-@app.task(bind=True, name="shelf.detect")
+@app.task(bind=True, max_retries=None, name="shelf.detect")
 def detect(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "detect", payload)
 
 
-@app.task(bind=True, name="shelf.comply")
+@app.task(bind=True, max_retries=None, name="shelf.comply")
 def comply(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "comply", payload)
 

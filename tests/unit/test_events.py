@@ -1,0 +1,205 @@
+"""S3 event notifications in SQS bodies: parsing, key decoding, versions, envelopes, errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from pipeline.errors import PermanentError
+from pipeline.listeners.events import MalformedEventError, S3Record, parse_body
+
+BUCKET = "shelf-raw-eu"
+
+
+def s3_record(*, key: str = "raw/store-001/aisle-07/bay-03/cam-2/IMG_0001.jpg",
+              version_id: str | None = "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd",
+              etag: str | None = "0123456789abcdef0123456789abcdef",
+              sequencer: str | None = "0055AED6DCD90281E5",
+              event_name: str = "ObjectCreated:Put") -> dict[str, Any]:
+    """One record shaped as S3 sends it (optional object fields left out when None)."""
+    obj: dict[str, Any] = {"key": key, "size": 1843221}
+    if etag is not None:
+        obj["eTag"] = etag
+    if version_id is not None:
+        obj["versionId"] = version_id
+    if sequencer is not None:
+        obj["sequencer"] = sequencer
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "eu-west-1",
+        "eventTime": "2024-05-14T08:31:07.215Z",
+        "eventName": event_name,
+        "userIdentity": {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "203.0.113.17"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810",
+                             "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMU"},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "raw-photo-created",
+            "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                       "arn": f"arn:aws:s3:::{BUCKET}"},
+            "object": obj,
+        },
+    }
+
+
+def body(*records: dict[str, Any]) -> str:
+    return json.dumps({"Records": list(records)})
+
+
+def sns_envelope(message: str) -> str:
+    return json.dumps({
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": "arn:aws:sns:eu-west-1:123456789012:shelf-raw-events",
+        "Subject": "Amazon S3 Notification",
+        "Message": message,
+        "Timestamp": "2024-05-14T08:31:07.512Z",
+        "SignatureVersion": "1",
+    })
+
+
+def test_put_record_parses_bucket_key_event_and_time() -> None:
+    # Given an SQS body holding one ObjectCreated:Put record, exactly as S3 delivers it
+    raw = body(s3_record())
+
+    # When it is parsed
+    records = parse_body(raw)
+
+    # Then one record comes back with the fields the listener needs
+    assert len(records) == 1
+    rec = records[0]
+    assert isinstance(rec, S3Record)
+    assert rec.bucket == BUCKET
+    assert rec.key == "raw/store-001/aisle-07/bay-03/cam-2/IMG_0001.jpg"
+    assert rec.event_name == "ObjectCreated:Put"
+    assert rec.event_time == datetime(2024, 5, 14, 8, 31, 7, 215000, tzinfo=UTC)
+    assert rec.s3.object.size == 1843221
+
+
+def test_several_records_keep_their_order() -> None:
+    raw = body(s3_record(key="raw/s/a/b/c/one.jpg"), s3_record(key="raw/s/a/b/c/two.jpg"))
+
+    assert [r.key for r in parse_body(raw)] == ["raw/s/a/b/c/one.jpg", "raw/s/a/b/c/two.jpg"]
+
+
+@pytest.mark.parametrize(("encoded", "decoded"), [
+    ("raw/store-001/aisle+7/bay-3/cam-2/shelf+photo.jpg",
+     "raw/store-001/aisle 7/bay-3/cam-2/shelf photo.jpg"),
+    ("raw/caf%C3%A9-lyon/a1/b1/c1/p%C3%AAche.jpg", "raw/café-lyon/a1/b1/c1/pêche.jpg"),
+    ("raw/s/a/b/c/1%2B1%3D2.jpg", "raw/s/a/b/c/1+1=2.jpg"),
+    ("raw/s/a/b/c/plain.jpg", "raw/s/a/b/c/plain.jpg"),
+], ids=["plus-is-space", "utf8-percent", "encoded-plus-stays-plus", "nothing-encoded"])
+def test_key_is_url_decoded(encoded: str, decoded: str) -> None:
+    (rec,) = parse_body(body(s3_record(key=encoded)))
+
+    assert rec.key == decoded
+    assert rec.s3.object.key == encoded  # the raw field keeps what S3 sent
+
+
+@pytest.mark.parametrize(("version_id", "etag", "sequencer", "expected"), [
+    ("3HL4kqtJlcpXroDTDmjVBH40Nrjfkd", "abc123", "0055AED6DCD90281E5",
+     "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"),
+    (None, "abc123", "0055AED6DCD90281E5", "abc123"),
+    (None, '"abc123"', "0055AED6DCD90281E5", "abc123"),
+    (None, "d41d8cd98f00b204e9800998ecf8427e-3", None, "d41d8cd98f00b204e9800998ecf8427e-3"),
+    (None, None, "0055AED6DCD90281E5", "0055AED6DCD90281E5"),
+    (None, "", "0055AED6DCD90281E5", "0055AED6DCD90281E5"),
+    (None, None, None, "unversioned"),
+], ids=["version-id-first", "etag-without-version", "etag-quotes-stripped",
+        "multipart-etag", "sequencer-last", "empty-etag-skipped", "nothing-at-all"])
+def test_version_preference(version_id: str | None, etag: str | None, sequencer: str | None,
+                            expected: str) -> None:
+    (rec,) = parse_body(body(s3_record(version_id=version_id, etag=etag, sequencer=sequencer)))
+
+    assert rec.version == expected
+
+
+def test_test_event_yields_no_records() -> None:
+    # Given the s3:TestEvent S3 sends when a notification configuration is saved
+    raw = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent",
+                      "Time": "2024-05-14T08:00:00.000Z", "Bucket": BUCKET,
+                      "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3"})
+
+    # Then it is acknowledged as carrying nothing, not rejected
+    assert parse_body(raw) == []
+
+
+def test_sns_envelope_is_unwrapped() -> None:
+    # Given S3 -> SNS -> SQS: the S3 notification is a JSON string inside the SNS envelope
+    raw = sns_envelope(body(s3_record(key="raw/s/a/b/c/via+sns.jpg")))
+
+    # When parsed
+    (rec,) = parse_body(raw)
+
+    # Then the inner record comes out as if it had been delivered directly
+    assert rec.bucket == BUCKET
+    assert rec.key == "raw/s/a/b/c/via sns.jpg"
+
+
+def test_sns_wrapped_test_event_yields_no_records() -> None:
+    assert parse_body(sns_envelope(json.dumps({"Event": "s3:TestEvent"}))) == []
+
+
+def test_sns_envelope_around_garbage_is_malformed() -> None:
+    with pytest.raises(MalformedEventError):
+        parse_body(sns_envelope("this is not json"))
+
+
+def test_empty_records_list_is_no_records() -> None:
+    assert parse_body(json.dumps({"Records": []})) == []
+
+
+def _without(path: tuple[str, ...]) -> str:
+    rec = s3_record()
+    node: dict[str, Any] = rec
+    for part in path[:-1]:
+        node = node[part]
+    del node[path[-1]]
+    return body(rec)
+
+
+def _with(path: tuple[str, ...], value: Any) -> str:
+    rec = s3_record()
+    node: dict[str, Any] = rec
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return body(rec)
+
+
+@pytest.mark.parametrize("raw", [
+    "",
+    "not json at all",
+    '{"Records": [',
+    json.dumps([s3_record()]),
+    json.dumps("Records"),
+    json.dumps(42),
+    "null",
+    json.dumps({}),
+    json.dumps({"Message": "hello"}),
+    json.dumps({"Records": "raw/s/a/b/c/f.jpg"}),
+    json.dumps({"Records": [42]}),
+    json.dumps({"Records": None}),
+    _without(("s3",)),
+    _without(("eventName",)),
+    _without(("s3", "bucket", "name")),
+    _without(("s3", "object", "key")),
+    _with(("s3", "object", "key"), 12345),
+    _with(("s3", "object", "size"), "big"),
+    _with(("eventTime",), "yesterday-ish"),
+    _with(("s3", "bucket"), "shelf-raw-eu"),
+], ids=["empty", "not-json", "truncated-json", "json-list", "json-string", "json-number",
+        "json-null", "empty-object", "no-records-key", "records-a-string", "record-a-number",
+        "records-null", "no-s3", "no-event-name", "no-bucket-name", "no-object-key",
+        "key-a-number", "size-not-int", "bad-event-time", "bucket-a-string"])
+def test_malformed_bodies_raise_permanent_error(raw: str) -> None:
+    with pytest.raises(MalformedEventError) as info:
+        parse_body(raw)
+
+    # A PermanentError: the listener must dead-letter it, never retry
+    assert isinstance(info.value, PermanentError)

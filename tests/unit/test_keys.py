@@ -1,0 +1,140 @@
+"""The key layout: raw keys parsed, artifact/result/claim keys built safely."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import unquote
+
+import pytest
+
+from pipeline.storage.keys import (
+    CameraKey,
+    artifact_key,
+    claim_key,
+    dead_letter_key,
+    parse_raw_key,
+    partition_value,
+    result_key,
+)
+
+SHA = hashlib.sha256(b"shelf photo").hexdigest()
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("raw/store-001/aisle-07/bay-03/cam-2/IMG_0001.jpg",
+     CameraKey("store-001", "aisle-07", "bay-03", "cam-2", "IMG_0001.jpg")),
+    ("raw/café lyon/a 1/b1/c1/photo 1.jpeg", CameraKey("café lyon", "a 1", "b1", "c1",
+                                                       "photo 1.jpeg")),
+    ("photos/store-001/aisle-07/bay-03/cam-2/IMG_0001.jpg", None),
+    ("RAW/store-001/aisle-07/bay-03/cam-2/IMG_0001.jpg", None),
+    ("store-001/raw/aisle-07/bay-03/cam-2/IMG_0001.jpg", None),
+    ("raw/store-001/aisle-07/bay-03/IMG_0001.jpg", None),
+    ("raw/store-001/aisle-07/bay-03/cam-2/extra/IMG_0001.jpg", None),
+    ("raw/", None),
+    ("", None),
+    ("raw/store-001//bay-03/cam-2/IMG_0001.jpg", None),
+    ("raw/store-001/aisle-07/bay-03/cam-2/", None),
+    ("raw//store-001/aisle-07/bay-03/cam-2", None),
+], ids=["valid", "valid-spaces-unicode", "wrong-prefix", "prefix-case-differs",
+        "prefix-not-first", "too-few-segments", "too-many-segments", "prefix-only", "empty",
+        "empty-middle-segment", "trailing-slash", "leading-double-slash"])
+def test_parse_raw_key(key: str, expected: CameraKey | None) -> None:
+    assert parse_raw_key(key) == expected
+
+
+def test_parse_raw_key_honours_a_custom_prefix() -> None:
+    key = "incoming/photos/s1/a1/b1/c1/f.jpg"
+
+    assert parse_raw_key(key, prefix="incoming/photos/") == CameraKey("s1", "a1", "b1", "c1",
+                                                                      "f.jpg")
+    assert parse_raw_key(key) is None
+
+
+def test_artifact_key_spreads_by_hash_prefix() -> None:
+    assert artifact_key(SHA, "working.jpg") == f"{SHA[:2]}/{SHA}/working.jpg"
+
+
+@pytest.mark.parametrize("sha", [
+    SHA.upper(),
+    SHA[:-1] + "G",
+    SHA[:-1],
+    SHA + "0",
+    "",
+    "z" * 64,
+    SHA[:32] + " " + SHA[33:],
+    "../" + SHA[3:],
+], ids=["uppercase", "non-hex-char", "too-short", "too-long", "empty", "all-non-hex",
+        "embedded-space", "path-traversal"])
+def test_artifact_key_rejects_anything_but_lowercase_sha256(sha: str) -> None:
+    with pytest.raises(ValueError, match="SHA-256"):
+        artifact_key(sha, "working.jpg")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("store-001", "store-001"),
+    ("Store #12 / Lyon", "Store_12_Lyon"),
+    ("a=b/c", "a_b_c"),
+    ("café", "caf"),
+    ("../etc", ".._etc"),
+    ("///", "unknown"),
+    ("", "unknown"),
+], ids=["already-safe", "spaces-hash-slash", "equals-and-slash", "non-ascii-dropped",
+        "dots-kept-slash-replaced", "only-unsafe", "empty"])
+def test_partition_value(value: str, expected: str) -> None:
+    assert partition_value(value) == expected
+
+
+def test_result_key_sanitises_partition_values() -> None:
+    # Given store and aisle names full of characters that would break a Hive partition path
+    key = result_key(store="Store #12/Lyon", date="2024-05-14", aisle="aisle=7 ?", sha256=SHA)
+
+    # Then each partition is a single safe segment and the layout holds
+    assert key == f"compliance/store=Store_12_Lyon/date=2024-05-14/aisle=aisle_7/{SHA}.json"
+    segments = key.split("/")
+    assert len(segments) == 5
+    for seg in segments[1:4]:
+        name, value = seg.split("=")
+        assert name in {"store", "date", "aisle"}
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", value), seg
+
+
+def test_dead_letter_key() -> None:
+    assert dead_letter_key("ingest-1a2b") == "dead-letter/ingest-1a2b.json"
+
+
+def test_claim_key_differs_per_version() -> None:
+    a = claim_key("shelf-raw", "raw/s/a/b/c/f.jpg", "v1")
+    b = claim_key("shelf-raw", "raw/s/a/b/c/f.jpg", "v2")
+
+    assert a != b
+    assert a.startswith("shelf:seen:")
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    (("bkt", "x@y", "z"), ("bkt", "x", "y@z")),
+    (("a/b", "c", "v"), ("a", "b/c", "v")),
+    (("bkt", "k", "v"), ("other", "k", "v")),
+    (("bkt", "photo 1.jpg", "v"), ("bkt", "photo+1.jpg", "v")),
+], ids=["at-in-key-vs-version", "slash-in-bucket-vs-key", "bucket-differs", "space-vs-plus"])
+def test_claim_key_is_unambiguous(one: tuple[str, str, str], other: tuple[str, str, str]
+                                  ) -> None:
+    assert claim_key(*one) != claim_key(*other)
+
+
+def test_claim_key_quotes_bucket_and_key() -> None:
+    # Given a key with spaces, separators, non-ASCII and Redis-glob characters
+    key = "raw/café lyon/a*1/b?1/c[1]/photo@2x.jpg"
+
+    # When claimed
+    claim = claim_key("shelf-raw", key, "3HL4kqtJ")
+
+    # Then the Redis key holds none of them raw, and quoting is reversible
+    prefix, rest = claim.split("shelf:seen:", 1)
+    assert prefix == ""
+    bucket_part, key_and_version = rest.split("/", 1)
+    key_part, version = key_and_version.split("@", 1)
+    assert bucket_part == "shelf-raw"
+    assert version == "3HL4kqtJ"
+    assert re.fullmatch(r"[A-Za-z0-9._~%-]+", key_part), key_part
+    assert unquote(key_part) == key
