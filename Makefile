@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GPU ?= 0
 
-.PHONY: help venv test unit lint models eval bench demo clean
+.PHONY: help venv test unit lint models eval bench demo up down status clean
 
 help:
-	@echo "make demo    generate shelf photos and run the detectors on them"
-	@echo "make test    lint, type-check and run the whole test suite"
-	@echo "make models  train both default detectors and measure them (needs the train extra)"
+	@echo "make demo    start the local stack, upload 24 generated photos, show their results"
+	@echo "make test    lint, type-check and run the whole suite against LocalStack and Redis"
+	@echo "make up      keep LocalStack, Redis, workers and the listener running"
+	@echo "make down    stop what make up started"
+	@echo "make models  train both default detectors and measure them (installs the train extra)"
 	@echo "make eval    measure the committed detectors on 200 unseen photos per display kind"
 	@echo "make bench   detector latency benchmark"
 
@@ -38,8 +40,29 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
+# Starts LocalStack and Redis when they do not answer, and stops only what it started.
 test: $(STAMP) lint
+	@started="$$(bash scripts/stack.sh services)" || exit 1; \
+	trap 'bash scripts/stack.sh stop $$started' EXIT; \
 	$(PY) -m pytest tests -q -ra
+
+up: $(STAMP)
+	@bash scripts/stack.sh services >/dev/null
+	@bash scripts/stack.sh app >/dev/null
+	@echo "stack up: put photos into s3://shelf-raw/raw/{store}/{aisle}/{bay}/{camera}/ (endpoint http://127.0.0.1:4566)"
+
+down:
+	@bash scripts/stack.sh down
+
+status: $(STAMP)
+	@bash scripts/stack.sh status
+	@$(VENV)/bin/shelf status
+
+demo: $(STAMP)
+	@started="$$(bash scripts/stack.sh services)" || exit 1; \
+	apps="$$(bash scripts/stack.sh app)" || exit 1; \
+	trap 'bash scripts/stack.sh stop $$apps $$started' EXIT; \
+	$(VENV)/bin/shelf demo --count 24
 
 models: $(VENV)/.train
 	$(PY) -m pipeline.train.run --model gondola-light --threads 2
@@ -52,8 +75,5 @@ eval: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_detector.py
 
-demo: $(STAMP)
-	$(PY) scripts/demo_detect.py
-
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache run

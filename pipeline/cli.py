@@ -156,6 +156,40 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aggregate(args: argparse.Namespace) -> int:
+    from pipeline.aggregation import aggregate_day
+    from pipeline.storage.s3 import ObjectStore, make_client
+
+    s = get_settings()
+    counts = aggregate_day(ObjectStore(make_client(s.aws, "s3")), s.s3.results_bucket, args.date)
+    print(f"aggregated {args.date}: " + ", ".join(f"{k} {v} rows" for k, v in counts.items()))
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from pipeline.query import EXAMPLES, connect, format_table, run_query
+    from pipeline.storage.s3 import ObjectStore, make_client
+
+    if args.list:
+        for name, sql in EXAMPLES.items():
+            print(f"-- {name}{sql}\n")
+        return 0
+    s = get_settings()
+    con = connect(s, ObjectStore(make_client(s.aws, "s3")))
+    print(format_table(*run_query(con, args.sql)))
+    return 0
+
+
+def _beat(args: argparse.Namespace) -> int:
+    from pipeline.tasks.app import app
+
+    s = get_settings()
+    s.run_dir.mkdir(parents=True, exist_ok=True)
+    app.start(argv=["beat", "--loglevel=INFO",
+                    f"--schedule={s.run_dir / 'celerybeat-schedule'}"])
+    return 0
+
+
 def _stack(action: str) -> int:
     import subprocess
 
@@ -227,6 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="*")
     p.add_argument("--all", action="store_true", help="replay every open dead letter")
     p.set_defaults(func=_dlq)
+
+    p = sub.add_parser("aggregate", help="rebuild a day's shelf/aisle/store rollups")
+    p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("query", help="SQL over the results prefixes (DuckDB)")
+    p.add_argument("sql", nargs="?", default="worst-aisles-today",
+                   help="SQL, or the name of a documented example")
+    p.add_argument("--list", action="store_true", help="print the documented examples")
+    p.set_defaults(func=_query)
+
+    p = sub.add_parser("beat", help="the periodic scheduler (rollups every few minutes)")
+    p.set_defaults(func=_beat)
 
     p = sub.add_parser("up", help="start LocalStack, Redis, workers and the listener")
     p.set_defaults(func=lambda a: _stack("up"))

@@ -70,18 +70,22 @@ services() {
 }
 
 app() {
-  local n
+  local n started=()
   for n in cpu gpu; do
     if ! alive "worker-$n"; then
       nohup "$venv/bin/shelf" worker --pool "$n" >"$run/worker-$n.log" 2>&1 &
-      echo $! >"$run/worker-$n.pid"
+      echo $! >"$run/worker-$n.pid"; started+=("worker-$n")
     fi
   done
   if ! alive listener; then
     nohup "$venv/bin/shelf" listen >"$run/listener.log" 2>&1 &
-    echo $! >"$run/listener.pid"
+    echo $! >"$run/listener.pid"; started+=(listener)
   fi
-  log "workers and listener started (logs in $run)"
+  for n in cpu gpu; do
+    for ((i = 0; i < 600; i++)); do grep -q 'ready\.' "$run/worker-$n.log" 2>/dev/null && break; sleep 0.1; done
+  done
+  log "workers and listener running (logs in $run)"
+  echo "${started[@]:-}"
 }
 
 stop() {

@@ -25,6 +25,7 @@ TASK_QUEUES = {
     "shelf.detect": GONDOLA_INFERENCE,  # the route picks the real queue per photo
     "shelf.comply": COMPLIANCE,
     "shelf.dead_letter": DEAD_LETTER,
+    "shelf.aggregate": AGGREGATION,
 }
 
 
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_default_exchange="shelf",
         task_default_routing_key=INGESTION,
         task_routes={name: {"queue": q, "routing_key": q} for name, q in TASK_QUEUES.items()},
+        beat_schedule={"aggregate-recent-days": {
+            "task": "shelf.aggregate", "schedule": float(c.aggregate_every_s)}},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

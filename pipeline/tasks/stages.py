@@ -117,6 +117,8 @@ def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
             send_stage(nxt, out)
         else:
             log.info("photo %s done: %s", out.sha256, out.artifacts.get("result"))
+            if out.captured_date:
+                schedule_aggregate(rt, out.captured_date)
     except TransientError as exc:
         if task.request.retries < c.max_retries:
             delay = backoff_seconds(attempt=task.request.retries, base_s=c.backoff_base_s,
@@ -150,6 +152,35 @@ def detect(self: Task, payload: dict[str, Any]) -> None:
 @app.task(bind=True, max_retries=None, name="shelf.comply")
 def comply(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "comply", payload)
+
+
+@app.task(bind=True, max_retries=None, name="shelf.aggregate")
+def aggregate(self: Task, date: str | None = None) -> None:
+    """Rebuild one day's rollups (default: today and yesterday, UTC, for late photos)."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.aggregation import aggregate_day
+
+    rt = get_runtime()
+    today = datetime.now(UTC).date()
+    days = [date] if date else [str(today - timedelta(days=1)), str(today)]
+    try:
+        for day in days:
+            counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
+            log.info("aggregated %s: %s", day, counts)
+    except TransientError as exc:
+        c = rt.settings.celery
+        raise self.retry(exc=exc, countdown=backoff_seconds(
+            attempt=min(self.request.retries, 10), base_s=c.backoff_base_s,
+            cap_s=c.backoff_max_s)) from exc
+
+
+def schedule_aggregate(rt: Any, date: str) -> None:
+    """Ask for a rebuild of ``date`` soon; photos finishing together share one rebuild."""
+    delay = rt.settings.celery.aggregate_debounce_s
+    if rt.redis.set(f"shelf:aggregate-pending:{date}", "1", nx=True, ex=max(1, int(delay))):
+        app.signature("shelf.aggregate", args=(date,), immutable=True,
+                      countdown=delay).apply_async()
 
 
 @app.task(name="shelf.dead_letter")

@@ -1,0 +1,71 @@
+"""Shelf, aisle and store rollups of per-photo compliance results (pure)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+LEVELS = ("shelf", "aisle", "store")
+Row = dict[str, Any]
+
+
+def latest_per_bay(results: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One result per (store, aisle, bay, date): the latest photo of the day wins, so a
+    re-shot bay replaces its earlier photo instead of counting twice."""
+    best: dict[tuple[str, str, str, str], Mapping[str, Any]] = {}
+    for r in results:
+        key = (str(r["store"]), str(r["aisle"]), str(r["bay"]), str(r["date"]))
+        stamp = (str(r.get("captured_at") or ""), str(r.get("sha256")))
+        cur = best.get(key)
+        if cur is None or stamp > (str(cur.get("captured_at") or ""), str(cur.get("sha256"))):
+            best[key] = r
+    return [best[k] for k in sorted(best)]
+
+
+def _ratio(found: int, planned: int) -> float | None:
+    return round(found / planned, 6) if planned else None
+
+
+def shelf_rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
+    rows = []
+    for r in latest_per_bay(results):
+        for s in r.get("shelves") or []:
+            planned, found = int(s["planned_facings"]), int(s["found_facings"])
+            rows.append({"date": r["date"], "store": r["store"], "aisle": r["aisle"],
+                         "bay": r["bay"], "shelf": int(s["index"]), "photo": r["sha256"],
+                         "planned_facings": planned, "found_facings": found,
+                         "compliance": _ratio(found, planned),
+                         "out_of_stock": len(s.get("out_of_stock") or []),
+                         "out_of_stock_skus": sorted(str(x) for x in s.get("out_of_stock") or [])})
+    return sorted(rows, key=lambda x: (x["store"], x["aisle"], x["bay"], x["shelf"]))
+
+
+def _group(rows: list[Row], keys: tuple[str, ...]) -> list[Row]:
+    acc: dict[tuple[Any, ...], Row] = defaultdict(lambda: {
+        "planned_facings": 0, "found_facings": 0, "out_of_stock": 0, "bays": set(),
+        "shelves": 0})
+    for row in rows:
+        g = acc[tuple(row[k] for k in keys)]
+        g["planned_facings"] += row["planned_facings"]
+        g["found_facings"] += row["found_facings"]
+        g["out_of_stock"] += row["out_of_stock"]
+        g["bays"].add((row["store"], row["aisle"], row["bay"]))
+        g["shelves"] += 1
+    out = []
+    for k in sorted(acc):
+        g = acc[k]
+        out.append({**dict(zip(keys, k, strict=True)), "bays": len(g["bays"]),
+                    "shelves": g["shelves"], "planned_facings": g["planned_facings"],
+                    "found_facings": g["found_facings"],
+                    "compliance": _ratio(g["found_facings"], g["planned_facings"]),
+                    "out_of_stock": g["out_of_stock"]})
+    return out
+
+
+def rollups(results: Iterable[Mapping[str, Any]]) -> dict[str, list[Row]]:
+    """Rows per level; compliance is found / planned facings summed over the level."""
+    shelves = shelf_rows(results)
+    return {"shelf": shelves,
+            "aisle": _group(shelves, ("date", "store", "aisle")),
+            "store": _group(shelves, ("date", "store"))}

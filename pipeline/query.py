@@ -1,0 +1,87 @@
+"""``shelf query``: DuckDB over the results prefixes (S3 or LocalStack through httpfs).
+
+The httpfs extension comes from the ``duckdb-ext-httpfs`` wheel, so nothing is downloaded at
+run time. Views: ``results`` (per-photo JSON), ``shelves``, ``aisles``, ``stores`` (rollups).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import duckdb
+
+from pipeline.errors import PermanentError
+from pipeline.settings import Settings
+from pipeline.storage.s3 import ObjectStore
+
+EXAMPLES = {
+    "worst-aisles-today": """
+        SELECT store, aisle, round(100 * compliance, 1) AS compliance_pct, out_of_stock, bays
+        FROM aisles WHERE date = (SELECT max(date) FROM aisles)
+        ORDER BY compliance ASC NULLS LAST LIMIT 10""",
+    "out-of-stock-by-store": """
+        SELECT store, sku, count(*) AS shelves_out_of_stock
+        FROM (SELECT store, unnest(out_of_stock_skus) AS sku FROM shelves
+              WHERE date = (SELECT max(date) FROM shelves))
+        GROUP BY ALL ORDER BY store, shelves_out_of_stock DESC, sku""",
+    "compliance-trend": """
+        SELECT date, store, round(100 * compliance, 1) AS compliance_pct, bays
+        FROM stores ORDER BY store, date""",
+}
+
+
+def _httpfs_path() -> Path:
+    import duckdb_ext
+
+    base = Path(next(iter(duckdb_ext.__path__)))
+    found = sorted(base.rglob(f"v{duckdb.__version__}/*/httpfs.duckdb_extension"))
+    if not found:
+        raise PermanentError(f"no httpfs extension for DuckDB {duckdb.__version__} under {base}")
+    return found[0]
+
+
+def connect(settings: Settings, store: ObjectStore) -> Any:
+    """A DuckDB connection with S3 credentials and the result views that have data."""
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{_httpfs_path()}'")
+    aws = settings.aws
+    opts = [f"REGION '{aws.region}'"]
+    if aws.access_key_id:
+        opts += [f"KEY_ID '{aws.access_key_id}'", f"SECRET '{aws.secret_access_key}'"]
+    if aws.endpoint_url:
+        u = urlparse(aws.endpoint_url)
+        opts += [f"ENDPOINT '{u.netloc}'", "URL_STYLE 'path'",
+                 f"USE_SSL {'true' if u.scheme == 'https' else 'false'}"]
+    else:
+        opts += ["PROVIDER credential_chain"]
+    con.execute(f"CREATE SECRET shelf (TYPE s3, {', '.join(opts)})")
+    bucket = settings.s3.results_bucket
+    if next(iter(store.list_keys(bucket, "compliance/")), None):
+        con.execute(f"""CREATE VIEW results AS SELECT * FROM read_json_auto(
+            's3://{bucket}/compliance/*/*/*/*.json', hive_partitioning = true,
+            union_by_name = true)""")
+    for level, view in (("shelf", "shelves"), ("aisle", "aisles"), ("store", "stores")):
+        if next(iter(store.list_keys(bucket, f"aggregates/level={level}/")), None):
+            con.execute(f"""CREATE VIEW {view} AS SELECT * EXCLUDE (level) FROM read_parquet(
+                's3://{bucket}/aggregates/level={level}/*/*.parquet',
+                hive_partitioning = true)""")
+    return con
+
+
+def run_query(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    sql = EXAMPLES.get(sql, sql)
+    try:
+        cur = con.execute(sql)
+    except duckdb.Error as exc:
+        raise PermanentError(f"query failed: {exc}") from exc
+    return [d[0] for d in cur.description], cur.fetchall()
+
+
+def format_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    cells = [columns] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
