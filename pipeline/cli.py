@@ -180,6 +180,24 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.report import build_report
+    from pipeline.storage.keys import partition_value
+    from pipeline.storage.s3 import ObjectStore, make_client
+
+    s = get_settings()
+    store = ObjectStore(make_client(s.aws, "s3"))
+    page = build_report(store, s, store=args.store, date=args.date)
+    name = f"store-{partition_value(args.store)}-{args.date}.html"
+    out = args.out or s.run_dir / "reports" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    key = f"reports/store={partition_value(args.store)}/date={args.date}/index.html"
+    store.put_bytes(s.s3.results_bucket, key, page.encode(), "text/html; charset=utf-8")
+    print(f"report: {out.resolve()} (also s3://{s.s3.results_bucket}/{key})")
+    return 0
+
+
 def _beat(args: argparse.Namespace) -> int:
     from pipeline.tasks.app import app
 
@@ -271,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SQL, or the name of a documented example")
     p.add_argument("--list", action="store_true", help="print the documented examples")
     p.set_defaults(func=_query)
+
+    p = sub.add_parser("report", help="static HTML report for a store and day")
+    p.add_argument("--store", required=True)
+    p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.add_argument("--out", type=Path, default=None)
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("beat", help="the periodic scheduler (rollups every few minutes)")
     p.set_defaults(func=_beat)
