@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GPU ?= 0
 
-.PHONY: help venv test unit lint models eval bench demo up down status clean
+.PHONY: help venv sysdeps test unit lint models eval bench demo up down status clean
 
 help:
 	@echo "make demo    start the local stack, upload 24 generated photos, show their results"
@@ -29,6 +29,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# System packages the suite needs: redis-server (the broker) and Chromium (report test).
+sysdeps:
+	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 $(VENV)/.train: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,train]'
 	@touch $@
@@ -41,12 +50,12 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 # Starts LocalStack and Redis when they do not answer, and stops only what it started.
-test: $(STAMP) lint
+test: $(STAMP) sysdeps lint
 	@started="$$(bash scripts/stack.sh services)" || exit 1; \
 	trap 'bash scripts/stack.sh stop $$started' EXIT; \
 	$(PY) -m pytest tests -q -ra
 
-up: $(STAMP)
+up: $(STAMP) sysdeps
 	@bash scripts/stack.sh services >/dev/null
 	@bash scripts/stack.sh app >/dev/null
 	@echo "stack up: put photos into s3://shelf-raw/raw/{store}/{aisle}/{bay}/{camera}/ (endpoint http://127.0.0.1:4566)"
@@ -58,7 +67,7 @@ status: $(STAMP)
 	@bash scripts/stack.sh status
 	@$(VENV)/bin/shelf status
 
-demo: $(STAMP)
+demo: $(STAMP) sysdeps
 	@started="$$(bash scripts/stack.sh services)" || exit 1; \
 	apps="$$(bash scripts/stack.sh app)" || exit 1; \
 	trap 'bash scripts/stack.sh stop $$apps $$started' EXIT; \

@@ -30,12 +30,38 @@ def _bar(done: int, total: int, failed: int, elapsed: float) -> str:
             f"{f', {failed} dead-lettered' if failed else ''}  {elapsed:5.1f} s")
 
 
+def _summaries(s: Any, store: ObjectStore, date: str) -> None:
+    """The day's store and aisle rollups, and one HTML report per store."""
+    from pipeline.aggregation import aggregate_day
+    from pipeline.query import connect, format_table, run_query
+    from pipeline.report import build_report
+
+    aggregate_day(store, s.s3.results_bucket, date)
+    con = connect(s, store)
+    print(f"\nstores on {date}")
+    print(format_table(*run_query(con, f"""
+        SELECT store, bays, shelves, round(100 * compliance, 1) AS compliance_pct, out_of_stock
+        FROM stores WHERE date = '{date}' ORDER BY store""")))
+    print(f"\naisles on {date}")
+    print(format_table(*run_query(con, f"""
+        SELECT store, aisle, bays, round(100 * compliance, 1) AS compliance_pct, out_of_stock
+        FROM aisles WHERE date = '{date}' ORDER BY store, aisle""")))
+    out_dir = s.run_dir / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print()
+    for store_id, _ in STORES:
+        path = out_dir / f"store-{store_id}-{date}.html"
+        path.write_text(build_report(store, s, store=store_id, date=date))
+        print(f"report: {path.resolve()}")
+
+
 def run_demo(*, count: int, seed: int, timeout_s: float) -> int:
     s = get_settings()
     store = ObjectStore(make_client(s.aws, "s3"))
     s3 = store.client
     print(f"generating {count} shelf photos (seed {seed})...", flush=True)
-    photos = [make_photo(seed, i, None, 4000) for i in range(count)]
+    now = datetime.now(UTC)
+    photos = [make_photo(seed, i, None, 4000, taken_at=now) for i in range(count)]
     pending: dict[str, dict[str, Any]] = {}
     t0 = time.time()
     for i, photo in enumerate(photos):
@@ -103,6 +129,8 @@ def run_demo(*, count: int, seed: int, timeout_s: float) -> int:
     print(f"results:   s3://{s.s3.results_bucket}/compliance/store=.../date=.../aisle=.../")
     if failed:
         print(f"dead letters: {len(failed)} (shelf dlq list)")
+    if done:
+        _summaries(s, store, now.strftime("%Y-%m-%d"))
     if missing:
         print(f"{missing} photos without a result after {timeout_s:.0f} s", file=sys.stderr)
         return 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import cv2
 import numpy as np
@@ -68,14 +69,19 @@ def make_scene(rng: np.random.Generator, display: str, long_side: int, planogram
 
 
 def make_photo(seed: int, index: int, display: str | None = None,
-               max_long_side: int = 4000) -> Photo:
-    """Photo ``index`` of the run ``seed``: JPEG bytes as a camera uploads them, plus truth."""
+               max_long_side: int = 4000, taken_at: datetime | None = None) -> Photo:
+    """Photo ``index`` of the run ``seed``: JPEG bytes as a camera uploads them, plus truth.
+
+    ``taken_at`` overrides the drawn capture time (DateTimeOriginal), e.g. "now" for a demo.
+    """
     rng = scene_seed(seed, index)
     disp = _display(rng, display)
     sides = [s for s in LONG_SIDES if s <= max_long_side] or [max_long_side]
     long_side = int(sides[int(rng.integers(0, len(sides)))])
     _, truth, upright = make_scene(rng, disp, long_side, f"PG-{seed}-{index:06d}")
     meta = draw_exif(rng)
+    if taken_at is not None:
+        meta = replace(meta, datetime_original=taken_at.strftime("%Y:%m:%d %H:%M:%S"))
     stored = apply_orientation(upright, invert_orientation(meta.orientation))
     quality = int(rng.integers(70, 96))
     ok, enc = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, quality])
