@@ -38,7 +38,8 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"evaluating {', '.join(d.ref for d in dets)} on {args.count} unseen photos per "
           f"display kind (seed {args.seed}, long side <= {args.max_side}, {args.threads} "
           f"ORT threads)", flush=True)
-    reports = evaluate(dets, count=args.count, seed=args.seed, max_long_side=args.max_side)
+    reports = evaluate(dets, count=args.count, seed=args.seed, max_long_side=args.max_side,
+                       normalized=args.input == "normalized")
     for d in dets:
         print(format_report(d.ref, reports[d.ref]))
         if args.write_card:
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=4000)
     p.add_argument("--models", type=Path, default=None, help="models root directory")
     p.add_argument("--write-card", action="store_true", help="store the figures in card.json")
+    p.add_argument("--input", choices=("normalized", "raw"), default="normalized",
+                   help="normalized: as the pipeline feeds the detector; raw: upright only")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("train", help="train a default detector (needs the train extra)")

@@ -47,14 +47,17 @@ def _truth(objects: list[dict[str, object]], labels: tuple[str, ...]) -> Truth:
 
 
 def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side: int,
-             progress: bool = True) -> dict[str, list[KindReport]]:
-    """Run every detector on the same ``count`` photos of each display kind."""
+             normalized: bool = True, progress: bool = True) -> dict[str, list[KindReport]]:
+    """Run every detector on the same ``count`` photos of each display kind, prepared as the
+    pipeline prepares them (upright, working size, lighting normalized) unless
+    ``normalized`` is false (upright only)."""
     results: dict[str, dict[str, tuple[list[Detections], list[Truth], list[float]]]] = {
         d.ref: {k: ([], [], []) for k in DISPLAYS} for d in detectors}
     for k_i, kind in enumerate(DISPLAYS):
         for i in range(count):
             photo = make_photo(seed, k_i * 1_000_000 + i, kind, max_long_side)
-            image, scale = upright_from_jpeg(photo.jpeg)
+            image, scale = (working_image(photo.jpeg, WORKING_LONG_SIDE) if normalized
+                            else upright_from_jpeg(photo.jpeg))
             objects = photo.truth["objects"]
             assert isinstance(objects, list)
             objects = [{**o, "box": [v * scale for v in o["box"]]} for o in objects]
@@ -97,3 +100,12 @@ def write_card_metrics(model_dir: Path, reports: list[KindReport], *, seed: int,
         "ort_threads": threads, "per_display": [r.to_json() for r in reports],
     }
     card_path.write_text(json.dumps(card, indent=1) + "\n")
+
+
+def working_image(data: bytes, long_side: int) -> tuple[npt.NDArray[np.uint8], float]:
+    """What the detect stage sees: upright, at the working size, lighting normalized."""
+    from pipeline.core.lighting import normalize_lighting, resize_long_side
+
+    image, scale = upright_from_jpeg(data, long_side)
+    small = resize_long_side(image, long_side)
+    return normalize_lighting(small), scale * small.shape[1] / image.shape[1]

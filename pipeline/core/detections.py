@@ -83,8 +83,8 @@ def nms(*, xyxy: npt.NDArray[np.floating], scores: npt.NDArray[np.floating],
         return np.zeros(0, np.intp)
     if class_ids is not None:
         # Shift each class to its own region of the plane so boxes of different classes never
-        # overlap; one pass then does all classes.
-        offset = (np.asarray(class_ids, np.float64) * (b.max() + 1.0))[:, None]
+        # overlap (the span covers negative coordinates too); one pass then does all classes.
+        offset = (np.asarray(class_ids, np.float64) * (b.max() - b.min() + 1.0))[:, None]
         b = b + offset
     order = np.argsort(-s, kind="stable")
     keep: list[int] = []

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 
 import numpy as np
 
-from pipeline.synth.catalog import BY_ID, CATALOG, UNKNOWN_SKU, Sku, random_unknown
+from pipeline.synth.catalog import CATALOG, UNKNOWN_SKU, Sku, random_unknown
 
 DISPLAYS = ("gondola", "endcap")
 FIXTURE_WIDTH_CM = {"gondola": 100.0, "endcap": 120.0}
+# Endcaps carry promotional mini packs: the same products at 70 % size, so more and smaller.
+PACK_SCALE = {"gondola": 1.0, "endcap": 0.7}
+
+
+@cache
+def catalog_for(display: str) -> dict[str, Sku]:
+    """The catalog as packed for ``display`` (sizes scaled, looks unchanged)."""
+    k = PACK_SCALE[display]
+    return {s.sku_id: replace(s, width_cm=s.width_cm * k, height_cm=s.height_cm * k)
+            for s in CATALOG}
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ def make_planogram(rng: np.random.Generator, display: str, planogram_id: str) ->
     """A plausible planogram: 3..6 shelves, each filled left to right with SKU blocks."""
     width = FIXTURE_WIDTH_CM[display]
     n_shelves = int(rng.integers(3, 7)) if display == "gondola" else int(rng.integers(4, 7))
-    skus = list(CATALOG)
+    skus = list(catalog_for(display).values())
     shelves = []
     for i in range(n_shelves):
         order = rng.permutation(len(skus))
@@ -99,10 +110,12 @@ def realise(rng: np.random.Generator, plan: Planogram, deviation_rate: float) ->
     """What stands on the shelves: the plan with gaps, misplaced, extra and missing facings."""
     out = Realisation()
     plan_skus = {p.sku for s in plan.shelves for p in s.positions}
+    catalog = catalog_for(plan.display)
+    pack = PACK_SCALE[plan.display]
     for shelf in plan.shelves:
         slots: list[Slot] = []
         for j, pos in enumerate(shelf.positions):
-            sku = BY_ID[pos.sku]
+            sku = catalog[pos.sku]
             r = rng.random()
             if r < deviation_rate * 0.30:  # position out of stock: a hole as wide as its block
                 slots.append(Slot(None, pos.facings * pos.width_cm, j, "gap"))
@@ -121,7 +134,7 @@ def realise(rng: np.random.Generator, plan: Planogram, deviation_rate: float) ->
             elif r < deviation_rate * 0.85:
                 k = int(rng.integers(0, len(facings)))
                 if rng.random() < 0.6:
-                    others = [s for s in CATALOG if s.sku_id != pos.sku]
+                    others = [s for s in catalog.values() if s.sku_id != pos.sku]
                     intruder = others[int(rng.integers(0, len(others)))]
                     facings[k] = Slot(intruder, intruder.width_cm, j, "misplaced")
                     out.deviations.append({"type": "misplaced", "shelf": shelf.index,
@@ -130,6 +143,8 @@ def realise(rng: np.random.Generator, plan: Planogram, deviation_rate: float) ->
                                            "in_planogram": intruder.sku_id in plan_skus})
                 else:
                     unk = random_unknown(rng)
+                    unk = replace(unk, width_cm=unk.width_cm * pack,
+                                  height_cm=unk.height_cm * pack)
                     facings[k] = Slot(unk, unk.width_cm, j, "unknown")
                     out.deviations.append({"type": "unknown", "shelf": shelf.index,
                                            "position": j, "planned_sku": pos.sku})

@@ -53,7 +53,7 @@ def _shelf_heights(real: Realisation, display: str) -> list[float]:
     out = []
     for slots in real.shelves:
         tallest = max((s.sku.height_cm for s in slots if s.sku is not None), default=15.0)
-        out.append(max(tallest, 12.0) + clearance + BOARD_CM)
+        out.append(max(tallest, 8.0) + clearance + BOARD_CM)
     return out
 
 

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.core.lighting import normalize_lighting
 from pipeline.core.orientation import apply_orientation, invert_orientation
 from pipeline.synth.camera import apply_effects, draw_effects
 from pipeline.synth.exif import draw_exif, exif_bytes, insert_app1
@@ -97,13 +98,17 @@ def make_photo(seed: int, index: int, display: str | None = None,
     return Photo(jpeg, truth)
 
 
-def make_sample(rng: np.random.Generator, display: str, long_side: int) -> Sample:
-    """An upright training image rendered straight at the detector's working scale."""
+def make_sample(rng: np.random.Generator, display: str, long_side: int,
+                normalize: bool = True) -> Sample:
+    """An upright training image rendered straight at the detector's working scale, lighting
+    normalized as the pipeline's preprocessing stage does before detection."""
     scene, _, image = make_scene(rng, display, long_side, "train")
     if rng.random() < 0.5:  # JPEG artefacts as the photos will carry them
         q = int(rng.integers(60, 96))
         enc = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])[1]
         image = np.asarray(cv2.imdecode(enc, cv2.IMREAD_COLOR), np.uint8)
+    if normalize:  # the detect stage sees lighting-normalized images
+        image = normalize_lighting(image)
     boxes = np.array([o.box for o in scene.objects], np.float32).reshape(-1, 4)
     labels = np.array([o.label for o in scene.objects], np.int64)
     return Sample(image, boxes, labels)

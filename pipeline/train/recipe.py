@@ -25,12 +25,12 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "gondola-light": Recipe(
-        name="gondola-light", version="1", widths=(16, 32, 64, 96, 128), neck=64,
+        name="gondola-light", version="2", widths=(16, 32, 64, 96, 128), neck=64,
         input_size=640, crop=320, displays=(("gondola", 0.8), ("endcap", 0.2)),
         steps=2400, batch=12, lr=3e-3, seed=11,
     ),
     "endcap-heavy": Recipe(
-        name="endcap-heavy", version="1", widths=(24, 40, 80, 128, 160), neck=80,
+        name="endcap-heavy", version="2", widths=(24, 40, 80, 128, 160), neck=80,
         input_size=896, crop=352, displays=(("endcap", 0.7), ("gondola", 0.3)),
         steps=1800, batch=10, lr=3e-3, seed=23,
     ),

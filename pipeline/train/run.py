@@ -87,8 +87,9 @@ def export(net: ShelfNet, recipe: Recipe, out_dir: Path, info: dict[str, object]
         "tiling": None,
         "training": {"command": command, "seed": recipe.seed, "recipe": recipe.to_json(),
                      "data": "pipeline.synth.world.make_sample: scenes rendered on the fly at "
-                             "0.85-1.15x the input size, random square crops, JPEG q60-95 on "
-                             "half; display mix as in recipe.displays",
+                             "0.85-1.15x the input size, JPEG q60-95 on half, lighting "
+                             "normalized (gray world + CLAHE) as the pipeline does, random "
+                             "square crops; display mix as in recipe.displays",
                      **info},
         "metrics": {},
         "sha256": sha,
