@@ -17,7 +17,8 @@ import numpy as np
 
 from pipeline.core.letterbox import letterbox
 from pipeline.detect.detector import Detector
-from pipeline.evaluation import upright_from_jpeg
+from pipeline.evaluation import working_image
+from pipeline.image import WORKING_LONG_SIDE
 from pipeline.settings import get_settings
 from pipeline.synth.world import make_photo
 
@@ -36,10 +37,11 @@ def main() -> None:
     args = ap.parse_args()
 
     root = get_settings().models.root
-    images = [upright_from_jpeg(make_photo(args.seed, i, None, 4000).jpeg)[0]
+    images = [working_image(make_photo(args.seed, i, None, 4000).jpeg, WORKING_LONG_SIDE)[0]
               for i in range(args.photos)]
-    print(f"{len(images)} working images (long side {max(images[0].shape)} after DCT-scaled "
-          f"decode), {args.threads} ORT threads, {args.repeats} repeats")
+    print(f"{len(images)} working images as the detect stage gets them (long side "
+          f"{max(images[0].shape)}, normalized), {args.threads} ORT threads, "
+          f"{args.repeats} repeats")
     baseline = None
     for name in args.models:
         det = Detector.from_dir(root, name, intra_op_threads=args.threads)
