@@ -83,7 +83,13 @@ def load_model(root: Path, name: str, version: str | None = None,
     except (OSError, ValueError, ValidationError) as exc:
         raise ModelError(f"unreadable model card or labels in {mdir}: {exc}") from exc
     if isinstance(raw, dict):
-        labels = tuple(str(raw[k]) for k in sorted(raw, key=int))
+        try:
+            labels = tuple(str(raw[k]) for k in sorted(raw, key=int))
+        except ValueError as exc:
+            raise ModelError(f"{mdir / 'labels.json'} keys must be class indices: {exc}"
+                             ) from exc
+        if sorted(int(k) for k in raw) != list(range(len(raw))):
+            raise ModelError(f"{mdir / 'labels.json'} must cover class indices 0..{len(raw) - 1}")
     elif isinstance(raw, list):
         labels = tuple(str(v) for v in raw)
     else:

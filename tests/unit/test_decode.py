@@ -20,8 +20,8 @@ from tests.unit.onnx_models import Dim, constant_model, write_model_dir
 F32 = npt.NDArray[np.float32]
 LABELS = {"0": "SKU-A", "1": "SKU-B", "2": "SKU-C"}
 NC = 3
-NCHW_320 = [1, 3, 320, 320]
-NHWC_320 = [1, 320, 320, 3]
+NCHW_320: list[Dim] = [1, 3, 320, 320]
+NHWC_320: list[Dim] = [1, 320, 320, 3]
 
 # Candidates in model-input pixels (the input is 320 x 320): cx, cy, w, h, then class scores.
 CANDIDATES = np.array([
@@ -288,7 +288,8 @@ def test_to_tensor(tmp_path: Path, input_shape: list[Dim], input_type: int,
     assert t.dtype == dtype
     assert list(t.shape) == input_shape
     assert t.flags["C_CONTIGUOUS"]
-    first = t[0, 0] if det.geometry().layout == "NCHW" else t[0, :, :, 0]
+    first = np.asarray(t[0, 0] if det.geometry().layout == "NCHW" else t[0, :, :, 0],
+                       np.float64)
     np.testing.assert_allclose(first, np.full((2, 3), first_plane), rtol=1e-6)
 
 
