@@ -75,7 +75,8 @@ def test_explicit_version_wins_over_latest(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("labels", "expected"), [
     (["a", "b", "c"], ("a", "b", "c")),
     ({"0": "a", "1": "b"}, ("a", "b")),
-    ({"10": "k", "2": "c", "0": "a", "1": "b"}, ("a", "b", "c", "k")),
+    ({"3": "k", "2": "c", "0": "a", "1": "b", "10": "x", "4": "d", "5": "e", "6": "f",
+      "7": "g", "8": "h", "9": "i"}, ("a", "b", "c", "k", "d", "e", "f", "g", "h", "i", "x")),
     ([1, 2], ("1", "2")),
     ([], ()),
 ], ids=["list", "dict", "dict-sorted-numerically", "numbers-as-strings", "empty"])
