@@ -49,6 +49,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_compliance(args: argparse.Namespace) -> int:
+    from pipeline.detect.detector import Detector
+    from pipeline.evaluation import evaluate_compliance
+
+    m = get_settings().models
+    dets = {"light": Detector.from_dir(m.root, m.light, device=m.device,
+                                       intra_op_threads=args.threads),
+            "heavy": Detector.from_dir(m.root, m.heavy, device=m.device,
+                                       intra_op_threads=args.threads)}
+    print(f"compliance on {args.count} unseen photos (seed {args.seed}; gondola -> "
+          f"{dets['light'].ref}, endcap -> {dets['heavy'].ref}); error in points", flush=True)
+    scores = evaluate_compliance(dets, count=args.count, seed=args.seed,
+                                 max_long_side=args.max_side)
+    print(scores.format())
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     try:
         from pipeline.train.run import main as train_main
@@ -253,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", choices=("normalized", "raw"), default="normalized",
                    help="normalized: as the pipeline feeds the detector; raw: upright only")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("eval-compliance", help="compliance, OOS and misplaced accuracy with "
+                       "the default detectors in the loop")
+    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--seed", type=int, default=9002)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-side", type=int, default=4000)
+    p.set_defaults(func=_eval_compliance)
 
     p = sub.add_parser("train", help="train a default detector (needs the train extra)")
     p.add_argument("--model", required=True, choices=("gondola-light", "endcap-heavy"))

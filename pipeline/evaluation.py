@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -109,3 +110,99 @@ def working_image(data: bytes, long_side: int) -> tuple[npt.NDArray[np.uint8], f
     image, scale = upright_from_jpeg(data, long_side)
     small = resize_long_side(image, long_side)
     return normalize_lighting(small), scale * small.shape[1] / image.shape[1]
+
+
+@dataclass
+class _Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, predicted: set[Any], truth: set[Any]) -> None:
+        self.tp += len(predicted & truth)
+        self.fp += len(predicted - truth)
+        self.fn += len(truth - predicted)
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+
+@dataclass
+class ComplianceScores:
+    errors: dict[str, list[float]]  # points, per display kind
+    oos: dict[str, _Counts]
+    misplaced: dict[str, _Counts]
+
+    def format(self) -> str:
+        lines = [f"  {'display':8} {'photos':>6} {'err p50':>8} {'err p90':>8} {'OOS P':>6} "
+                 f"{'OOS R':>6} {'misp P':>7} {'misp R':>7}"]
+        kinds = [*self.errors, "all"]
+        for kind in kinds:
+            if kind == "all":
+                errs = [e for v in self.errors.values() for e in v]
+                oos, mis = _Counts(), _Counts()
+                for c in self.oos.values():
+                    oos.tp, oos.fp, oos.fn = oos.tp + c.tp, oos.fp + c.fp, oos.fn + c.fn
+                for c in self.misplaced.values():
+                    mis.tp, mis.fp, mis.fn = mis.tp + c.tp, mis.fp + c.fp, mis.fn + c.fn
+            else:
+                errs, oos, mis = self.errors[kind], self.oos[kind], self.misplaced[kind]
+            lines.append(
+                f"  {kind:8} {len(errs):6d} {np.percentile(errs, 50):8.2f} "
+                f"{np.percentile(errs, 90):8.2f} {oos.precision:6.3f} {oos.recall:6.3f} "
+                f"{mis.precision:7.3f} {mis.recall:7.3f}")
+        return "\n".join(lines)
+
+
+def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int,
+                        max_long_side: int, progress: bool = True) -> ComplianceScores:
+    """Photos -> the pipeline's preparation -> routed detector -> shelf compliance, against
+    the generator's truth: compliance error in points, out-of-stock gaps and misplaced SKUs."""
+    from pipeline.core.detections import box_iou
+    from pipeline.core.planogram import Planogram
+    from pipeline.core.shelf import Detected, evaluate_shelves
+
+    scores = ComplianceScores({k: [] for k in DISPLAYS}, {k: _Counts() for k in DISPLAYS},
+                              {k: _Counts() for k in DISPLAYS})
+    for i in range(count):
+        kind = DISPLAYS[i % len(DISPLAYS)]
+        photo = make_photo(seed, 2_000_000 + i, kind, max_long_side)
+        truth = photo.truth
+        image, scale = working_image(photo.jpeg, WORKING_LONG_SIDE)
+        det = detectors["heavy" if kind == "endcap" else "light"]
+        found = det.detect(image)
+        detected = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                             sku=det.labels[int(c)], score=float(s))
+                    for b, s, c in zip(found.xyxy, found.scores, found.class_ids, strict=True)]
+        plan = Planogram.model_validate(truth["planogram"])
+        report = evaluate_shelves(planogram=plan, detections=detected)
+        expected = truth["expected"]
+        assert isinstance(expected, dict)
+        scores.errors[kind].append(abs(report.compliance - float(expected["compliance"])) * 100)
+        scores.oos[kind].add(
+            {(s.index, j) for s in report.shelves for j in s.out_of_stock_positions},
+            {(s["index"], j) for s in expected["shelves"] for j in s["gap_positions"]})
+        objects = truth["objects"]
+        assert isinstance(objects, list)
+        true_mis = [o for o in objects if o["status"] == "misplaced"]
+        pred_mis = [it for it in report.items if it.status == "misplaced"]
+        matched: set[int] = set()
+        if true_mis and pred_mis:
+            iou = box_iou(np.array([it.box for it in pred_mis], np.float32),
+                          np.array([o["box"] for o in true_mis], np.float32) * scale)
+            for p in range(len(pred_mis)):
+                j = int(np.argmax(iou[p]))
+                if iou[p, j] >= 0.5 and j not in matched:
+                    matched.add(j)
+        c = scores.misplaced[kind]
+        c.tp += len(matched)
+        c.fp += len(pred_mis) - len(matched)
+        c.fn += len(true_mis) - len(matched)
+        if progress and (i + 1) % 20 == 0:
+            print(f"  {i + 1}/{count}", flush=True)
+    return scores

@@ -20,6 +20,7 @@ from pipeline.core.rollup import latest_per_bay, rollups
 # BGR for drawing, and the same colours as CSS for the legend.
 STATUS_COLOURS: dict[str, tuple[int, int, int]] = {
     "in_place": (60, 180, 60),
+    "extra": (200, 160, 40),
     "misplaced": (0, 140, 255),
     "unknown": (200, 40, 200),
 }

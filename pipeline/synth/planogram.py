@@ -161,7 +161,11 @@ def realise(rng: np.random.Generator, plan: Planogram, deviation_rate: float) ->
 
 
 def expected_compliance(plan: Planogram, real: Realisation) -> dict[str, object]:
-    """Planned facings found in place / planned facings, per shelf and overall."""
+    """Planned facings found in place / planned facings, per shelf and overall.
+
+    ``out_of_stock_positions``: planned positions with no facing of their SKU (a hole, another
+    product, or pushed off the shelf); ``gap_positions``: those that left a visible hole.
+    """
     per_shelf = []
     found_total = 0
     for shelf, slots in zip(plan.shelves, real.shelves, strict=True):
@@ -174,9 +178,11 @@ def expected_compliance(plan: Planogram, real: Realisation) -> dict[str, object]
             if n == 0:
                 oos.append(j)
         planned = sum(p.facings for p in shelf.positions)
+        # Holes that made it onto the board (a hole pushed off a full shelf is not visible).
+        gaps = sorted({s.position for s in slots if s.sku is None and s.position is not None})
         per_shelf.append({"index": shelf.index, "planned_facings": planned,
                           "in_place": found, "compliance": found / planned if planned else 1.0,
-                          "out_of_stock_positions": oos})
+                          "out_of_stock_positions": oos, "gap_positions": gaps})
         found_total += found
     planned_total = plan.planned_facings
     return {"compliance": found_total / planned_total if planned_total else 1.0,

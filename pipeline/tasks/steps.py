@@ -7,25 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from datetime import UTC, datetime
-from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
 
-from pipeline.core.compliance import count_compliance
 from pipeline.core.lighting import measure_quality, normalize_lighting, resize_long_side
 from pipeline.core.orientation import apply_orientation
+from pipeline.core.planogram import Planogram
 from pipeline.core.routing import choose_route
+from pipeline.core.shelf import Detected, evaluate_shelves
 from pipeline.errors import PermanentError
 from pipeline.image import decode_reduced, read_orientation
 from pipeline.messages import ArtifactRef, StageMessage
 from pipeline.storage.download import UrlRejectedError, fetch
 from pipeline.storage.keys import artifact_key, result_key
 from pipeline.storage.s3 import ObjectNotFoundError
+from pipeline.synth.catalog import BY_ID
 from pipeline.tasks.runtime import Runtime
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -182,20 +183,31 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
         "detections", ArtifactRef(bucket=bucket, key=key))
 
 
-def load_planogram(msg: StageMessage, rt: Runtime) -> dict[str, Any] | None:
+class PlanogramMissingError(PermanentError):
+    """No planogram is stored for the photo's bay (or for the id its metadata names)."""
+
+
+def load_planogram(msg: StageMessage, rt: Runtime) -> Planogram:
     """``planograms/by-id/{id}.json`` when the photo names one, else by store/aisle/bay."""
     p = msg.photo
+    bucket = rt.settings.s3.config_bucket
     key = (f"planograms/by-id/{p.planogram_id}.json" if p.planogram_id
            else f"planograms/{p.store}/{p.aisle}/{p.bay}.json")
     try:
-        doc = rt.store.get_json(rt.settings.s3.config_bucket, key)
-    except ObjectNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise PlanogramError(f"planogram {key} is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise PlanogramError(f"planogram {key} is not a JSON object")
-    return doc
+        raw = rt.store.get_bytes(bucket, key)
+    except ObjectNotFoundError as exc:
+        raise PlanogramMissingError(f"no planogram at s3://{bucket}/{key}") from exc
+    try:
+        return Planogram.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise PlanogramError(f"invalid planogram s3://{bucket}/{key}: {problems}") from exc
+
+
+def _brand(sku: str) -> str:
+    known = BY_ID.get(sku)
+    return known.brand if known else sku
 
 
 def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
@@ -205,16 +217,22 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
     key = result_key(store=p.store, date=msg.captured_date or "unknown", aisle=p.aisle,
                      sha256=sha)
     if rt.store.head(s.s3.results_bucket, key) is None:
+        planogram = load_planogram(msg, rt)
         det = rt.store.get_json(s.s3.artifacts_bucket, artifact_key(sha, "detections.json"))
-        skus = [str(d["sku"]) for d in det["detections"]]
+        found = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                          sku=str(d["sku"]), score=float(d["score"]))
+                 for d in det["detections"] for b in [d["box"]]]
+        report = evaluate_shelves(planogram=planogram, detections=found, brand_of=_brand)
         result = {
             "sha256": sha, "store": p.store, "aisle": p.aisle, "bay": p.bay, "camera": p.camera,
-            "date": msg.captured_date, "store_format": p.store_format,
-            "display_type": p.display_type,
+            "date": msg.captured_date,
+            "captured_at": p.event_time.isoformat() if p.event_time else None,
+            "store_format": p.store_format, "display_type": p.display_type,
             "source": {"bucket": p.bucket, "key": p.key, "version_id": p.version_id},
             "route": det.get("route"), "route_reason": det.get("route_reason"),
-            "model": det.get("model"), "detections": len(skus),
-            **count_compliance(planogram=load_planogram(msg, rt), detected=skus),
+            "model": det.get("model"), "image_size": det.get("image_size"),
+            "detections": len(found),
+            **report.to_json(),
             "artifacts": {k: f"s3://{a.bucket}/{a.key}" for k, a in msg.artifacts.items()},
             "completed_at": datetime.now(UTC).isoformat(),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -15,6 +16,21 @@ def photo_bytes(index: int, display: str = "gondola", seed: int = 77
                 ) -> tuple[bytes, dict[str, Any]]:
     photo = make_photo(seed, index, display, max_long_side=1600)
     return photo.jpeg, photo.truth
+
+
+def put_planogram(stack: Stack, key: str, truth: dict[str, Any]) -> None:
+    """Store the photo's planogram where the comply stage looks for its bay."""
+    _, store, aisle, bay, _, _ = key.split("/")
+    stack.s3.put_object(Bucket=stack.settings.s3.config_bucket,
+                        Key=f"planograms/{store}/{aisle}/{bay}.json",
+                        Body=json.dumps(truth["planogram"]).encode())
+
+
+def put_photo(stack: Stack, key: str, data: bytes, truth: dict[str, Any],
+              **metadata: str) -> str:
+    """A camera upload into a bay whose planogram is known."""
+    put_planogram(stack, key, truth)
+    return put(stack, key, data, **metadata)
 
 
 def put(stack: Stack, key: str, data: bytes, **metadata: str) -> str:

@@ -21,6 +21,8 @@ from tests.e2e.helpers import (
     dead_letters,
     photo_bytes,
     put,
+    put_photo,
+    put_planogram,
     result_keys,
     versions,
     wait_dead_letter,
@@ -31,24 +33,20 @@ pytestmark = pytest.mark.usefixtures("pipeline_procs")
 ARTIFACTS = ("ingest.json", "ingested.jpg", "normalized.jpg", "quality.json", "detections.json")
 
 
-def _put_planogram(stack: Stack, store: str, aisle: str, bay: str, truth: dict[str, Any]) -> None:
-    stack.s3.put_object(Bucket=stack.settings.s3.config_bucket,
-                        Key=f"planograms/{store}/{aisle}/{bay}.json",
-                        Body=json.dumps(truth["planogram"]).encode())
-
-
 def test_photo_becomes_result_with_artifacts_and_no_personal_data(stack: Stack) -> None:
     # Given a phone photo with GPS, serial and rotation in its EXIF, and its bay's planogram
     data, truth = photo_bytes(0)
-    _put_planogram(stack, "S001", "A01", "B1", truth)
     # When the camera uploads it
-    sha = put(stack, "raw/S001/A01/B1/cam1/IMG_0001.jpg", data, **{"store-format": "standard"})
+    sha = put_photo(stack, "raw/S001/A01/B1/cam1/IMG_0001.jpg", data, truth,
+                    **{"store-format": "standard"})
     result = wait_result(stack, sha)
-    # Then the result names the route, the model and a compliance figure
+    # Then the result names the route, the model and a compliance figure per shelf
     assert result["store"] == "S001" and result["aisle"] == "A01" and result["bay"] == "B1"
     assert result["route"] == "light" and result["model"].startswith("gondola-light/")
     assert result["detections"] > 10
     assert 0.0 <= result["compliance"] <= 1.0
+    assert len(result["shelves"]) == len(truth["planogram"]["shelves"])
+    assert abs(result["compliance"] - truth["expected"]["compliance"]) < 0.15
     assert result["date"] == truth["exif"]["datetime_original"][:10].replace(":", "-")
     # And every artifact exists under the photo's hash
     bucket = stack.settings.s3.artifacts_bucket
@@ -72,9 +70,9 @@ def test_photo_becomes_result_with_artifacts_and_no_personal_data(stack: Stack) 
 
 
 def test_keys_with_spaces_and_non_ascii(stack: Stack) -> None:
-    data, _ = photo_bytes(1)
+    data, truth = photo_bytes(1)
     key = "raw/Store 7/Allée é/Bay 2/cam ü/photo 1 (ü).jpg"
-    sha = put(stack, key, data)
+    sha = put_photo(stack, key, data, truth)
     result = wait_result(stack, sha)
     assert result["source"]["key"] == key
     assert result["store"] == "Store 7" and result["aisle"] == "Allée é"
@@ -95,9 +93,9 @@ def _event_body(stack: Stack, key: str) -> str:
 
 
 def test_same_event_twice_gives_one_result_and_artifacts_written_once(stack: Stack) -> None:
-    data, _ = photo_bytes(2)
+    data, truth = photo_bytes(2)
     key = "raw/S002/A02/B3/cam2/dup.jpg"
-    sha = put(stack, key, data)
+    sha = put_photo(stack, key, data, truth)
     wait_result(stack, sha)
     # When S3 delivers the same event again, twice
     body = _event_body(stack, key)
@@ -155,9 +153,9 @@ def test_malformed_event_goes_to_dlq_with_reason(stack: Stack) -> None:
 
 def test_corrupt_jpeg_is_dead_lettered_and_worker_keeps_serving(
         stack: Stack, pipeline_procs: dict[str, Proc]) -> None:
-    good, _ = photo_bytes(3)
+    good, truth = photo_bytes(3)
     key = "raw/S003/A01/B1/cam1/truncated.jpg"
-    put(stack, key, good[: len(good) // 3])
+    put_photo(stack, key, good[: len(good) // 3], truth)
     letter = wait_dead_letter(stack, key)
     assert letter.stage == "ingest" and letter.error_type == "CorruptImageError"
     assert letter.error
@@ -167,8 +165,30 @@ def test_corrupt_jpeg_is_dead_lettered_and_worker_keeps_serving(
     wait_result(stack, sha)
 
 
+def test_missing_planogram_is_dead_lettered_then_replayed(stack: Stack) -> None:
+    # Given a photo of a bay whose planogram was never uploaded
+    data, truth = photo_bytes(6)
+    key = "raw/S005/A01/B9/cam1/no-plan.jpg"
+    sha = put(stack, key, data)
+    letter = wait_dead_letter(stack, key)
+    assert letter.stage == "comply" and letter.error_type == "PlanogramMissingError"
+    assert "planograms/S005/A01/B9.json" in letter.error
+    assert not result_keys(stack, sha)
+    # When the planogram arrives and the dead letter is replayed
+    put_planogram(stack, key, truth)
+    from pipeline.operations import list_letters, replay
+
+    assert replay(stack.settings, stack.store,
+                  [d for d in list_letters(stack.settings, stack.store) if d.id == letter.id]) == 1
+    # Then the photo completes and its letter is marked replayed
+    assert wait_result(stack, sha)["planogram"]["id"] == truth["planogram"]["planogram_id"]
+    replayed = [d for d in dead_letters(stack) if d.id == letter.id]
+    assert replayed and replayed[0].replayed_at is not None
+
+
 def test_expired_presigned_url_is_reminted(stack: Stack) -> None:
-    data, _ = photo_bytes(4)
+    data, truth = photo_bytes(4)
+    put_planogram(stack, "raw/S009/A09/B9/c/x.jpg", truth)
     key = "uploads/manual/expired.jpg"  # outside raw/: no event, the test enqueues by hand
     stack.s3.put_object(Bucket=stack.settings.s3.raw_bucket, Key=key, Body=data)
     url = stack.store.presign_get(stack.settings.s3.raw_bucket, key, 1)
@@ -196,8 +216,8 @@ def test_worker_killed_mid_task_runs_it_again(
         "SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
         "SHELF_MODELS__HEAVY": "slow-model"})
     try:
-        data, _ = photo_bytes(5)
-        sha = put(stack, "raw/S004/A01/B1/cam1/killed.jpg", data)
+        data, truth = photo_bytes(5)
+        sha = put_photo(stack, "raw/S004/A01/B1/cam1/killed.jpg", data, truth)
         # When its pool process is killed with SIGKILL while the detect task runs
         deadline = time.time() + 60
         while "shelf.detect" not in slow.log.read_text() and time.time() < deadline:

@@ -1,0 +1,80 @@
+"""The planogram schema: shelves top to bottom, each a left-to-right run of SKU positions.
+
+Validated at the edge so the compliance maths can trust it. The synthetic world's
+``Planogram.to_json()`` is a valid document; unknown keys are refused so typos surface early.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Position(BaseModel):
+    """One planned position: ``facings`` side-by-side units of ``sku``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sku: str = Field(min_length=1)
+    facings: int = Field(default=1, ge=1)
+    width_cm: float | None = Field(default=None, gt=0, description="width of one facing")
+
+
+class Shelf(BaseModel):
+    """One shelf; ``index`` 0 is the top shelf. Positions run left to right."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0)
+    positions: list[Position] = Field(default_factory=list)
+
+    @property
+    def planned_facings(self) -> int:
+        return sum(p.facings for p in self.positions)
+
+
+class Planogram(BaseModel):
+    """A bay's plan: identity, optional location, fixture width and its shelves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    planogram_id: str = Field(min_length=1)
+    version: int = Field(ge=0)
+    store: str | None = None
+    aisle: str | None = None
+    bay: str | None = None
+    display: Literal["gondola", "endcap"] = "gondola"
+    width_cm: float | None = Field(default=None, gt=0, description="fixture width")
+    shelves: list[Shelf] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_shelf_order(self) -> Planogram:
+        indexes = [s.index for s in self.shelves]
+        if indexes != list(range(len(indexes))):
+            raise ValueError(f"shelf indexes must be 0..{len(indexes) - 1} in order, "
+                             f"got {indexes}")
+        return self
+
+    @property
+    def planned_facings(self) -> int:
+        return sum(s.planned_facings for s in self.shelves)
+
+    def sku_widths(self) -> dict[str, float]:
+        """Facing width per SKU wherever the plan states one (first mention wins)."""
+        out: dict[str, float] = {}
+        for shelf in self.shelves:
+            for pos in shelf.positions:
+                if pos.width_cm is not None:
+                    out.setdefault(pos.sku, pos.width_cm)
+        return out
+
+
+def export_json_schema(path: Path | str) -> Path:
+    """Write the planogram JSON Schema to ``path`` (committed as ``schemas/``) and return it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(Planogram.model_json_schema(), indent=2, sort_keys=True) + "\n")
+    return out
