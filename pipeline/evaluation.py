@@ -165,7 +165,10 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
     the generator's truth: compliance error in points, out-of-stock gaps and misplaced SKUs."""
     from pipeline.core.detections import box_iou
     from pipeline.core.planogram import Planogram
-    from pipeline.core.shelf import Detected, evaluate_shelves
+    from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
+    from pipeline.settings import get_settings
+
+    cfg = get_settings().compliance
 
     scores = ComplianceScores({k: [] for k in DISPLAYS}, {k: _Counts() for k in DISPLAYS},
                               {k: _Counts() for k in DISPLAYS})
@@ -175,12 +178,13 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         truth = photo.truth
         image, scale = working_image(photo.jpeg, WORKING_LONG_SIDE)
         det = detectors["heavy" if kind == "endcap" else "light"]
-        found = det.detect(image)
+        found = det.detect(image, score_threshold=cfg.evidence_score)
         detected = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                              sku=det.labels[int(c)], score=float(s))
                     for b, s, c in zip(found.xyxy, found.scores, found.class_ids, strict=True)]
+        firm, weak = split_by_score(detected, cfg.min_score)
         plan = Planogram.model_validate(truth["planogram"])
-        report = evaluate_shelves(planogram=plan, detections=detected)
+        report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak)
         expected = truth["expected"]
         assert isinstance(expected, dict)
         scores.errors[kind].append(abs(report.compliance - float(expected["compliance"])) * 100)

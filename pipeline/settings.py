@@ -82,6 +82,11 @@ class ModelSettings(BaseModel):
     inter_op_threads: int = Field(default=1, ge=1)
 
 
+class ComplianceSettings(BaseModel):
+    min_score: float = Field(default=0.25, ge=0, le=1)  # a detection counts as a facing
+    evidence_score: float = Field(default=0.18, ge=0, le=1)  # below min: not a gap, not a facing
+
+
 class RoutingSettings(BaseModel):
     heavy_store_formats: tuple[str, ...] = ("flagship", "hypermarket")
     heavy_display_types: tuple[str, ...] = ("endcap", "promo")
@@ -102,6 +107,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     models: ModelSettings = ModelSettings()
     routing: RoutingSettings = RoutingSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
     run_dir: Path = REPO_ROOT / "run"
 
 

@@ -260,16 +260,34 @@ def _map_rows(rows: list[list[int]], lines: list[tuple[float, float]],
     return out[::-1]
 
 
+def _on_some_row(g: npt.NDArray[np.float64], n_shelves: int) -> npt.NDArray[np.intp]:
+    """Indices of detections that stand in a row with others. A lone box far from every
+    other bottom line (a false detection on a header banner or the floor) would otherwise
+    take a row of its own and shift every shelf below it."""
+    n = len(g)
+    if n < 2 * max(n_shelves, 1):
+        return np.arange(n)
+    r = g[:, 1] - _neighbour_slope(g) * g[:, 0]
+    tol = 0.25 * float(np.median(g[:, 3]))
+    close = (np.abs(r[:, None] - r[None, :]) < tol).sum(axis=1) - 1
+    keep = np.flatnonzero(close > 0)
+    return keep if len(keep) >= n_shelves else np.arange(n)
+
+
 def _fit_rows(detections: Sequence[Detected], n_shelves: int,
               planogram: Planogram | None) -> _Rows:
     if n_shelves <= 0:
         return _Rows([], [])
     if not detections:
         return _Rows([[] for _ in range(n_shelves)], [(0.0, 0.0)] * n_shelves)
-    g = _geometry(detections)
+    g_all = _geometry(detections)
+    keep = _on_some_row(g_all, n_shelves)
+    g = g_all[keep]
     rows, lines = _split_rows(g, n_shelves)
+    rows = [[int(keep[i]) for i in row] for row in rows]
     shelf_of = (list(range(len(rows))) if len(rows) == n_shelves
-                else _map_rows(rows, lines, g, n_shelves, [d.sku for d in detections], planogram))
+                else _map_rows(rows, lines, g_all, n_shelves, [d.sku for d in detections],
+                               planogram))
     members: list[list[int]] = [[] for _ in range(n_shelves)]
     known: dict[int, tuple[float, float]] = {}
     for row, line, s in zip(rows, lines, shelf_of, strict=True):
@@ -516,7 +534,8 @@ def _facing_skus(positions: Sequence[Position]) -> list[str]:
 
 
 def _read_row(*, members: list[int], g: npt.NDArray[np.float64], width_cm: list[float | None],
-              geo: _RowGeometry, min_cm: float) -> list[_Token]:
+              geo: _RowGeometry, min_cm: float,
+              occupied: Sequence[tuple[float, float]] = ()) -> list[_Token]:
     """Detections left to right with the empty stretches between them and at the ends.
 
     Products are measured from box centres and planned widths: boxes of leaning products
@@ -526,6 +545,13 @@ def _read_row(*, members: list[int], g: npt.NDArray[np.float64], width_cm: list[
     tokens: list[_Token] = []
 
     def add_hole(x1: float, x2: float, edge: str) -> None:
+        # Weak evidence of a product (seen below the detection threshold) splits the stretch:
+        # only what is left on either side of it can still be empty shelf.
+        for o1, o2 in occupied:
+            if x1 < (o1 + o2) / 2 < x2:
+                add_hole(x1, o1, edge if edge != "right" else "inner")
+                add_hole(o2, x2, edge if edge != "left" else "inner")
+                return
         cm = sc.to_cm(x1, x2)
         if cm >= HOLE_MIN * min_cm:
             tokens.append(_Token(hole=_Hole(x1, x2, cm, edge)))
@@ -676,13 +702,14 @@ def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
 
 def _evaluate_shelf(*, shelf: Shelf, members: list[int], detections: Sequence[Detected],
                     g: npt.NDArray[np.float64], width_cm: list[float | None], geo: _RowGeometry,
-                    unknown_label: str) -> _ShelfResult:
+                    unknown_label: str, occupied: Sequence[tuple[float, float]] = ()
+                    ) -> _ShelfResult:
     plan = [j for j, p in enumerate(shelf.positions) for _ in range(p.facings)]
     det_cm = [g[i, 2] / geo.scale.at(g[i, 0]) for i in members]
     default_cm = max(float(np.median(det_cm)), 0.5) if det_cm else 10.0
     pos_cm = [p.width_cm or default_cm for p in shelf.positions]
     tokens = _read_row(members=members, g=g, width_cm=width_cm, geo=geo,
-                       min_cm=min(pos_cm, default=default_cm))
+                       min_cm=min(pos_cm, default=default_cm), occupied=occupied)
     row = _align_row(tokens=tokens, plan=plan, shelf=shelf, pos_cm=pos_cm,
                      detections=detections)
     positions, gaps = _judge_positions(shelf=shelf, row=row, tokens=tokens, plan=plan,
@@ -734,10 +761,36 @@ def _classify_items(*, path: list[Pair], tokens: list[_Token], plan: list[int], 
     return out
 
 
+def split_by_score(detections: Sequence[Detected], min_score: float
+                   ) -> tuple[list[Detected], list[Box]]:
+    """Detections that count (score >= ``min_score``) and the weaker ones' boxes (evidence)."""
+    firm = [d for d in detections if d.score >= min_score]
+    weak = [d.box for d in detections if d.score < min_score]
+    return firm, weak
+
+
+def _occupied_by_row(evidence: Sequence[Box], geos: Sequence[_RowGeometry | None]
+                     ) -> list[list[tuple[float, float]]]:
+    """Weak boxes per shelf row: the row whose bottom line passes nearest the box bottom."""
+    out: list[list[tuple[float, float]]] = [[] for _ in geos]
+    for x1, y1, x2, y2 in evidence:
+        cx = (x1 + x2) / 2
+        best = min(((abs(y2 - geo.y(cx)), k) for k, geo in enumerate(geos) if geo is not None),
+                   default=None)
+        if best is not None and best[0] < 0.5 * max(y2 - y1, 1.0):
+            out[best[1]].append((x1, x2))
+    return out
+
+
 def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
                      unknown_label: str = "unknown",
-                     brand_of: Callable[[str], str] | None = None) -> ComplianceReport:
-    """Shelf-by-shelf compliance of one upright bay photo's detections against its plan."""
+                     brand_of: Callable[[str], str] | None = None,
+                     evidence: Sequence[Box] = ()) -> ComplianceReport:
+    """Shelf-by-shelf compliance of one upright bay photo's detections against its plan.
+
+    ``evidence``: boxes of products seen below the detection threshold. They count for
+    nothing, but a stretch of shelf holding one is not reported as an out-of-stock gap.
+    """
     dets = list(detections)
     shelves = planogram.shelves
     rows = _fit_rows(dets, len(shelves), planogram)
@@ -746,19 +799,24 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
     g = _geometry(dets)
     geos = (_row_geometry(rows=rows, g=g, width_cm=width_cm, fixture_cm=planogram.width_cm)
             if dets else [None] * len(shelves))
+    occupied = _occupied_by_row(evidence, geos)
     reports, items, gaps = [], [], []
-    for shelf, members, geo in zip(shelves, rows.members, geos, strict=True):
+    for shelf, members, geo, occ in zip(shelves, rows.members, geos, occupied, strict=True):
         if geo is None:  # nothing seen: no shelf to measure holes on, so nothing is a gap
             res = _ShelfResult([PositionReport(j, p.sku, p.facings, 0, "missing")
                                 for j, p in enumerate(shelf.positions)])
         else:
             res = _evaluate_shelf(shelf=shelf, members=members, detections=dets, g=g,
-                                  width_cm=width_cm, geo=geo, unknown_label=unknown_label)
+                                  width_cm=width_cm, geo=geo, unknown_label=unknown_label,
+                                  occupied=occ)
         reports.append(ShelfReport(shelf.index, shelf.planned_facings,
                                    sum(p.found_facings for p in res.positions), len(members),
                                    tuple(res.positions)))
         items.extend(res.items)
         gaps.extend(res.gaps)
+    placed = {i for m in rows.members for i in m}
+    items.extend((i, ItemReport(d.box, d.sku, d.score, None, None, "off_shelf"))
+                 for i, d in enumerate(dets) if i not in placed)
     items.sort(key=lambda t: t[0])
     return ComplianceReport(
         planogram_id=planogram.planogram_id, planogram_version=planogram.version,
@@ -818,9 +876,9 @@ class ItemReport:
     box: Box
     sku: str
     score: float
-    shelf: int
+    shelf: int | None  # None: on no shelf row (off_shelf)
     position: int | None
-    status: str  # in_place | extra | misplaced | unknown
+    status: str  # in_place | extra | misplaced | unknown | off_shelf
 
     def to_json(self) -> dict[str, object]:
         return {"box": _round_box(self.box), "sku": self.sku, "score": round(self.score, 4),

@@ -83,7 +83,7 @@ class Detector:
             t = t.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(t)
 
-    def _raw(self, image: npt.NDArray[np.uint8]) -> Detections:
+    def _raw(self, image: npt.NDArray[np.uint8], score_threshold: float) -> Detections:
         """Detections on one view (whole image or tile), in that view's pixels."""
         g, post = self.geometry(), self.card.postprocess
         boxed, info = letterbox(image, target_wh=g.size_wh, pad_value=self.card.input.pad_value)
@@ -94,31 +94,35 @@ class Detector:
             if len(outputs) < 2:
                 raise ModelError(f"{self.ref}: centernet needs scores and boxes outputs")
             det = decode_centernet(scores=outputs[0], boxes=outputs[1],
-                                   score_threshold=post.score_threshold)
+                                   score_threshold=score_threshold)
         elif fmt == "yolov8":
             det = decode_yolov8(output=outputs[0], num_classes=nc,
-                                score_threshold=post.score_threshold)
+                                score_threshold=score_threshold)
         else:
             det = decode_rtdetr(output=outputs[0], num_classes=nc,
-                                score_threshold=post.score_threshold, input_wh=g.size_wh,
+                                score_threshold=score_threshold, input_wh=g.size_wh,
                                 normalized=post.normalized_boxes)
         keep = nms(xyxy=det.xyxy, scores=det.scores, class_ids=det.class_ids,
                    iou_threshold=post.iou_threshold)[:post.max_detections]
         det = det.take(keep)
         return Detections(unletterbox_boxes(det.xyxy, info), det.scores, det.class_ids)
 
-    def detect(self, image: npt.NDArray[np.uint8]) -> Detections:
-        """Detect on an upright BGR image ``(H, W, 3)``; tiled when the card asks for it."""
+    def detect(self, image: npt.NDArray[np.uint8], *, score_threshold: float | None = None
+               ) -> Detections:
+        """Detect on an upright BGR image ``(H, W, 3)``; tiled when the card asks for it.
+
+        ``score_threshold`` overrides the card's, e.g. to also see weak evidence."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a BGR image (H, W, 3), got {image.shape}")
+        thr = self.card.postprocess.score_threshold if score_threshold is None else score_threshold
         tiling = self.card.tiling
         if tiling is None:
-            return self._raw(image)
+            return self._raw(image, thr)
         h, w = image.shape[:2]
         windows = tile_windows(size_wh=(w, h), grid=tiling.grid, overlap=tiling.overlap)
-        parts = [(win, self._raw(image[win[1]:win[3], win[0]:win[2]])) for win in windows]
+        parts = [(win, self._raw(image[win[1]:win[3], win[0]:win[2]], thr)) for win in windows]
         if tiling.whole_image:
-            parts.append(((0, 0, w, h), self._raw(image)))
+            parts.append(((0, 0, w, h), self._raw(image, thr)))
         merged = merge_tiles(parts, iou_threshold=self.card.postprocess.iou_threshold)
         order = np.argsort(-merged.scores, kind="stable")[:self.card.postprocess.max_detections]
         return merged.take(order)

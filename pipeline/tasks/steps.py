@@ -19,7 +19,7 @@ from pipeline.core.lighting import measure_quality, normalize_lighting, resize_l
 from pipeline.core.orientation import apply_orientation
 from pipeline.core.planogram import Planogram
 from pipeline.core.routing import choose_route
-from pipeline.core.shelf import Detected, evaluate_shelves
+from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
 from pipeline.errors import PermanentError
 from pipeline.image import decode_reduced, read_orientation
 from pipeline.messages import ArtifactRef, StageMessage
@@ -165,7 +165,7 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
     done = existing is not None and rt.store.get_json(bucket, key).get("model") == detector.ref
     if not done:
         image = _decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, "normalized.jpg")))
-        found = detector.detect(image)
+        found = detector.detect(image, score_threshold=rt.settings.compliance.evidence_score)
         labels = detector.labels
         doc = {
             "sha256": sha, "model": detector.ref, "providers": detector.session.providers,
@@ -219,10 +219,12 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
     if rt.store.head(s.s3.results_bucket, key) is None:
         planogram = load_planogram(msg, rt)
         det = rt.store.get_json(s.s3.artifacts_bucket, artifact_key(sha, "detections.json"))
-        found = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                          sku=str(d["sku"]), score=float(d["score"]))
-                 for d in det["detections"] for b in [d["box"]]]
-        report = evaluate_shelves(planogram=planogram, detections=found, brand_of=_brand)
+        seen = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                         sku=str(d["sku"]), score=float(d["score"]))
+                for d in det["detections"] for b in [d["box"]]]
+        found, weak = split_by_score(seen, s.compliance.min_score)
+        report = evaluate_shelves(planogram=planogram, detections=found, brand_of=_brand,
+                                  evidence=weak)
         result = {
             "sha256": sha, "store": p.store, "aisle": p.aisle, "bay": p.bay, "camera": p.camera,
             "date": msg.captured_date,

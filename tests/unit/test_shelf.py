@@ -355,12 +355,27 @@ def test_arbitrary_detections_never_break_the_report(seed: int) -> None:
 
         report = evaluate_shelves(planogram=PLAN, detections=dets)
 
-        # Then every detection is reported once, and compliance stays a share
+        # Then every detection is reported once (on a row, or off every shelf when it stands
+        # alone), and compliance stays a share
         assert len(report.items) == len(dets)
         assert 0.0 <= report.compliance <= 1.0
-        assert sorted(i for row in assign_rows(detections=dets, n_shelves=3) for i in row) == \
-            list(range(len(dets)))
+        on_rows = sorted(i for row in assign_rows(detections=dets, n_shelves=3) for i in row)
+        assert len(on_rows) == len(set(on_rows))
+        off = sum(1 for it in report.items if it.status == "off_shelf")
+        assert len(on_rows) + off == len(dets)
         json.dumps(report.to_json())
+
+
+def test_a_lone_box_above_the_shelves_does_not_take_a_row() -> None:
+    # Given three full rows and one false detection on a header banner above them
+    dets = [Detected((20.0 + 60 * k, y - 100, 70.0 + 60 * k, y), sku, 0.9)
+            for y, sku in ((300.0, "A"), (500.0, "C"), (700.0, "E")) for k in range(6)]
+    dets.append(Detected((200.0, 40.0, 260.0, 120.0), "X", 0.9))
+    rows = assign_rows(detections=dets, n_shelves=3)
+    # Then the rows are the three shelves, and the lone box is on none of them
+    assert [sorted({dets[i].sku for i in row}) for row in rows] == [["A"], ["C"], ["E"]]
+    report = evaluate_shelves(planogram=PLAN, detections=dets)
+    assert [it.status for it in report.items if it.sku == "X"] == ["off_shelf"]
 
 
 # ---------------------------------------------------------------------------- ground truth
