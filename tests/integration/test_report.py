@@ -30,7 +30,7 @@ def _share(png: np.ndarray, bgr: tuple[int, int, int], tol: int = 30) -> float:
 def test_report_renders_boxes_gaps_bars_and_tables(tmp_path: Path) -> None:
     if CHROMIUM is None:
         pytest.fail("chromium is not installed: `apt-get install chromium` (make test does it)")
-    # Given one bay with an in-place, a misplaced and an unknown product and a gap
+    # Given one bay with in-place, misplaced, unknown and extra products and a gap
     result = {
         "sha256": "f" * 64, "store": "S001", "aisle": "A01", "bay": "B1",
         "date": "2026-11-24", "compliance": 0.5, "model": "gondola-light/1",
@@ -38,7 +38,8 @@ def test_report_renders_boxes_gaps_bars_and_tables(tmp_path: Path) -> None:
                      "out_of_stock": ["SKU-003"]}],
         "items": [{"box": [30, 40, 130, 148], "sku": "SKU-001", "status": "in_place"},
                   {"box": [140, 40, 240, 148], "sku": "SKU-002", "status": "misplaced"},
-                  {"box": [250, 40, 350, 148], "sku": "unknown", "status": "unknown"}],
+                  {"box": [250, 40, 350, 148], "sku": "unknown", "status": "unknown"},
+                  {"box": [30, 200, 130, 298], "sku": "SKU-001", "status": "extra"}],
         "gaps": [{"box": [380, 40, 600, 148], "shelf": 0, "position": 2, "sku": "SKU-003"}],
     }
     page = render_report(store="S001", date="2026-11-24", results=[result],
