@@ -23,6 +23,14 @@ from pipeline.synth.world import make_photo
 STORES = (("S001", "standard"), ("S002", "flagship"), ("S003", "standard"))
 
 
+def _dead_lettered(s: Any, store: ObjectStore, keys: set[str]) -> set[str]:
+    """Which of this run's photos ended in a dead letter."""
+    from pipeline.tasks.deadletter import read_letters
+
+    return {d.message.photo.key for d in read_letters(store, s.s3.artifacts_bucket)
+            if d.message.photo.key in keys}
+
+
 def _bar(done: int, total: int, failed: int, elapsed: float) -> str:
     width = 30
     filled = int(width * done / max(total, 1))
@@ -98,7 +106,7 @@ def run_demo(*, count: int, seed: int, timeout_s: float) -> int:
                 result = store.get_json(s.s3.results_bucket, info["result_key"])
                 info["seen_at"] = time.time()
                 done[sha] = {**info, "result": result}
-        failed = {k for k in store.list_keys(s.s3.artifacts_bucket, "dead-letter/")}
+        failed = _dead_lettered(s, store, {v["key"] for v in pending.values()})
         sys.stderr.write(_bar(len(done), count, len(failed), time.time() - t0))
         sys.stderr.flush()
         time.sleep(0.5)
