@@ -29,7 +29,12 @@ py="$(find_python)" || {
 echo "installing LocalStack with $py into $venv"
 rm -rf "$venv"
 "$py" -m venv "$venv"
-"$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q --no-deps -r "$here/requirements.lock"
+log="$venv/install.log"
+if ! { "$venv/bin/pip" install -q --upgrade pip &&
+       "$venv/bin/pip" install -q --no-deps -r "$here/requirements.lock"; } >"$log" 2>&1; then
+  grep -v '^WARNING: Location' "$log" | tail -n 30 >&2
+  echo "LocalStack install failed (full log: $log)" >&2
+  exit 1
+fi
 "$venv/bin/python" -c 'import localstack.runtime.main' 
 touch "$stamp"

@@ -45,11 +45,13 @@ wait_for() {  # name, check function, seconds
 start_localstack() {
   bash "$root/localstack/install.sh"
   mkdir -p "$run/localstack-volume"
-  (cd "$run" && GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=s3,sqs DISABLE_EVENTS=1 \
+  # exec: the recorded pid is LocalStack's own, so stopping by pid stops it.
+  (cd "$run" && exec env GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=s3,sqs DISABLE_EVENTS=1 \
      SKIP_SSL_CERT_DOWNLOAD=1 S3_SKIP_SIGNATURE_VALIDATION=0 PERSISTENCE=0 \
      LOCALSTACK_VOLUME_DIR="$run/localstack-volume" \
-     nohup "$root/localstack/.venv/bin/python" -m localstack.runtime.main \
-       >"$run/localstack.log" 2>&1 & echo $! >"$run/localstack.pid")
+     "$root/localstack/.venv/bin/python" -m localstack.runtime.main) \
+    >"$run/localstack.log" 2>&1 </dev/null &
+  echo $! >"$run/localstack.pid"
   wait_for localstack localstack_ok 90
 }
 
