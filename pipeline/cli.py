@@ -118,6 +118,11 @@ def _worker(args: argparse.Namespace) -> int:
         queues, concurrency = INFERENCE_QUEUES, 1
     else:
         queues, concurrency = CPU_QUEUES, args.concurrency or max(1, cpu_count() - 1)
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            # No GPU here: CPU workers also take inference, after their own queues.
+            queues = (*CPU_QUEUES, *INFERENCE_QUEUES)
     if args.queues:
         queues = tuple(args.queues.split(","))
     from pipeline.tasks.app import app

@@ -29,6 +29,7 @@ from pipeline.settings import get_settings
 from pipeline.storage.keys import result_key
 from pipeline.storage.s3 import ObjectStore, make_client
 from pipeline.synth.world import make_photo
+from pipeline.tasks.deadletter import read_letters
 
 
 def stage_work(data: bytes, detectors: dict[str, Detector], display: str) -> None:
@@ -75,6 +76,8 @@ def main() -> None:
     t0 = time.time()
     for i, p in enumerate(photos):
         key = f"{s.s3.raw_prefix}BENCH/A{i % 4:02d}/B{i}/cam-1/{now:%Y%m%dT%H%M%S}_{i:04d}.jpg"
+        store.put_json(s.s3.config_bucket, f"planograms/BENCH/A{i % 4:02d}/B{i}.json",
+                       p.truth["planogram"])
         store.client.put_object(Bucket=s.s3.raw_bucket, Key=key, Body=p.jpeg,
                                 Metadata={"display-type": str(p.truth["display"])})
         sha = hashlib.sha256(p.jpeg).hexdigest()
@@ -82,6 +85,10 @@ def main() -> None:
                                                 aisle=f"A{i % 4:02d}", sha256=sha))
     latencies = []
     while pending and time.time() - t0 < args.timeout:
+        failed = [d for d in read_letters(store, s.s3.artifacts_bucket)
+                  if d.message.photo.store == "BENCH" and d.failed_at.timestamp() > t0]
+        if failed:
+            raise SystemExit(f"{len(failed)} photos dead-lettered, e.g. {failed[0].error}")
         for sha, (put_at, key) in list(pending.items()):
             if store.head(s.s3.results_bucket, key) is not None:
                 done_at = datetime.fromisoformat(

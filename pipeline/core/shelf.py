@@ -261,16 +261,29 @@ def _map_rows(rows: list[list[int]], lines: list[tuple[float, float]],
 
 
 def _on_some_row(g: npt.NDArray[np.float64], n_shelves: int) -> npt.NDArray[np.intp]:
-    """Indices of detections that stand in a row with others. A lone box far from every
-    other bottom line (a false detection on a header banner or the floor) would otherwise
-    take a row of its own and shift every shelf below it."""
+    """Indices of detections that stand in a shelf row.
+
+    Bottoms (de-tilted) are grouped at their big jumps. When there are more groups than
+    shelves, the smallest groups (a few false boxes on a header banner or the floor) are left
+    out until the count fits, as long as each is far smaller than a typical row; otherwise a
+    spurious group would take a row of its own and shift every shelf below it.
+    """
     n = len(g)
     if n < 2 * max(n_shelves, 1):
         return np.arange(n)
     r = g[:, 1] - _neighbour_slope(g) * g[:, 0]
-    tol = 0.25 * float(np.median(g[:, 3]))
-    close = (np.abs(r[:, None] - r[None, :]) < tol).sum(axis=1) - 1
-    keep = np.flatnonzero(close > 0)
+    order = np.argsort(r)
+    height = float(np.median(g[:, 3]))
+    breaks = np.flatnonzero(np.diff(r[order]) > ROW_SPLIT * height) + 1
+    groups = [list(part) for part in np.split(order, breaks)]
+    typical = float(np.median([len(x) for x in groups]))
+    dropped: set[int] = set()
+    for k in sorted(range(len(groups)), key=lambda k: len(groups[k])):
+        if len(groups) - len(dropped) <= n_shelves or len(groups[k]) > 0.3 * typical:
+            break
+        dropped.add(k)
+    keep = np.array(sorted(int(i) for k, grp in enumerate(groups) if k not in dropped
+                           for i in grp), np.intp)
     return keep if len(keep) >= n_shelves else np.arange(n)
 
 
