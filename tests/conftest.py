@@ -143,6 +143,10 @@ def start_worker(stack: Stack, tmp: Path, pool: str, name: str,
                  extra_env: dict[str, str] | None = None) -> Proc:
     env = {**stack.env, **(extra_env or {})}
     args = ["worker", "--pool", pool, "--concurrency", "1"]
+    if pool == "cpu":  # inference stays with the inference workers, which tests swap
+        from pipeline.tasks.app import CPU_QUEUES
+
+        args += ["--queues", ",".join(CPU_QUEUES)]
     proc = Proc(args, env, tmp / f"{name}.log")
     proc.wait_for_log("ready.")
     return proc
