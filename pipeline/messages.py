@@ -45,7 +45,6 @@ class StageMessage(BaseModel):
     route: str | None = None  # light | heavy
     route_reason: str | None = None
     model: str | None = None
-    deliveries: int = 0
     stage_seconds: dict[str, float] = Field(default_factory=dict)
 
     def with_artifact(self, name: str, ref: ArtifactRef) -> StageMessage:

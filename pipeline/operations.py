@@ -47,7 +47,7 @@ def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter]) ->
     from pipeline.tasks.stages import send_stage
 
     for letter in letters:
-        send_stage(letter.stage, letter.message.model_copy(update={"deliveries": 0}))
+        send_stage(letter.stage, letter.message)
         done = letter.model_copy(update={"replayed_at": datetime.now(UTC)})
         store.put_json(settings.s3.artifacts_bucket, dead_letter_key(letter.id),
                        done.model_dump(mode="json"))

@@ -58,7 +58,6 @@ class CelerySettings(BaseModel):
     max_deliveries: int = 5  # a message redelivered more often than this is dead-lettered
     max_tasks_per_child: int = 500
     stage_time_limit_s: int = 300
-    result_expires_s: int = 3600
     aggregate_every_s: int = 300  # beat: rebuild today's and yesterday's rollups
     aggregate_debounce_s: float = 5.0  # a finished photo asks for its day's rebuild this soon
 

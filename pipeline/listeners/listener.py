@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -39,7 +39,6 @@ class Stats:
     test_events: int = 0
     malformed: int = 0
     failed: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Listener:

@@ -236,6 +236,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
             "detections": len(found),
             **report.to_json(),
             "artifacts": {k: f"s3://{a.bucket}/{a.key}" for k, a in msg.artifacts.items()},
+            "stage_seconds": msg.stage_seconds,
             "completed_at": datetime.now(UTC).isoformat(),
         }
         rt.store.put_json(s.s3.results_bucket, key, result)
