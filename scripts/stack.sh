@@ -5,8 +5,8 @@
 #
 #   scripts/stack.sh services      start LocalStack and Redis when they do not answer; print
 #                                  the names of those started
-#   scripts/stack.sh app           start workers and the listener
-#   scripts/stack.sh stop NAME...  stop the named processes (localstack redis worker-* listener)
+#   scripts/stack.sh app           start workers, the listener and beat (periodic rollups)
+#   scripts/stack.sh stop NAME...  stop the named processes (localstack redis worker-* listener beat)
 #   scripts/stack.sh down          stop everything this script started
 #   scripts/stack.sh status
 set -euo pipefail
@@ -83,6 +83,10 @@ app() {
     nohup "$venv/bin/shelf" listen >"$run/listener.log" 2>&1 &
     echo $! >"$run/listener.pid"; started+=(listener)
   fi
+  if ! alive beat; then
+    nohup "$venv/bin/shelf" beat >"$run/beat.log" 2>&1 &
+    echo $! >"$run/beat.pid"; started+=(beat)
+  fi
   for n in cpu gpu; do
     for ((i = 0; i < 600; i++)); do grep -q 'ready\.' "$run/worker-$n.log" 2>/dev/null && break; sleep 0.1; done
   done
@@ -109,9 +113,9 @@ case "${1:-}" in
   services) services ;;
   app) app ;;
   stop) shift; stop "$@" ;;
-  down) stop listener worker-cpu worker-gpu redis localstack ;;
+  down) stop beat listener worker-cpu worker-gpu redis localstack ;;
   status)
-    for n in localstack redis worker-cpu worker-gpu listener; do
+    for n in localstack redis worker-cpu worker-gpu listener beat; do
       if alive "$n"; then echo "$n running (pid $(cat "$run/$n.pid"))"; else echo "$n not started here"; fi
     done ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
