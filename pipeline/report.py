@@ -23,6 +23,7 @@ STATUS_COLOURS: dict[str, tuple[int, int, int]] = {
     "extra": (200, 160, 40),
     "misplaced": (0, 140, 255),
     "unknown": (200, 40, 200),
+    "off_shelf": (120, 120, 120),
 }
 GAP_COLOUR = (40, 40, 230)
 

@@ -18,7 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def _shelf_image() -> np.ndarray:
     img = np.full((480, 640, 3), 235, np.uint8)
     for y in (150, 300, 450):
-        cv2.rectangle(img, (20, y), (620, y + 10), (180, 180, 180), -1)
+        cv2.rectangle(img, (20, y), (620, y + 10), (205, 205, 205), -1)
     return img
 
 
@@ -39,7 +39,8 @@ def test_report_renders_boxes_gaps_bars_and_tables(tmp_path: Path) -> None:
         "items": [{"box": [30, 40, 130, 148], "sku": "SKU-001", "status": "in_place"},
                   {"box": [140, 40, 240, 148], "sku": "SKU-002", "status": "misplaced"},
                   {"box": [250, 40, 350, 148], "sku": "unknown", "status": "unknown"},
-                  {"box": [30, 200, 130, 298], "sku": "SKU-001", "status": "extra"}],
+                  {"box": [30, 200, 130, 298], "sku": "SKU-001", "status": "extra"},
+                  {"box": [200, 330, 300, 420], "sku": "SKU-002", "status": "off_shelf"}],
         "gaps": [{"box": [380, 40, 600, 148], "shelf": 0, "position": 2, "sku": "SKU-003"}],
     }
     page = render_report(store="S001", date="2026-11-24", results=[result],
