@@ -36,5 +36,8 @@ def write_letter(store: ObjectStore, bucket: str, letter: DeadLetter) -> str:
 
 
 def read_letters(store: ObjectStore, bucket: str) -> Iterator[DeadLetter]:
+    """Replayable letters (unreadable messages live apart, under ``unreadable/``)."""
     for key in store.list_keys(bucket, PREFIX):
+        if key.startswith(f"{PREFIX}unreadable/"):
+            continue
         yield DeadLetter.model_validate(store.get_json(bucket, key))

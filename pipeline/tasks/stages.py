@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
+from pydantic import ValidationError
 
 from pipeline.core.backoff import backoff_seconds
 from pipeline.core.routing import HEAVY
@@ -77,8 +79,18 @@ def dead_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage
 
 
 def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
-    msg = StageMessage.model_validate(payload)  # we wrote it: a failure here is a bug to see
-    c = get_runtime().settings.celery
+    rt = get_runtime()
+    c = rt.settings.celery
+    try:
+        msg = StageMessage.model_validate(payload)
+    except ValidationError as exc:
+        # Nothing to replay it with, but it must not vanish: keep the payload and the reason.
+        key = f"dead-letter/unreadable/{stage}-{task.request.id}.json"
+        rt.store.put_json(rt.settings.s3.artifacts_bucket, key, {
+            "stage": stage, "error": str(exc), "payload": payload,
+            "failed_at": datetime.now(UTC).isoformat()})
+        log.error("%s: unreadable message kept at %s: %s", stage, key, exc)
+        return
     try:
         _attempt(task, stage, msg)
     except Retry:

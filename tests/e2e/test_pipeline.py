@@ -186,6 +186,21 @@ def test_missing_planogram_is_dead_lettered_then_replayed(stack: Stack) -> None:
     assert replayed and replayed[0].replayed_at is not None
 
 
+def test_unreadable_stage_message_is_kept_not_lost(stack: Stack) -> None:
+    from pipeline.tasks.app import app
+
+    app.send_task("shelf.normalize", args=({"not": "a stage message"},), queue="preprocessing")
+    bucket = stack.settings.s3.artifacts_bucket
+    deadline = time.time() + 30
+    kept: list[str] = []
+    while not kept and time.time() < deadline:
+        kept = list(stack.store.list_keys(bucket, "dead-letter/unreadable/normalize-"))
+        time.sleep(0.3)
+    assert kept, "the unreadable message vanished"
+    doc = stack.store.get_json(bucket, kept[0])
+    assert doc["payload"] == {"not": "a stage message"} and "photo" in doc["error"]
+
+
 def test_expired_presigned_url_is_reminted(stack: Stack) -> None:
     data, truth = photo_bytes(4)
     put_planogram(stack, "raw/S009/A09/B9/c/x.jpg", truth)
