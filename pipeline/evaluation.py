@@ -13,9 +13,8 @@ import numpy.typing as npt
 
 from pipeline.core.detections import Detections
 from pipeline.core.metrics import DetectionScores, Truth, evaluate_detections
-from pipeline.core.orientation import apply_orientation
 from pipeline.detect.detector import Detector
-from pipeline.image import WORKING_LONG_SIDE, decode_reduced, read_orientation
+from pipeline.image import WORKING_LONG_SIDE, decode_upright
 from pipeline.synth.planogram import DISPLAYS
 from pipeline.synth.world import make_photo
 
@@ -30,14 +29,6 @@ class KindReport:
     def to_json(self) -> dict[str, object]:
         return {"display": self.display, **asdict(self.scores),
                 "latency_ms_median": self.latency_ms_median, "latency_ms_p95": self.latency_ms_p95}
-
-
-def upright_from_jpeg(data: bytes, min_long_side: int = WORKING_LONG_SIDE
-                      ) -> tuple[npt.NDArray[np.uint8], float]:
-    """Decode stored pixels at the smallest DCT scale keeping ``min_long_side``, then apply
-    their EXIF orientation, as ingest does. Returns the image and its scale from full size."""
-    arr, scale = decode_reduced(data, min_long_side)
-    return apply_orientation(arr, read_orientation(data)), scale
 
 
 def _truth(objects: list[dict[str, object]], labels: tuple[str, ...]) -> Truth:
@@ -58,7 +49,7 @@ def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side:
         for i in range(count):
             photo = make_photo(seed, k_i * 1_000_000 + i, kind, max_long_side)
             image, scale = (working_image(photo.jpeg, WORKING_LONG_SIDE) if normalized
-                            else upright_from_jpeg(photo.jpeg))
+                            else decode_upright(photo.jpeg, WORKING_LONG_SIDE, resize=False))
             objects = photo.truth["objects"]
             assert isinstance(objects, list)
             objects = [{**o, "box": [v * scale for v in o["box"]]} for o in objects]
@@ -105,11 +96,10 @@ def write_card_metrics(model_dir: Path, reports: list[KindReport], *, seed: int,
 
 def working_image(data: bytes, long_side: int) -> tuple[npt.NDArray[np.uint8], float]:
     """What the detect stage sees: upright, at the working size, lighting normalized."""
-    from pipeline.core.lighting import normalize_lighting, resize_long_side
+    from pipeline.core.lighting import normalize_lighting
 
-    image, scale = upright_from_jpeg(data, long_side)
-    small = resize_long_side(image, long_side)
-    return normalize_lighting(small), scale * small.shape[1] / image.shape[1]
+    image, scale = decode_upright(data, long_side)
+    return normalize_lighting(image), scale
 
 
 @dataclass

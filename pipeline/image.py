@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.core.orientation import ORIENTATIONS
+from pipeline.core.lighting import resize_long_side
+from pipeline.core.orientation import ORIENTATIONS, apply_orientation
 
 TAG_ORIENTATION = 0x0112
 WORKING_LONG_SIDE = 1280  # detection never needs more; larger photos decode at 1/2, 1/4, 1/8
@@ -40,14 +41,16 @@ def reduction_for(size_wh: tuple[int, int], min_long_side: int) -> int:
     return max([f for f in _REDUCED if long_side / f >= min_long_side] or [1])
 
 
-def decode_reduced(data: bytes, min_long_side: int) -> tuple[npt.NDArray[np.uint8], float]:
+def decode_reduced(data: bytes, min_long_side: int, size_wh: tuple[int, int] | None = None
+                   ) -> tuple[npt.NDArray[np.uint8], float]:
     """Stored pixels (no EXIF rotation) decoded as small as ``min_long_side`` allows.
 
-    Returns the image and its linear scale relative to full size. Raises ``ValueError`` for
-    data that does not decode.
+    Returns the image and its linear scale relative to full size. ``size_wh`` skips reading
+    the header again when the caller has it. Raises ``ValueError`` for data that does not
+    decode.
     """
     try:
-        full_w, full_h = image_size(data)
+        full_w, full_h = size_wh or image_size(data)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"not a readable image: {exc}") from exc
     factor = reduction_for((full_w, full_h), min_long_side)
@@ -56,3 +59,21 @@ def decode_reduced(data: bytes, min_long_side: int) -> tuple[npt.NDArray[np.uint
     if arr is None:
         raise ValueError("image data does not decode")
     return np.asarray(arr, np.uint8), arr.shape[1] / full_w
+
+
+def decode_upright(data: bytes, long_side: int, *, size_wh: tuple[int, int] | None = None,
+                   orientation: int | None = None, resize: bool = True
+                   ) -> tuple[npt.NDArray[np.uint8], float]:
+    """Upright pixels at the working size, as ingest stores them: DCT-scaled decode, EXIF
+    orientation applied, then (``resize``) downscaled to ``long_side``.
+
+    Returns the image and its linear scale from the full-size photo. Header facts the caller
+    already read (``size_wh``, ``orientation``) are not read again.
+    """
+    stored, scale = decode_reduced(data, long_side, size_wh)
+    o = read_orientation(data) if orientation is None else orientation
+    upright = apply_orientation(stored, o)
+    if not resize:
+        return upright, scale
+    small = resize_long_side(upright, long_side)
+    return small, scale * small.shape[1] / upright.shape[1]

@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 import cv2
 import numpy as np
 
-from pipeline.core.lighting import measure_quality, normalize_lighting, resize_long_side
-from pipeline.core.orientation import apply_orientation
+from pipeline.core.lighting import measure_quality, normalize_lighting
 from pipeline.core.routing import HEAVY, RouteRules, choose_route
 from pipeline.detect.detector import Detector
-from pipeline.image import decode_reduced, image_size, read_orientation
+from pipeline.image import decode_upright, image_size
 from pipeline.settings import get_settings
 from pipeline.storage.keys import result_key
 from pipeline.storage.s3 import ObjectStore, make_client
@@ -35,10 +34,7 @@ from pipeline.tasks.deadletter import read_letters
 def stage_work(data: bytes, detectors: dict[str, Detector], display: str) -> None:
     s = get_settings()
     hashlib.sha256(data).hexdigest()
-    image_size(data)
-    stored, _ = decode_reduced(data, s.ingest.working_long_side)
-    upright = resize_long_side(apply_orientation(stored, read_orientation(data)),
-                               s.ingest.working_long_side)
+    upright, _ = decode_upright(data, s.ingest.working_long_side, size_wh=image_size(data))
     ingested = cv2.imencode(".jpg", upright, [cv2.IMWRITE_JPEG_QUALITY, 92])[1]
     img = cv2.imdecode(ingested, cv2.IMREAD_COLOR)
     q = measure_quality(img)

@@ -23,9 +23,10 @@ log() { echo "[stack] $*" >&2; }
 alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
 
 localstack_ok() {
-  curl -fsS -m 2 "http://127.0.0.1:$ls_port/_localstack/health" 2>/dev/null \
-    | grep -q '"s3": "\(available\|running\)"' 2>/dev/null \
-    && curl -fsS -m 2 "http://127.0.0.1:$ls_port/_localstack/health" | grep -q '"sqs": "\(available\|running\)"'
+  local health
+  health="$(curl -fsS -m 2 "http://127.0.0.1:$ls_port/_localstack/health" 2>/dev/null)" || return 1
+  grep -q '"s3": "\(available\|running\)"' <<<"$health" &&
+    grep -q '"sqs": "\(available\|running\)"' <<<"$health"
 }
 
 redis_ok() { redis-cli -p "$redis_port" --user pipeline --pass "$redis_pass" --no-auth-warning ping 2>/dev/null | grep -q PONG; }

@@ -15,13 +15,13 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from pipeline.core.lighting import measure_quality, normalize_lighting, resize_long_side
-from pipeline.core.orientation import apply_orientation
+from pipeline.core.lighting import measure_quality, normalize_lighting
+from pipeline.core.orientation import ORIENTATIONS
 from pipeline.core.planogram import Planogram
 from pipeline.core.routing import choose_route
 from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
 from pipeline.errors import PermanentError
-from pipeline.image import decode_reduced, read_orientation
+from pipeline.image import TAG_ORIENTATION, decode_upright
 from pipeline.messages import ArtifactRef, StageMessage
 from pipeline.storage.download import UrlRejectedError, fetch
 from pipeline.storage.keys import artifact_key, result_key
@@ -67,14 +67,17 @@ def download_photo(msg: StageMessage, rt: Runtime) -> bytes:
         return fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
 
 
-def inspect_image(data: bytes, rt: Runtime) -> tuple[str, tuple[int, int], str | None]:
-    """Format, stored size and DateTimeOriginal, read from headers; bounds enforced."""
+def inspect_image(data: bytes, rt: Runtime) -> tuple[str, tuple[int, int], int, str | None]:
+    """Format, stored size, EXIF orientation and DateTimeOriginal, read from the headers
+    once; bounds enforced."""
     cfg = rt.settings.ingest
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = str(im.format)
             w, h = im.size
-            taken = im.getexif().get_ifd(TAG_EXIF_IFD).get(TAG_DATETIME_ORIGINAL)
+            exif = im.getexif()
+            taken = exif.get_ifd(TAG_EXIF_IFD).get(TAG_DATETIME_ORIGINAL)
+            orientation = exif.get(TAG_ORIENTATION, 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise CorruptImageError(f"not a readable image: {exc}") from exc
@@ -84,7 +87,8 @@ def inspect_image(data: bytes, rt: Runtime) -> tuple[str, tuple[int, int], str |
         raise CorruptImageError(f"{w}x{h} exceeds the {cfg.max_pixels}-pixel bomb guard")
     if min(w, h) < cfg.min_side or max(w, h) > cfg.max_side:
         raise CorruptImageError(f"{w}x{h} is outside {cfg.min_side}..{cfg.max_side} pixels")
-    return fmt, (int(w), int(h)), str(taken) if taken else None
+    o = int(orientation) if orientation in ORIENTATIONS else 1
+    return fmt, (int(w), int(h)), o, str(taken) if taken else None
 
 
 def _captured_date(exif_time: str | None, msg: StageMessage) -> str:
@@ -108,26 +112,22 @@ def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
     if existing is not None:
         meta = rt.store.get_json(bucket, meta_key)
     else:
-        fmt, size, taken = inspect_image(data, rt)
+        fmt, size, orientation, taken = inspect_image(data, rt)
         try:
-            stored, scale = decode_reduced(data, s.ingest.working_long_side)
+            upright, scale = decode_upright(data, s.ingest.working_long_side, size_wh=size,
+                                            orientation=orientation)
         except ValueError as exc:
             raise CorruptImageError(str(exc)) from exc
-        orientation = read_orientation(data)
-        upright = resize_long_side(apply_orientation(stored, orientation),
-                                   s.ingest.working_long_side)
         # Re-encoding from pixels leaves every metadata segment (EXIF, GPS, XMP, MakerNote,
         # ICC, comments) behind.
         rt.store.put_bytes(bucket, image_key, _encode_jpeg(upright, s.ingest.jpeg_quality),
                            "image/jpeg")
         meta = {"sha256": sha, "format": fmt, "bytes": len(data), "stored_size": list(size),
                 "orientation": orientation, "upright_size": [upright.shape[1], upright.shape[0]],
-                "scale_from_original": round(upright.shape[1] / (size[1] if orientation >= 5
-                                                                 else size[0]), 6),
+                "scale_from_original": round(scale, 6),
                 "captured_date": _captured_date(taken, msg),
                 "source": {"bucket": msg.photo.bucket, "key": msg.photo.key,
-                           "version_id": msg.photo.version_id, "etag": msg.photo.etag},
-                "decode_scale": round(scale, 6)}
+                           "version_id": msg.photo.version_id, "etag": msg.photo.etag}}
         rt.store.put_json(bucket, meta_key, meta)  # written last: marks the stage complete
     return msg.model_copy(update={"sha256": sha, "captured_date": meta["captured_date"]}
                           ).with_artifact("ingested", ArtifactRef(bucket=bucket, key=image_key))
