@@ -7,9 +7,9 @@ the results prefix until every photo has its result, and prints a table per phot
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.settings import get_settings
 from pipeline.storage.keys import result_key
 from pipeline.storage.s3 import ObjectStore, make_client
-from pipeline.synth.world import make_photo
+from pipeline.synth.world import Photo, make_photo
 
 STORES = (("S001", "standard"), ("S002", "flagship"), ("S003", "standard"))
 
@@ -63,69 +63,101 @@ def _summaries(s: Any, store: ObjectStore, date: str) -> None:
         print(f"report: {path.resolve()}")
 
 
+@dataclass
+class Upload:
+    """One photo put into the raw bucket, and where its result will appear."""
+
+    key: str
+    sha256: str
+    put_at: float
+    result_key: str
+    display: str
+    expected: dict[str, Any]
+    result: dict[str, Any] | None = None
+
+    @property
+    def seconds(self) -> float:
+        """Put-to-result latency, from the result's completion time."""
+        assert self.result is not None
+        return datetime.fromisoformat(self.result["completed_at"]).timestamp() - self.put_at
+
+
+def upload_photo(s: Any, store: ObjectStore, photo: Photo, *, store_id: str, aisle: str,
+                 bay: str, camera: str, name: str, store_format: str) -> Upload:
+    """The bay's planogram into the config bucket, then the photo as a camera uploads it."""
+    t = photo.truth
+    display = str(t["display"])
+    store.put_json(s.s3.config_bucket, f"planograms/{store_id}/{aisle}/{bay}.json",
+                   t["planogram"])
+    key = f"{s.s3.raw_prefix}{store_id}/{aisle}/{bay}/{camera}/{name}.jpg"
+    put_at = time.time()
+    store.client.put_object(Bucket=s.s3.raw_bucket, Key=key, Body=photo.jpeg,
+                            ContentType="image/jpeg",
+                            Metadata={"store-format": store_format, "display-type": display})
+    sha = hashlib.sha256(photo.jpeg).hexdigest()
+    exif = t["exif"]
+    assert isinstance(exif, dict)
+    date = str(exif["datetime_original"])[:10].replace(":", "-")
+    expected = t["expected"]
+    assert isinstance(expected, dict)
+    return Upload(key, sha, put_at, result_key(store=store_id, date=date, aisle=aisle,
+                                               sha256=sha), display, expected)
+
+
+def wait_for_results(s: Any, store: ObjectStore, uploads: list[Upload], *, timeout_s: float,
+                     since: float, progress: bool = True) -> set[str]:
+    """Poll until every upload has its result or a dead letter; fills ``Upload.result`` and
+    returns the keys of dead-lettered photos."""
+    keys = {u.key for u in uploads}
+    deadline = time.time() + timeout_s
+    failed: set[str] = set()
+    while time.time() < deadline:
+        for u in uploads:
+            if u.result is None and store.head(s.s3.results_bucket, u.result_key) is not None:
+                u.result = store.get_json(s.s3.results_bucket, u.result_key)
+        failed = _dead_lettered(s, store, keys)
+        done = sum(1 for u in uploads if u.result is not None)
+        if progress:
+            sys.stderr.write(_bar(done, len(uploads), len(failed), time.time() - since))
+            sys.stderr.flush()
+        if done + len(failed) >= len(uploads):
+            break
+        time.sleep(0.3)
+    if progress:
+        sys.stderr.write("\n")
+    return failed
+
+
 def run_demo(*, count: int, seed: int, timeout_s: float) -> int:
     s = get_settings()
     store = ObjectStore(make_client(s.aws, "s3"))
-    s3 = store.client
     print(f"generating {count} shelf photos (seed {seed})...", flush=True)
     now = datetime.now(UTC)
     photos = [make_photo(seed, i, None, 4000, taken_at=now) for i in range(count)]
-    pending: dict[str, dict[str, Any]] = {}
     t0 = time.time()
+    uploads = []
     for i, photo in enumerate(photos):
-        t = photo.truth
         store_id, fmt = STORES[i % len(STORES)]
-        aisle, bay, camera = f"A{(i // 3) % 4 + 1:02d}", f"B{i % 5 + 1}", f"cam-{i % 7 + 1}"
-        display = str(t["display"])
-        planogram = t["planogram"]
-        s3.put_object(Bucket=s.s3.config_bucket, Key=f"planograms/{store_id}/{aisle}/{bay}.json",
-                      Body=json.dumps(planogram).encode(), ContentType="application/json")
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        key = f"{s.s3.raw_prefix}{store_id}/{aisle}/{bay}/{camera}/{stamp}_{i:03d}.jpg"
-        put_at = time.time()
-        s3.put_object(Bucket=s.s3.raw_bucket, Key=key, Body=photo.jpeg, ContentType="image/jpeg",
-                      Metadata={"store-format": fmt, "display-type": display})
-        sha = hashlib.sha256(photo.jpeg).hexdigest()
-        exif = t["exif"]
-        assert isinstance(exif, dict)
-        date = str(exif["datetime_original"])[:10].replace(":", "-")
-        pending[sha] = {"key": key, "put_at": put_at, "display": display, "store": store_id,
-                        "aisle": aisle, "result_key": result_key(store=store_id, date=date,
-                                                                 aisle=aisle, sha256=sha),
-                        "truth": t["expected"]}
+        uploads.append(upload_photo(
+            s, store, photo, store_id=store_id, aisle=f"A{(i // 3) % 4 + 1:02d}",
+            bay=f"B{i % 5 + 1}", camera=f"cam-{i % 7 + 1}",
+            name=f"{datetime.now(UTC):%Y%m%dT%H%M%S}_{i:03d}", store_format=fmt))
     print(f"uploaded {count} photos to s3://{s.s3.raw_bucket}/{s.s3.raw_prefix} "
           f"in {time.time() - t0:.1f} s", flush=True)
-    done: dict[str, dict[str, Any]] = {}
-    deadline = time.time() + timeout_s
-    failed: set[str] = set()
-    while len(done) + len(failed) < count and time.time() < deadline:
-        for sha, info in pending.items():
-            if sha in done:
-                continue
-            if store.head(s.s3.results_bucket, info["result_key"]) is not None:
-                result = store.get_json(s.s3.results_bucket, info["result_key"])
-                info["seen_at"] = time.time()
-                done[sha] = {**info, "result": result}
-        failed = _dead_lettered(s, store, {v["key"] for v in pending.values()})
-        sys.stderr.write(_bar(len(done), count, len(failed), time.time() - t0))
-        sys.stderr.flush()
-        time.sleep(0.5)
-    sys.stderr.write("\n")
+    failed = wait_for_results(s, store, uploads, timeout_s=timeout_s, since=t0)
+    done = [u for u in uploads if u.result is not None]
     wall = time.time() - t0
     print()
     print(f"{'photo':44} {'display':8} {'route':6} {'model':16} {'dets':>4} "
           f"{'compliance':>10} {'truth':>6} {'secs':>6}")
-    latencies = []
-    for info in sorted(done.values(), key=lambda v: v["put_at"]):
-        r = info["result"]
-        completed = datetime.fromisoformat(r["completed_at"]).timestamp()
-        secs = completed - info["put_at"]
-        latencies.append(secs)
+    latencies = [u.seconds for u in done]
+    for u in done:
+        r = u.result
+        assert r is not None
         comp = r.get("compliance")
-        truth = info["truth"]["compliance"]
-        print(f"{info['key'][-44:]:44} {info['display']:8} {r['route']:6} {r['model']:16} "
+        print(f"{u.key[-44:]:44} {u.display:8} {r['route']:6} {r['model']:16} "
               f"{r['detections']:4d} {'-' if comp is None else f'{comp:.1%}':>10} "
-              f"{truth:6.1%} {secs:6.1f}")
+              f"{u.expected['compliance']:6.1%} {u.seconds:6.1f}")
     missing = count - len(done)
     print()
     if latencies:

@@ -22,13 +22,12 @@ import numpy as np
 
 from pipeline.core.lighting import measure_quality, normalize_lighting
 from pipeline.core.routing import HEAVY, RouteRules, choose_route
+from pipeline.demo import upload_photo, wait_for_results
 from pipeline.detect.detector import Detector
 from pipeline.image import decode_upright, image_size
 from pipeline.settings import get_settings
-from pipeline.storage.keys import result_key
 from pipeline.storage.s3 import ObjectStore, make_client
 from pipeline.synth.world import make_photo
-from pipeline.tasks.deadletter import read_letters
 
 
 def stage_work(data: bytes, detectors: dict[str, Detector], display: str) -> None:
@@ -68,30 +67,16 @@ def main() -> None:
           f"-> {floor:,.0f} photos/hour on {cores} cores")
 
     store = ObjectStore(make_client(s.aws, "s3"))
-    pending = {}
     t0 = time.time()
-    for i, p in enumerate(photos):
-        key = f"{s.s3.raw_prefix}BENCH/A{i % 4:02d}/B{i}/cam-1/{now:%Y%m%dT%H%M%S}_{i:04d}.jpg"
-        store.put_json(s.s3.config_bucket, f"planograms/BENCH/A{i % 4:02d}/B{i}.json",
-                       p.truth["planogram"])
-        store.client.put_object(Bucket=s.s3.raw_bucket, Key=key, Body=p.jpeg,
-                                Metadata={"display-type": str(p.truth["display"])})
-        sha = hashlib.sha256(p.jpeg).hexdigest()
-        pending[sha] = (time.time(), result_key(store="BENCH", date=f"{now:%Y-%m-%d}",
-                                                aisle=f"A{i % 4:02d}", sha256=sha))
-    latencies = []
-    while pending and time.time() - t0 < args.timeout:
-        failed = [d for d in read_letters(store, s.s3.artifacts_bucket)
-                  if d.message.photo.store == "BENCH" and d.failed_at.timestamp() > t0]
-        if failed:
-            raise SystemExit(f"{len(failed)} photos dead-lettered, e.g. {failed[0].error}")
-        for sha, (put_at, key) in list(pending.items()):
-            if store.head(s.s3.results_bucket, key) is not None:
-                done_at = datetime.fromisoformat(
-                    store.get_json(s.s3.results_bucket, key)["completed_at"]).timestamp()
-                latencies.append(done_at - put_at)
-                del pending[sha]
-        time.sleep(0.2)
+    uploads = [upload_photo(s, store, p, store_id="BENCH", aisle=f"A{i % 4:02d}", bay=f"B{i}",
+                            camera="cam-1", name=f"{now:%Y%m%dT%H%M%S}_{i:04d}",
+                            store_format="standard")
+               for i, p in enumerate(photos)]
+    failed = wait_for_results(s, store, uploads, timeout_s=args.timeout, since=t0,
+                              progress=False)
+    if failed:
+        raise SystemExit(f"{len(failed)} photos dead-lettered (shelf dlq list)")
+    latencies = [u.seconds for u in uploads if u.result is not None]
     wall = time.time() - t0
     n = len(latencies)
     rate = n / wall * 3600
