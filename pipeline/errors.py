@@ -1,4 +1,9 @@
-"""The pipeline's errors: the class of an error decides whether it is retried."""
+"""Every error the pipeline raises on purpose, in one hierarchy: the class decides the fate.
+
+``TransientError`` is retried (exponential backoff, jitter, a finite count); a
+``PermanentError`` goes to a dead letter with its reason. Adapters translate vendor errors
+(botocore, redis, kombu, onnxruntime) into these; nothing else catches vendor errors.
+"""
 
 from __future__ import annotations
 
@@ -15,5 +20,73 @@ class PermanentError(PipelineError):
     """A fault that retrying cannot fix: corrupt input, bad event, schema violation."""
 
 
+# -- transient ----------------------------------------------------------------------------
+
+class LockHeldError(TransientError):
+    """Another worker is running this stage for the same photo."""
+
+
+class InFlightElsewhereError(TransientError):
+    """Another listener is enqueueing the same object version right now."""
+
+
+class UrlRejectedError(TransientError):
+    """The URL was refused (403): expired or signed by expired credentials. Mint a new one."""
+
+
+# -- permanent: input ----------------------------------------------------------------------
+
+class MalformedEventError(PermanentError):
+    """An SQS body that is not an S3 event notification."""
+
+
+class InvalidKeyError(PermanentError):
+    """An object key the pipeline refuses: control characters, broken Unicode, too long."""
+
+
+class CorruptImageError(PermanentError):
+    """The photo is not a decodable JPEG or PNG within the configured bounds."""
+
+
+class TooLargeError(PermanentError):
+    """The object is larger than the configured cap."""
+
+
+class PlanogramError(PermanentError):
+    """The photo's planogram exists but cannot be used: unreadable, too large, another bay's."""
+
+
+class CatalogError(PermanentError):
+    """A catalog entry or index that cannot be read or written as asked."""
+
+
+class ObjectNotFoundError(PermanentError):
+    """The object or bucket does not exist."""
+
+
+class DatasetError(PermanentError):
+    """A folder that is not a readable labelled dataset."""
+
+
+# -- permanent: forged or foreign ----------------------------------------------------------
+
+class ForgedMessageError(PermanentError):
+    """A stage message that points outside the pipeline's own buckets."""
+
+
+class ForgedUrlError(PermanentError):
+    """A URL that is not a pre-signed GET of the raw bucket on the configured endpoint."""
+
+
+# -- permanent: models ---------------------------------------------------------------------
+
 class ModelError(PermanentError):
     """A model directory, card or graph that cannot be used as declared."""
+
+
+class ModelRejectedError(ModelError):
+    """The graph cannot be registered: its inputs or outputs are not a readable detector."""
+
+
+class DecodeError(ModelError):
+    """Model outputs do not have the shape their declared format needs."""

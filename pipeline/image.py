@@ -1,8 +1,16 @@
-"""Encoded-image facts and decoding: EXIF orientation, DCT-scaled decode."""
+"""Encoded-image facts and decoding: format sniffing, header checks, EXIF, DCT-scaled decode.
+
+Photos come from cameras and from anyone who can write to the bucket: everything that can
+be decided from the header (format, dimensions, pixel count, animation) is decided before a
+single pixel is decoded, so a pixel bomb costs a header read, not gigabytes.
+"""
 
 from __future__ import annotations
 
 import io
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import cv2
 import numpy as np
@@ -11,9 +19,144 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.core.lighting import resize_long_side
 from pipeline.core.orientation import ORIENTATIONS, apply_orientation
+from pipeline.errors import CorruptImageError, PermanentError
 
 TAG_ORIENTATION = 0x0112
-WORKING_LONG_SIDE = 1280  # detection never needs more; larger photos decode at 1/2, 1/4, 1/8
+TAG_EXIF_IFD = 0x8769
+TAG_DATETIME_ORIGINAL = 0x9003
+EARLIEST_PLAUSIBLE = datetime(2000, 1, 1, tzinfo=UTC)
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# What else arrives named .jpg, told by its first bytes.
+OTHER_MAGIC = ((b"%PDF", "PDF"), (b"GIF8", "GIF"), (b"RIFF", "WebP/RIFF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"<", "HTML/XML"),
+               (b"\x00\x00\x00", "HEIC/MP4 (ISO media)"), (b"PK\x03\x04", "ZIP"))
+
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the header says: format, stored size, EXIF orientation and capture time."""
+
+    format: str  # JPEG | PNG
+    size_wh: tuple[int, int]
+    orientation: int
+    taken: datetime | None  # DateTimeOriginal when present and plausible
+
+
+def sniff_format(data: bytes) -> str:
+    """JPEG or PNG from the magic bytes; :class:`CorruptImageError` naming anything else."""
+    if not data:
+        raise CorruptImageError("empty file (0 bytes)")
+    if data.startswith(JPEG_MAGIC):
+        return "JPEG"
+    if data.startswith(PNG_MAGIC):
+        return "PNG"
+    head = data[:16].lstrip()
+    for magic, name in OTHER_MAGIC:
+        if head.startswith(magic) or (name.startswith("HEIC") and data[4:8] == b"ftyp"):
+            raise CorruptImageError(f"a {name} file, not a JPEG or PNG photo")
+    raise CorruptImageError("not a JPEG or PNG photo (unknown leading bytes)")
+
+
+def _complete(data: bytes, fmt: str) -> bool:
+    """A PNG has its IEND chunk; a JPEG has an EOI marker after its first scan starts.
+
+    The JPEG segments are walked up to the first SOS, so the EOI of a thumbnail inside EXIF
+    does not count; entropy-coded data never holds FF D9, and data a phone appends after
+    the image (motion photos) does not make it incomplete."""
+    if fmt == "PNG":
+        return data.rfind(b"IEND") > 8
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", i) != -1
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            i += 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return False
+
+
+def parse_exif_time(value: object, *, now: datetime) -> datetime | None:
+    """``YYYY:MM:DD HH:MM:SS`` as written by cameras; None when unreadable or implausible
+    (before 2000, or more than a day ahead of ``now``)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        taken = datetime.strptime(value.strip("\x00 "), "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    if taken < EARLIEST_PLAUSIBLE or taken > now + timedelta(days=1):
+        return None
+    return taken
+
+
+def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
+                  now: datetime | None = None) -> ImageFacts:
+    """Read and check the headers only; raises :class:`CorruptImageError` with the reason."""
+    fmt = sniff_format(data)
+    if not _complete(data, fmt):
+        raise CorruptImageError(f"truncated {fmt}: the file ends before its last marker")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel cap below decides; Pillow's warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
+            if im.format != fmt:
+                raise CorruptImageError(f"header says {im.format}, bytes say {fmt}")
+            w, h = im.size
+            if w * h > max_pixels:
+                raise CorruptImageError(f"{w}x{h} exceeds the {max_pixels}-pixel bomb guard")
+            if min(w, h) < min_side or max(w, h) > max_side:
+                raise CorruptImageError(f"{w}x{h} is outside {min_side}..{max_side} pixels")
+            if getattr(im, "is_animated", False):
+                raise CorruptImageError("animated image: a shelf photo is a single frame")
+            # PNG EXIF would make Pillow decode the whole image: only JPEG EXIF is read.
+            orientation, taken = _jpeg_exif(im, now or datetime.now(UTC)) if fmt == "JPEG" \
+                else (1, None)
+    except CorruptImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError) as exc:
+        raise CorruptImageError(f"not a readable {fmt}: {exc}") from exc
+    return ImageFacts(fmt, (int(w), int(h)), orientation, taken)
+
+
+def _jpeg_exif(im: Image.Image, now: datetime) -> tuple[int, datetime | None]:
+    """Orientation (1 when absent or invalid) and a plausible capture time; a broken EXIF
+    block reads as none, never as a failure."""
+    try:
+        exif = im.getexif()
+        value = exif.get(TAG_ORIENTATION, 1)
+        taken = exif.get_ifd(TAG_EXIF_IFD).get(TAG_DATETIME_ORIGINAL)
+    except Exception:  # Pillow raises many kinds on malformed EXIF; it is metadata only
+        return 1, None
+    orientation = int(value) if isinstance(value, int) and value in ORIENTATIONS else 1
+    return orientation, parse_exif_time(taken, now=now)
+
+
+def encode_jpeg(image: npt.NDArray[np.uint8], quality: int) -> bytes:
+    """Pixels only: no EXIF, GPS, XMP, ICC or comment segment survives."""
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise PermanentError("JPEG encoding failed")
+    return bytes(buf.tobytes())
+
+
+def decode_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
+    """A stored artifact back to BGR pixels."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise PermanentError("stored artifact does not decode")
+    return np.asarray(arr, np.uint8)
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -77,3 +220,23 @@ def decode_upright(data: bytes, long_side: int, *, size_wh: tuple[int, int] | No
         return upright, scale
     small = resize_long_side(upright, long_side)
     return small, scale * small.shape[1] / upright.shape[1]
+
+
+def jpeg_roundtrip(image: npt.NDArray[np.uint8], quality: int) -> npt.NDArray[np.uint8]:
+    """``image`` as a stage stores it and the next one reads it back."""
+    return decode_jpeg(encode_jpeg(image, quality))
+
+
+def prepare_for_detection(data: bytes, *, long_side: int, jpeg_quality: int,
+                          orientation: int | None = None) -> tuple[npt.NDArray[np.uint8], float]:
+    """A photo exactly as the detect stage receives it, from its encoded bytes: upright
+    (``orientation`` overrides the EXIF one), at the working size, faces blurred and stored
+    (ingest), lighting normalized and stored (normalize). Returns the image and its linear
+    scale from the photo's stored pixels. Evaluations and benchmarks use this, so they
+    measure what the pipeline runs."""
+    from pipeline.core.lighting import normalize_lighting
+    from pipeline.privacy import blur_faces
+
+    upright, scale = decode_upright(data, long_side, orientation=orientation)
+    ingested = jpeg_roundtrip(blur_faces(upright)[0], jpeg_quality)
+    return jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality), scale

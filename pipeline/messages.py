@@ -17,7 +17,7 @@ class PhotoRef(BaseModel):
     version_id: str | None = None
     etag: str | None = None
     size: int | None = None
-    url: str  # pre-signed GET; re-minted from bucket/key when it has expired
+    url: str = ""  # pre-signed GET; minted from bucket/key when empty or expired
     event_time: datetime | None = None
     store: str = "unknown"
     aisle: str = "unknown"
@@ -26,6 +26,13 @@ class PhotoRef(BaseModel):
     store_format: str = "standard"
     display_type: str = "gondola"
     planogram_id: str | None = None
+
+    @property
+    def upload_id(self) -> str:
+        """One upload: this bucket, key and object version (the unit of "one result")."""
+        from pipeline.storage.keys import upload_id
+
+        return upload_id(self.bucket, self.key, self.version_id or self.etag)
 
 
 class ArtifactRef(BaseModel):
@@ -45,6 +52,7 @@ class StageMessage(BaseModel):
     route: str | None = None  # light | heavy
     route_reason: str | None = None
     model: str | None = None
+    recompute: bool = False  # comply again although a result exists (its planogram arrived)
     stage_seconds: dict[str, float] = Field(default_factory=dict)
 
     def with_artifact(self, name: str, ref: ArtifactRef) -> StageMessage:

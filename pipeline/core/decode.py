@@ -4,7 +4,8 @@ Three layouts:
 - ``centernet`` (our models): ``scores [1, C, h, w]`` per-class probabilities on a grid and
   ``boxes [1, 4, h, w]`` x1 y1 x2 y2; one candidate per local maximum of the best class score.
 - ``yolov8`` (Ultralytics YOLOv8/YOLO11 export, no NMS in graph): ``[1, 4 + C, N]`` with
-  cx, cy, w, h in input pixels and per-class scores; ``[1, N, 4 + C]`` is accepted too.
+  cx, cy, w, h in input pixels (or normalised to [0, 1], as TFLite-style exports give them)
+  and per-class scores; ``[1, N, 4 + C]`` is accepted too.
 - ``rtdetr`` (RT-DETR style): ``[1, Q, 4 + C]`` with cx, cy, w, h normalised to [0, 1] (or in
   pixels when ``normalized`` is false) and per-class scores.
 """
@@ -16,13 +17,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.core.detections import Detections, cxcywh_to_xyxy
+from pipeline.errors import DecodeError
 
 FORMATS = ("centernet", "yolov8", "rtdetr")
 Array = npt.NDArray[np.float32]
 
-
-class DecodeError(ValueError):
-    """Model outputs do not have the shape their declared format needs."""
 
 
 def _top(scores: Array, limit: int) -> npt.NDArray[np.intp]:
@@ -59,7 +58,13 @@ def _candidates(cxcywh: Array, cls_scores: Array, score_threshold: float,
                       cls[keep].astype(np.int64))
 
 
+def _scale_normalized(cxcywh: Array, input_wh: tuple[int, int]) -> Array:
+    w, h = input_wh
+    return (cxcywh * np.array([w, h, w, h], np.float32)).astype(np.float32)
+
+
 def decode_yolov8(*, output: Array, num_classes: int, score_threshold: float,
+                  input_wh: tuple[int, int] | None = None, normalized: bool = False,
                   max_candidates: int = 3000) -> Detections:
     if output.ndim != 3 or output.shape[0] != 1:
         raise DecodeError(f"yolov8 wants [1, 4+C, N], got {output.shape}")
@@ -68,7 +73,12 @@ def decode_yolov8(*, output: Array, num_classes: int, score_threshold: float,
         o = o.T
     elif o.shape[1] != 4 + num_classes:
         raise DecodeError(f"yolov8 output {output.shape} does not fit {num_classes} classes")
-    return _candidates(o[:, :4], o[:, 4:], score_threshold, max_candidates)
+    box = o[:, :4].astype(np.float32)
+    if normalized:
+        if input_wh is None:
+            raise ValueError("normalized boxes need the input size")
+        box = _scale_normalized(box, input_wh)
+    return _candidates(box, o[:, 4:].astype(np.float32), score_threshold, max_candidates)
 
 
 def decode_rtdetr(*, output: Array, num_classes: int, score_threshold: float,
@@ -76,7 +86,5 @@ def decode_rtdetr(*, output: Array, num_classes: int, score_threshold: float,
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != 4 + num_classes:
         raise DecodeError(f"rtdetr wants [1, Q, 4+{num_classes}], got {output.shape}")
     o = output[0].astype(np.float32)
-    box = o[:, :4].copy()
-    if normalized:
-        box *= np.array([input_wh[0], input_wh[1], input_wh[0], input_wh[1]], np.float32)
+    box = _scale_normalized(o[:, :4], input_wh) if normalized else o[:, :4].copy()
     return _candidates(box, o[:, 4:], score_threshold, o.shape[0])

@@ -1,4 +1,8 @@
-"""S3 event notifications as they arrive in SQS bodies, parsed with pydantic."""
+"""S3 event notifications as they arrive in SQS bodies, parsed with pydantic.
+
+Bodies come from the network: their size, nesting and record count are capped, and every
+failure to read one is a :class:`MalformedEventError`, never another exception.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,27 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import PermanentError
+from pipeline.errors import InvalidKeyError, MalformedEventError
+
+MAX_BODY_BYTES = 256 * 1024  # SQS message maximum
+MAX_RECORDS = 100
+MAX_KEY_BYTES = 1024  # S3 object key maximum
 
 
-class MalformedEventError(PermanentError):
-    """An SQS body that is not an S3 event notification."""
+
+
+def check_key(key: str) -> str:
+    """``key`` if the pipeline can carry it safely through S3, Redis, logs and partitions."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(f"key is not valid Unicode ({exc.reason})") from exc
+    if size == 0 or size > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key of {size} bytes (1..{MAX_KEY_BYTES} allowed)")
+    bad = sorted({f"U+{ord(c):04X}" for c in key if ord(c) < 0x20 or ord(c) == 0x7F})
+    if bad:
+        raise InvalidKeyError(f"key contains control characters {', '.join(bad[:5])}")
+    return key
 
 
 class _Bucket(BaseModel):
@@ -61,19 +81,33 @@ class _Notification(BaseModel):
     records: list[S3Record] = Field(alias="Records")
 
 
-def parse_body(body: str) -> list[S3Record]:
-    """Records of an SQS body; ``[]`` for an ``s3:TestEvent``. Unwraps SNS envelopes."""
+def parse_body(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
+               _envelopes: int = 0) -> list[S3Record]:
+    """Records of an SQS body; ``[]`` for an ``s3:TestEvent``. Unwraps one SNS envelope."""
+    if not isinstance(body, str):
+        raise MalformedEventError("body is not text")
+    if len(body) > max_bytes:  # characters bound bytes from below: cheap first check
+        raise MalformedEventError(f"body of {len(body)} characters exceeds {max_bytes}")
     try:
         doc = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise MalformedEventError(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedEventError("body is nested too deeply") from exc
+    except ValueError as exc:
+        raise MalformedEventError(f"body is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict):
         raise MalformedEventError("body is not a JSON object")
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
-        return parse_body(doc["Message"])
+        if _envelopes:
+            raise MalformedEventError("SNS envelope inside an SNS envelope")
+        return parse_body(doc["Message"], max_bytes=max_bytes, max_records=max_records,
+                          _envelopes=1)
     if doc.get("Event") == "s3:TestEvent":
         return []
+    records = doc.get("Records")
+    if isinstance(records, list) and len(records) > max_records:
+        raise MalformedEventError(f"{len(records)} records exceed the cap of {max_records}")
     try:
         return _Notification.model_validate(doc).records
-    except ValidationError as exc:
-        raise MalformedEventError(f"not an S3 event notification: {exc.errors()[:3]}") from exc
+    except (ValidationError, RecursionError) as exc:
+        detail = exc.errors()[:3] if isinstance(exc, ValidationError) else "nested too deeply"
+        raise MalformedEventError(f"not an S3 event notification: {detail}") from exc

@@ -1,33 +1,50 @@
-"""SQS long-poll loop: S3 ObjectCreated events -> a claimed, enqueued photo chain.
+"""SQS long-poll loop: S3 ObjectCreated events -> enqueued photo chains, one per version.
 
-A message is deleted only after every photo it names was enqueued (or found a duplicate);
-a body that is not an S3 event goes to the dead-letter queue with the reason. On SIGTERM the
-current message finishes and the rest of the batch is handed back (visibility 0).
+Per record: skip if the object version was already enqueued; hold a short in-progress claim;
+enqueue; only then mark the version as seen and release the claim. A listener killed in
+between leaves an expiring claim and an undeleted message, so the event comes back and is
+enqueued again: a duplicate chain, which the stages absorb (results are per upload), rather
+than a lost photo. A message is deleted only when none of its records is left to retry.
+
+Nothing a message carries can stop the loop: a body that is not an S3 event, and a record
+the pipeline refuses (a broken key, say), go to the dead-letter queue with the reason; any
+other failure is logged and the message redelivered (after ``maxReceiveCount`` deliveries
+the queue's redrive policy moves it to the DLQ). Only a signal stops the loop: SIGTERM
+finishes the current message and hands the rest of the batch back (visibility 0).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
+import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from redis import Redis
 
-from pipeline.errors import PermanentError, TransientError
-from pipeline.listeners.events import MalformedEventError, S3Record, parse_body
+from pipeline import metrics
+from pipeline.errors import InFlightElsewhereError, PermanentError, TransientError
+from pipeline.listeners.events import S3Record, check_key, parse_body
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
-from pipeline.storage.keys import claim_key, parse_raw_key
-from pipeline.storage.redis import claim, release
+from pipeline.storage.keys import claim_key, inflight_key, parse_raw_key
+from pipeline.storage.redis import claim, exists, mark, release
 from pipeline.storage.s3 import ObjectStore, translate
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[[StageMessage], None]
+METADATA_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+
 
 
 @dataclass
@@ -38,11 +55,13 @@ class Stats:
     skipped: int = 0
     test_events: int = 0
     malformed: int = 0
+    refused: int = 0
     failed: int = 0
+    errors: int = 0
 
 
 class Listener:
-    def __init__(self, settings: Settings, *, sqs: Any, store: ObjectStore, redis: Any,
+    def __init__(self, settings: Settings, *, sqs: Any, store: ObjectStore, redis: Redis,
                  enqueue: Enqueue) -> None:
         self.s = settings
         self.sqs = sqs
@@ -53,6 +72,10 @@ class Listener:
         self.stop_event = threading.Event()
         self.queue_url = sqs.get_queue_url(QueueName=settings.sqs.queue)["QueueUrl"]
         self.dlq_url = sqs.get_queue_url(QueueName=settings.sqs.dead_letter_queue)["QueueUrl"]
+
+    def _count(self, outcome: str) -> None:
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        metrics.LISTENER_EVENTS.labels(outcome).inc()
 
     # -- lifecycle -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -65,12 +88,18 @@ class Listener:
 
     def run(self, max_batches: int | None = None) -> Stats:
         batches = 0
+        failures = 0
         while not self.stop_event.is_set() and (max_batches is None or batches < max_batches):
             try:
                 self.poll_once()
-            except TransientError as exc:
-                log.warning("poll failed, backing off: %s", exc)
-                self.stop_event.wait(2.0)
+                failures = 0
+            except Exception as exc:  # SQS or Redis away, or a bug: never leave the loop
+                failures += 1
+                self._count("errors")
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                log.warning("poll failed (%s: %s), retrying in %.1f s", type(exc).__name__,
+                            exc, delay)
+                self.stop_event.wait(delay)
             batches += 1
         return self.stats
 
@@ -95,87 +124,99 @@ class Listener:
         return len(messages)
 
     def handle(self, m: dict[str, Any]) -> None:
-        self.stats.received += 1
+        """One SQS message, whatever it holds; never raises."""
+        self._count("received")
         try:
-            records = parse_body(m["Body"])
-        except MalformedEventError as exc:
-            self.stats.malformed += 1
-            self._dead_letter(m, str(exc))
-            return
-        if not records:
-            self.stats.test_events += 1
+            self._handle(m)
+        except Exception as exc:  # SQS bookkeeping failed: the message comes back later
+            self._count("errors")
+            log.exception("message %s left for redelivery: %s", m.get("MessageId"), exc)
+
+    def _handle(self, m: dict[str, Any]) -> None:
+        cfg = self.s.sqs
+        try:
+            records = parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
+                                 max_records=cfg.max_records)
+        except Exception as exc:  # MalformedEventError, or any surprise from the parser
+            self._count("malformed")
+            self._dead_letter(m, m.get("Body", ""), f"{type(exc).__name__}: {exc}")
             self._delete(m)
             return
-        try:
-            for rec in records:
-                self.handle_record(rec)
-        except (TransientError, PermanentError, ClientError, BotoCoreError) as exc:
-            # Left undeleted: SQS delivers it again after the visibility timeout, and after
-            # maxReceiveCount its redrive policy moves it to the DLQ.
-            self.stats.failed += 1
-            log.warning("message %s not done, will be redelivered: %s", m["MessageId"], exc)
+        if not records:
+            self._count("test_events")
+            self._delete(m)
             return
-        self._delete(m)
+        retry = False
+        for rec in records:
+            try:
+                self.handle_record(rec)
+            except TransientError as exc:
+                retry = True
+                self._count("failed")
+                log.warning("record %s/%s not enqueued, will be redelivered: %s",
+                            rec.bucket, _printable(rec.key), exc)
+            except Exception as exc:  # refused (PermanentError) or a bug: keep it, with why
+                self._count("refused")
+                self._dead_letter(m, json.dumps({"Records": [rec.model_dump(
+                    mode="json", by_alias=True)]}), f"{type(exc).__name__}: {exc}")
+        if not retry:
+            self._delete(m)
 
     def handle_record(self, rec: S3Record) -> None:
         s3cfg = self.s.s3
-        key = rec.key
+        key = check_key(rec.key)
         if not rec.event_name.startswith("ObjectCreated") or not key.startswith(
                 s3cfg.raw_prefix) or not key.lower().endswith(s3cfg.suffixes):
-            self.stats.skipped += 1
+            self._count("skipped")
             log.info("skipped %s %s/%s", rec.event_name, rec.bucket, key)
             return
-        ckey = claim_key(rec.bucket, key, rec.version)
-        if not claim(self.redis, ckey, "listener", self.s.redis.claim_ttl_s):
-            self.stats.duplicates += 1
+        if rec.bucket != s3cfg.raw_bucket:
+            raise PermanentError(f"event for bucket {rec.bucket!r}, not the raw bucket")
+        seen = claim_key(rec.bucket, key, rec.version)
+        if exists(self.redis, seen):
+            self._count("duplicates")
             log.info("duplicate event for %s/%s@%s", rec.bucket, key, rec.version)
             return
+        busy = inflight_key(seen)
+        token = uuid.uuid4().hex
+        if not claim(self.redis, busy, token, self.s.sqs.visibility_timeout_s):
+            raise InFlightElsewhereError(f"{key} is being enqueued by another listener")
         try:
             msg = self.build_message(rec)
             if msg is None:
-                self.stats.skipped += 1
+                self._count("skipped")
                 return
             self.enqueue(msg)
-        except BaseException:
-            release(self.redis, ckey)  # not enqueued: a redelivery must be able to claim it
-            raise
-        self.stats.enqueued += 1
+            mark(self.redis, seen, msg.photo.upload_id, self.s.redis.claim_ttl_s)
+        finally:
+            release(self.redis, busy, token)
+        self._count("enqueued")
         log.info("enqueued %s/%s", rec.bucket, key)
 
     def build_message(self, rec: S3Record) -> StageMessage | None:
-        head = self.store.head(rec.bucket, rec.key)
-        if head is None:
-            log.warning("object %s/%s is gone; nothing to process", rec.bucket, rec.key)
-            return None
-        meta = {k.lower(): v for k, v in head.get("Metadata", {}).items()}
-        cam = parse_raw_key(rec.key, self.s.s3.raw_prefix)
-        version_id = rec.s3.object.version_id
-        url = self.store.presign_get(rec.bucket, rec.key, self.s.s3.presign_expiry_s,
-                                     version_id)
-        photo = PhotoRef(
-            bucket=rec.bucket, key=rec.key, version_id=version_id,
-            etag=(rec.s3.object.etag or "").strip('"') or None, size=rec.s3.object.size,
-            url=url, event_time=rec.event_time,
-            store=meta.get("store") or (cam.store if cam else "unknown"),
-            aisle=meta.get("aisle") or (cam.aisle if cam else "unknown"),
-            bay=meta.get("bay") or (cam.bay if cam else "unknown"),
-            camera=meta.get("camera") or (cam.camera if cam else "unknown"),
-            store_format=meta.get("store-format", "standard"),
-            display_type=meta.get("display-type", "gondola"),
-            planogram_id=meta.get("planogram-id"),
-        )
-        return StageMessage(photo=photo)
+        o = rec.s3.object
+        return build_photo_message(self.s, self.store, bucket=rec.bucket, key=rec.key,
+                                   version_id=o.version_id, etag=o.etag, size=o.size,
+                                   event_time=rec.event_time)
 
     # -- SQS bookkeeping -----------------------------------------------------------------------
     def _delete(self, m: dict[str, Any]) -> None:
         self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
-    def _dead_letter(self, m: dict[str, Any], reason: str) -> None:
-        log.warning("malformed event %s to DLQ: %s", m["MessageId"], reason)
-        self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=m["Body"], MessageAttributes={
-            "reason": {"DataType": "String", "StringValue": reason[:1000]},
-            "source_message_id": {"DataType": "String", "StringValue": m["MessageId"]}})
-        self._delete(m)
+    def _dead_letter(self, m: dict[str, Any], body: str, reason: str) -> None:
+        """Keep ``body`` on the DLQ with the reason (shelf dlq events list / redrive)."""
+        reason = _printable(reason)[:1000]
+        log.warning("event %s to the DLQ: %s", m.get("MessageId"), reason)
+        data = body if isinstance(body, str) else repr(body)
+        data = data.encode("utf-8", "backslashreplace").decode("utf-8")
+        if len(data.encode()) > self.s.sqs.max_body_bytes:
+            data = json.dumps({"truncated": True, "head": data[:4096]})
+        self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=data or "(empty)",
+                              MessageAttributes={
+                                  "reason": {"DataType": "String", "StringValue": reason},
+                                  "source_message_id": {
+                                      "DataType": "String",
+                                      "StringValue": _printable(str(m.get("MessageId")))}})
 
     def _return(self, messages: list[dict[str, Any]]) -> None:
         """Hand unprocessed messages back at once (visibility 0) instead of hiding them."""
@@ -198,3 +239,37 @@ class Listener:
             if entries:
                 self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url,
                                                          Entries=entries)
+
+
+def _printable(text: str) -> str:
+    """``text`` safe for a log line or an SQS attribute: no control or lone surrogates."""
+    out = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
+
+
+def build_photo_message(settings: Settings, store: ObjectStore, *, bucket: str, key: str,
+                        version_id: str | None, etag: str | None, size: int | None,
+                        event_time: datetime | None) -> StageMessage | None:
+    """The chain's first message for one object version; None when the object is gone.
+
+    Who sent the photo is the key's to say (``raw/{store}/{aisle}/{bay}/{camera}/{file}``);
+    object metadata only adds what the key cannot: store format, display type, planogram id.
+    """
+    head = store.head(bucket, key)
+    if head is None:
+        log.warning("object %s/%s is gone; nothing to process", bucket, _printable(key))
+        return None
+    meta = {k.lower(): v for k, v in head.get("Metadata", {}).items()
+            if METADATA_VALUE.fullmatch(v or "")}
+    cam = parse_raw_key(key, settings.s3.raw_prefix)
+    url = store.presign_get(bucket, key, settings.s3.presign_expiry_s, version_id)
+    photo = PhotoRef(
+        bucket=bucket, key=key, version_id=version_id, etag=(etag or "").strip('"') or None,
+        size=size, url=url, event_time=event_time,
+        store=cam.store if cam else "unknown", aisle=cam.aisle if cam else "unknown",
+        bay=cam.bay if cam else "unknown", camera=cam.camera if cam else "unknown",
+        store_format=meta.get("store-format", "standard"),
+        display_type=meta.get("display-type", "gondola"),
+        planogram_id=meta.get("planogram-id"),
+    )
+    return StageMessage(photo=photo)

@@ -1,27 +1,75 @@
-"""Download through a pre-signed URL with a size cap and a timeout."""
+"""Download through a pre-signed URL with a size cap and a timeout, and only such a URL.
+
+Stage messages arrive through the broker, so a URL in one is checked before it is fetched:
+http(s) to the configured S3 endpoint (or the region's AWS S3 hosts), for exactly the
+bucket and key the message names, carrying a SigV4 signature; redirects are not followed.
+"""
 
 from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from urllib.parse import quote, unquote, urlsplit
 
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import (
+    ForgedUrlError,
+    PermanentError,
+    TooLargeError,
+    TransientError,
+    UrlRejectedError,
+)
 
 CHUNK = 1 << 20
 
 
-class UrlRejectedError(TransientError):
-    """The URL was refused (403): expired or signed by expired credentials. Mint a new one."""
+
+def check_presigned(url: str, *, endpoint_url: str | None, region: str, bucket: str,
+                    key: str) -> str:
+    """``url`` when it is a pre-signed GET of ``bucket``/``key`` on the configured S3
+    endpoint; :class:`ForgedUrlError` otherwise."""
+    try:
+        u = urlsplit(url)
+    except ValueError as exc:
+        raise ForgedUrlError(f"unparseable URL: {exc}") from exc
+    if u.scheme not in ("http", "https"):
+        raise ForgedUrlError(f"URL scheme {u.scheme!r} is not http(s)")
+    if u.username or u.password:
+        raise ForgedUrlError("URL carries credentials")
+    path = unquote(u.path)
+    if endpoint_url:
+        e = urlsplit(endpoint_url)
+        allowed = {(e.scheme, e.netloc.lower())}
+        style_ok = path == f"/{bucket}/{key}"
+    else:
+        hosts = {f"s3.{region}.amazonaws.com", "s3.amazonaws.com"}
+        virtual = {f"{bucket}.{h}" for h in hosts}
+        allowed = {("https", h) for h in hosts | virtual}
+        style_ok = (path == f"/{bucket}/{key}" and u.netloc.lower() in hosts) or (
+            path == f"/{key}" and u.netloc.lower() in virtual)
+    if (u.scheme, u.netloc.lower()) not in allowed:
+        raise ForgedUrlError(f"URL host {u.netloc!r} is not the configured S3 endpoint")
+    if not style_ok:
+        raise ForgedUrlError(f"URL path does not name s3://{bucket}/{quote(key)}")
+    if "X-Amz-Signature=" not in u.query and "Signature=" not in u.query:
+        raise ForgedUrlError("URL is not pre-signed")
+    return url
 
 
-class TooLargeError(PermanentError):
-    """The object is larger than the configured cap."""
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
+                         headers: object, newurl: str) -> None:
+        raise ForgedUrlError(f"refused to follow a {code} redirect to {newurl[:100]}")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
+
+
 
 
 def fetch(url: str, *, max_bytes: int, timeout_s: float) -> bytes:
     """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with _OPENER.open(url, timeout=timeout_s) as resp:
             declared = resp.headers.get("Content-Length")
             if declared is not None and int(declared) > max_bytes:
                 raise TooLargeError(f"object is {declared} bytes, cap is {max_bytes}")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
+import hashlib
 from dataclasses import dataclass
-from urllib.parse import quote
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+from urllib.parse import quote, unquote
 
 
 @dataclass(frozen=True)
@@ -31,8 +29,16 @@ def parse_raw_key(key: str, prefix: str = "raw/") -> CameraKey | None:
 
 
 def partition_value(value: str) -> str:
-    """A value safe inside a Hive partition path segment (``store=...``)."""
-    return _SAFE.sub("_", value).strip("_") or "unknown"
+    """A value safe inside a Hive partition path segment (``store=...``), encoded
+    losslessly: letters, digits, ``.``, ``_``, ``-`` as they are, every other byte of its
+    UTF-8 as ``%XX``, so two different stores never share a partition."""
+    if not value:
+        raise ValueError("a partition value cannot be empty")
+    return quote(value.encode("utf-8", "surrogatepass"), safe="").replace("~", "%7E")
+
+
+def partition_decode(value: str) -> str:
+    return unquote(value, errors="surrogatepass")
 
 
 def artifact_key(sha256: str, name: str) -> str:
@@ -42,9 +48,27 @@ def artifact_key(sha256: str, name: str) -> str:
     return f"{sha256[:2]}/{sha256}/{name}"
 
 
-def result_key(*, store: str, date: str, aisle: str, sha256: str) -> str:
+def upload_id(bucket: str, key: str, version: str | None) -> str:
+    """One upload: a bucket, key and object version (versionId, else ETag)."""
+    raw = f"{bucket}\n{key}\n{version or ''}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def result_key(*, store: str, date: str, aisle: str, upload_id: str) -> str:
+    """One result per upload (bucket, key, version): the same bytes uploaded to two bays are
+    two results."""
     return (f"compliance/store={partition_value(store)}/date={date}/"
-            f"aisle={partition_value(aisle)}/{sha256}.json")
+            f"aisle={partition_value(aisle)}/{upload_id}.json")
+
+
+def outcome_key(upload_id: str) -> str:
+    """Where an upload's end is recorded: its result or its dead letter."""
+    return f"outcomes/{upload_id}.json"
+
+
+def pending_key(upload_id: str) -> str:
+    """An upload whose bay had no planogram, kept to be recomputed when one arrives."""
+    return f"pending/planogram/{upload_id}.json"
 
 
 def dead_letter_key(letter_id: str) -> str:
@@ -52,5 +76,10 @@ def dead_letter_key(letter_id: str) -> str:
 
 
 def claim_key(bucket: str, key: str, version: str) -> str:
-    """Redis key of the listener's claim on one S3 object version."""
-    return f"shelf:seen:{quote(bucket, safe='')}/{quote(key, safe='')}@{version}"
+    """Redis key marking one S3 object version as enqueued."""
+    return f"shelf:seen:{quote(bucket, safe='')}/{quote(key, safe='')}@{quote(version, safe='')}"
+
+
+def inflight_key(seen_key: str) -> str:
+    """Redis key of a listener's short claim while it enqueues that object version."""
+    return "shelf:inflight:" + seen_key.removeprefix("shelf:seen:")

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
+from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PermanentError, TransientError
 
 
-def make_redis(url: str) -> Any:
+def make_redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
                                 health_check_interval=30, decode_responses=True)
 
 
 def _translate(exc: RedisError, what: str) -> Exception:
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError,
+                        TryAgainError, ReadOnlyError)):
         return TransientError(f"redis {what}: {exc}")
     return PermanentError(f"redis {what}: {exc}")
 
 
-def claim(client: Any, key: str, owner: str, ttl_s: int) -> bool:
+def translate_broker(exc: Exception, what: str) -> Exception:
+    """A failure to hand a message to the broker (kombu over Redis) as a ``TransientError``:
+    the broker being away is always worth another try."""
+    return TransientError(f"broker {what}: {type(exc).__name__}: {exc}")
+
+
+def claim(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:
     """True when this caller now holds ``key``; False when someone already does."""
     try:
         return bool(client.set(key, owner, nx=True, ex=ttl_s))
@@ -31,8 +36,65 @@ def claim(client: Any, key: str, owner: str, ttl_s: int) -> bool:
         raise _translate(exc, "claim") from exc
 
 
-def release(client: Any, key: str) -> None:
+_RELEASE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def release(client: redis.Redis, key: str, owner: str) -> bool:
+    """Drop ``key`` if ``owner`` still holds it (never someone else's claim)."""
     try:
-        client.delete(key)
+        return bool(client.eval(_RELEASE_IF_OWNER, 1, key, owner))
     except RedisError as exc:
         raise _translate(exc, "release") from exc
+
+
+_TAKE_OVER = """
+local v = redis.call('get', KEYS[1])
+if v == false then return redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) and 1 or 0 end
+if v == ARGV[1] then redis.call('expire', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
+def claim_or_take_over(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:
+    """Hold ``key`` for ``owner``: free, or already held by the same owner (an earlier
+    delivery of the same task whose worker died), in one atomic step."""
+    try:
+        return bool(client.eval(_TAKE_OVER, 1, key, owner, ttl_s))
+    except RedisError as exc:
+        raise _translate(exc, "claim") from exc
+
+
+def ttl_s(client: redis.Redis, key: str) -> float:
+    """Seconds until ``key`` expires (0 when it does not exist or never expires)."""
+    try:
+        return max(0.0, int(client.pttl(key)) / 1000)
+    except RedisError as exc:
+        raise _translate(exc, "ttl") from exc
+
+
+def count(client: redis.Redis, key: str, ttl_s: int) -> int:
+    """Increment ``key`` (expiring after ``ttl_s``) and return the new value."""
+    try:
+        pipe = client.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, ttl_s)
+        return int(pipe.execute()[0])
+    except RedisError as exc:
+        raise _translate(exc, "count") from exc
+
+
+def mark(client: redis.Redis, key: str, value: str, ttl_s: int) -> None:
+    try:
+        client.set(key, value, ex=ttl_s)
+    except RedisError as exc:
+        raise _translate(exc, "mark") from exc
+
+
+def exists(client: redis.Redis, key: str) -> bool:
+    try:
+        return bool(client.exists(key))
+    except RedisError as exc:
+        raise _translate(exc, "exists") from exc

@@ -17,7 +17,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import ObjectNotFoundError, PermanentError, TransientError
 from pipeline.settings import AwsSettings
 
 _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout",
@@ -25,9 +25,6 @@ _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTim
                     "RequestLimitExceeded", "503", "500", "502", "504"}
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
-
-class ObjectNotFoundError(PermanentError):
-    """The object or bucket does not exist."""
 
 
 def make_client(aws: AwsSettings, service: str) -> Any:
@@ -125,6 +122,18 @@ class ObjectStore:
                     yield str(obj["Key"])
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
+
+    def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every object version under ``prefix`` (delete markers left out): Key, VersionId,
+        ETag, Size, LastModified; an unversioned bucket gives its objects."""
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for v in page.get("Versions", []):
+                    yield dict(v)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"list versions s3://{bucket}/{prefix}") from exc
 
     def delete(self, bucket: str, key: str) -> None:
         try:

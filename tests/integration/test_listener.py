@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -141,3 +142,95 @@ def test_same_object_version_is_enqueued_once(isolated: Isolated) -> None:
     assert len(done) == 1 and listener.stats.duplicates == 1
     rec = parse_body(got[0]["Body"])[0]
     assert isolated.stack.redis.exists(claim_key(rec.bucket, rec.key, rec.version))
+
+
+def _dlq_messages(iso: Isolated, seconds: float = 2) -> list[dict[str, Any]]:
+    dlq = iso.stack.sqs.get_queue_url(QueueName=iso.settings.sqs.dead_letter_queue)["QueueUrl"]
+    got: list[dict[str, Any]] = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        got += iso.stack.sqs.receive_message(
+            QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+            MessageAttributeNames=["All"]).get("Messages", [])
+    return got
+
+
+def test_poison_messages_never_stop_the_loop(isolated: Isolated) -> None:
+    # Given hostile bodies on the queue, then a real upload behind them
+    sqs, s3, raw = isolated.stack.sqs, isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    good = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": raw},
+                                                    "object": {"key": "raw/S/A/B/c/x.jpg"}}}
+    surrogate = json.dumps({"Records": [good]}).replace("x.jpg", "\\ud800.jpg")
+    nul = json.dumps({"Records": [good]}).replace("x.jpg", "a\\u0000b.jpg")
+    bodies = ["[" * 100_000, "not json", json.dumps({"Records": [good] * 500}),
+              json.dumps({"Records": [{"eventName": 3}]}), surrogate, nul]
+    for b in bodies:
+        sqs.send_message(QueueUrl=isolated.queue_url, MessageBody=b)
+    s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/after-poison.jpg", Body=b"x")
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+
+    # When the listener runs its loop
+    deadline = time.time() + 20
+    while not done and time.time() < deadline:
+        listener.run(max_batches=1)
+
+    # Then the good photo got through, and every bad body is on the DLQ with its reason
+    assert [m.photo.key for m in done] == ["raw/S1/A1/B1/c1/after-poison.jpg"]
+    listener.run(max_batches=2)
+    reasons = [m["MessageAttributes"]["reason"]["StringValue"] for m in _dlq_messages(isolated)]
+    assert len(reasons) == len(bodies)
+    joined = " | ".join(reasons)
+    for expected in ("nested too deeply", "not JSON", "exceed the cap", "not an S3 event",
+                     "not valid Unicode", "control characters"):
+        assert expected in joined
+    assert _visible(isolated) == 0
+
+
+def test_lost_redis_reply_after_enqueue_enqueues_again_never_loses(isolated: Isolated,
+                                                                  monkeypatch: Any) -> None:
+    # Given the enqueue succeeds but marking the version as seen fails (Redis reply lost)
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/lost-reply.jpg", Body=b"x")
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+    listener.s.sqs.visibility_timeout_s = 1
+    import pipeline.listeners.listener as mod
+
+    real_mark = mod.mark
+
+    def lost(*_a: Any, **_k: Any) -> None:
+        raise TransientError("redis reply lost")
+
+    monkeypatch.setattr(mod, "mark", lost)
+    deadline = time.time() + 10
+    while not done and time.time() < deadline:
+        listener.poll_once()
+    assert len(done) == 1 and listener.stats.failed == 1
+    # When Redis answers again, the redelivered event is enqueued once more: a duplicate
+    # chain (absorbed downstream, results being per upload), never a lost photo
+    monkeypatch.setattr(mod, "mark", real_mark)
+    while len(done) < 2 and time.time() < deadline + 10:
+        listener.poll_once()
+    assert [m.photo.upload_id for m in done] == [done[0].photo.upload_id] * 2
+    listener.poll_once()
+    assert _visible(isolated) == 0
+
+
+def test_identity_comes_from_the_key_not_metadata(isolated: Isolated) -> None:
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/meta.jpg", Body=b"x",
+                  Metadata={"store": "S999", "bay": "B9", "display-type": "endcap",
+                            "store-format": "<script>"})
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+    deadline = time.time() + 10
+    while not done and time.time() < deadline:
+        listener.poll_once()
+    (msg,) = done
+    assert (msg.photo.store, msg.photo.bay) == ("S1", "B1")
+    assert msg.photo.display_type == "endcap"  # what the key cannot say, metadata adds
+    assert msg.photo.store_format == "standard"  # a value outside the safe set is ignored

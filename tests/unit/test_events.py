@@ -203,3 +203,49 @@ def test_malformed_bodies_raise_permanent_error(raw: str) -> None:
 
     # A PermanentError: the listener must dead-letter it, never retry
     assert isinstance(info.value, PermanentError)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("[" * 100_000, "nested too deeply|not JSON"),
+    ('{"a":' * 20_000 + "1" + "}" * 20_000, "nested too deeply|not JSON"),
+    (json.dumps({"Records": [s3_record()] * 101}), "exceed the cap"),
+    (json.dumps({"Records": [s3_record()], "pad": "x" * 300_000}), "exceeds"),
+    (sns_envelope(sns_envelope(body(s3_record()))), "SNS envelope inside"),
+    ("\ud800", "not JSON"),
+], ids=["deep-list", "deep-object", "too-many-records", "huge-body", "nested-envelopes",
+        "lone-surrogate-body"])
+def test_hostile_bodies_are_malformed_not_crashes(raw: str, message: str) -> None:
+    with pytest.raises(MalformedEventError, match=message):
+        parse_body(raw)
+
+
+@pytest.mark.parametrize(("key", "ok"), [
+    ("raw/S1/A1/B1/c1/ü photo.jpg", True),
+    ("raw/S1/A1/B1/c1/%2F..%2Fx.jpg", True),
+    ("raw/S1/A1/B1/c1/\ud800.jpg", False),
+    ("raw/S1/A1/B1/c1/a\x00b.jpg", False),
+    ("raw/S1/A1/B1/c1/a\nb.jpg", False),
+    ("raw/" + "x" * 1100 + ".jpg", False),
+    ("", False),
+], ids=["unicode", "encoded-slash", "lone-surrogate", "nul", "newline", "too-long", "empty"])
+def test_check_key(key: str, ok: bool) -> None:
+    from pipeline.errors import InvalidKeyError
+    from pipeline.listeners.events import check_key
+
+    if ok:
+        assert check_key(key) == key
+    else:
+        with pytest.raises(InvalidKeyError):
+            check_key(key)
+
+
+def test_surrogate_in_event_key_parses_then_is_refused() -> None:
+    from pipeline.errors import InvalidKeyError
+    from pipeline.listeners.events import check_key
+
+    (rec,) = parse_body(body(s3_record(key="raw/S1/A1/B1/c1/%ED%A0%80x.jpg")))
+    rec2 = parse_body('{"Records": [' + json.dumps(s3_record()).replace(
+        "IMG_0001.jpg", "\\ud800.jpg") + "]}")[0]
+    with pytest.raises(InvalidKeyError):
+        check_key(rec2.key)
+    assert "\ufffd" in rec.key  # undecodable percent-escapes become U+FFFD, still a key

@@ -14,6 +14,7 @@ from pipeline.storage.keys import (
     claim_key,
     dead_letter_key,
     parse_raw_key,
+    partition_decode,
     partition_value,
     result_key,
 )
@@ -73,30 +74,46 @@ def test_artifact_key_rejects_anything_but_lowercase_sha256(sha: str) -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("store-001", "store-001"),
-    ("Store #12 / Lyon", "Store_12_Lyon"),
-    ("a=b/c", "a_b_c"),
-    ("café", "caf"),
-    ("../etc", ".._etc"),
-    ("///", "unknown"),
-    ("", "unknown"),
-], ids=["already-safe", "spaces-hash-slash", "equals-and-slash", "non-ascii-dropped",
-        "dots-kept-slash-replaced", "only-unsafe", "empty"])
+    ("Store #12 / Lyon", "Store%20%2312%20%2F%20Lyon"),
+    ("a=b/c", "a%3Db%2Fc"),
+    ("café", "caf%C3%A9"),
+    ("../etc", "..%2Fetc"),
+    ("///", "%2F%2F%2F"),
+    ("unknown", "unknown"),
+    ("Магазин", "%D0%9C%D0%B0%D0%B3%D0%B0%D0%B7%D0%B8%D0%BD"),
+], ids=["already-safe", "spaces-hash-slash", "equals-and-slash", "non-ascii-encoded",
+        "dots-kept-slash-encoded", "only-unsafe", "the-word-unknown", "cyrillic"])
 def test_partition_value(value: str, expected: str) -> None:
     assert partition_value(value) == expected
+    assert partition_decode(expected) == value
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ("Магазин", "Лавка"), ("a b", "a_b"), ("a/b", "a_b"), ("A", "a"), ("é", "e"),
+    ("%41", "A")])
+def test_partition_values_never_collide(one: str, other: str) -> None:
+    assert partition_value(one) != partition_value(other)
+
+
+def test_empty_partition_value_is_refused() -> None:
+    with pytest.raises(ValueError):
+        partition_value("")
 
 
 def test_result_key_sanitises_partition_values() -> None:
     # Given store and aisle names full of characters that would break a Hive partition path
-    key = result_key(store="Store #12/Lyon", date="2024-05-14", aisle="aisle=7 ?", sha256=SHA)
+    key = result_key(store="Store #12/Lyon", date="2024-05-14", aisle="aisle=7 ?",
+                     upload_id=SHA[:32])
 
     # Then each partition is a single safe segment and the layout holds
-    assert key == f"compliance/store=Store_12_Lyon/date=2024-05-14/aisle=aisle_7/{SHA}.json"
+    assert key == ("compliance/store=Store%20%2312%2FLyon/date=2024-05-14/"
+                   f"aisle=aisle%3D7%20%3F/{SHA[:32]}.json")
     segments = key.split("/")
     assert len(segments) == 5
     for seg in segments[1:4]:
         name, value = seg.split("=")
         assert name in {"store", "date", "aisle"}
-        assert re.fullmatch(r"[A-Za-z0-9._-]+", value), seg
+        assert re.fullmatch(r"[A-Za-z0-9._%-]+", value), seg
 
 
 def test_dead_letter_key() -> None:

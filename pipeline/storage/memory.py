@@ -1,0 +1,46 @@
+"""An object store in memory, with the S3 adapter's surface: the stages' code without I/O
+(the benchmark's compute floor runs the real stages on it)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.errors import ObjectNotFoundError
+from pipeline.storage.s3 import ObjectStore
+
+
+class MemoryStore(ObjectStore):
+    def __init__(self) -> None:
+        super().__init__(client=None)
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        try:
+            return self.objects[(bucket, key)]
+        except KeyError:
+            raise ObjectNotFoundError(f"get s3://{bucket}/{key}: not found") from None
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str,
+                  metadata: dict[str, str] | None = None) -> None:
+        self.objects[(bucket, key)] = bytes(data)
+
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        data = self.objects.get((bucket, key))
+        if data is None:
+            return None
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return {"ContentLength": len(data), "ETag": f'"{etag}"',
+                "LastModified": datetime.now(UTC), "Metadata": {}}
+
+    def presign_get(self, bucket: str, key: str, expiry_s: int,
+                    version_id: str | None = None) -> str:
+        return f"memory://{bucket}/{key}"
+
+    def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
+        yield from sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.objects.pop((bucket, key), None)

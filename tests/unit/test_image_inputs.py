@@ -1,0 +1,176 @@
+"""Hostile and unusual photos: each is decided from its header with a clear reason, cheaply,
+or read correctly when it is a photo after all."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import CorruptImageError
+from pipeline.image import decode_upright, inspect_image, parse_exif_time
+
+LIMITS = {"max_pixels": 50_000_000, "min_side": 320, "max_side": 12_000}
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def _pixels(w: int = 640, h: int = 480) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (h, w, 3), np.uint8)
+
+
+def jpeg(w: int = 640, h: int = 480, **exif: object) -> bytes:
+    im = Image.fromarray(_pixels(w, h))
+    buf = io.BytesIO()
+    e = Image.Exif()
+    for tag, value in exif.items():
+        if tag == "orientation":
+            e[0x0112] = value
+        elif tag == "taken":
+            e.get_ifd(0x8769)[0x9003] = value
+    im.save(buf, "JPEG", quality=85, exif=e.tobytes() if exif else b"")
+    return buf.getvalue()
+
+
+def png(mode: str = "RGB", **kw: object) -> bytes:
+    arr = _pixels()
+    im = Image.fromarray(arr).convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def png16() -> bytes:
+    ok, buf = cv2.imencode(".png", (_pixels().astype(np.uint16) * 257))
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def cmyk_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).convert("CMYK").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def jpeg_claiming(w: int, h: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) claims ``w`` x ``h``."""
+    data = bytearray(jpeg())
+    i = data.index(b"\xff\xc0")
+    data[i + 5:i + 9] = struct.pack(">HH", h, w)
+    return bytes(data)
+
+
+def png_claiming(w: int, h: int) -> bytes:
+    """A small PNG whose IHDR claims ``w`` x ``h`` (CRC fixed, as a crafted bomb would)."""
+    data = bytearray(png())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", w, h)
+    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17]))
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def animated_png() -> bytes:
+    frames = [Image.fromarray(_pixels()), Image.fromarray(_pixels()[::-1])]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+def broken_exif() -> bytes:
+    data = jpeg(orientation=6)
+    i = data.index(b"Exif\x00\x00")
+    return data[:i + 6] + b"\xde\xad\xbe\xef" * 4 + data[i + 22:]
+
+
+REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
+    "zero-bytes": (lambda: b"", "empty file"),
+    "truncated-jpeg": (lambda: jpeg()[:len(jpeg()) // 2], "truncated JPEG"),
+    "truncated-png": (lambda: png()[:len(png()) // 2], "truncated PNG"),
+    "garbage-after-header": (lambda: jpeg()[:20] + b"\x00" * 5000 + b"\xff\xd9",
+                             "not a readable JPEG|truncated"),
+    "jpeg-pixel-bomb": (lambda: jpeg_claiming(60_000, 60_000), "pixel bomb|exceeds"),
+    "png-pixel-bomb": (lambda: png_claiming(12_000, 12_000), "pixel bomb|exceeds"),
+    "too-wide": (lambda: jpeg_claiming(13_000, 400), "outside 320..12000"),
+    "too-small": (lambda: jpeg(200, 150), "outside 320..12000"),
+    "pdf-named-jpg": (lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "PDF"),
+    "html-named-jpg": (lambda: b"\n  <!DOCTYPE html><html><body>hi</body></html>", "HTML"),
+    "gif-named-jpg": (lambda: b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "GIF"),
+    "webp-named-jpg": (lambda: b"RIFF\x24\x00\x00\x00WEBPVP8 ", "WebP"),
+    "heic-named-jpg": (lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
+    "animated-png": (animated_png, "animated"),
+}
+
+
+@pytest.mark.parametrize(("make", "reason"), REFUSED.values(), ids=list(REFUSED))
+def test_refused_from_the_header_with_a_reason(make: Callable[[], bytes], reason: str) -> None:
+    data = make()
+    t0 = time.perf_counter()
+    with pytest.raises(CorruptImageError, match=reason):
+        inspect_image(data, now=NOW, **LIMITS)
+    assert time.perf_counter() - t0 < 1.0  # decided without decoding pixels
+
+
+ACCEPTED: dict[str, tuple[Callable[[], bytes], str]] = {
+    "jpeg": (jpeg, "JPEG"),
+    "cmyk-jpeg": (cmyk_jpeg, "JPEG"),
+    "grayscale-jpeg": (lambda: _encode_gray(), "JPEG"),
+    "png": (png, "PNG"),
+    "png-16-bit": (png16, "PNG"),
+    "png-grayscale": (lambda: png("L"), "PNG"),
+    "png-alpha": (lambda: png("RGBA"), "PNG"),
+    "png-palette": (lambda: png("P"), "PNG"),
+    "jpeg-with-trailer": (lambda: jpeg() + b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 4096, "JPEG"),
+    "malformed-exif": (broken_exif, "JPEG"),
+}
+
+
+def _encode_gray() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).convert("L").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("make", "fmt"), ACCEPTED.values(), ids=list(ACCEPTED))
+def test_unusual_photos_are_read_as_bgr(make: Callable[[], bytes], fmt: str) -> None:
+    data = make()
+    facts = inspect_image(data, now=NOW, **LIMITS)
+    image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
+    assert facts.format == fmt
+    assert image.shape == (480, 640, 3) and image.dtype == np.uint8
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (6, 6), (8, 8), (1, 1), (0, 1), (9, 1), (65535, 1)],
+    ids=["6", "8", "1", "zero", "nine", "huge"])
+def test_orientation_values_outside_1_to_8_read_as_1(value: int, expected: int) -> None:
+    assert inspect_image(jpeg(orientation=value), now=NOW, **LIMITS).orientation == expected
+
+
+def test_malformed_exif_reads_as_no_exif() -> None:
+    facts = inspect_image(broken_exif(), now=NOW, **LIMITS)
+    assert (facts.orientation, facts.taken) == (1, None)
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("2026:11:24 09:30:00", True),
+    ("2026:11:25 09:30:00", True),  # a camera clock a few hours ahead
+    ("2027:01:01 00:00:00", False),  # the future
+    ("1999:12:31 23:59:59", False),  # before digital shelf cameras
+    ("1970:01:01 00:00:00", False),
+    ("0000:00:00 00:00:00", False),
+    ("garbage", False),
+    ("2026:13:45 99:99:99", False),
+])
+def test_implausible_capture_dates_are_ignored(value: str, ok: bool) -> None:
+    assert (parse_exif_time(value, now=NOW) is not None) is ok
+    facts = inspect_image(jpeg(taken=value), now=NOW, **LIMITS)
+    assert (facts.taken is not None) is ok
