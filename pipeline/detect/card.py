@@ -26,13 +26,20 @@ class InputSpec(BaseModel):
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     pad_value: int = Field(default=114, ge=0, le=255)
+    # With a graph whose height and width are dynamic: fit the image inside ``size`` keeping
+    # its aspect (a 4:3 photo gets a 4:3 input, no pixels spent on padding), each side
+    # rounded up to a multiple of ``stride``.
+    keep_aspect: bool = False
+    stride: int = Field(default=32, ge=1)
 
 
 class PostprocessSpec(BaseModel):
     score_threshold: float = Field(default=0.25, ge=0, le=1)
     iou_threshold: float = Field(default=0.6, ge=0, le=1)
     max_detections: int = Field(default=300, ge=1)
-    normalized_boxes: bool = True  # rtdetr only: boxes in [0, 1] of the input size
+    # Boxes in [0, 1] of the input size rather than pixels; None: the format's convention
+    # (rtdetr normalized, yolov8 pixels). ``shelf model add`` probes it.
+    normalized_boxes: bool | None = None
 
 
 class TilingSpec(BaseModel):
@@ -45,6 +52,8 @@ class ModelCard(BaseModel):
     name: str
     version: str
     format: Literal["centernet", "yolov8", "rtdetr"]
+    # product: class-agnostic boxes, named by the catalog; sku: its labels are SKU ids.
+    task: Literal["product", "sku"] | None = None
     input: InputSpec = InputSpec()
     postprocess: PostprocessSpec = PostprocessSpec()
     tiling: TilingSpec | None = None
@@ -61,6 +70,11 @@ class ModelFiles:
     @property
     def ref(self) -> str:
         return f"{self.card.name}/{self.card.version}"
+
+    @property
+    def finds_products(self) -> bool:
+        """Class-agnostic: its boxes are products to be named by recognition."""
+        return self.card.task == "product" or (self.card.task is None and len(self.labels) == 1)
 
 
 def _latest_version(root: Path) -> Path:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import gc
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from pipeline import metrics
 from pipeline.core.decode import decode_centernet, decode_rtdetr, decode_yolov8
 from pipeline.core.detections import Detections, nms
 from pipeline.core.letterbox import letterbox, unletterbox_boxes
@@ -73,21 +74,42 @@ class Detector:
         img = image[:, :, ::-1] if spec.channels == "RGB" else image
         if g.dtype == "tensor(uint8)":
             t: npt.NDArray[np.generic] = np.ascontiguousarray(img)[None]
+        elif g.dtype not in ("tensor(float)", "tensor(float16)"):
+            raise ModelError(f"{self.ref}: input type {g.dtype} is not supported")
         else:
             f = img.astype(np.float32) * np.float32(spec.scale)
             if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
                 f = ((f - np.array(spec.mean, np.float32))
                      / np.array(spec.std, np.float32)).astype(np.float32)
-            t = f[None]
+            t = f[None].astype(np.float16) if g.dtype == "tensor(float16)" else f[None]
         if g.layout == "NCHW":
             t = t.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(t)
 
+    def input_wh(self, image_wh: tuple[int, int]) -> tuple[int, int]:
+        """The model input for an image of ``image_wh``: the card's size, or with
+        ``keep_aspect`` the image's aspect fitted inside it, sides rounded up to the stride."""
+        g, spec = self.geometry(), self.card.input
+        if not spec.keep_aspect:
+            return g.size_wh
+        w, h = image_wh
+        scale = min(g.size_wh[0] / w, g.size_wh[1] / h)
+        s = spec.stride
+        return (min(g.size_wh[0], -(-round(w * scale) // s) * s),
+                min(g.size_wh[1], -(-round(h * scale) // s) * s))
+
     def _raw(self, image: npt.NDArray[np.uint8], score_threshold: float) -> Detections:
         """Detections on one view (whole image or tile), in that view's pixels."""
-        g, post = self.geometry(), self.card.postprocess
-        boxed, info = letterbox(image, target_wh=g.size_wh, pad_value=self.card.input.pad_value)
-        outputs = self.session.get().run(None, {g.name: self.to_tensor(boxed)})
+        post = self.card.postprocess
+        g = self.geometry()
+        target = self.input_wh((image.shape[1], image.shape[0]))
+        boxed, info = letterbox(image, target_wh=target, pad_value=self.card.input.pad_value)
+        tensor = self.to_tensor(boxed)
+        t0 = time.perf_counter()
+        raw = self.session.get().run(None, {g.name: tensor})
+        outputs = [np.asarray(o, np.float32) for o in raw]
+        metrics.INFERENCE_SECONDS.labels(self.ref, self.session.provider).observe(
+            time.perf_counter() - t0)
         nc = len(self.labels)
         fmt = self.card.format
         if fmt == "centernet":
@@ -97,11 +119,12 @@ class Detector:
                                    score_threshold=score_threshold)
         elif fmt == "yolov8":
             det = decode_yolov8(output=outputs[0], num_classes=nc,
-                                score_threshold=score_threshold)
+                                score_threshold=score_threshold, input_wh=target,
+                                normalized=bool(post.normalized_boxes))
         else:
             det = decode_rtdetr(output=outputs[0], num_classes=nc,
-                                score_threshold=score_threshold, input_wh=g.size_wh,
-                                normalized=post.normalized_boxes)
+                                score_threshold=score_threshold, input_wh=target,
+                                normalized=post.normalized_boxes is not False)
         keep = nms(xyxy=det.xyxy, scores=det.scores, class_ids=det.class_ids,
                    iou_threshold=post.iou_threshold)[:post.max_detections]
         det = det.take(keep)
@@ -126,7 +149,3 @@ class Detector:
         merged = merge_tiles(parts, iou_threshold=self.card.postprocess.iou_threshold)
         order = np.argsort(-merged.scores, kind="stable")[:self.card.postprocess.max_detections]
         return merged.take(order)
-
-    def release(self) -> None:
-        """Memory hygiene between inferences: collect Python garbage now."""
-        gc.collect()

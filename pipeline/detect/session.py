@@ -59,6 +59,11 @@ class LazySession:
     def providers(self) -> list[str]:
         return list(self.get().get_providers())
 
+    @property
+    def provider(self) -> str:
+        """The provider that runs the graph (the first one the session chose)."""
+        return str(self.providers[0]).removesuffix("ExecutionProvider").lower()
+
     def _create(self) -> Any:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.intra_op_threads

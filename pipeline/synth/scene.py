@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.core.packshot import paste
 from pipeline.synth.catalog import LABELS, UNKNOWN_SKU, Sku, draw_packshot, packshot
 from pipeline.synth.planogram import Planogram, Realisation
 
@@ -60,18 +61,6 @@ def _shelf_heights(real: Realisation, display: str) -> list[float]:
 def _fixture_height(plan: Planogram, real: Realisation) -> tuple[float, float]:
     header = 22.0 if plan.display == "endcap" else 6.0
     return header, header + sum(_shelf_heights(real, plan.display)) + KICK_CM
-
-
-def _paste(canvas: Image, img: Image, mask: npt.NDArray[np.uint8], x: int, y: int) -> None:
-    h, w = mask.shape
-    H, W = canvas.shape[:2]
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
-    if x1 <= x0 or y1 <= y0:
-        return
-    m = mask[y0 - y:y1 - y, x0 - x:x1 - x, None].astype(np.uint16)
-    src = img[y0 - y:y1 - y, x0 - x:x1 - x].astype(np.uint16)
-    dst = canvas[y0:y1, x0:x1].astype(np.uint16)
-    canvas[y0:y1, x0:x1] = ((src * m + dst * (255 - m)) // 255).astype(np.uint8)
 
 
 def _sized_packshot(sku: Sku, w: int, h: int) -> tuple[Image, npt.NDArray[np.uint8]]:
@@ -137,7 +126,7 @@ def render_scene(rng: np.random.Generator, plan: Planogram, real: Realisation,
                 img, mask = _sized_packshot(sku, w, h)
                 bx = int(xc + jx)
                 by = int(base - h)
-                _paste(canvas, img, mask, bx, by)
+                paste(canvas, img, mask, bx, by)
                 label = LABELS.index(sku.sku_id)
                 objects.append(SceneObject((float(bx), float(by), float(bx + w), float(base)),
                                            sku.sku_id, label, i, slot.position, slot.status))

@@ -1,13 +1,16 @@
-"""Training batches rendered on the fly from the synthetic world, with CenterNet targets."""
+"""Training batches rendered on the fly, with CenterNet targets."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.synth.planogram import DISPLAYS
 from pipeline.synth.world import make_sample
 from pipeline.train.net import STRIDE
+from pipeline.train.products import ProductBank
 from pipeline.train.recipe import Recipe
+from pipeline.train.shelves import render_shelf
 
 PAD_VALUE = 114
 
@@ -71,18 +74,25 @@ def targets(boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size:
     return hm, dist, weight
 
 
-def make_batch(rng: np.random.Generator, recipe: Recipe, num_classes: int) -> Batch:
-    """Images ``(B, 3, S, S)`` RGB in [0, 1] and their targets."""
-    kinds = [k for k, _ in recipe.displays]
-    shares = np.array([p for _, p in recipe.displays])
+def make_batch(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) -> Batch:
+    """Images ``(B, 3, S, S)`` RGB in [0, 1] and class-agnostic targets: dense shelves cut
+    and pasted from real product imagery, and a share of the synthetic world's photos."""
     imgs, hms, dists, ws = [], [], [], []
     for _ in range(recipe.batch):
-        display = kinds[int(rng.choice(len(kinds), p=shares / shares.sum()))]
-        long_side = int(recipe.input_size * rng.uniform(0.85, 1.15))
-        sample = make_sample(rng, display, long_side)
-        img, boxes, labels = random_crop(rng, sample.image, sample.boxes, sample.labels,
-                                         recipe.crop)
-        hm, dist, w = targets(boxes, labels, recipe.crop, num_classes)
+        if rng.random() < recipe.synthetic_share:
+            display = DISPLAYS[int(rng.integers(len(DISPLAYS)))]
+            long_side = int(rng.uniform(*recipe.synthetic_long_side))
+            sample = make_sample(rng, display, long_side)
+            img, boxes, _ = random_crop(rng, sample.image, sample.boxes, sample.labels,
+                                        recipe.crop)
+        else:
+            scene = render_shelf(rng, bank, recipe.crop)
+            img, boxes = scene.image, scene.boxes
+        if rng.random() < 0.5:  # mirror: shelves read the same either way
+            img = img[:, ::-1]
+            boxes = boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) \
+                + np.array([recipe.crop, 0, recipe.crop, 0], np.float32)
+        hm, dist, w = targets(boxes, np.zeros(len(boxes), np.int64), recipe.crop, 1)
         imgs.append(img[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0)
         hms.append(hm)
         dists.append(dist)

@@ -1,8 +1,9 @@
-"""A small anchor-free detector: depthwise-separable backbone, top-down neck, stride-4 heads.
+"""Detector and embedder networks on the EfficientNet-Lite0 backbone.
 
-Outputs a per-class centre heatmap and, at each cell, the distances to the box sides
-(CenterNet/FCOS family). The exported graph returns ``scores [1, C, H/4, W/4]`` (sigmoid) and
-``boxes [1, 4, H/4, W/4]`` (x1, y1, x2, y2 in input pixels).
+``ProductNet`` is a class-agnostic dense product detector (CenterNet/FCOS family): a top-down
+neck to stride 4, a centre heatmap and, at each cell, the distances to the box sides. The
+exported graph returns ``scores [1, 1, H/4, W/4]`` (sigmoid) and ``boxes [1, 4, H/4, W/4]``
+(x1, y1, x2, y2 in input pixels): the ``centernet`` format of the detector library.
 """
 
 from __future__ import annotations
@@ -11,56 +12,48 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
+from pipeline.train.backbone import TAPS, Lite0
+
 STRIDE = 4
 
 
-def _conv(cin: int, cout: int, k: int, s: int, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+def _conv(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def _dws(cin: int, cout: int, s: int = 1, k: int = 3) -> nn.Sequential:
-    return nn.Sequential(_conv(cin, cin, k, s, groups=cin), _conv(cin, cout, 1, 1))
+def _dws(c: int) -> nn.Sequential:
+    return nn.Sequential(_conv(c, c, 3, c), _conv(c, c))
 
 
-class ShelfNet(nn.Module):
-    def __init__(self, num_classes: int, widths: tuple[int, int, int, int, int], neck: int):
+class ProductNet(nn.Module):
+    def __init__(self, neck: int = 64, num_classes: int = 1):
         super().__init__()
-        c0, c1, c2, c3, c4 = widths
-        self.stem = _conv(3, c0, 3, 2)
-        self.s4 = nn.Sequential(_dws(c0, c1, 2), _dws(c1, c1))
-        self.s8 = nn.Sequential(_dws(c1, c2, 2), _dws(c2, c2))
-        self.s16 = nn.Sequential(_dws(c2, c3, 2, 5), _dws(c3, c3, 1, 5), _dws(c3, c3, 1, 5))
-        self.s32 = nn.Sequential(_dws(c3, c4, 2, 5), _dws(c4, c4, 1, 5))
-        self.lat = nn.ModuleList([_conv(c, neck, 1, 1) for c in (c1, c2, c3, c4)])
-        self.smooth = nn.ModuleList([_dws(neck, neck) for _ in range(3)])
-        self.hm = nn.Sequential(_dws(neck, neck), nn.Conv2d(neck, num_classes, 1))
-        self.box = nn.Sequential(_dws(neck, neck), nn.Conv2d(neck, 4, 1))
+        self.backbone = Lite0(15)
+        self.levels = (15, 10, 4, 2)  # strides 32, 16, 8, 4: top-down
+        self.lat = nn.ModuleList([_conv(TAPS[i], neck) for i in self.levels])
+        self.smooth = nn.ModuleList([_dws(neck) for _ in self.levels[1:]])
+        self.hm = nn.Sequential(_dws(neck), nn.Conv2d(neck, num_classes, 1))
+        self.box = nn.Sequential(_dws(neck), nn.Conv2d(neck, 4, 1))
         last = self.hm[-1]
         assert isinstance(last, nn.Conv2d) and last.bias is not None
         nn.init.constant_(last.bias, -4.6)  # prior 0.01
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` (N, 3, H, W) in [0, 1] RGB -> heatmap logits and side distances (input px)."""
-        f4 = self.s4(self.stem(x))
-        f8 = self.s8(f4)
-        f16 = self.s16(f8)
-        f32 = self.s32(f16)
-        p = self.lat[3](f32)
-        for lat, sm, f in zip((self.lat[2], self.lat[1], self.lat[0]), self.smooth,
-                              (f16, f8, f4), strict=True):
-            p = sm(lat(f) + F.interpolate(p, size=f.shape[-2:], mode="nearest"))
+        feats = self.backbone(x)
+        p = self.lat[0](feats[self.levels[0]])
+        for lat, smooth, level in zip(self.lat[1:], self.smooth, self.levels[1:], strict=True):
+            f = feats[level]
+            p = smooth(lat(f) + F.interpolate(p, size=f.shape[-2:], mode="nearest"))
         dist = F.softplus(self.box(p)) * (STRIDE * 4)
         return self.hm(p), dist
 
 
 class ExportWrapper(nn.Module):
-    """Inference graph: uint8-free float input NCHW RGB [0, 1] -> (scores, boxes xyxy)."""
+    """Inference graph: float input NCHW RGB [0, 1] -> (scores, boxes xyxy)."""
 
-    def __init__(self, net: ShelfNet):
+    def __init__(self, net: ProductNet):
         super().__init__()
         self.net = net
 
@@ -74,3 +67,27 @@ class ExportWrapper(nn.Module):
         boxes = torch.cat([gx - dist[:, 0:1], gy - dist[:, 1:2], gx + dist[:, 2:3],
                            gy + dist[:, 3:4]], dim=1)
         return torch.sigmoid(logits), boxes
+
+
+class Embedder(nn.Module):
+    """Product crop -> unit-length embedding: Lite0, GeM pooling of the stride-16 and
+    stride-32 features, a linear projection. Crops of the same product land close together
+    whatever the viewpoint, light and background."""
+
+    def __init__(self, dim: int = 128):
+        super().__init__()
+        self.backbone = Lite0(15)
+        self.proj = nn.Linear(TAPS[10] + TAPS[15], dim)
+        self.p = nn.Parameter(torch.tensor(3.0))
+
+    def _gem(self, f: Tensor) -> Tensor:
+        p = self.p.clamp(1.0, 6.0)
+        pooled: Tensor = f.clamp(min=1e-6).pow(p).mean((2, 3)).pow(1.0 / p)
+        return pooled
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (N, 3, S, S) RGB in [0, 1] -> (N, dim), L2-normalized."""
+        feats = self.backbone(x)
+        pooled = torch.cat([self._gem(F.relu(feats[10])), self._gem(feats[15])], dim=1)
+        out: Tensor = F.normalize(self.proj(pooled), dim=1)
+        return out

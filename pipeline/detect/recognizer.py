@@ -1,0 +1,116 @@
+"""Naming detected products from the catalog, and enrolling packshots into it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import PurePath
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.core.packshot import cut_out
+from pipeline.core.recognition import (
+    Gallery,
+    Weights,
+    candidates,
+    colour_signature,
+    crop_box,
+    similarity,
+)
+from pipeline.detect.embedder import Embedder
+from pipeline.errors import CatalogError
+from pipeline.settings import RecognitionSettings
+from pipeline.storage.catalog import CatalogEntry, CatalogStore, Signature
+
+Image = npt.NDArray[np.uint8]
+IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}
+
+
+class Recognizer:
+    def __init__(self, embedder: Embedder, catalog: CatalogStore, weights: Weights) -> None:
+        self.embedder = embedder
+        self.catalog = catalog
+        self.weights = weights
+
+    def candidates(self, image: Image, boxes: npt.NDArray[np.float32], k: int
+                   ) -> tuple[str, list[list[tuple[str, float]]]]:
+        """The catalog's version and the ``k`` most similar SKUs of each box of ``image``."""
+        index = self.catalog.index()
+        if len(boxes) == 0:
+            return index.version, []
+        emb, colours, aspects = crop_signatures(self.embedder,
+                                                [crop_box(image, b, 0.0) for b in boxes])
+        gallery = index.gallery(self.embedder.ref, emb.shape[1])
+        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
+                            weights=self.weights)
+        return index.version, candidates(scores, gallery, k)
+
+    def enrol(self, sku: str, images: Sequence[tuple[str, bytes]], *, brand: str | None,
+              name: str | None) -> CatalogEntry:
+        """Sign each packshot and store the SKU; the catalog changes at once, no retraining."""
+        sigs = []
+        for n, (filename, data) in enumerate(images):
+            suffix = IMAGE_SUFFIXES.get(PurePath(filename).suffix.lower())
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if suffix is None or decoded is None:
+                raise CatalogError(f"{filename}: not a readable JPEG or PNG packshot")
+            key = self.catalog.put_image(sku, n, data, suffix)
+            for emb, colour, aspect in packshot_signatures(self.embedder,
+                                                           np.asarray(decoded, np.uint8)):
+                sigs.append(Signature(source=key, embedding=[round(float(v), 6) for v in emb],
+                                      colour=[round(float(v), 6) for v in colour],
+                                      aspect=round(float(aspect), 4)))
+        if not sigs:
+            raise CatalogError(f"{sku}: give at least one packshot")
+        entry = CatalogEntry(sku=sku, brand=brand, name=name, embedder=self.embedder.ref,
+                             signatures=sigs, added_at=datetime.now(UTC))
+        self.catalog.put(entry)
+        return entry
+
+
+def crop_signatures(embedder: Embedder, crops: Sequence[Image]
+                    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
+                               npt.NDArray[np.float32]]:
+    """Embeddings ``(N, D)``, colour histograms and aspect ratios of N crops."""
+    emb = embedder.embed(crops)
+    colours = np.array([colour_signature(c) for c in crops], np.float32).reshape(len(crops), -1)
+    aspects = np.array([c.shape[1] / max(1, c.shape[0]) for c in crops], np.float32)
+    return emb, colours, aspects
+
+
+SHELF_VIEW_HEIGHT = 40  # pixels: how small a product often is in a shelf photo
+
+
+def packshot_signatures(embedder: Embedder, image: Image
+                        ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
+                                        float]]:
+    """The packshot's signatures: as photographed, and as small as a shelf photo shows the
+    product (detail lost the same way). Colours and aspect are the product's, cut out of its
+    backdrop (the whole image when it has none)."""
+    cut = cut_out(image)
+    if cut is None:
+        colour, aspect = colour_signature(image), image.shape[1] / image.shape[0]
+    else:
+        colour, aspect = colour_signature(cut.image, cut.mask), cut.aspect
+    h, w = image.shape[:2]
+    f = SHELF_VIEW_HEIGHT / h
+    small = np.asarray(cv2.resize(image, (max(2, round(w * f)), SHELF_VIEW_HEIGHT),
+                                  interpolation=cv2.INTER_AREA), np.uint8) if f < 1 else image
+    return [(emb, colour, aspect) for emb in embedder.embed([image, small])]
+
+
+def gallery_from_packshots(embedder: Embedder, packshots: Sequence[tuple[str, Image]]
+                           ) -> Gallery:
+    """A gallery in memory (evaluations, benchmarks) signed as the catalog signs."""
+    rows = [(sku, sig) for sku, image in packshots
+            for sig in packshot_signatures(embedder, image)]
+    return Gallery(tuple(sku for sku, _ in rows), np.stack([r[1][0] for r in rows]),
+                   np.stack([r[1][1] for r in rows]),
+                   np.array([r[1][2] for r in rows], np.float32))
+
+
+def weights_from(settings: RecognitionSettings) -> Weights:
+    return Weights(embed=settings.embed_weight, colour=settings.colour_weight,
+                   aspect=settings.aspect_weight, threshold=settings.threshold)

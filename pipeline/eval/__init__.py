@@ -1,0 +1,1 @@
+"""Evaluation harnesses: measured on data, never used by the running pipeline."""

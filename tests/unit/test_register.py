@@ -1,0 +1,266 @@
+"""``shelf model add``: graphs are read, probed and registered whole, or refused with a reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pytest
+from onnx import TensorProto
+
+from pipeline.cli import main
+from pipeline.detect.card import load_model
+from pipeline.detect.detector import Detector
+from pipeline.detect.register import (
+    ModelRejectedError,
+    inspect_model,
+    parse_imgsz,
+    parse_names,
+    register_model,
+)
+from tests.unit.onnx_models import constant_model
+
+F32 = npt.NDArray[np.float32]
+ANCHORS_640 = 80 * 80 + 40 * 40 + 20 * 20  # 8400
+
+
+def yolo_columns(nc: int, *, normalized: bool, n: int = ANCHORS_640, size: int = 640) -> F32:
+    """``[1, 4+nc, n]``: candidates spread over the frame, one confident box at (320, 240)."""
+    rng = np.random.default_rng(1)
+    out = np.zeros((1, 4 + nc, n), np.float32)
+    out[0, 0] = rng.uniform(0, size, n)
+    out[0, 1] = rng.uniform(0, size, n)
+    out[0, 2] = rng.uniform(4, 60, n)
+    out[0, 3] = rng.uniform(4, 60, n)
+    out[0, 4:] = rng.uniform(0, 0.05, (nc, n))
+    out[0, :4, 0] = np.array([320, 240, 40, 80]) * size / 640
+    out[0, 4, 0] = 0.9
+    if normalized:
+        out[0, :4] /= size
+    return out
+
+
+def with_metadata(model: onnx.ModelProto, **meta: str) -> onnx.ModelProto:
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    return model
+
+
+def save(tmp_path: Path, model: onnx.ModelProto, name: str = "byo.onnx") -> Path:
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def ultralytics(tmp_path: Path, *, normalized: bool, nc: int = 1,
+                transposed: bool = False) -> Path:
+    out = yolo_columns(nc, normalized=normalized)
+    if transposed:
+        out = np.ascontiguousarray(out.transpose(0, 2, 1))
+    names = {i: ("object" if nc == 1 else f"sku{i}") for i in range(nc)}
+    model = with_metadata(constant_model([out], input_shape=[1, 3, 640, 640]),
+                          names=str(names), imgsz="[640, 640]", task="detect", stride="32")
+    return save(tmp_path, model)
+
+
+@pytest.mark.parametrize(("normalized", "transposed"), [
+    (True, False), (False, False), (True, True), (False, True)],
+    ids=["normalized", "pixels", "normalized-rows", "pixels-rows"])
+def test_ultralytics_export_is_registered_with_probed_boxes(
+        tmp_path: Path, normalized: bool, transposed: bool) -> None:
+    # Given an Ultralytics one-class export, boxes either normalized (TFLite style) or pixels
+    path = ultralytics(tmp_path, normalized=normalized, transposed=transposed)
+    models = tmp_path / "models"
+
+    # When it is registered with no flags
+    dest, info = register_model(path, models=models)
+
+    # Then the probe found the box convention, and the model is a product detector
+    assert dest == models / "byo" / "1"
+    assert info.normalized_boxes is normalized
+    assert (info.format, info.task, info.labels) == ("yolov8", "product", ["object"])
+    files = load_model(models, "byo")
+    assert files.finds_products
+    assert json.loads((dest / "labels.json").read_text()) == {"0": "object"}
+    # And the detector puts the confident box where it is, in the image's pixels
+    det = Detector(files, device="cpu").detect(np.zeros((640, 640, 3), np.uint8))
+    assert len(det) >= 1
+    np.testing.assert_allclose(det.xyxy[0], [300, 200, 340, 280], atol=1.0)
+
+
+def test_rtdetr_queries(tmp_path: Path) -> None:
+    q = np.zeros((1, 300, 4 + 3), np.float32)
+    q[0, :, :4] = np.random.default_rng(0).uniform(0.05, 0.95, (300, 4)) * [1, 1, 0.1, 0.1]
+    q[0, 0] = [0.5, 0.5, 0.1, 0.2, 0.1, 0.8, 0.1]
+    path = save(tmp_path, constant_model([q], input_shape=[1, 3, 640, 640]))
+
+    dest, info = register_model(path, models=tmp_path / "m", name="Detr Model")
+
+    assert dest.parent.name == "detr-model"
+    assert (info.format, info.normalized_boxes, info.task) == ("rtdetr", True, "sku")
+    assert info.labels == ["class-0", "class-1", "class-2"]
+    det = Detector(load_model(tmp_path / "m", "detr-model"), device="cpu").detect(
+        np.zeros((640, 640, 3), np.uint8))
+    np.testing.assert_allclose(det.xyxy[0], [288, 256, 352, 384], atol=1.0)
+    assert int(det.class_ids[0]) == 1
+
+
+def test_nhwc_uint8_and_dynamic_size_from_metadata(tmp_path: Path) -> None:
+    out = yolo_columns(1, normalized=False, n=4 * 4 + 2 * 2 + 1, size=32)
+    model = with_metadata(constant_model([out], input_shape=["b", "h", "w", 3],
+                                         input_type=TensorProto.UINT8), imgsz="[32, 32]",
+                          names="{0: 'product'}")
+
+    _, info = register_model(save(tmp_path, model), models=tmp_path / "m")
+
+    assert (info.layout, info.dtype, info.size_wh) == ("NHWC", "tensor(uint8)", (32, 32))
+    assert any("imgsz" in n for n in info.notes)
+
+
+def test_explicit_boxes_flag_wins_over_the_probe(tmp_path: Path) -> None:
+    path = ultralytics(tmp_path, normalized=False)
+
+    info = inspect_model(path, boxes="normalized")
+
+    assert info.normalized_boxes is True
+
+
+def _classifier(tmp_path: Path) -> Path:
+    return save(tmp_path, constant_model([np.zeros((1, 1000), np.float32)],
+                                         input_shape=[1, 3, 224, 224]))
+
+
+def _names_mismatch(tmp_path: Path) -> Path:
+    model = constant_model([yolo_columns(2, normalized=True)], input_shape=[1, 3, 640, 640])
+    return save(tmp_path, with_metadata(model, names="{0: 'a', 1: 'b', 2: 'c'}"))
+
+
+def _logit_scores(tmp_path: Path) -> Path:
+    out = yolo_columns(1, normalized=True)
+    out[0, 4] = np.linspace(-8, 8, out.shape[2])
+    return save(tmp_path, constant_model([out], input_shape=[1, 3, 640, 640]))
+
+
+def _nms_in_graph(tmp_path: Path) -> Path:
+    model = constant_model([np.zeros((1, 300, 6), np.float32)], input_shape=[1, 3, 640, 640])
+    return save(tmp_path, with_metadata(model, names=str({i: f"c{i}" for i in range(80)})))
+
+
+def _segmentation(tmp_path: Path) -> Path:
+    model = constant_model([yolo_columns(1, normalized=True)], input_shape=[1, 3, 640, 640])
+    return save(tmp_path, with_metadata(model, task="segment"))
+
+
+def _not_onnx(tmp_path: Path) -> Path:
+    path = tmp_path / "x.onnx"
+    path.write_bytes(b"GIF89a not a graph")
+    return path
+
+
+def _not_an_image_input(tmp_path: Path) -> Path:
+    return save(tmp_path, constant_model([yolo_columns(1, normalized=True)],
+                                         input_shape=[1, 640]))
+
+
+def _nan_boxes(tmp_path: Path) -> Path:
+    out = yolo_columns(1, normalized=True)
+    out[0, 0, :10] = np.nan
+    return save(tmp_path, constant_model([out], input_shape=[1, 3, 640, 640]))
+
+
+def _bad_names(tmp_path: Path) -> Path:
+    model = constant_model([yolo_columns(1, normalized=True)], input_shape=[1, 3, 640, 640])
+    return save(tmp_path, with_metadata(model, names="__import__('os')"))
+
+
+REFUSED: dict[str, tuple[Any, str]] = {
+    "classifier": (_classifier, "not a detection layout"),
+    "names-mismatch": (_names_mismatch, "does not carry 4 box values"),
+    "logit-scores": (_logit_scores, "not probabilities"),
+    "nms-in-graph": (_nms_in_graph, "NMS inside the graph"),
+    "segmentation": (_segmentation, "only detection models"),
+    "not-onnx": (_not_onnx, "not an ONNX model"),
+    "not-an-image-input": (_not_an_image_input, "4-D"),
+    "nan-boxes": (_nan_boxes, "NaN"),
+    "names-not-a-literal-dict": (_bad_names, "not a dict of class names"),
+}
+
+
+@pytest.mark.parametrize(("make", "message"), REFUSED.values(), ids=list(REFUSED))
+def test_unreadable_models_are_refused_and_nothing_is_written(
+        tmp_path: Path, make: Any, message: str) -> None:
+    models = tmp_path / "models"
+
+    with pytest.raises(ModelRejectedError, match=message):
+        register_model(make(tmp_path), models=models, name="bad")
+
+    assert not (models / "bad").exists() or not any((models / "bad").iterdir())
+
+
+def test_existing_version_is_refused_and_kept(tmp_path: Path) -> None:
+    path = ultralytics(tmp_path, normalized=True)
+    models = tmp_path / "models"
+    first, _ = register_model(path, models=models, version="1")
+    card = (first / "card.json").read_text()
+
+    with pytest.raises(ModelRejectedError, match="already exists"):
+        register_model(path, models=models, version="1")
+
+    assert (first / "card.json").read_text() == card
+    assert sorted(p.name for p in (models / "byo").iterdir()) == ["1"]
+    second, _ = register_model(path, models=models)
+    assert second.name == "2"
+
+
+def test_cli_add_then_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = ultralytics(tmp_path, normalized=True)
+    models = tmp_path / "models"
+
+    assert main(["model", "add", str(path), "--name", "sku110k", "--models", str(models)]) == 0
+    assert main(["model", "list", "--models", str(models)]) == 0
+    assert main(["model", "add", str(_classifier(tmp_path)), "--models", str(models)]) == 1
+
+    out, err = capsys.readouterr()
+    assert "registered" in out and "normalized" in out
+    assert "sku110k/1" in out and "product" in out
+    assert "refused" in err and "not a detection layout" in err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("{0: 'object'}", ["object"]),
+    ("{1: 'b', 0: 'a'}", ["a", "b"]),
+    ("['x', 'y']", ["x", "y"]),
+])
+def test_parse_names(text: str, expected: list[str]) -> None:
+    assert parse_names(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[640, 640]", (640, 640)), ("[480, 640]", (640, 480)), ("320", (320, 320)),
+    ("garbage", None), ("[1, 2, 3]", None)])
+def test_parse_imgsz(text: str, expected: tuple[int, int] | None) -> None:
+    assert parse_imgsz(text) == expected
+
+
+@pytest.mark.parametrize(("image_wh", "expected"), [
+    ((1280, 960), (768, 576)), ((960, 1280), (576, 768)), ((1280, 720), (768, 448)),
+    ((400, 300), (768, 576)), ((768, 768), (768, 768))],
+    ids=["4:3", "3:4", "16:9", "small-4:3", "square"])
+def test_keep_aspect_fits_the_photo_inside_the_input(tmp_path: Path, image_wh: tuple[int, int],
+                                                     expected: tuple[int, int]) -> None:
+    out = np.zeros((1, 5, 40), np.float32)
+    out[0, :4, :] = [[300], [300], [20], [20]]
+    out[0, :, 0] = [100, 100, 40, 40, 0.9]
+    path = save(tmp_path, constant_model([out], input_shape=[1, 3, "h", "w"]))
+    register_model(path, models=tmp_path / "m", name="dyn", size_wh=(768, 768), boxes="pixels")
+    det = Detector(load_model(tmp_path / "m", "dyn"), device="cpu")
+
+    assert det.input_wh(image_wh) == expected
+    w, h = image_wh
+    found = det.detect(np.zeros((h, w, 3), np.uint8))
+    assert len(found) == 1  # the graph ran on the fitted input
