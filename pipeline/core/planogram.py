@@ -12,14 +12,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Caps that bound the compliance work per photo (a real bay is far below each).
+MAX_SHELVES = 24
+MAX_POSITIONS = 200  # per shelf
+MAX_FACINGS = 100  # per position
+MAX_TOTAL_FACINGS = 2000
+
 
 class Position(BaseModel):
     """One planned position: ``facings`` side-by-side units of ``sku``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sku: str = Field(min_length=1)
-    facings: int = Field(default=1, ge=1)
+    sku: str = Field(min_length=1, max_length=128)
+    facings: int = Field(default=1, ge=1, le=MAX_FACINGS)
     width_cm: float | None = Field(default=None, gt=0, description="width of one facing")
 
 
@@ -29,7 +35,7 @@ class Shelf(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     index: int = Field(ge=0)
-    positions: list[Position] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list, max_length=MAX_POSITIONS)
 
     @property
     def planned_facings(self) -> int:
@@ -41,14 +47,14 @@ class Planogram(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    planogram_id: str = Field(min_length=1)
+    planogram_id: str = Field(min_length=1, max_length=128)
     version: int = Field(ge=0)
     store: str | None = None
     aisle: str | None = None
     bay: str | None = None
     display: Literal["gondola", "endcap"] = "gondola"
     width_cm: float | None = Field(default=None, gt=0, description="fixture width")
-    shelves: list[Shelf] = Field(min_length=1)
+    shelves: list[Shelf] = Field(min_length=1, max_length=MAX_SHELVES)
 
     @model_validator(mode="after")
     def _check_shelf_order(self) -> Planogram:
@@ -56,6 +62,9 @@ class Planogram(BaseModel):
         if indexes != list(range(len(indexes))):
             raise ValueError(f"shelf indexes must be 0..{len(indexes) - 1} in order, "
                              f"got {indexes}")
+        if self.planned_facings > MAX_TOTAL_FACINGS:
+            raise ValueError(f"{self.planned_facings} planned facings exceed the cap of "
+                             f"{MAX_TOTAL_FACINGS}")
         return self
 
     @property

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
+
+from pipeline.core.result import PhotoResult
 
 LEVELS = ("shelf", "aisle", "store")
 Row = dict[str, Any]
 
 
-def latest_per_bay(results: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """One result per (store, aisle, bay, date): the latest photo of the day wins, so a
-    re-shot bay replaces its earlier photo instead of counting twice."""
-    best: dict[tuple[str, str, str, str], Mapping[str, Any]] = {}
+def _stamp(r: PhotoResult) -> tuple[bool, str, str, str]:
+    return (r.compliance is not None, r.captured_at or "", r.sha256, r.upload_id)
+
+
+def latest_per_bay(results: Iterable[PhotoResult]) -> list[PhotoResult]:
+    """One result per (store, aisle, bay, date): the latest photo of the day with a
+    compliance figure wins, so a re-shot bay (or the same photo uploaded twice) replaces its
+    earlier photo instead of counting twice."""
+    best: dict[tuple[str, str, str, str], PhotoResult] = {}
     for r in results:
-        key = (str(r["store"]), str(r["aisle"]), str(r["bay"]), str(r["date"]))
-        stamp = (str(r.get("captured_at") or ""), str(r.get("sha256")))
+        key = (r.store, r.aisle, r.bay, str(r.date))
         cur = best.get(key)
-        if cur is None or stamp > (str(cur.get("captured_at") or ""), str(cur.get("sha256"))):
+        if cur is None or _stamp(r) > _stamp(cur):
             best[key] = r
     return [best[k] for k in sorted(best)]
 
@@ -27,17 +33,16 @@ def _ratio(found: int, planned: int) -> float | None:
     return round(found / planned, 6) if planned else None
 
 
-def shelf_rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
+def shelf_rows(results: Iterable[PhotoResult]) -> list[Row]:
     rows = []
     for r in latest_per_bay(results):
-        for s in r.get("shelves") or []:
-            planned, found = int(s["planned_facings"]), int(s["found_facings"])
-            rows.append({"date": r["date"], "store": r["store"], "aisle": r["aisle"],
-                         "bay": r["bay"], "shelf": int(s["index"]), "photo": r["sha256"],
-                         "planned_facings": planned, "found_facings": found,
-                         "compliance": _ratio(found, planned),
-                         "out_of_stock": len(s.get("out_of_stock") or []),
-                         "out_of_stock_skus": sorted(str(x) for x in s.get("out_of_stock") or [])})
+        for s in r.shelves:
+            rows.append({"date": r.date, "store": r.store, "aisle": r.aisle, "bay": r.bay,
+                         "shelf": s.index, "photo": r.sha256,
+                         "planned_facings": s.planned_facings, "found_facings": s.found_facings,
+                         "compliance": _ratio(s.found_facings, s.planned_facings),
+                         "out_of_stock": len(s.out_of_stock),
+                         "out_of_stock_skus": sorted(s.out_of_stock)})
     return sorted(rows, key=lambda x: (x["store"], x["aisle"], x["bay"], x["shelf"]))
 
 
@@ -63,7 +68,7 @@ def _group(rows: list[Row], keys: tuple[str, ...]) -> list[Row]:
     return out
 
 
-def rollups(results: Iterable[Mapping[str, Any]]) -> dict[str, list[Row]]:
+def rollups(results: Iterable[PhotoResult]) -> dict[str, list[Row]]:
     """Rows per level; compliance is found / planned facings summed over the level."""
     shelves = shelf_rows(results)
     return {"shelf": shelves,

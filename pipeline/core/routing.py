@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.settings import RoutingSettings
 
 LIGHT = "light"
 HEAVY = "heavy"
@@ -10,11 +14,18 @@ HEAVY = "heavy"
 
 @dataclass(frozen=True)
 class RouteRules:
-    heavy_store_formats: tuple[str, ...] = ("flagship",)
-    heavy_display_types: tuple[str, ...] = ("endcap", "promo")
-    heavy_cameras: tuple[str, ...] = ()
-    dark_luminance: float = 60.0
-    low_contrast: float = 25.0
+    """The rules as configured (``Settings.routing``); no defaults of their own."""
+
+    heavy_store_formats: tuple[str, ...]
+    heavy_display_types: tuple[str, ...]
+    heavy_cameras: tuple[str, ...]
+    dark_luminance: float
+    low_contrast: float
+
+    @classmethod
+    def from_settings(cls, r: RoutingSettings) -> RouteRules:
+        return cls(r.heavy_store_formats, r.heavy_display_types, r.heavy_cameras,
+                   r.dark_luminance, r.low_contrast)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.aggregation import aggregate_day, aggregate_key
-from pipeline.query import EXAMPLES, connect, run_query
+from pipeline.analytics.aggregates import aggregate_day, aggregate_key
+from pipeline.analytics.query import EXAMPLES, connect, run_query
+from pipeline.errors import PermanentError
 from pipeline.settings import Settings
 from pipeline.storage.keys import result_key
 from tests.conftest import Stack
@@ -19,11 +20,16 @@ DATE = "2026-11-20"
 
 def _result(store: str, aisle: str, bay: str, sha: str, shelves: list[tuple[int, int, list[str]]],
             date: str = DATE) -> dict[str, Any]:
-    return {"sha256": sha, "store": store, "aisle": aisle, "bay": bay, "date": date,
-            "captured_at": f"{date}T10:00:00", "shelves": [
-                {"index": i, "planned_facings": p, "found_facings": f, "out_of_stock": oos}
-                for i, (p, f, oos) in enumerate(
-                    [(planned, found, oos) for planned, found, oos in shelves])]}
+    planned = sum(p for p, _, _ in shelves)
+    found = sum(f for _, f, _ in shelves)
+    return {"sha256": sha, "upload_id": sha[:32], "store": store, "aisle": aisle, "bay": bay,
+            "camera": "c1", "date": date, "captured_at": f"{date}T10:00:00",
+            "store_format": "standard", "display_type": "gondola", "detections": found,
+            "source": {"bucket": "shelf-raw", "key": f"raw/{store}/{aisle}/{bay}/c1/{sha}.jpg"},
+            "compliance": found / planned, "completed_at": f"{date}T10:00:01", "shelves": [
+                {"index": i, "planned_facings": p, "found_facings": f,
+                 "compliance": f / p, "detections": f, "out_of_stock": oos}
+                for i, (p, f, oos) in enumerate(shelves)]}
 
 
 @pytest.fixture
@@ -39,7 +45,7 @@ def results(stack: Stack) -> Iterator[tuple[Settings, str]]:
     ]
     for d in docs:
         stack.store.put_json(s.s3.results_bucket, result_key(
-            store=d["store"], date=d["date"], aisle=d["aisle"], sha256=d["sha256"]), d)
+            store=d["store"], date=d["date"], aisle=d["aisle"], upload_id=d["sha256"][:32]), d)
     yield s, s.s3.results_bucket
 
 
@@ -56,7 +62,7 @@ def test_rollups_are_byte_identical_when_rebuilt_and_late_photos_update_the_day(
     # A late photo of a new bay changes its day
     late = _result("S2", "A3", "B7", "e" * 64, [(4, 0, ["SKU-010"])])
     stack.store.put_json(bucket, result_key(store="S2", date=DATE, aisle="A3",
-                                            sha256=late["sha256"]), late)
+                                            upload_id=late["sha256"][:32]), late)
     assert aggregate_day(stack.store, bucket, DATE)["aisle"] == 4
     assert stack.store.get_bytes(bucket, aggregate_key("store", DATE)) != first["store"]
 
@@ -80,3 +86,30 @@ def test_documented_queries_answer(stack: Stack, results: tuple[Settings, str]) 
     cols, rows = run_query(con, "SELECT count(*) AS photos FROM results")
     assert rows[0][0] == 4
     assert set(EXAMPLES) == {"worst-aisles-today", "out-of-stock-by-store", "compliance-trend"}
+
+
+@pytest.mark.parametrize(("sql", "reason"), [
+    ("SELECT * FROM read_text('/etc/passwd')", "disabled by configuration"),
+    ("SELECT * FROM read_blob('s3://{raw}/raw/secret.jpg')", "disabled by configuration"),
+    ("SELECT * FROM glob('s3://{raw}/*')", "disabled by configuration"),
+    ("SELECT * FROM read_csv('http://127.0.0.1:4566/{raw}/raw/secret.jpg')",
+     "disabled by configuration"),
+    ("COPY (SELECT 1) TO 's3://{results}/compliance/pwn.csv'", "one SELECT"),
+    ("COPY (SELECT 1) TO '/tmp/pwn.csv'", "one SELECT"),
+    ("ATTACH '/tmp/x.db'", "one SELECT"),
+    ("INSTALL spatial", "one SELECT"),
+    ("LOAD httpfs", "one SELECT"),
+    ("SET enable_external_access = true", "one SELECT"),
+    ("SELECT 1; DROP VIEW results", "one SELECT"),
+    ("CREATE SECRET s2 (TYPE s3, KEY_ID 'a', SECRET 'b')", "one SELECT"),
+], ids=["local-file", "raw-photo", "list-raw-bucket", "raw-over-http", "write-results",
+        "write-local", "attach", "install", "load", "unlock", "stacked-statements",
+        "new-secret"])
+def test_queries_are_read_only_over_the_results(stack: Stack, results: tuple[Settings, str],
+                                                sql: str, reason: str) -> None:
+    s, bucket = results
+    stack.s3.put_object(Bucket=s.s3.raw_bucket, Key="raw/secret.jpg", Body=b"GPS 48.85")
+    con = connect(s, stack.store)
+    with pytest.raises(PermanentError, match=reason):
+        run_query(con, sql.format(raw=s.s3.raw_bucket, results=bucket))
+    assert run_query(con, "SELECT count(*) FROM results")[1][0][0] == 4  # still answers

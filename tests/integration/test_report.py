@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.report import GAP_COLOUR, STATUS_COLOURS, render_report
+from pipeline.analytics.page import GAP_COLOUR, STATUS_COLOURS, render_report
+from pipeline.core.result import PhotoResult
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -31,18 +32,26 @@ def test_report_renders_boxes_gaps_bars_and_tables(tmp_path: Path) -> None:
     if CHROMIUM is None:
         pytest.fail("chromium is not installed: `apt-get install chromium` (make test does it)")
     # Given one bay with in-place, misplaced, unknown and extra products and a gap
-    result = {
-        "sha256": "f" * 64, "store": "S001", "aisle": "A01", "bay": "B1",
-        "date": "2026-11-24", "compliance": 0.5, "model": "gondola-light/1",
+    result = PhotoResult.model_validate({
+        "sha256": "f" * 64, "upload_id": "u1", "store": "S001", "aisle": "A01", "bay": "B1",
+        "camera": "c1", "date": "2026-11-24", "compliance": 0.5, "model": "product-light/1",
+        "store_format": "standard", "display_type": "gondola", "detections": 5,
+        "source": {"bucket": "shelf-raw", "key": "raw/S001/A01/B1/c1/x.jpg"},
+        "completed_at": "2026-11-24T10:00:00",
         "shelves": [{"index": 0, "planned_facings": 4, "found_facings": 2, "compliance": 0.5,
-                     "out_of_stock": ["SKU-003"]}],
-        "items": [{"box": [30, 40, 130, 148], "sku": "SKU-001", "status": "in_place"},
-                  {"box": [140, 40, 240, 148], "sku": "SKU-002", "status": "misplaced"},
-                  {"box": [250, 40, 350, 148], "sku": "unknown", "status": "unknown"},
-                  {"box": [30, 200, 130, 298], "sku": "SKU-001", "status": "extra"},
-                  {"box": [200, 330, 300, 420], "sku": "SKU-002", "status": "off_shelf"}],
+                     "detections": 5, "out_of_stock": ["SKU-003"]}],
+        "items": [{"box": [30, 40, 130, 148], "sku": "SKU-001", "score": 0.9,
+                   "status": "in_place"},
+                  {"box": [140, 40, 240, 148], "sku": "SKU-002", "score": 0.9,
+                   "status": "misplaced"},
+                  {"box": [250, 40, 350, 148], "sku": "unknown", "score": 0.9,
+                   "status": "unknown"},
+                  {"box": [30, 200, 130, 298], "sku": "SKU-001", "score": 0.9,
+                   "status": "extra"},
+                  {"box": [200, 330, 300, 420], "sku": "SKU-002", "score": 0.9,
+                   "status": "off_shelf"}],
         "gaps": [{"box": [380, 40, 600, 148], "shelf": 0, "position": 2, "sku": "SKU-003"}],
-    }
+    })
     page = render_report(store="S001", date="2026-11-24", results=[result],
                          images={"f" * 64: _shelf_image()})
     html_path = tmp_path / "report.html"

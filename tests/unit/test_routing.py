@@ -85,13 +85,16 @@ def test_camera_matches_exactly() -> None:
 
 
 def test_no_heavy_rules_and_good_light_is_light() -> None:
-    rules = RouteRules(heavy_store_formats=(), heavy_display_types=(), heavy_cameras=())
+    rules = RouteRules(heavy_store_formats=(), heavy_display_types=(), heavy_cameras=(),
+                       dark_luminance=60.0, low_contrast=25.0)
 
     assert route(rules, store_format="flagship", display_type="endcap").path == LIGHT
 
 
-def test_default_rules() -> None:
-    rules = RouteRules()
+def test_the_configured_rules_are_what_production_routes_by() -> None:
+    from pipeline.settings import Settings
+
+    rules = RouteRules.from_settings(Settings().routing)
 
     assert route(rules).path == LIGHT
     assert route(rules, store_format="flagship").path == HEAVY
@@ -99,6 +102,7 @@ def test_default_rules() -> None:
 
 
 def test_rules_written_in_mixed_case_still_match() -> None:
-    rules = RouteRules(heavy_store_formats=("Flagship",), heavy_display_types=("EndCap",))
+    rules = RouteRules(heavy_store_formats=("Flagship",), heavy_display_types=("EndCap",),
+                       heavy_cameras=(), dark_luminance=60.0, low_contrast=25.0)
 
     assert route(rules, store_format="flagship").path == HEAVY

@@ -4,8 +4,10 @@ on hand-built scenes, and agreement with the synthetic world's ground truth."""
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,19 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.core.planogram import Planogram, export_json_schema
+from pipeline.core.result import PhotoResult
+from pipeline.core.result import export_json_schema as export_result_schema
 from pipeline.core.rollup import shelf_rows
 from pipeline.core.shelf import (
     ComplianceReport,
     Detected,
     PositionReport,
+    ShelfTuning,
     align_sequences,
     assign_rows,
     evaluate_shelves,
 )
+from pipeline.settings import Settings
 from pipeline.synth.world import make_photo
 
 PX_PER_CM = 8.0
@@ -103,10 +109,15 @@ def test_planograms_that_do_not_validate(change: dict[str, Any]) -> None:
         Planogram.model_validate(doc)
 
 
-def test_the_committed_json_schema_is_the_models(tmp_path: Path) -> None:
-    committed = Path(__file__).resolve().parents[2] / "schemas" / "planogram.schema.json"
+@pytest.mark.parametrize(("name", "export"), [
+    ("planogram.schema.json", export_json_schema),
+    ("photo-result.schema.json", export_result_schema),
+], ids=["planogram", "photo-result"])
+def test_the_committed_json_schemas_are_the_models(tmp_path: Path, name: str,
+                                                   export: Any) -> None:
+    committed = Path(__file__).resolve().parents[2] / "schemas" / name
 
-    written = export_json_schema(tmp_path / "planogram.schema.json")
+    written = export(tmp_path / name)
 
     assert written.read_text() == committed.read_text()
 
@@ -131,7 +142,8 @@ def test_align_sequences(observed: str, planned: str,
 
 
 def test_align_sequences_prefers_two_gaps_when_a_mismatch_costs_more() -> None:
-    pairs = align_sequences(observed=list("AXC"), planned=list("ABC"), mismatch=-3.0)
+    pairs = align_sequences(observed=list("AXC"), planned=list("ABC"),
+                            tuning=ShelfTuning(mismatch=-3.0))
 
     assert pairs == [(0, 0), (None, 1), (1, None), (2, 2)]
 
@@ -330,8 +342,11 @@ def test_report_json_osa_and_share_of_shelf() -> None:
         "status": "out_of_stock", "gap_box": doc["gaps"][0]["box"]}
     assert [i["box"] for i in doc["items"]] == [[round(v, 1) for v in d.box] for d in dets]
     assert doc["shelves"][0]["out_of_stock"] == ["C"]
-    [row0, *_] = shelf_rows([{**doc, "date": "2024-05-01", "store": "S1", "aisle": "A1",
-                              "bay": "B1", "sha256": "f" * 64}])
+    [row0, *_] = shelf_rows([PhotoResult.model_validate({
+        **doc, "date": "2024-05-01", "store": "S1", "aisle": "A1", "bay": "B1", "camera": "c",
+        "sha256": "f" * 64, "upload_id": "u1", "store_format": "standard",
+        "display_type": "gondola", "source": {"bucket": "b", "key": "k"}, "detections": 20,
+        "completed_at": "2024-05-01T10:00:00"})])
     assert (row0["found_facings"], row0["planned_facings"], row0["out_of_stock"]) == (7, 8, 1)
     assert report.osa["C"] == 0.0
     assert report.osa["H"] == 1.0
@@ -376,6 +391,86 @@ def test_a_lone_box_above_the_shelves_does_not_take_a_row() -> None:
     assert [sorted({dets[i].sku for i in row}) for row in rows] == [["A"], ["C"], ["E"]]
     report = evaluate_shelves(planogram=PLAN, detections=dets)
     assert [it.status for it in report.items if it.sku == "X"] == ["off_shelf"]
+
+
+# ---------------------------------------------------------------------------- tuning
+
+INNER_HOLE: Row = ["A", "A", "B", "B", "B", (None, 12.3), "D", "D"]  # C (12 cm) sold out
+RIGHT_END: Row = ["H", "H", "I", "I", "I"]  # J (10 cm) sold out at the right end
+
+
+@pytest.mark.parametrize(("shelf", "row", "index", "change", "expected"), [
+    (0, INNER_HOLE, 2, {}, "out_of_stock"),
+    (0, INNER_HOLE, 2, {"hole_min": 1.2}, "missing"),
+    (2, RIGHT_END, 2, {}, "out_of_stock"),
+    (2, RIGHT_END, 2, {"edge_hole_min": 1.5}, "missing"),
+    (2, RIGHT_END, 2, {"hole_min": 1.2}, "out_of_stock"),
+], ids=["inner-default", "inner-larger-hole-min", "right-end-default",
+        "right-end-larger-edge-hole-min", "right-end-ignores-hole-min"])
+def test_the_tuning_decides_when_an_empty_stretch_is_out_of_stock(
+        shelf: int, row: Row, index: int, change: dict[str, float], expected: str) -> None:
+    # Given a position sold out, its ~12 cm (inner) or the shelf's end (right) left empty
+    dets = scene_with(shelf, row)
+
+    # When judged with the default tuning, or with a wider empty stretch required
+    report = evaluate_shelves(planogram=PLAN, detections=dets, tuning=ShelfTuning(**change))
+
+    # Then a stretch narrower than hole_min (edge_hole_min at the right end) facings is no gap
+    assert position(report, shelf, index).status == expected
+    assert [g.position for g in report.gaps] == ([index] if expected == "out_of_stock" else [])
+
+
+@pytest.mark.parametrize("change", [
+    {"hole_min": 0.0}, {"edge_hole_min": -0.9}, {"row_split": 0.0}, {"clearance_cm": -1.0},
+    {"edge_tol_cm": 0.0}, {"max_row_slope": -0.1}, {"max_edge_slope": -0.1},
+    {"match": 0.0}, {"mismatch": 2.0}, {"gap": 0.5}, {"hole_fit": -1.0},
+    {"faced_up": -0.5}, {"neighbour": -1.2}, {"hole_min": math.nan},
+    {"hole_facing": -math.inf},
+], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_invalid_tunings_are_refused(change: dict[str, float]) -> None:
+    [name] = change
+
+    with pytest.raises(ValueError, match=f"invalid shelf tuning: {name} must be"):
+        ShelfTuning(**change)
+
+
+def test_the_default_tuning_is_valid_and_what_settings_give_without_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for f in fields(ShelfTuning):
+        monkeypatch.delenv(f"SHELF_COMPLIANCE__TUNING__{f.name.upper()}", raising=False)
+
+    assert Settings(_env_file=None).compliance.tuning == ShelfTuning()
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(ShelfTuning)])
+def test_each_tuning_field_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                        name: str) -> None:
+    # Given one field set, 1.5 x its default (valid for every field), through the environment
+    value = 1.5 * getattr(ShelfTuning(), name)
+    monkeypatch.setenv(f"SHELF_COMPLIANCE__TUNING__{name.upper()}", str(value))
+
+    tuning = Settings(_env_file=None).compliance.tuning
+
+    # Then the settings' ShelfTuning has it, and the defaults for the rest
+    assert isinstance(tuning, ShelfTuning)
+    assert tuning == replace(ShelfTuning(), **{name: value})
+
+
+def test_the_environment_tuning_reaches_the_judgement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELF_COMPLIANCE__TUNING__HOLE_MIN", "1.2")
+
+    tuning = Settings(_env_file=None).compliance.tuning
+    report = evaluate_shelves(planogram=PLAN, detections=scene_with(0, INNER_HOLE), tuning=tuning)
+
+    assert position(report, 0, 2).status == "missing"
+
+
+def test_an_invalid_tuning_in_the_environment_fails_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELF_COMPLIANCE__TUNING__ROW_SPLIT", "0")
+
+    with pytest.raises(ValidationError, match="row_split must be > 0"):
+        Settings(_env_file=None)
 
 
 # ---------------------------------------------------------------------------- ground truth

@@ -9,13 +9,16 @@ facings that fit it. A planned facing paired with a detection of its SKU is foun
 a position with nothing found is ``out_of_stock`` when enough empty board is where it
 belongs and ``missing`` otherwise (replaced, or pushed off a full shelf). Compliance is
 planned facings found in place / planned facings, as in ``pipeline.synth.planogram``.
+
+Every threshold and alignment score is a field of ``ShelfTuning`` (defaults are the calibrated
+values); the entry points take one as ``tuning`` and production builds it from ``Settings``.
 """
 
 from __future__ import annotations
 
 from pipeline.core.shelf.alignment import align_sequences
-from pipeline.core.shelf.common import Box, Detected
-from pipeline.core.shelf.evaluate import evaluate_shelves, split_by_score
+from pipeline.core.shelf.common import DEFAULT_TUNING, Box, Detected, ShelfTuning
+from pipeline.core.shelf.judge import evaluate_shelves, split_by_score
 from pipeline.core.shelf.report import (
     ComplianceReport,
     GapReport,
@@ -26,6 +29,7 @@ from pipeline.core.shelf.report import (
 from pipeline.core.shelf.rows import assign_rows
 
 __all__ = [
+    "DEFAULT_TUNING",
     "Box",
     "ComplianceReport",
     "Detected",
@@ -33,6 +37,7 @@ __all__ = [
     "ItemReport",
     "PositionReport",
     "ShelfReport",
+    "ShelfTuning",
     "align_sequences",
     "assign_rows",
     "evaluate_shelves",

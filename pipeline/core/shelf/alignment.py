@@ -5,20 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from pipeline.core.shelf.common import GAP, MATCH, MISMATCH, Pair
+from pipeline.core.shelf.common import DEFAULT_TUNING, Pair, ShelfTuning
 
 
-def align_sequences(*, observed: Sequence[str], planned: Sequence[str], match: float = MATCH,
-                    mismatch: float = MISMATCH, gap: float = GAP) -> list[Pair]:
+def align_sequences(*, observed: Sequence[str], planned: Sequence[str],
+                    tuning: ShelfTuning = DEFAULT_TUNING) -> list[Pair]:
     """Needleman-Wunsch global alignment of two label sequences, as index pairs in order.
 
-    Defaults prefer a substitution (-1) to a deletion plus an insertion (-2).
+    Scored by ``tuning.match``, ``.mismatch`` and ``.gap``: the defaults prefer a substitution
+    (-1) to a deletion plus an insertion (-2).
     """
-    return _align(len(observed), len(planned),
-                  lambda i, j: match if observed[i] == planned[j] else mismatch, gap)
+    match, mismatch = tuning.match, tuning.mismatch
+    return align_rows(len(observed), len(planned),
+                  lambda i, j: match if observed[i] == planned[j] else mismatch, tuning.gap)
 
 
-def _align(n: int, m: int, pair: Callable[[int, int], float], gap: float,
+def align_rows(n: int, m: int, pair: Callable[[int, int], float], gap: float,
            absorb: Callable[[int, int, int], float | None] | None = None) -> list[Pair]:
     """Global alignment maximising summed ``pair(i, j)`` scores, ``gap`` per unaligned element.
 

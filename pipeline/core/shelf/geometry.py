@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.core.shelf.common import EDGE_TOL_CM, MAX_EDGE_SLOPE
-from pipeline.core.shelf.rows import _Rows
+from pipeline.core.shelf.common import DEFAULT_TUNING, ShelfTuning
+from pipeline.core.shelf.rows import Rows
 
 # ---------------------------------------------------------------------------- row geometry
 
 
 @dataclass(frozen=True)
-class _Scale:
+class Scale:
     """Pixels per centimetre along a row, ``a + b * x`` (perspective foreshortening)."""
 
     a: float
@@ -43,7 +43,8 @@ def _cross(edge: Edge, line: tuple[float, float]) -> float:
     return (p + q * a) / (1 - q * b)
 
 
-def _fit_edge(points: list[tuple[float, float]], tol: float, side: str) -> Edge:
+def _fit_edge(points: list[tuple[float, float]], tol: float, side: str, *,
+              tuning: ShelfTuning) -> Edge:
     """A fixture edge ``x = p + q * y`` through row end points ``(y, x)``.
 
     Robust: candidates through pairs of points (or upright through one) are scored by a
@@ -54,7 +55,7 @@ def _fit_edge(points: list[tuple[float, float]], tol: float, side: str) -> Edge:
     cands: list[Edge] = [(x, 0.0) for _, x in points]
     for i, (yi, xi) in enumerate(points):
         for yj, xj in points[i + 1:]:
-            if abs(yj - yi) > 1e-6 and abs((xj - xi) / (yj - yi)) <= MAX_EDGE_SLOPE:
+            if abs(yj - yi) > 1e-6 and abs((xj - xi) / (yj - yi)) <= tuning.max_edge_slope:
                 q = (xj - xi) / (yj - yi)
                 cands.append((xi - q * yi, q))
     sign = {"left": 1.0, "right": -1.0}.get(side, 0.0)
@@ -69,17 +70,17 @@ def _fit_edge(points: list[tuple[float, float]], tol: float, side: str) -> Edge:
     ys = np.array([y for y, _ in inliers])
     if len(inliers) >= 2 and np.ptp(ys) > 0:
         q2, p2 = np.polyfit(ys, np.array([x for _, x in inliers]), 1)
-        if abs(q2) <= MAX_EDGE_SLOPE:
+        if abs(q2) <= tuning.max_edge_slope:
             return float(p2), float(q2)
     return p, q
 
 
 @dataclass(frozen=True)
-class _RowGeometry:
+class RowGeometry:
     """What evaluating one shelf row needs to know about the picture."""
 
     line: tuple[float, float]  # bottom edge y = a + b x
-    scale: _Scale
+    scale: Scale
     left: float  # fixture edges at this row, x pixels
     right: float
     height: float  # typical product height, pixels
@@ -88,8 +89,8 @@ class _RowGeometry:
         return self.line[0] + self.line[1] * x
 
 
-def _row_scales(*, rows: _Rows, g: npt.NDArray[np.float64],
-                width_cm: list[float | None]) -> list[_Scale]:
+def _row_scales(*, rows: Rows, g: npt.NDArray[np.float64],
+                width_cm: list[float | None]) -> list[Scale]:
     """px/cm along each shelf row, from the boxes of SKUs whose width the plan states.
 
     Box width = scale * width + lean * height: a product seen slightly sheared (uprights
@@ -111,7 +112,7 @@ def _row_scales(*, rows: _Rows, g: npt.NDArray[np.float64],
             target.append(float(g[i, 2]))
     if not target:
         unit = float(np.median(g[:, 2])) / 10.0 if len(g) else 1.0
-        return [_Scale(unit, 0.0) for _ in rows.members]
+        return [Scale(unit, 0.0) for _ in rows.members]
     A, t = np.array(feats), np.array(target)
     med = float(np.median(t / A[:, 0]))
     coef = np.array([med, 0.0, 0.0, 0.0, 0.0])
@@ -128,15 +129,16 @@ def _row_scales(*, rows: _Rows, g: npt.NDArray[np.float64],
             coef = np.concatenate([c, np.zeros(5 - cols)])
             break
     c0, cx, cy = (float(v) for v in coef[:3])
-    return [_Scale(c0 + (cx * -x0 + cy * (a - y0)) / span, (cx + cy * b) / span)
+    return [Scale(c0 + (cx * -x0 + cy * (a - y0)) / span, (cx + cy * b) / span)
             for a, b in rows.lines]
 
 
-def _fixture_edges(*, rows: _Rows, g: npt.NDArray[np.float64], width_cm: list[float | None],
-                   scales: list[_Scale], fixture_cm: float | None) -> tuple[Edge, Edge]:
+def _fixture_edges(*, rows: Rows, g: npt.NDArray[np.float64], width_cm: list[float | None],
+                   scales: list[Scale], fixture_cm: float | None, tuning: ShelfTuning
+                   ) -> tuple[Edge, Edge]:
     """Left edge from where rows start; right edge the fixture width further (else where
     rows end)."""
-    def half(i: int, sc: _Scale) -> float:
+    def half(i: int, sc: Scale) -> float:
         w = width_cm[i]
         return sc.at(g[i, 0]) * w / 2 if w else g[i, 2] / 2
 
@@ -148,32 +150,33 @@ def _fixture_edges(*, rows: _Rows, g: npt.NDArray[np.float64], width_cm: list[fl
             starts.append((a + b * xl, xl))
             ends.append((a + b * xr, xr))
     unit = float(np.median([sc.a + sc.b * float(np.median(g[:, 0])) for sc in scales]))
-    tol = EDGE_TOL_CM * unit
-    left = _fit_edge(starts, tol, "left") if starts else (0.0, 0.0)
+    tol = tuning.edge_tol_cm * unit
+    left = _fit_edge(starts, tol, "left", tuning=tuning) if starts else (0.0, 0.0)
     if fixture_cm is not None:
         far = []
         for m, sc, line in zip(rows.members, scales, rows.lines, strict=True):
             if m:
                 x = sc.advance(_cross(left, line), fixture_cm)
                 far.append((line[0] + line[1] * x, x))
-        right = _fit_edge(far, 2 * tol, "none")
+        right = _fit_edge(far, 2 * tol, "none", tuning=tuning)
     elif ends:
-        right = _fit_edge(ends, tol, "right")
+        right = _fit_edge(ends, tol, "right", tuning=tuning)
     else:
         right = (left[0] + 100 * unit, left[1])
     return left, right
 
 
-def _row_geometry(*, rows: _Rows, g: npt.NDArray[np.float64], width_cm: list[float | None],
-                  fixture_cm: float | None) -> list[_RowGeometry]:
+def row_geometry(*, rows: Rows, g: npt.NDArray[np.float64], width_cm: list[float | None],
+                 fixture_cm: float | None, tuning: ShelfTuning = DEFAULT_TUNING
+                 ) -> list[RowGeometry]:
     """Per shelf: line, px/cm along it and where the fixture's edges cross it."""
     scales = _row_scales(rows=rows, g=g, width_cm=width_cm)
     edges = _fixture_edges(rows=rows, g=g, width_cm=width_cm, scales=scales,
-                           fixture_cm=fixture_cm)
+                           fixture_cm=fixture_cm, tuning=tuning)
     height = float(np.median(g[:, 3]))
     out = []
     for m, line, sc in zip(rows.members, rows.lines, scales, strict=True):
         xl, xr = _cross(edges[0], line), _cross(edges[1], line)
         h = float(np.median(g[m, 3])) if m else height
-        out.append(_RowGeometry(line, sc, xl, max(xr, xl + 1.0), h))
+        out.append(RowGeometry(line, sc, xl, max(xr, xl + 1.0), h))
     return out

@@ -10,39 +10,33 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.core.planogram import Planogram
-from pipeline.core.shelf.common import (
-    CLEARANCE_CM,
-    MAX_ROW_SLOPE,
-    ROW_SPLIT,
-    Detected,
-    _facing_skus,
-)
+from pipeline.core.shelf.common import DEFAULT_TUNING, Detected, ShelfTuning, _facing_skus
 
 # ---------------------------------------------------------------------------- shelf rows
 
 
 @dataclass(frozen=True)
-class _Rows:
+class Rows:
     """Members per shelf (left to right) and each shelf's bottom line ``y = a + b * x``."""
 
     members: list[list[int]]
     lines: list[tuple[float, float]]
 
 
-def _geometry(detections: Sequence[Detected]) -> npt.NDArray[np.float64]:
+def rows_geometry(detections: Sequence[Detected]) -> npt.NDArray[np.float64]:
     """``(N, 4)`` columns: x centre, bottom y, width, height."""
     b = np.array([d.box for d in detections], np.float64).reshape(-1, 4)
     return np.stack([(b[:, 0] + b[:, 2]) / 2, b[:, 3], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
 
 
-def _neighbour_slope(g: npt.NDArray[np.float64]) -> float:
+def _neighbour_slope(g: npt.NDArray[np.float64], *, tuning: ShelfTuning) -> float:
     """Median bottom-edge slope between each box and its nearest right-hand row neighbour."""
     slopes = []
     for i in range(len(g)):
         dx = g[:, 0] - g[i, 0]
         dy = g[:, 1] - g[i, 1]
         ok = ((dx > 0) & (dx < 2 * np.maximum(g[:, 2], g[i, 2]))
-              & (np.abs(dy) < 0.25 * np.minimum(g[:, 3], g[i, 3]) + MAX_ROW_SLOPE * dx))
+              & (np.abs(dy) < 0.25 * np.minimum(g[:, 3], g[i, 3]) + tuning.max_row_slope * dx))
         if ok.any():
             j = int(np.flatnonzero(ok)[np.argmin(dx[ok])])
             slopes.append(dy[j] / dx[j])
@@ -59,19 +53,19 @@ def _fit_line(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], prior: flo
     return ym - b * xm, b
 
 
-def _split_rows(g: npt.NDArray[np.float64], n_shelves: int
+def _split_rows(g: npt.NDArray[np.float64], n_shelves: int, *, tuning: ShelfTuning
                 ) -> tuple[list[list[int]], list[tuple[float, float]]]:
     """Rows by iterated line fits, seeded by splitting de-tilted bottoms at their big jumps.
 
     Returns members per row (left to right) and row lines, top row first.
     """
-    slope = _neighbour_slope(g)
+    slope = _neighbour_slope(g, tuning=tuning)
     r = g[:, 1] - slope * g[:, 0]
     order = np.argsort(r)
     jumps = np.diff(r[order])
     height = float(np.median(g[:, 3]))
     cuts = [int(k) for k in np.argsort(-jumps)[:max(n_shelves - 1, 0)]
-            if jumps[k] > ROW_SPLIT * height]
+            if jumps[k] > tuning.row_split * height]
     labels = np.zeros(len(g), np.int64)
     for k in cuts:
         labels[order[k + 1:]] += 1
@@ -91,7 +85,7 @@ def _split_rows(g: npt.NDArray[np.float64], n_shelves: int
     for m in groups[1:]:  # a row seen in pieces (fanned-out perspective, a hole) is one row
         both = np.concatenate([merged[-1], m])
         a, b = _fit_line(g[both, 0], g[both, 1], slope, stiffness)
-        if np.abs(g[both, 1] - (a + b * g[both, 0])).max() < ROW_SPLIT / 2 * height:
+        if np.abs(g[both, 1] - (a + b * g[both, 0])).max() < tuning.row_split / 2 * height:
             merged[-1] = both
         else:
             merged.append(m)
@@ -114,7 +108,7 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
 
 def _map_rows(rows: list[list[int]], lines: list[tuple[float, float]],
               g: npt.NDArray[np.float64], n_shelves: int, labels: Sequence[str],
-              planogram: Planogram | None) -> list[int]:
+              planogram: Planogram | None, *, tuning: ShelfTuning) -> list[int]:
     """Shelf index per observed row when some shelves are empty.
 
     Maximises how well each row reads like its shelf's plan (longest common subsequence, in
@@ -129,8 +123,8 @@ def _map_rows(rows: list[list[int]], lines: list[tuple[float, float]],
     d = [y[r] - y[r - 1] for r in range(1, n_rows)]
     widths = {} if planogram is None else planogram.sku_widths()
     px_cm = [g[i, 2] / widths[sku] for i, sku in enumerate(labels) if sku in widths]
-    clear = (CLEARANCE_CM * float(np.median(px_cm)) if px_cm
-             else CLEARANCE_CM / 20 * float(np.median(tall)))
+    clear = (tuning.clearance_cm * float(np.median(px_cm)) if px_cm
+             else tuning.clearance_cm / 20 * float(np.median(tall)))
     unit = float(np.median(tall)) + clear
     planned = None if planogram is None else [_facing_skus(sh.positions)
                                               for sh in planogram.shelves]
@@ -163,7 +157,8 @@ def _map_rows(rows: list[list[int]], lines: list[tuple[float, float]],
     return out[::-1]
 
 
-def _on_some_row(g: npt.NDArray[np.float64], n_shelves: int) -> npt.NDArray[np.intp]:
+def _on_some_row(g: npt.NDArray[np.float64], n_shelves: int, *, tuning: ShelfTuning
+                 ) -> npt.NDArray[np.intp]:
     """Indices of detections that stand in a shelf row.
 
     Bottoms (de-tilted) are grouped at their big jumps. When there are more groups than
@@ -174,10 +169,10 @@ def _on_some_row(g: npt.NDArray[np.float64], n_shelves: int) -> npt.NDArray[np.i
     n = len(g)
     if n < 2 * max(n_shelves, 1):
         return np.arange(n)
-    r = g[:, 1] - _neighbour_slope(g) * g[:, 0]
+    r = g[:, 1] - _neighbour_slope(g, tuning=tuning) * g[:, 0]
     order = np.argsort(r)
     height = float(np.median(g[:, 3]))
-    breaks = np.flatnonzero(np.diff(r[order]) > ROW_SPLIT * height) + 1
+    breaks = np.flatnonzero(np.diff(r[order]) > tuning.row_split * height) + 1
     groups = [list(part) for part in np.split(order, breaks)]
     typical = float(np.median([len(x) for x in groups]))
     dropped: set[int] = set()
@@ -190,26 +185,26 @@ def _on_some_row(g: npt.NDArray[np.float64], n_shelves: int) -> npt.NDArray[np.i
     return keep if len(keep) >= n_shelves else np.arange(n)
 
 
-def _fit_rows(detections: Sequence[Detected], n_shelves: int,
-              planogram: Planogram | None) -> _Rows:
+def fit_rows(detections: Sequence[Detected], n_shelves: int, planogram: Planogram | None, *,
+             tuning: ShelfTuning = DEFAULT_TUNING) -> Rows:
     if n_shelves <= 0:
-        return _Rows([], [])
+        return Rows([], [])
     if not detections:
-        return _Rows([[] for _ in range(n_shelves)], [(0.0, 0.0)] * n_shelves)
-    g_all = _geometry(detections)
-    keep = _on_some_row(g_all, n_shelves)
+        return Rows([[] for _ in range(n_shelves)], [(0.0, 0.0)] * n_shelves)
+    g_all = rows_geometry(detections)
+    keep = _on_some_row(g_all, n_shelves, tuning=tuning)
     g = g_all[keep]
-    rows, lines = _split_rows(g, n_shelves)
+    rows, lines = _split_rows(g, n_shelves, tuning=tuning)
     rows = [[int(keep[i]) for i in row] for row in rows]
     shelf_of = (list(range(len(rows))) if len(rows) == n_shelves
                 else _map_rows(rows, lines, g_all, n_shelves, [d.sku for d in detections],
-                               planogram))
+                               planogram, tuning=tuning))
     members: list[list[int]] = [[] for _ in range(n_shelves)]
     known: dict[int, tuple[float, float]] = {}
     for row, line, s in zip(rows, lines, shelf_of, strict=True):
         members[s] = row
         known[s] = line
-    return _Rows(members, _fill_lines(known, n_shelves, g))
+    return Rows(members, _fill_lines(known, n_shelves, g))
 
 
 def _fill_lines(known: dict[int, tuple[float, float]], n_shelves: int,
@@ -239,11 +234,12 @@ def _fill_lines(known: dict[int, tuple[float, float]], n_shelves: int,
 
 
 def assign_rows(*, detections: Sequence[Detected], n_shelves: int,
-                planogram: Planogram | None = None) -> list[list[int]]:
+                planogram: Planogram | None = None,
+                tuning: ShelfTuning = DEFAULT_TUNING) -> list[list[int]]:
     """Detection indices per shelf, top to bottom, each left to right; ``n_shelves`` lists.
 
     Rows follow tilted shelf edges (a line per row through box bottoms, refit and reassigned
     until stable). When fewer rows than shelves are seen, the empty shelves are chosen by how
     each row reads against the ``planogram``'s shelves and by the vertical spacing.
     """
-    return _fit_rows(detections, n_shelves, planogram).members
+    return fit_rows(detections, n_shelves, planogram, tuning=tuning).members

@@ -15,7 +15,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.core.result import PhotoResult
 from pipeline.core.rollup import latest_per_bay, rollups
+from pipeline.settings import Settings
+from pipeline.storage.s3 import ObjectStore
 
 # BGR for drawing, and the same colours as CSS for the legend.
 STATUS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -33,22 +36,21 @@ def _css(bgr: tuple[int, int, int]) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def annotate(image: npt.NDArray[np.uint8], result: Mapping[str, Any]) -> npt.NDArray[np.uint8]:
+def annotate(image: npt.NDArray[np.uint8], result: PhotoResult) -> npt.NDArray[np.uint8]:
     """Boxes by status and shaded gaps, drawn on a copy of ``image`` (BGR)."""
     out = image.copy()
     overlay = out.copy()
     thick = max(2, round(max(out.shape[:2]) / 400))
-    for gap in result.get("gaps") or []:
-        x1, y1, x2, y2 = (int(round(v)) for v in gap["box"])
+    for gap in result.gaps:
+        x1, y1, x2, y2 = (int(round(v)) for v in gap.box)
         cv2.rectangle(overlay, (x1, y1), (x2, y2), GAP_COLOUR, -1)
     out = np.asarray(cv2.addWeighted(overlay, 0.45, out, 0.55, 0), np.uint8)
-    for gap in result.get("gaps") or []:
-        x1, y1, x2, y2 = (int(round(v)) for v in gap["box"])
+    for gap in result.gaps:
+        x1, y1, x2, y2 = (int(round(v)) for v in gap.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), GAP_COLOUR, thick)
-    for det in result.get("items") or []:
-        colour = STATUS_COLOURS.get(str(det.get("status")), STATUS_COLOURS["misplaced"])
-        x1, y1, x2, y2 = (int(round(v)) for v in det["box"])
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
+    for det in result.items:
+        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), STATUS_COLOURS[det.status], thick)
     return np.asarray(out, np.uint8)
 
 
@@ -98,25 +100,21 @@ border:1px solid #ddd}.photo img{max-width:640px;max-height:640px}
 """
 
 
-def build_report(store_obj: Any, settings: Any, *, store: str, date: str) -> str:
+def build_report(store_obj: ObjectStore, settings: Settings, *, store: str, date: str) -> str:
     """Read the store's results of ``date`` and their normalized images, render the page."""
+    from pipeline.analytics.aggregates import read_results
+    from pipeline.image import decode_jpeg
     from pipeline.storage.keys import artifact_key, partition_value
 
-    bucket = settings.s3.results_bucket
     prefix = f"compliance/store={partition_value(store)}/date={date}/"
-    results = [store_obj.get_json(bucket, k) for k in store_obj.list_keys(bucket, prefix)
-               if k.endswith(".json")]
-    images = {}
-    for r in latest_per_bay(results):
-        data = store_obj.get_bytes(settings.s3.artifacts_bucket,
-                                   artifact_key(str(r["sha256"]), "normalized.jpg"))
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if arr is not None:
-            images[str(r["sha256"])] = np.asarray(arr, np.uint8)
+    results = read_results(store_obj, settings.s3.results_bucket, prefix)
+    images = {r.sha256: decode_jpeg(store_obj.get_bytes(
+        settings.s3.artifacts_bucket, artifact_key(r.sha256, "normalized.jpg")))
+        for r in latest_per_bay(results)}
     return render_report(store=store, date=date, results=results, images=images)
 
 
-def render_report(*, store: str, date: str, results: list[Mapping[str, Any]],
+def render_report(*, store: str, date: str, results: list[PhotoResult],
                   images: Mapping[str, npt.NDArray[np.uint8]]) -> str:
     """The page for ``store`` on ``date``; ``images`` maps photo sha256 to its normalized image."""
     chosen = latest_per_bay(results)
@@ -138,16 +136,16 @@ def render_report(*, store: str, date: str, results: list[Mapping[str, Any]],
                                       ("out_of_stock", "out-of-stock positions")]),
              "<h2>Photos</h2>", f'<p class="legend">{legend}</p>']
     for r in chosen:
-        sha = str(r["sha256"])
-        shelves = [{"shelf": s["index"], "compliance": s.get("compliance"),
-                    "out_of_stock": ", ".join(s.get("out_of_stock") or []) or "-"}
-                   for s in r.get("shelves") or []]
-        img = images.get(sha)
-        pic = _img_tag(annotate(img, r), f"bay {r['bay']}") if img is not None else ""
+        shelves = [{"shelf": sh.index, "compliance": sh.compliance,
+                    "out_of_stock": ", ".join(sh.out_of_stock) or "-"} for sh in r.shelves]
+        img = images.get(r.sha256)
+        pic = _img_tag(annotate(img, r), f"bay {r.bay}") if img is not None else ""
+        overall = (_pct(r.compliance) if r.compliance is not None
+                   else html.escape(r.compliance_reason or "no planogram"))
         parts.append(
-            f'<div class="photo">{pic}<div><h3>aisle {html.escape(str(r["aisle"]))}, bay '
-            f'{html.escape(str(r["bay"]))}</h3><p>overall {_pct(r.get("compliance"))}, '
-            f'model {html.escape(str(r.get("model")))}</p>'
+            f'<div class="photo">{pic}<div><h3>aisle {html.escape(r.aisle)}, bay '
+            f'{html.escape(r.bay)}</h3><p>overall {overall}, '
+            f'model {html.escape(str(r.model))}</p>'
             + _table(shelves, [("shelf", "shelf"), ("compliance", "compliance"),
                                ("out_of_stock", "out of stock")]) + "</div></div>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Store {html.escape(store)}"

@@ -7,14 +7,18 @@ the same per-photo results gives byte-identical files, and an unchanged file is 
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
+from pipeline.core.result import PhotoResult
 from pipeline.core.rollup import LEVELS, rollups
 from pipeline.storage.s3 import ObjectStore
 
+log = logging.getLogger(__name__)
 _COMMON = [("store", pa.string()), ("aisle", pa.string())]
 _COUNTS = [("planned_facings", pa.int32()), ("found_facings", pa.int32()),
            ("compliance", pa.float64()), ("out_of_stock", pa.int32())]
@@ -32,11 +36,23 @@ def aggregate_key(level: str, date: str) -> str:
     return f"aggregates/level={level}/date={date}/part-0.parquet"
 
 
-def collect_results(store: ObjectStore, bucket: str, date: str) -> list[dict[str, Any]]:
-    """Every per-photo result of ``date`` (all stores and aisles)."""
-    marker = f"/date={date}/"
-    return [store.get_json(bucket, k) for k in store.list_keys(bucket, "compliance/")
-            if marker in k and k.endswith(".json")]
+def read_results(store: ObjectStore, bucket: str, prefix: str, *, marker: str = ""
+                 ) -> list[PhotoResult]:
+    """The per-upload results under ``prefix`` (whose key holds ``marker``); a document
+    that is not a result is logged and left out."""
+    out = []
+    for k in store.list_keys(bucket, prefix):
+        if marker in k and k.endswith(".json"):
+            try:
+                out.append(PhotoResult.model_validate(store.get_json(bucket, k)))
+            except (ValidationError, ValueError) as exc:
+                log.error("s3://%s/%s is not a photo result, left out: %s", bucket, k, exc)
+    return out
+
+
+def collect_results(store: ObjectStore, bucket: str, date: str) -> list[PhotoResult]:
+    """Every per-upload result of ``date`` (all stores and aisles)."""
+    return read_results(store, bucket, "compliance/", marker=f"/date={date}/")
 
 
 def to_parquet(level: str, rows: list[dict[str, Any]]) -> bytes:

@@ -11,22 +11,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.core.planogram import Planogram, Shelf
-from pipeline.core.shelf.alignment import _align
-from pipeline.core.shelf.common import (
-    EDGE_HOLE_MIN,
-    FACED_UP,
-    GAP,
-    HOLE_FACING,
-    HOLE_FIT,
-    HOLE_MIN,
-    MATCH,
-    MISMATCH,
-    NEIGHBOUR,
-    Box,
-    Detected,
-    Pair,
-)
-from pipeline.core.shelf.geometry import _row_geometry, _RowGeometry, _Scale
+from pipeline.core.shelf.alignment import align_rows
+from pipeline.core.shelf.common import DEFAULT_TUNING, Box, Detected, Pair, ShelfTuning
+from pipeline.core.shelf.geometry import RowGeometry, Scale, row_geometry
 from pipeline.core.shelf.report import (
     ComplianceReport,
     GapReport,
@@ -34,7 +21,7 @@ from pipeline.core.shelf.report import (
     PositionReport,
     ShelfReport,
 )
-from pipeline.core.shelf.rows import _fit_rows, _geometry
+from pipeline.core.shelf.rows import fit_rows, rows_geometry
 
 # ---------------------------------------------------------------------------- one shelf
 
@@ -67,7 +54,7 @@ class _ShelfResult:
 
 
 def _read_row(*, members: list[int], g: npt.NDArray[np.float64], width_cm: list[float | None],
-              geo: _RowGeometry, min_cm: float,
+              geo: RowGeometry, min_cm: float, tuning: ShelfTuning,
               occupied: Sequence[tuple[float, float]] = ()) -> list[_Token]:
     """Detections left to right with the empty stretches between them and at the ends.
 
@@ -86,7 +73,7 @@ def _read_row(*, members: list[int], g: npt.NDArray[np.float64], width_cm: list[
                 add_hole(o2, x2, edge if edge != "left" else "inner")
                 return
         cm = sc.to_cm(x1, x2)
-        if cm >= HOLE_MIN * min_cm:
+        if cm >= tuning.hole_min * min_cm:
             tokens.append(_Token(hole=_Hole(x1, x2, cm, edge)))
 
     prev, edge = geo.left, "left"
@@ -100,7 +87,7 @@ def _read_row(*, members: list[int], g: npt.NDArray[np.float64], width_cm: list[
     return tokens
 
 
-def _fill_hole(hole: _Hole, want: list[float], scale: _Scale) -> list[tuple[float, float, float]]:
+def _fill_hole(hole: _Hole, want: list[float], scale: Scale) -> list[tuple[float, float, float]]:
     """Centimetres and x span each of the facings standing for ``hole`` gets, left to right.
 
     Inside the fixture a hole is shared out in proportion to planned widths; at the right end
@@ -125,7 +112,7 @@ class _RowAlignment:
 
 
 def _align_row(*, tokens: list[_Token], plan: list[int], shelf: Shelf, pos_cm: list[float],
-               detections: Sequence[Detected]) -> _RowAlignment:
+               detections: Sequence[Detected], tuning: ShelfTuning) -> _RowAlignment:
     """Align a row's detections and empty stretches to its planned facings.
 
     A detection pairs with a facing (match or mismatch); an empty stretch stands for a run
@@ -141,9 +128,9 @@ def _align_row(*, tokens: list[_Token], plan: list[int], shelf: Shelf, pos_cm: l
             return -math.inf
         sku = detections[det].sku
         if sku == positions[plan[p]].sku:
-            return MATCH
+            return tuning.match
         beside = {positions[plan[k]].sku for k in (p - 1, p + 1) if 0 <= k < len(plan)}
-        return MISMATCH - NEIGHBOUR if sku in beside else MISMATCH
+        return tuning.mismatch - tuning.neighbour if sku in beside else tuning.mismatch
 
     def absorb(i: int, p: int, t: int) -> float | None:
         hole = tokens[i].hole
@@ -152,11 +139,12 @@ def _align_row(*, tokens: list[_Token], plan: list[int], shelf: Shelf, pos_cm: l
             return None
         misfit = sum(want) - hole.cm
         misfit = abs(misfit) if hole.edge != "right" else max(misfit, 0.0)  # slack is normal
-        return (HOLE_FACING * t - HOLE_FIT * misfit * t / sum(want)
-                - FACED_UP * sum(1 for k in range(p, p + t) if plan[k] in faced))
+        return (tuning.hole_facing * t - tuning.hole_fit * misfit * t / sum(want)
+                - tuning.faced_up * sum(1 for k in range(p, p + t) if plan[k] in faced))
 
     for _ in range(2):
-        path = _replace_before_slack(_align(len(tokens), len(plan), pair, GAP, absorb),
+        path = _replace_before_slack(align_rows(len(tokens), len(plan), pair, tuning.gap,
+                                                absorb),
                                      tokens=tokens, plan=plan, shelf=shelf,
                                      detections=detections)
         found = [0] * len(positions)
@@ -195,12 +183,12 @@ def _replace_before_slack(path: list[Pair], *, tokens: list[_Token], plan: list[
 
 
 def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
-                     plan: list[int], pos_cm: list[float], geo: _RowGeometry
-                     ) -> tuple[list[PositionReport], list[GapReport]]:
+                     plan: list[int], pos_cm: list[float], geo: RowGeometry,
+                     tuning: ShelfTuning) -> tuple[list[PositionReport], list[GapReport]]:
     """Status per planned position; out of stock needs enough empty shelf where it belongs."""
     share: dict[int, float] = {}
     spans: dict[int, list[tuple[float, float]]] = {}
-    need = [HOLE_MIN * w for w in pos_cm]
+    need = [tuning.hole_min * w for w in pos_cm]
     for i, facings in row.taken.items():
         hole = tokens[i].hole
         if hole is None:
@@ -211,7 +199,7 @@ def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
             share[j] = share.get(j, 0.0) + cm
             spans.setdefault(j, []).append((x1, x2))
             if hole.edge == "right":
-                need[j] = EDGE_HOLE_MIN * pos_cm[j]
+                need[j] = tuning.edge_hole_min * pos_cm[j]
     positions, gaps = [], []
     for j, pos in enumerate(shelf.positions):
         n = row.found[j]
@@ -234,19 +222,20 @@ def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
 
 
 def _evaluate_shelf(*, shelf: Shelf, members: list[int], detections: Sequence[Detected],
-                    g: npt.NDArray[np.float64], width_cm: list[float | None], geo: _RowGeometry,
-                    unknown_label: str, occupied: Sequence[tuple[float, float]] = ()
-                    ) -> _ShelfResult:
+                    g: npt.NDArray[np.float64], width_cm: list[float | None], geo: RowGeometry,
+                    unknown_label: str, tuning: ShelfTuning,
+                    occupied: Sequence[tuple[float, float]] = ()) -> _ShelfResult:
     plan = [j for j, p in enumerate(shelf.positions) for _ in range(p.facings)]
     det_cm = [g[i, 2] / geo.scale.at(g[i, 0]) for i in members]
     default_cm = max(float(np.median(det_cm)), 0.5) if det_cm else 10.0
     pos_cm = [p.width_cm or default_cm for p in shelf.positions]
     tokens = _read_row(members=members, g=g, width_cm=width_cm, geo=geo,
-                       min_cm=min(pos_cm, default=default_cm), occupied=occupied)
+                       min_cm=min(pos_cm, default=default_cm), tuning=tuning,
+                       occupied=occupied)
     row = _align_row(tokens=tokens, plan=plan, shelf=shelf, pos_cm=pos_cm,
-                     detections=detections)
+                     detections=detections, tuning=tuning)
     positions, gaps = _judge_positions(shelf=shelf, row=row, tokens=tokens, plan=plan,
-                                       pos_cm=pos_cm, geo=geo)
+                                       pos_cm=pos_cm, geo=geo, tuning=tuning)
     items = _classify_items(path=row.path, tokens=tokens, plan=plan, shelf=shelf,
                             detections=detections, unknown_label=unknown_label)
     return _ShelfResult(positions, items, gaps)
@@ -302,7 +291,7 @@ def split_by_score(detections: Sequence[Detected], min_score: float
     return firm, weak
 
 
-def _occupied_by_row(evidence: Sequence[Box], geos: Sequence[_RowGeometry | None]
+def _occupied_by_row(evidence: Sequence[Box], geos: Sequence[RowGeometry | None]
                      ) -> list[list[tuple[float, float]]]:
     """Weak boxes per shelf row: the row whose bottom line passes nearest the box bottom."""
     out: list[list[tuple[float, float]]] = [[] for _ in geos]
@@ -318,19 +307,23 @@ def _occupied_by_row(evidence: Sequence[Box], geos: Sequence[_RowGeometry | None
 def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
                      unknown_label: str = "unknown",
                      brand_of: Callable[[str], str] | None = None,
-                     evidence: Sequence[Box] = ()) -> ComplianceReport:
+                     evidence: Sequence[Box] = (),
+                     tuning: ShelfTuning = DEFAULT_TUNING) -> ComplianceReport:
     """Shelf-by-shelf compliance of one upright bay photo's detections against its plan.
 
     ``evidence``: boxes of products seen below the detection threshold. They count for
     nothing, but a stretch of shelf holding one is not reported as an out-of-stock gap.
+    ``tuning``: the core's thresholds and alignment scores (production passes
+    ``Settings().compliance.tuning``).
     """
     dets = list(detections)
     shelves = planogram.shelves
-    rows = _fit_rows(dets, len(shelves), planogram)
+    rows = fit_rows(dets, len(shelves), planogram, tuning=tuning)
     widths = planogram.sku_widths()
     width_cm = [widths.get(d.sku) for d in dets]
-    g = _geometry(dets)
-    geos = (_row_geometry(rows=rows, g=g, width_cm=width_cm, fixture_cm=planogram.width_cm)
+    g = rows_geometry(dets)
+    geos = (row_geometry(rows=rows, g=g, width_cm=width_cm, fixture_cm=planogram.width_cm,
+                         tuning=tuning)
             if dets else [None] * len(shelves))
     occupied = _occupied_by_row(evidence, geos)
     reports, items, gaps = [], [], []
@@ -341,7 +334,7 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
         else:
             res = _evaluate_shelf(shelf=shelf, members=members, detections=dets, g=g,
                                   width_cm=width_cm, geo=geo, unknown_label=unknown_label,
-                                  occupied=occ)
+                                  tuning=tuning, occupied=occ)
         reports.append(ShelfReport(shelf.index, shelf.planned_facings,
                                    sum(p.found_facings for p in res.positions), len(members),
                                    tuple(res.positions)))

@@ -2,6 +2,11 @@
 
 The httpfs extension comes from the ``duckdb-ext-httpfs`` wheel, so nothing is downloaded at
 run time. Views: ``results`` (per-photo JSON), ``shelves``, ``aisles``, ``stores`` (rollups).
+
+Analysts' SQL runs read-only over the results prefixes and nothing else: only SELECT (and
+EXPLAIN) statements; no local files, no other bucket (external access is off but for the
+``compliance/`` and ``aggregates/`` prefixes); no extension beyond httpfs; an S3 secret scoped
+to the results bucket; and the configuration locked before the first query.
 """
 
 from __future__ import annotations
@@ -42,37 +47,58 @@ def _httpfs_path() -> Path:
     return found[0]
 
 
+READ_ONLY = {"SELECT", "EXPLAIN"}
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def connect(settings: Settings, store: ObjectStore) -> Any:
-    """A DuckDB connection with S3 credentials and the result views that have data."""
-    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    con.execute(f"LOAD '{_httpfs_path()}'")
+    """A locked-down DuckDB connection with the result views that have data."""
+    # The wheel's httpfs is loaded from a file, so unsigned extensions must be allowed at
+    # start; nothing else can be loaded once local files are off and the config is locked.
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true",
+                                 "autoinstall_known_extensions": "false",
+                                 "autoload_known_extensions": "false"})
+    con.execute(f"LOAD {_lit(str(_httpfs_path()))}")
     aws = settings.aws
-    opts = [f"REGION '{aws.region}'"]
+    bucket = settings.s3.results_bucket
+    opts = [f"REGION {_lit(aws.region)}", f"SCOPE {_lit(f's3://{bucket}/')}"]
     if aws.access_key_id:
-        opts += [f"KEY_ID '{aws.access_key_id}'", f"SECRET '{aws.secret_access_key}'"]
+        opts += [f"KEY_ID {_lit(aws.access_key_id)}",
+                 f"SECRET {_lit(aws.secret_access_key or '')}"]
     if aws.endpoint_url:
         u = urlparse(aws.endpoint_url)
-        opts += [f"ENDPOINT '{u.netloc}'", "URL_STYLE 'path'",
+        opts += [f"ENDPOINT {_lit(u.netloc)}", "URL_STYLE 'path'",
                  f"USE_SSL {'true' if u.scheme == 'https' else 'false'}"]
     else:
         opts += ["PROVIDER credential_chain"]
     con.execute(f"CREATE SECRET shelf (TYPE s3, {', '.join(opts)})")
-    bucket = settings.s3.results_bucket
     if next(iter(store.list_keys(bucket, "compliance/")), None):
         con.execute(f"""CREATE VIEW results AS SELECT * FROM read_json_auto(
-            's3://{bucket}/compliance/*/*/*/*.json', hive_partitioning = true,
+            's3://{bucket}/compliance/*/*/*/*.json', hive_partitioning = false,
             union_by_name = true)""")
     for level, view in (("shelf", "shelves"), ("aisle", "aisles"), ("store", "stores")):
         if next(iter(store.list_keys(bucket, f"aggregates/level={level}/")), None):
             con.execute(f"""CREATE VIEW {view} AS SELECT * EXCLUDE (level) FROM read_parquet(
                 's3://{bucket}/aggregates/level={level}/*/*.parquet',
                 hive_partitioning = true)""")
+    allowed = ", ".join(_lit(f"s3://{bucket}/{p}/") for p in ("compliance", "aggregates"))
+    con.execute(f"SET allowed_directories = [{allowed}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 
 def run_query(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only query (or a documented example by name)."""
     sql = EXAMPLES.get(sql, sql)
     try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1 or statements[0].type.name not in READ_ONLY:
+            kinds = ", ".join(st.type.name for st in statements) or "none"
+            raise PermanentError(f"one SELECT query at a time, got: {kinds}")
         cur = con.execute(sql)
     except duckdb.Error as exc:
         raise PermanentError(f"query failed: {exc}") from exc

@@ -1,0 +1,1 @@
+"""What analysts read: daily rollup files, SQL over the results, the HTML page."""

@@ -1,0 +1,132 @@
+"""The per-upload result: the analysts' contract, one JSON document per upload under
+``compliance/store=…/date=…/aisle=…/{upload_id}.json`` (JSON Schema in
+``schemas/photo-result.schema.json``). ``result_version`` changes when a field's meaning does;
+new optional fields do not change it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULT_VERSION = 1
+PositionStatus = Literal["in_place", "partial", "out_of_stock", "missing"]
+ItemStatus = Literal["in_place", "extra", "misplaced", "unknown", "off_shelf"]
+Box = list[float]  # x1, y1, x2, y2 in the upright working image's pixels
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Source(_Model):
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+
+class PlanogramRef(_Model):
+    id: str
+    version: int
+
+
+class PositionResult(_Model):
+    index: int
+    sku: str
+    planned_facings: int
+    found_facings: int
+    status: PositionStatus
+    gap_box: Box | None = None
+
+
+class ShelfResult(_Model):
+    index: int
+    planned_facings: int
+    found_facings: int
+    compliance: float
+    detections: int
+    out_of_stock: list[str] = Field(default_factory=list)
+    out_of_stock_positions: list[int] = Field(default_factory=list)
+    not_found_positions: list[int] = Field(default_factory=list)
+    positions: list[PositionResult] = Field(default_factory=list)
+
+
+class ItemResult(_Model):
+    """A detected product on the shelves, named, with its status against the plan."""
+
+    box: Box
+    sku: str
+    score: float
+    shelf: int | None = None
+    position: int | None = None
+    status: ItemStatus
+
+
+class GapResult(_Model):
+    shelf: int
+    position: int
+    sku: str
+    box: Box
+
+
+class ProductResult(_Model):
+    """A detected product of a bay without a planogram: named, nothing to compare with."""
+
+    box: Box
+    sku: str
+    brand: str
+    score: float
+
+
+class PhotoResult(_Model):
+    result_version: int = RESULT_VERSION
+    sha256: str
+    upload_id: str
+    store: str
+    aisle: str
+    bay: str
+    camera: str
+    date: str | None
+    captured_at: str | None = None
+    store_format: str
+    display_type: str
+    source: Source
+    route: str | None = None
+    route_reason: str | None = None
+    model: str | None = None
+    catalog: str | None = None
+    image_size: list[int] | None = None
+    detections: int
+    compliance: float | None = Field(
+        description="planned facings found in place / planned facings; null without a "
+                    "planogram (see compliance_reason)")
+    compliance_reason: str | None = None
+    planogram: PlanogramRef | None = None
+    planned_facings: int | None = None
+    found_facings: int | None = None
+    out_of_stock: list[str] = Field(default_factory=list)
+    misplaced: int = 0
+    unknown_products: int = 0
+    extra_facings: int = 0
+    unknown_label: str = "unknown"
+    shelves: list[ShelfResult] = Field(default_factory=list)
+    items: list[ItemResult] = Field(default_factory=list)
+    gaps: list[GapResult] = Field(default_factory=list)
+    products: list[ProductResult] = Field(default_factory=list)
+    osa: dict[str, float] = Field(default_factory=dict)
+    share_of_shelf: dict[str, float] = Field(default_factory=dict)
+    share_of_shelf_width: dict[str, float] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    completed_at: str
+
+
+def export_json_schema(path: Path | str) -> Path:
+    """Write the result's JSON Schema (committed as ``schemas/``) and return the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(PhotoResult.model_json_schema(), indent=2, sort_keys=True) + "\n")
+    return out
