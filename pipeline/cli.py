@@ -6,9 +6,32 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from pipeline.settings import get_settings
+
+if TYPE_CHECKING:
+    from pipeline.eval.synthetic import SyntheticNamer
+
+
+class _Report(Protocol):
+    def to_json(self) -> dict[str, object]: ...
+    def format(self) -> str: ...
+
+
+def _print_report(command: str, as_json: bool, measure: Callable[[], _Report]) -> int:
+    """An evaluation's figures as text or one JSON object; a dataset it cannot read exits 2."""
+    from pipeline.errors import DatasetError
+
+    try:
+        report = measure()
+    except DatasetError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json()) if as_json else report.format())
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -27,19 +50,31 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _namer(root: Path, threads: int) -> SyntheticNamer:
+    from pipeline.detect.embedder import Embedder
+    from pipeline.detect.recognizer import weights_from
+    from pipeline.eval.synthetic import SyntheticNamer
+
+    s = get_settings()
+    embedder = Embedder.from_dir(root, s.recognition.embedder, device=s.models.device,
+                                 intra_op_threads=threads)
+    return SyntheticNamer(embedder, weights_from(s.recognition), s.recognition.candidates)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pipeline.detect.detector import Detector
-    from pipeline.evaluation import evaluate, format_report, write_card_metrics
+    from pipeline.eval.synthetic import evaluate, format_report, write_card_metrics
 
     settings = get_settings()
     root = args.models or settings.models.root
     dets = [Detector.from_dir(root, name, device=settings.models.device,
                               intra_op_threads=args.threads) for name in args.model]
+    namer = _namer(root, args.threads)
     print(f"evaluating {', '.join(d.ref for d in dets)} on {args.count} unseen photos per "
           f"display kind (seed {args.seed}, long side <= {args.max_side}, {args.threads} "
           f"ORT threads)", flush=True)
     reports = evaluate(dets, count=args.count, seed=args.seed, max_long_side=args.max_side,
-                       normalized=args.input == "normalized")
+                       namer=namer, normalized=args.input == "normalized")
     for d in dets:
         print(format_report(d.ref, reports[d.ref]))
         if args.write_card:
@@ -51,7 +86,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_compliance(args: argparse.Namespace) -> int:
     from pipeline.detect.detector import Detector
-    from pipeline.evaluation import evaluate_compliance
+    from pipeline.eval.synthetic import evaluate_compliance
 
     m = get_settings().models
     dets = {"light": Detector.from_dir(m.root, m.light, device=m.device,
@@ -61,19 +96,119 @@ def _eval_compliance(args: argparse.Namespace) -> int:
     print(f"compliance on {args.count} unseen photos (seed {args.seed}; gondola -> "
           f"{dets['light'].ref}, endcap -> {dets['heavy'].ref}); error in points", flush=True)
     scores = evaluate_compliance(dets, count=args.count, seed=args.seed,
-                                 max_long_side=args.max_side)
+                                 max_long_side=args.max_side, namer=_namer(m.root, args.threads))
     print(scores.format())
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _eval_real(args: argparse.Namespace) -> int:
+    from pipeline.detect.detector import Detector
+    from pipeline.eval.real import evaluate_real
+
+    settings = get_settings()
+    det = Detector.from_dir(args.models or settings.models.root, args.model,
+                            device=settings.models.device, intra_op_threads=args.threads)
+    return _print_report("eval-real", args.json, lambda: evaluate_real(
+        det, args.data, args.format, long_side=settings.ingest.working_long_side,
+        jpeg_quality=settings.ingest.jpeg_quality, limit=args.limit))
+
+
+def _eval_recognition(args: argparse.Namespace) -> int:
+    from pipeline.detect.embedder import Embedder
+    from pipeline.detect.recognizer import weights_from
+    from pipeline.eval.recognition import evaluate_recognition
+
+    s = get_settings()
+    embedder = Embedder.from_dir(args.models or s.models.root, args.embedder or
+                                 s.recognition.embedder, device=s.models.device,
+                                 intra_op_threads=args.threads)
+    detector = None
+    if args.crop == "detector":
+        from pipeline.detect.detector import Detector
+
+        detector = Detector.from_dir(args.models or s.models.root, s.models.light,
+                                     device=s.models.device, intra_op_threads=args.threads)
+    return _print_report("eval-recognition", args.json, lambda: evaluate_recognition(
+        embedder, args.gallery, args.queries, weights=weights_from(s.recognition),
+        long_side=s.ingest.working_long_side, jpeg_quality=s.ingest.jpeg_quality,
+        limit=args.limit, crop=args.crop, detector=detector))
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from pipeline.detect.embedder import Embedder
+    from pipeline.detect.recognizer import Recognizer, weights_from
+    from pipeline.errors import PipelineError
+    from pipeline.storage.catalog import CatalogStore
+    from pipeline.storage.s3 import ObjectStore, make_client
+
+    s = get_settings()
+    catalog = CatalogStore(ObjectStore(make_client(s.aws, "s3")), s.s3.config_bucket)
     try:
-        from pipeline.train.run import main as train_main
-    except ImportError as exc:
-        print(f"training needs the 'train' extra (pip install -e '.[train]'): {exc}",
-              file=sys.stderr)
+        if args.action == "list":
+            index = catalog.index()
+            for e in index.entries:
+                print(f"{e.sku:24} {e.brand or '-':16} {len(e.signatures)} packshot(s)  "
+                      f"{e.name or ''}  [{e.embedder}]")
+            print(f"{len(index.entries)} SKUs")
+            return 0
+        if args.action == "remove":
+            for sku in args.args:
+                catalog.remove(sku)
+                print(f"removed {sku}")
+            return 0
+        embedder = Embedder.from_dir(s.models.root, s.recognition.embedder,
+                                     device=s.models.device, intra_op_threads=2)
+        recognizer = Recognizer(embedder, catalog, weights_from(s.recognition))
+        if args.action == "synthetic":
+            from pipeline.synth.enrol import enrol_catalog
+
+            print(f"enrolled {enrol_catalog(recognizer)} synthetic SKUs")  # demo and tests
+            return 0
+        if len(args.args) < 2:
+            print("catalog add: give the SKU id and at least one image", file=sys.stderr)
+            return 2
+        sku, paths = args.args[0], [Path(p) for p in args.args[1:]]
+        entry = recognizer.enrol(sku, [(p.name, p.read_bytes()) for p in paths],
+                                 brand=args.brand, name=args.name)
+    except (PipelineError, OSError) as exc:
+        print(f"catalog {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(f"added {entry.sku} ({len(entry.signatures)} packshots, {entry.embedder})")
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from pipeline.detect.card import load_model
+    from pipeline.detect.register import register_model
+    from pipeline.errors import ModelError
+
+    root = args.models or get_settings().models.root
+    if args.action == "list":
+        for mdir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            try:
+                files = load_model(root, mdir.name)
+            except ModelError as exc:
+                print(f"{mdir.name:24} unusable: {exc}")
+                continue
+            c = files.card
+            kind = "product" if files.finds_products else f"{len(files.labels)} SKUs"
+            print(f"{files.ref:24} {c.format:9} {kind:10} input {c.input.size}")
+        return 0
+    if args.path is None:
+        print("model add: give the ONNX file", file=sys.stderr)
         return 2
-    return train_main(["--model", args.model, "--threads", str(args.threads)])
+    size = (args.size, args.size) if args.size else None
+    try:
+        dest, info = register_model(args.path, models=root, name=args.name,
+                                    version=args.version, boxes=args.boxes, size_wh=size)
+    except (ModelError, OSError) as exc:
+        print(f"model add: refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"registered {dest}")
+    for note in info.notes:
+        print(f"  {note}")
+    print(f"  task: {info.task} ({len(info.labels)} classes)")
+    return 0
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -110,12 +245,20 @@ def _worker(args: argparse.Namespace) -> int:
 
     from pipeline.settings import cpu_count
     from pipeline.tasks.app import CPU_QUEUES, INFERENCE_QUEUES
+    from pipeline.tasks.runtime import check_models
+
+    problems = check_models(get_settings())
+    if problems:  # at boot, not photo after photo
+        for p in problems:
+            print(f"worker: {p}", file=sys.stderr)
+        return 2
 
     queues: tuple[str, ...]
-    if args.pool == "gpu":
-        # One process per GPU, pinned before any CUDA library loads.
+    if args.pool == "inference":
+        # Inference only; on a GPU host one process per GPU, pinned before any CUDA library
+        # loads (on a CPU-only host it runs the models on the CPU).
         os.environ["CUDA_VISIBLE_DEVICES"] = args.device
-        queues, concurrency = INFERENCE_QUEUES, 1
+        queues, concurrency = INFERENCE_QUEUES, args.concurrency or 1
     else:
         queues, concurrency = CPU_QUEUES, args.concurrency or max(1, cpu_count() - 1)
         import onnxruntime
@@ -128,19 +271,43 @@ def _worker(args: argparse.Namespace) -> int:
     from pipeline.tasks.app import app
 
     argv = ["worker", "--pool=prefork", f"--concurrency={concurrency}", "-O", "fair",
-            f"--queues={','.join(queues)}", f"--hostname={args.pool}-{os.getpid()}@%h",
+            f"--queues={','.join(queues)}",
+            f"--hostname={args.name or f'{args.pool}-{os.getpid()}'}@%h",
             f"--loglevel={'DEBUG' if args.verbose else 'INFO'}", "--without-gossip",
             "--without-mingle", "--without-heartbeat"]
     app.worker_main(argv=argv)
     return 0
 
 
+def _supervise(args: argparse.Namespace) -> int:
+    from pipeline.supervise import Supervisor
+
+    command = [c for c in args.argv if c != "--"]
+    if not command:
+        print("supervise: give the command after --", file=sys.stderr)
+        return 2
+    s = get_settings()
+    s.run_dir.mkdir(parents=True, exist_ok=True)
+    return Supervisor(args.name, command, s.run_dir).run()
+
+
 def _status(args: argparse.Namespace) -> int:
     from pipeline.operations import status
     from pipeline.storage.redis import make_redis
     from pipeline.storage.s3 import ObjectStore, make_client
+    from pipeline.supervise import read_states
 
     s = get_settings()
+    procs = read_states(s.run_dir)
+    if procs:
+        print(f"{'process':12} {'state':10} {'pid':>7} {'restarts':>8}  last exit")
+        for p in procs:
+            alive = _alive(p.supervisor_pid)
+            state = "running" if alive and p.child_pid else (
+                "restarting" if alive else "stopped")
+            last = f"{p.last_exit} at {p.last_exit_at[:19]}" if p.last_exit_at else "-"
+            print(f"{p.name:12} {state:10} {p.child_pid or '-':>7} {p.restarts:>8}  {last}")
+        print()
     st = status(s, redis=make_redis(s.redis.url), sqs=make_client(s.aws, "sqs"),
                 store=ObjectStore(make_client(s.aws, "s3")))
     print(f"{'queue':20} depth")
@@ -153,11 +320,33 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def _dlq(args: argparse.Namespace) -> int:
-    from pipeline.operations import list_letters, replay
+    from pipeline.errors import PipelineError
+    from pipeline.operations import event_letters, list_letters, redrive_events, replay
     from pipeline.storage.s3 import ObjectStore, make_client
 
     s = get_settings()
+    if args.action in ("events", "redrive"):
+        sqs = make_client(s.aws, "sqs")
+        events = event_letters(s, sqs)
+        if args.action == "events":
+            for e in events:
+                print(f"{e.message_id}  {e.reason}  {e.body[:120]!r}")
+            print(f"{len(events)} events on {s.sqs.dead_letter_queue}")
+            return 0
+        chosen_events = events if args.all else [e for e in events if e.message_id in args.ids]
+        print(f"redrove {redrive_events(s, sqs, chosen_events)} events to {s.sqs.queue}")
+        return 0
     store = ObjectStore(make_client(s.aws, "s3"))
     letters = list_letters(s, store)
     if args.action == "list":
@@ -175,12 +364,49 @@ def _dlq(args: argparse.Namespace) -> int:
         if missing:
             print(f"no such dead letter: {', '.join(sorted(missing))}", file=sys.stderr)
             return 1
-    print(f"replayed {replay(s, store, chosen)} dead letters")
+    try:
+        print(f"replayed {replay(s, store, chosen)} dead letters")
+    except (ValueError, PipelineError) as exc:
+        print(f"dlq replay refused: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.operations import reconcile
+    from pipeline.storage.s3 import ObjectStore, make_client
+    from pipeline.tasks.stages import send_stage
+
+    s = get_settings()
+    since = (datetime.fromisoformat(args.since) if args.since
+             else datetime.now(UTC) - timedelta(seconds=s.celery.reconcile_window_s))
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    grace = s.celery.reconcile_grace_s if args.grace is None else args.grace
+    r = reconcile(s, ObjectStore(make_client(s.aws, "s3")), since=since, grace_s=grace,
+                  enqueue=lambda m: send_stage("ingest", m), dry_run=args.dry_run)
+    verb = "would re-enqueue" if args.dry_run else "re-enqueued"
+    print(f"uploads since {since:%Y-%m-%d %H:%M:%S}: {r.scanned} checked, {r.ended} ended "
+          f"(result or dead letter), {r.recent} younger than {grace:.0f} s, {verb} "
+          f"{r.requeued}; {r.ignored} objects are not photos the pipeline takes")
+    return 0
+
+
+def _recompute(args: argparse.Namespace) -> int:
+    from pipeline.operations import recompute_pending
+    from pipeline.storage.s3 import ObjectStore, make_client
+
+    s = get_settings()
+    n = recompute_pending(s, ObjectStore(make_client(s.aws, "s3")), store_id=args.store,
+                          aisle=args.aisle, bay=args.bay)
+    print(f"sent {n} uploads back to comply (their bays' planograms are now there)")
     return 0
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from pipeline.aggregation import aggregate_day
+    from pipeline.analytics.aggregates import aggregate_day
     from pipeline.storage.s3 import ObjectStore, make_client
 
     s = get_settings()
@@ -190,7 +416,7 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from pipeline.query import EXAMPLES, connect, format_table, run_query
+    from pipeline.analytics.query import EXAMPLES, connect, format_table, run_query
     from pipeline.storage.s3 import ObjectStore, make_client
 
     if args.list:
@@ -204,7 +430,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.report import build_report
+    from pipeline.analytics.page import build_report
     from pipeline.storage.keys import partition_value
     from pipeline.storage.s3 import ObjectStore, make_client
 
@@ -243,10 +469,40 @@ def _stack(action: str) -> int:
     return subprocess.run(["bash", script, "down"], check=False).returncode
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    from pipeline.metrics import serve
+
+    serve(get_settings())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    # The floor's stage runs are not the running pipeline's: metrics of its own.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shelf-bench-metrics-")
+    from pipeline.bench import run_bench
+
+    report = run_bench(photos=args.photos, seed=args.seed, baseline=not args.no_baseline,
+                       timeout_s=args.timeout)
+    print(json.dumps(report.to_json()) if args.json else report.format())
+    return 0
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from pipeline.chaos import main_chaos
+
+    return main_chaos(args.photos, args.seed, not args.no_kills, args.json, args.timeout)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
     return run_demo(count=args.count, seed=args.seed, timeout_s=args.timeout)
+
+
+SERVICES = {"worker", "listen", "beat", "metrics"}  # long-running: JSON log lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,10 +540,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=4000)
     p.set_defaults(func=_eval_compliance)
 
-    p = sub.add_parser("train", help="train a default detector (needs the train extra)")
-    p.add_argument("--model", required=True, choices=("gondola-light", "endcap-heavy"))
+    p = sub.add_parser("eval-real", help="class-agnostic mAP, recall, precision and latency "
+                       "of a detector on real labelled photos")
+    p.add_argument("--model", required=True)
+    p.add_argument("--models", type=Path, default=None, help="models root directory")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--format", choices=("auto", "voc", "yolo", "coco"), default="auto")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.add_argument("--limit", type=int, default=None, help="at most this many photos")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_eval_real)
+
+    p = sub.add_parser("eval-recognition", help="top-1/top-5 naming of product photos from "
+                       "a gallery of packshots (one folder per SKU in both)")
+    p.add_argument("--gallery", type=Path, required=True)
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("--embedder", default=None, help="default: the configured embedder")
+    p.add_argument("--crop", choices=("none", "center", "detector"), default="none",
+                   help="what of a query photo is named: all of it, its central half, or the "
+                        "product the light detector finds nearest the centre")
+    p.add_argument("--models", type=Path, default=None, help="models root directory")
     p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=_train)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_eval_recognition)
+
+    p = sub.add_parser("catalog", help="the SKU catalog that names detected products")
+    p.add_argument("action", choices=("add", "list", "remove", "synthetic"),
+                   help="add SKU_ID IMAGE...; list; remove SKU_ID...; synthetic: enrol the "
+                        "synthetic world's SKUs")
+    p.add_argument("args", nargs="*")
+    p.add_argument("--brand", default=None)
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=_catalog)
+
+    p = sub.add_parser("model", help="register your own ONNX detector, or list models")
+    p.add_argument("action", choices=("add", "list"))
+    p.add_argument("path", type=Path, nargs="?", help="add: the .onnx file")
+    p.add_argument("--name", default=None, help="default: the file name")
+    p.add_argument("--version", default=None, help="default: the next integer")
+    p.add_argument("--models", type=Path, default=None, help="models root directory")
+    p.add_argument("--boxes", choices=("auto", "pixels", "normalized"), default="auto",
+                   help="box coordinates; auto probes the graph")
+    p.add_argument("--size", type=int, default=None,
+                   help="square input side for graphs with a dynamic input and no imgsz")
+    p.set_defaults(func=_model)
 
     p = sub.add_parser("provision", help="create buckets, queues and notifications")
     p.set_defaults(func=_provision)
@@ -297,21 +594,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_listen)
 
     p = sub.add_parser("worker", help="run a Celery worker with a preset")
-    p.add_argument("--pool", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu: CPU stages, cores-1 processes; gpu: inference, 1 per GPU")
-    p.add_argument("--device", default="0", help="gpu pool: the GPU index to pin")
+    p.add_argument("--pool", choices=("cpu", "inference"), default="cpu",
+                   help="cpu: CPU stages, cores-1 processes (and inference on a host without "
+                        "CUDA); inference: the detect stage only, one process per GPU")
+    p.add_argument("--device", default="0", help="inference pool: the GPU index to pin")
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--queues", default=None, help="override the preset's queues (a,b,c)")
+    p.add_argument("--name", default=None, help="the worker's node name (default: pool-pid)")
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("status", help="queue depths, in-flight work, dead letters")
+    p = sub.add_parser("supervise", help="run a command, restarting it when it exits")
+    p.add_argument("--name", required=True, help="its state file: run/<name>.state")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=_supervise)
+
+    p = sub.add_parser("status", help="processes, queue depths, in-flight work, dead letters")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("dlq", help="list or replay dead letters")
-    p.add_argument("action", choices=("list", "replay"))
+    p = sub.add_parser("dlq", help="dead letters: photos (list, replay) and S3 events on the "
+                       "SQS dead-letter queue (events, redrive)")
+    p.add_argument("action", choices=("list", "replay", "events", "redrive"))
     p.add_argument("ids", nargs="*")
-    p.add_argument("--all", action="store_true", help="replay every open dead letter")
+    p.add_argument("--all", action="store_true",
+                   help="replay every open dead letter / redrive every DLQ event")
     p.set_defaults(func=_dlq)
+
+    p = sub.add_parser("reconcile", help="re-enqueue raw uploads with neither a result nor a "
+                       "dead letter (lost messages, Redis crashes, dropped notifications)")
+    p.add_argument("--since", default=None, help="ISO time; default: the configured window")
+    p.add_argument("--grace", type=float, default=None,
+                   help="seconds an upload may still be in flight (default from settings)")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=_reconcile)
+
+    p = sub.add_parser("recompute", help="comply again the uploads that waited for their "
+                       "bay's planogram, now that it is there")
+    p.add_argument("--store", default=None)
+    p.add_argument("--aisle", default=None)
+    p.add_argument("--bay", default=None)
+    p.set_defaults(func=_recompute)
 
     p = sub.add_parser("aggregate", help="rebuild a day's shelf/aisle/store rollups")
     p.add_argument("--date", required=True, help="YYYY-MM-DD")
@@ -337,6 +658,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("down", help="stop what 'up' started")
     p.set_defaults(func=lambda a: _stack("down"))
 
+    p = sub.add_parser("metrics", help="serve Prometheus /metrics for every process of this "
+                       "host, with queue depths (127.0.0.1:9808 by default)")
+    p.set_defaults(func=_metrics)
+
+    p = sub.add_parser("bench", help="pipeline throughput against its compute floor, paced "
+                       "latency, the bytes-through-broker baseline, the listener, memory "
+                       "(needs the running stack: make bench starts it)")
+    p.add_argument("--photos", type=int, default=48)
+    p.add_argument("--seed", type=int, default=31)
+    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("chaos", help="fault campaign on the local stack: kills, Redis "
+                       "restart, S3 faults, duplicates, expired URLs, bad inputs; counts every "
+                       "photo (exit 1 on any loss or duplicate)")
+    p.add_argument("--photos", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-kills", action="store_true", help="faults and bad inputs only")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds to drain")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_chaos)
+
     p = sub.add_parser("demo", help="upload generated photos and show their results")
     p.add_argument("--count", type=int, default=24)
     p.add_argument("--seed", type=int, default=2026)
@@ -347,8 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.logs import configure
+
+    configure(json_lines=args.command in SERVICES, verbose=args.verbose)
     return int(args.func(args))
 
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.settings import get_settings
-from pipeline.storage.keys import result_key
+from pipeline.settings import Settings, get_settings
+from pipeline.storage.keys import result_key, upload_id
 from pipeline.storage.s3 import ObjectStore, make_client
 from pipeline.synth.world import Photo, make_photo
 
 STORES = (("S001", "standard"), ("S002", "flagship"), ("S003", "standard"))
 
 
-def _dead_lettered(s: Any, store: ObjectStore, keys: set[str]) -> set[str]:
+def _dead_lettered(s: Settings, store: ObjectStore, keys: set[str]) -> set[str]:
     """Which of this run's photos ended in a dead letter."""
     from pipeline.tasks.deadletter import read_letters
 
@@ -38,11 +38,11 @@ def _bar(done: int, total: int, failed: int, elapsed: float) -> str:
             f"{f', {failed} dead-lettered' if failed else ''}  {elapsed:5.1f} s")
 
 
-def _summaries(s: Any, store: ObjectStore, date: str) -> None:
+def _summaries(s: Settings, store: ObjectStore, date: str) -> None:
     """The day's store and aisle rollups, and one HTML report per store."""
-    from pipeline.aggregation import aggregate_day
-    from pipeline.query import connect, format_table, run_query
-    from pipeline.report import build_report
+    from pipeline.analytics.aggregates import aggregate_day
+    from pipeline.analytics.page import build_report
+    from pipeline.analytics.query import connect, format_table, run_query
 
     aggregate_day(store, s.s3.results_bucket, date)
     con = connect(s, store)
@@ -82,7 +82,7 @@ class Upload:
         return datetime.fromisoformat(self.result["completed_at"]).timestamp() - self.put_at
 
 
-def upload_photo(s: Any, store: ObjectStore, photo: Photo, *, store_id: str, aisle: str,
+def upload_photo(s: Settings, store: ObjectStore, photo: Photo, *, store_id: str, aisle: str,
                  bay: str, camera: str, name: str, store_format: str) -> Upload:
     """The bay's planogram into the config bucket, then the photo as a camera uploads it."""
     t = photo.truth
@@ -91,20 +91,23 @@ def upload_photo(s: Any, store: ObjectStore, photo: Photo, *, store_id: str, ais
                    t["planogram"])
     key = f"{s.s3.raw_prefix}{store_id}/{aisle}/{bay}/{camera}/{name}.jpg"
     put_at = time.time()
-    store.client.put_object(Bucket=s.s3.raw_bucket, Key=key, Body=photo.jpeg,
-                            ContentType="image/jpeg",
-                            Metadata={"store-format": store_format, "display-type": display})
+    resp = store.client.put_object(Bucket=s.s3.raw_bucket, Key=key, Body=photo.jpeg,
+                                   ContentType="image/jpeg",
+                                   Metadata={"store-format": store_format,
+                                             "display-type": display})
+    version = resp.get("VersionId") or str(resp.get("ETag", "")).strip('"')
     sha = hashlib.sha256(photo.jpeg).hexdigest()
     exif = t["exif"]
     assert isinstance(exif, dict)
     date = str(exif["datetime_original"])[:10].replace(":", "-")
     expected = t["expected"]
     assert isinstance(expected, dict)
-    return Upload(key, sha, put_at, result_key(store=store_id, date=date, aisle=aisle,
-                                               sha256=sha), display, expected)
+    return Upload(key, sha, put_at, result_key(
+        store=store_id, date=date, aisle=aisle,
+        upload_id=upload_id(s.s3.raw_bucket, key, version)), display, expected)
 
 
-def wait_for_results(s: Any, store: ObjectStore, uploads: list[Upload], *, timeout_s: float,
+def wait_for_results(s: Settings, store: ObjectStore, uploads: list[Upload], *, timeout_s: float,
                      since: float, progress: bool = True) -> set[str]:
     """Poll until every upload has its result or a dead letter; fills ``Upload.result`` and
     returns the keys of dead-lettered photos."""
@@ -128,9 +131,24 @@ def wait_for_results(s: Any, store: ObjectStore, uploads: list[Upload], *, timeo
     return failed
 
 
+def enrol_synthetic_catalog(s: Settings, store: ObjectStore) -> int:
+    """The synthetic world's SKUs into the catalog, through the same path as any SKU's."""
+    from pipeline.detect.embedder import Embedder
+    from pipeline.detect.recognizer import Recognizer, weights_from
+    from pipeline.storage.catalog import CatalogStore
+    from pipeline.synth.enrol import enrol_catalog
+
+    embedder = Embedder.from_dir(s.models.root, s.recognition.embedder, device="cpu",
+                                 intra_op_threads=2)
+    return enrol_catalog(Recognizer(embedder, CatalogStore(store, s.s3.config_bucket),
+                                    weights_from(s.recognition)))
+
+
 def run_demo(*, count: int, seed: int, timeout_s: float) -> int:
     s = get_settings()
     store = ObjectStore(make_client(s.aws, "s3"))
+    print(f"catalog: {enrol_synthetic_catalog(s, store)} SKUs enrolled from their packshots "
+          f"(s3://{s.s3.config_bucket}/catalog/)", flush=True)
     print(f"generating {count} shelf photos (seed {seed})...", flush=True)
     now = datetime.now(UTC)
     photos = [make_photo(seed, i, None, 4000, taken_at=now) for i in range(count)]
@@ -165,7 +183,7 @@ def run_demo(*, count: int, seed: int, timeout_s: float) -> int:
               f"({len(done) / wall * 3600:,.0f} photos/hour); put-to-result latency "
               f"p50 {np.percentile(latencies, 50):.1f} s, p95 {np.percentile(latencies, 95):.1f} s")
     print(f"artifacts: s3://{s.s3.artifacts_bucket}/{{sha[:2]}}/{{sha}}/ "
-          f"(ingested.jpg, normalized.jpg, quality.json, detections.json)")
+          f"(ingested.jpg, normalized.jpg, quality.json, detections.<model>.json)")
     print(f"results:   s3://{s.s3.results_bucket}/compliance/store=.../date=.../aisle=.../")
     if failed:
         print(f"dead letters: {len(failed)} (shelf dlq list)")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.messages import DeadLetter
+from redis import Redis
+
+from pipeline.messages import DeadLetter, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import dead_letter_key
 from pipeline.storage.s3 import ObjectStore
-from pipeline.tasks.app import ALL_QUEUES
+from pipeline.tasks.app import ALL_QUEUES, broker_key
 from pipeline.tasks.deadletter import read_letters
 
 
@@ -23,8 +26,8 @@ class Status:
     dead_letters: int
 
 
-def status(settings: Settings, *, redis: Any, sqs: Any, store: ObjectStore) -> Status:
-    depths = {q: int(redis.llen(q)) for q in ALL_QUEUES}
+def status(settings: Settings, *, redis: Redis, sqs: Any, store: ObjectStore) -> Status:
+    depths = {q: int(redis.llen(broker_key(settings, q))) for q in ALL_QUEUES}
 
     def sqs_depth(name: str) -> int:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
@@ -34,7 +37,8 @@ def status(settings: Settings, *, redis: Any, sqs: Any, store: ObjectStore) -> S
             attrs["ApproximateNumberOfMessagesNotVisible"])
 
     letters = sum(1 for _ in store.list_keys(settings.s3.artifacts_bucket, "dead-letter/"))
-    return Status(depths, int(redis.hlen("unacked")), sqs_depth(settings.sqs.queue),
+    in_flight = int(redis.hlen(broker_key(settings, "unacked")))
+    return Status(depths, in_flight, sqs_depth(settings.sqs.queue),
                   sqs_depth(settings.sqs.dead_letter_queue), letters)
 
 
@@ -43,12 +47,148 @@ def list_letters(settings: Settings, store: ObjectStore) -> list[DeadLetter]:
 
 
 def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter]) -> int:
-    """Send each letter's message to its stage again and mark the record replayed."""
-    from pipeline.tasks.stages import send_stage
+    """Send each letter's message to its stage again and mark the record replayed. A letter
+    is checked first (it is read back from a bucket): a known stage, the raw bucket's photo,
+    artifacts in the pipeline's buckets; the photo's URL is minted afresh by ingest."""
+    from pipeline.tasks.stages import STEPS, check_message, send_stage
 
     for letter in letters:
-        send_stage(letter.stage, letter.message)
+        if letter.stage not in STEPS:
+            raise ValueError(f"dead letter {letter.id}: unknown stage {letter.stage!r}")
+        check_message(letter.message, settings)
+    for letter in letters:
+        msg = letter.message.model_copy(update={
+            "photo": letter.message.photo.model_copy(update={"url": ""})})
+        send_stage(letter.stage, msg)
         done = letter.model_copy(update={"replayed_at": datetime.now(UTC)})
         store.put_json(settings.s3.artifacts_bucket, dead_letter_key(letter.id),
                        done.model_dump(mode="json"))
+    return len(letters)
+
+
+def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str | None = None,
+                      aisle: str | None = None, bay: str | None = None) -> int:
+    """Send each upload still waiting for its bay's planogram back to the comply stage once
+    the planogram is there; returns how many were sent."""
+    from pipeline.messages import StageMessage
+    from pipeline.storage.planograms import planogram_key
+    from pipeline.tasks.stages import check_message, send_stage
+
+    s3 = settings.s3
+    wanted = {"store": store_id, "aisle": aisle, "bay": bay}
+    sent = 0
+    present: dict[str, bool] = {}
+    for key in store.list_keys(s3.artifacts_bucket, "pending/planogram/"):
+        msg = StageMessage.model_validate(store.get_json(s3.artifacts_bucket, key))
+        p = msg.photo
+        if any(v is not None and getattr(p, k) != v for k, v in wanted.items()):
+            continue
+        plan = planogram_key(p)
+        if plan not in present:
+            present[plan] = store.head(s3.config_bucket, plan) is not None
+        if present[plan]:
+            check_message(msg, settings)
+            send_stage("comply", msg.model_copy(update={"recompute": True}))
+            sent += 1
+    return sent
+
+
+@dataclass
+class Reconciliation:
+    scanned: int = 0  # uploads old enough to have ended
+    ended: int = 0  # with a result or a dead letter
+    recent: int = 0  # younger than the grace period: maybe still in flight
+    requeued: int = 0  # neither: sent through the pipeline again
+    ignored: int = 0  # not photos the pipeline takes (prefix, suffix, key)
+
+
+def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_s: float,
+              enqueue: Callable[[StageMessage], None], dry_run: bool = False
+              ) -> Reconciliation:
+    """Every raw upload (object version) since ``since`` that is older than ``grace_s`` and
+    has neither a result nor a dead letter is enqueued again: a lost broker message, a Redis
+    crash, a dropped notification or a hard time limit cannot lose a photo silently. An
+    upload that was only slow is done twice at worst, which the stages absorb."""
+    from pipeline.errors import InvalidKeyError
+    from pipeline.listeners.events import check_key
+    from pipeline.listeners.listener import build_photo_message
+    from pipeline.storage.keys import outcome_key, upload_id
+
+    s3 = settings.s3
+    out = Reconciliation()
+    cutoff = datetime.now(UTC).timestamp() - grace_s
+    for v in store.list_versions(s3.raw_bucket, s3.raw_prefix):
+        key = str(v["Key"])
+        try:
+            check_key(key)
+        except InvalidKeyError:
+            out.ignored += 1
+            continue
+        if not key.lower().endswith(s3.suffixes):
+            out.ignored += 1
+            continue
+        modified = v["LastModified"]
+        if modified < since:
+            continue
+        if modified.timestamp() > cutoff:
+            out.recent += 1
+            continue
+        out.scanned += 1
+        version = v.get("VersionId")
+        version = None if version in (None, "null") else str(version)
+        etag = str(v.get("ETag", "")).strip('"') or None
+        if store.head(s3.artifacts_bucket, outcome_key(upload_id(s3.raw_bucket, key,
+                                                                  version or etag))):
+            out.ended += 1
+            continue
+        msg = build_photo_message(settings, store, bucket=s3.raw_bucket, key=key,
+                                  version_id=version, etag=etag, size=int(v.get("Size", 0)),
+                                  event_time=modified)
+        if msg is not None and not dry_run:
+            enqueue(msg)
+        out.requeued += 1
+    return out
+
+
+@dataclass(frozen=True)
+class EventLetter:
+    """An S3 event on the SQS dead-letter queue: refused by the listener, or redriven there
+    by the queue after too many failed deliveries."""
+
+    message_id: str
+    reason: str
+    body: str
+    receipt: str
+
+
+def event_letters(settings: Settings, sqs: Any, *, limit: int = 1000) -> list[EventLetter]:
+    """The SQS DLQ's messages, read without consuming them (visible again at once)."""
+    url = sqs.get_queue_url(QueueName=settings.sqs.dead_letter_queue)["QueueUrl"]
+    seen: dict[str, EventLetter] = {}
+    for _ in range(max(1, limit // 10)):
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                  VisibilityTimeout=30, MessageAttributeNames=["All"]
+                                  ).get("Messages", [])
+        if not got:
+            break
+        for m in got:
+            attrs = m.get("MessageAttributes", {})
+            reason = attrs.get("reason", {}).get("StringValue") or \
+                "failed delivery too often (queue redrive)"
+            seen.setdefault(m["MessageId"], EventLetter(m["MessageId"], reason, m["Body"],
+                                                        m["ReceiptHandle"]))
+    entries = [{"Id": str(i), "ReceiptHandle": e.receipt, "VisibilityTimeout": 0}
+               for i, e in enumerate(seen.values())]
+    for start in range(0, len(entries), 10):
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries[start:start + 10])
+    return list(seen.values())
+
+
+def redrive_events(settings: Settings, sqs: Any, letters: list[EventLetter]) -> int:
+    """Send each event back to the main queue, then remove it from the DLQ."""
+    main = sqs.get_queue_url(QueueName=settings.sqs.queue)["QueueUrl"]
+    dlq = sqs.get_queue_url(QueueName=settings.sqs.dead_letter_queue)["QueueUrl"]
+    for e in letters:
+        sqs.send_message(QueueUrl=main, MessageBody=e.body)
+        sqs.delete_message(QueueUrl=dlq, ReceiptHandle=e.receipt)
     return len(letters)

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.core.shelf.common import ShelfTuning
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,23 +45,36 @@ class SqsSettings(BaseModel):
     batch_size: int = Field(default=10, ge=1, le=10)  # SQS receive maximum
     visibility_timeout_s: int = 60
     max_receive_count: int = 5
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)  # SQS message maximum
+    max_records: int = Field(default=100, ge=1)
 
 
 class RedisSettings(BaseModel):
-    url: str = "redis://pipeline:pipeline-local@127.0.0.1:6390/1"
+    # The password comes from the environment or run/shelf.env, which scripts/stack.sh
+    # generates (mode 600); none is committed.
+    url: str = "redis://pipeline@127.0.0.1:6390/1"
     claim_ttl_s: int = 7 * 24 * 3600  # how long an S3 object version counts as seen
 
 
 class CelerySettings(BaseModel):
-    visibility_timeout_s: int = 3600  # above the worst stage runtime and the largest countdown
+    # A message taken by a worker that then died whole comes back after this: minutes, not an
+    # hour. Above the worst stage runtime and the largest countdown (celery#5306, kombu#337).
+    visibility_timeout_s: int = 300
     max_retries: int = 5
     backoff_base_s: float = 2.0
-    backoff_max_s: float = 300.0
+    backoff_max_s: float = 60.0
     max_deliveries: int = 5  # a message redelivered more often than this is dead-lettered
     max_tasks_per_child: int = 500
-    stage_time_limit_s: int = 300
+    stage_time_limit_s: int = 120
     aggregate_every_s: int = 300  # beat: rebuild today's and yesterday's rollups
     aggregate_debounce_s: float = 5.0  # a finished photo asks for its day's rebuild this soon
+    recompute_every_s: int = 60  # beat: uploads waiting for a planogram, complied once it is there
+    reconcile_every_s: int = 600  # beat: uploads with neither result nor dead letter
+    reconcile_window_s: int = 2 * 24 * 3600  # how far back reconciliation looks
+    reconcile_grace_s: float = 900.0  # younger uploads may still be in flight
+    # Prepended to every broker key (kombu ``global_keyprefix``): deployments, or test runs,
+    # sharing one Redis database never take each other's messages.
+    key_prefix: str = ""
 
 
 class IngestSettings(BaseModel):
@@ -74,16 +89,31 @@ class IngestSettings(BaseModel):
 
 class ModelSettings(BaseModel):
     root: Path = REPO_ROOT / "models"
-    light: str = "gondola-light"
-    heavy: str = "endcap-heavy"
+    light: str = "product-light"
+    heavy: str = "product-heavy"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=1, ge=1)
     inter_op_threads: int = Field(default=1, ge=1)
 
 
+class RecognitionSettings(BaseModel):
+    """Naming products from the catalog (see ``pipeline.core.recognition``)."""
+
+    embedder: str = "sku-embed"
+    embed_weight: float = 1.0
+    colour_weight: float = Field(default=0.35, ge=0)
+    aspect_weight: float = Field(default=0.25, ge=0)
+    threshold: float = 0.55  # best similarity below this: unknown
+    candidates: int = Field(default=8, ge=1, le=50)  # kept per product for per-bay naming
+    catalog_refresh_s: float = Field(default=5.0, ge=0)  # a worker re-checks the catalog
+
+
 class ComplianceSettings(BaseModel):
     min_score: float = Field(default=0.25, ge=0, le=1)  # a detection counts as a facing
     evidence_score: float = Field(default=0.18, ge=0, le=1)  # below min: not a gap, not a facing
+    # The shelf core's thresholds and alignment scores, one env var per field, e.g.
+    # SHELF_COMPLIANCE__TUNING__HOLE_MIN=0.7; defaults and checks are ShelfTuning's own.
+    tuning: ShelfTuning = ShelfTuning()
 
 
 class RoutingSettings(BaseModel):
@@ -94,9 +124,14 @@ class RoutingSettings(BaseModel):
     low_contrast: float = 25.0
 
 
+class MetricsSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9808, ge=1, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHELF_", env_nested_delimiter="__",
-                                      extra="ignore")
+                                      extra="ignore", env_file=REPO_ROOT / "run" / "shelf.env")
 
     aws: AwsSettings = AwsSettings()
     s3: S3Settings = S3Settings()
@@ -106,6 +141,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     models: ModelSettings = ModelSettings()
     routing: RoutingSettings = RoutingSettings()
+    recognition: RecognitionSettings = RecognitionSettings()
+    metrics: MetricsSettings = MetricsSettings()
     compliance: ComplianceSettings = ComplianceSettings()
     run_dir: Path = REPO_ROOT / "run"
 

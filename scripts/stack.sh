@@ -16,7 +16,8 @@ mkdir -p "$run"
 venv="$root/.venv"
 ls_port=4566
 redis_port=6390
-redis_pass=pipeline-local
+secrets="$run/shelf.env"  # SHELF_REDIS__URL with the generated password (mode 600)
+acl="$run/redis/users.acl"
 
 log() { echo "[stack] $*" >&2; }
 
@@ -29,7 +30,38 @@ localstack_ok() {
     grep -q '"sqs": "\(available\|running\)"' <<<"$health"
 }
 
-redis_ok() { redis-cli -p "$redis_port" --user pipeline --pass "$redis_pass" --no-auth-warning ping 2>/dev/null | grep -q PONG; }
+# The Redis password: from SHELF_REDIS__URL when set, else generated once into run/.
+redis_url() {
+  if [ -n "${SHELF_REDIS__URL:-}" ]; then echo "$SHELF_REDIS__URL"; return; fi
+  [ -f "$secrets" ] && sed -n 's/^SHELF_REDIS__URL=//p' "$secrets"
+}
+
+ensure_redis_secret() {
+  [ -n "$(redis_url)" ] && return 0
+  local pass
+  pass="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  (umask 077 && printf 'SHELF_REDIS__URL=redis://pipeline:%s@127.0.0.1:%s/1\n' "$pass" "$redis_port" >"$secrets")
+  log "generated a Redis password into $secrets"
+}
+
+redis_pass() { redis_url | sed -n 's|^redis://[^:]*:\([^@]*\)@.*|\1|p'; }
+
+redis_ok() {
+  local pass; pass="$(redis_pass)"
+  [ -n "$pass" ] || return 1
+  REDISCLI_AUTH="$pass" redis-cli -p "$redis_port" --user pipeline ping 2>/dev/null | grep -q PONG
+}
+
+# Every long-running process (LocalStack, Redis, workers, listener, beat) runs under
+# `shelf supervise`, which restarts it when it exits (with backoff) and records restarts for
+# `shelf status`; the supervisor's pid is recorded, and stopping it stops its child.
+supervised() {  # name, command...
+  local name=$1; shift
+  if ! alive "$name"; then
+    nohup "$venv/bin/shelf" supervise --name "$name" -- "$@" >>"$run/$name.log" 2>&1 </dev/null &
+    echo $! >"$run/$name.pid"
+  fi
+}
 
 wait_for() {  # name, check function, seconds
   local i
@@ -46,26 +78,29 @@ wait_for() {  # name, check function, seconds
 start_localstack() {
   bash "$root/localstack/install.sh"
   mkdir -p "$run/localstack-volume"
-  # exec: the recorded pid is LocalStack's own, so stopping by pid stops it.
-  (cd "$run" && exec env GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=s3,sqs DISABLE_EVENTS=1 \
-     SKIP_SSL_CERT_DOWNLOAD=1 S3_SKIP_SIGNATURE_VALIDATION=0 PERSISTENCE=0 \
-     LOCALSTACK_VOLUME_DIR="$run/localstack-volume" \
-     "$root/localstack/.venv/bin/python" -m localstack.runtime.main) \
-    >"$run/localstack.log" 2>&1 </dev/null &
-  echo $! >"$run/localstack.pid"
+  supervised localstack env -C "$run" GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=s3,sqs \
+    DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 S3_SKIP_SIGNATURE_VALIDATION=0 PERSISTENCE=0 \
+    LOCALSTACK_VOLUME_DIR="$run/localstack-volume" \
+    "$root/localstack/.venv/bin/python" -m localstack.runtime.main
   wait_for localstack localstack_ok 90
 }
 
 start_redis() {
   command -v redis-server >/dev/null || { log "redis-server not installed (apt-get install redis-server)"; return 1; }
   mkdir -p "$run/redis"
-  redis-server "$root/infra/redis/redis.conf" --dir "$run/redis" \
-    --logfile "$run/redis.log" --pidfile "$run/redis.pid"
+  ensure_redis_secret
+  # Least privilege for the pipeline: no admin or dangerous commands (FLUSHALL, CONFIG,
+  # DEBUG, SHUTDOWN, KEYS, MONITOR...), INFO allowed for status views.
+  (umask 077 && printf 'user default off\nuser pipeline on >%s ~* &* +@all -@admin -@dangerous +info\n' \
+    "$(redis_pass)" >"$acl")
+  supervised redis redis-server "$root/infra/redis/redis.conf" --daemonize no \
+    --dir "$run/redis" --aclfile "$acl" --logfile "$run/redis-server.log"
   wait_for redis redis_ok 20
 }
 
 services() {
   local started=()
+  ensure_redis_secret
   if localstack_ok; then log "LocalStack answers on :$ls_port"; else start_localstack; started+=(localstack); fi
   if redis_ok; then log "Redis answers on :$redis_port"; else start_redis; started+=(redis); fi
   "$venv/bin/shelf" provision >&2
@@ -74,21 +109,22 @@ services() {
 
 app() {
   local n started=()
-  for n in cpu gpu; do
-    if ! alive "worker-$n"; then
-      nohup "$venv/bin/shelf" worker --pool "$n" >"$run/worker-$n.log" 2>&1 &
-      echo $! >"$run/worker-$n.pid"; started+=("worker-$n")
-    fi
-  done
-  if ! alive listener; then
-    nohup "$venv/bin/shelf" listen >"$run/listener.log" 2>&1 &
-    echo $! >"$run/listener.pid"; started+=(listener)
+  for n in worker-cpu worker-inference listener beat metrics; do alive "$n" || started+=("$n"); done
+  # Metric files of processes from an earlier run are not this run's.
+  alive worker-cpu || alive worker-inference || rm -rf "$run/metrics"
+  mkdir -p "$run/metrics"
+  export PROMETHEUS_MULTIPROC_DIR="$run/metrics"
+  supervised metrics "$venv/bin/shelf" metrics
+  if [ "${FLOWER:-0}" = "1" ]; then
+    "$venv/bin/python" -c "import flower" 2>/dev/null || "$venv/bin/pip" install -q 'flower>=2.0,<3'
+    alive flower || started+=(flower)
+    supervised flower "$venv/bin/celery" -A pipeline.tasks.app:app flower \
+      --address=127.0.0.1 --port=5555
   fi
-  if ! alive beat; then
-    nohup "$venv/bin/shelf" beat >"$run/beat.log" 2>&1 &
-    echo $! >"$run/beat.pid"; started+=(beat)
-  fi
-  for n in cpu gpu; do
+  for n in cpu inference; do supervised "worker-$n" "$venv/bin/shelf" worker --pool "$n"; done
+  supervised listener "$venv/bin/shelf" listen
+  supervised beat "$venv/bin/shelf" beat
+  for n in cpu inference; do
     for ((i = 0; i < 600; i++)); do grep -q 'ready\.' "$run/worker-$n.log" 2>/dev/null && break; sleep 0.1; done
   done
   log "workers and listener running (logs in $run)"
@@ -114,9 +150,9 @@ case "${1:-}" in
   services) services ;;
   app) app ;;
   stop) shift; stop "$@" ;;
-  down) stop beat listener worker-cpu worker-gpu redis localstack ;;
+  down) stop flower metrics beat listener worker-cpu worker-inference redis localstack ;;
   status)
-    for n in localstack redis worker-cpu worker-gpu listener beat; do
+    for n in localstack redis worker-cpu worker-inference listener beat metrics flower; do
       if alive "$n"; then echo "$n running (pid $(cat "$run/$n.pid"))"; else echo "$n not started here"; fi
     done ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;

@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 from pipeline.settings import REPO_ROOT, Settings
 from pipeline.storage.redis import make_redis
 from pipeline.storage.s3 import ObjectStore, make_client
+from pipeline.supervise import die_with_parent
 
 START_HINT = "start the local stack with `make up` (or `bash scripts/stack.sh services`)"
 TEST_REDIS_DB = 2
@@ -70,12 +72,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SHELF_SQS__WAIT_TIME_S": "1",
         "SHELF_SQS__VISIBILITY_TIMEOUT_S": "20",
         "SHELF_REDIS__URL": redis_url,
+        "SHELF_CELERY__KEY_PREFIX": f"test-{suffix}:",  # a stray worker never takes our tasks
         "SHELF_CELERY__BACKOFF_BASE_S": "0.2",
         "SHELF_CELERY__BACKOFF_MAX_S": "2",
         "SHELF_CELERY__VISIBILITY_TIMEOUT_S": "60",
         "SHELF_CELERY__STAGE_TIME_LIMIT_S": "45",
-        "SHELF_RUN_DIR": str(tmp_path_factory.mktemp("run")),
+        "SHELF_METRICS__PORT": "9818",
+        "SHELF_RECOGNITION__CATALOG_REFRESH_S": "0",  # catalog changes show at once
     }
+    run_dir = tmp_path_factory.mktemp("run")
+    env["SHELF_RUN_DIR"] = str(run_dir)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
+    (run_dir / "metrics").mkdir()
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from pipeline.settings import get_settings
@@ -87,10 +95,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     urls = apply_spec(load_spec(), s3=s3, sqs=sqs, region=s.aws.region,
                       rename=spec_names(s).__getitem__)
     r = make_redis(s.redis.url)
-    r.flushdb()
-    from pipeline.tasks.app import app
+    for stale in r.scan_iter(count=1000):  # the test database only (FLUSHDB is not allowed)
+        r.delete(stale)
+    from pipeline.demo import enrol_synthetic_catalog
 
-    app.conf.broker_url = s.redis.url  # in case the app was imported before the env was set
+    enrol_synthetic_catalog(s, ObjectStore(s3))  # the synthetic photos' SKUs, by packshot
+    from pipeline.tasks.app import use_broker
+
+    use_broker(s)  # in case the app was imported before the env was set
     yield Stack(s, env, ObjectStore(s3), s3, sqs, r, urls[s.sqs.queue],
                 urls[s.sqs.dead_letter_queue])
     for k, v in old.items():
@@ -110,7 +122,7 @@ class Proc:
         self.p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args],
                                   env={**os.environ, **env}, stdout=self._fh,
                                   stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=die_with_parent)
 
     def wait_for_log(self, text: str, timeout_s: float = 60) -> None:
         deadline = time.time() + timeout_s
@@ -140,16 +152,30 @@ class Proc:
 
 
 def start_worker(stack: Stack, tmp: Path, pool: str, name: str,
-                 extra_env: dict[str, str] | None = None) -> Proc:
+                 extra_env: dict[str, str] | None = None, node: str | None = None,
+                 queues: tuple[str, ...] | None = None) -> Proc:
     env = {**stack.env, **(extra_env or {})}
-    args = ["worker", "--pool", pool, "--concurrency", "1"]
+    args = ["worker", "--pool", pool, "--concurrency", "1", *(["--name", node] if node else [])]
     if pool == "cpu":  # inference stays with the inference workers, which tests swap
         from pipeline.tasks.app import CPU_QUEUES
 
-        args += ["--queues", ",".join(CPU_QUEUES)]
+        args += ["--queues", ",".join(queues or CPU_QUEUES)]
     proc = Proc(args, env, tmp / f"{name}.log")
     proc.wait_for_log("ready.")
     return proc
+
+
+@contextmanager
+def swapped_worker(stack: Stack, procs: dict[str, Proc], tmp: Path, pool: str, name: str,
+                   extra_env: dict[str, str] | None = None) -> Iterator[Proc]:
+    """The session's ``pool`` worker replaced by one configured for a test, then restored."""
+    procs[pool].stop()
+    worker = start_worker(stack, tmp, pool, name, extra_env)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        procs[pool] = start_worker(stack, tmp, pool, f"{name}-restored")
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +184,7 @@ def pipeline_procs(stack: Stack, tmp_path_factory: pytest.TempPathFactory
     """A CPU worker, an inference worker and the listener for the whole session."""
     tmp = tmp_path_factory.mktemp("procs")
     procs = {"cpu": start_worker(stack, tmp, "cpu", "worker-cpu"),
-             "gpu": start_worker(stack, tmp, "gpu", "worker-gpu")}
+             "inference": start_worker(stack, tmp, "inference", "worker-inference")}
     listener = Proc(["listen"], stack.env, tmp / "listener.log")
     listener.wait_for_log("listening on")
     procs["listener"] = listener

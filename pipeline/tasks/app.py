@@ -26,7 +26,14 @@ TASK_QUEUES = {
     "shelf.comply": COMPLIANCE,
     "shelf.dead_letter": DEAD_LETTER,
     "shelf.aggregate": AGGREGATION,
+    "shelf.recompute": AGGREGATION,
+    "shelf.reconcile": AGGREGATION,
 }
+
+
+def broker_key(settings: Settings, name: str) -> str:
+    """The Redis key of a queue (or of kombu's ``unacked`` hash) under the broker's prefix."""
+    return settings.celery.key_prefix + name
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -35,10 +42,12 @@ def create_app(settings: Settings | None = None) -> Celery:
     if c.backoff_max_s >= c.visibility_timeout_s:
         raise ValueError("backoff_max_s must stay below the Redis visibility timeout, or "
                          "retried messages are delivered again and again (kombu#337)")
-    if c.stage_time_limit_s >= c.visibility_timeout_s:
-        raise ValueError("stage_time_limit_s must stay below the visibility timeout, or a "
-                         "slow task runs twice (celery#5306)")
-    app = Celery("shelf", broker=s.redis.url, include=["pipeline.tasks.stages"])
+    if c.stage_time_limit_s + 10 >= c.visibility_timeout_s:
+        raise ValueError("stage_time_limit_s must stay well below the visibility timeout, or "
+                         "a slow task runs twice (celery#5306) and a wait for a dead "
+                         "worker's stage lock outlasts it")
+    app = Celery("shelf", broker=s.redis.url, include=["pipeline.tasks.stages",
+                                                            "pipeline.tasks.baseline"])
     exchange = Exchange("shelf", type="direct")
     app.conf.update(
         task_serializer="json",
@@ -58,14 +67,21 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_transport_options={
             "visibility_timeout": c.visibility_timeout_s,
             "queue_order_strategy": "priority",
+            "global_keyprefix": c.key_prefix,
         },
         task_queues=[Queue(q, exchange, routing_key=q) for q in ALL_QUEUES],
         task_default_queue=INGESTION,
         task_default_exchange="shelf",
         task_default_routing_key=INGESTION,
         task_routes={name: {"queue": q, "routing_key": q} for name, q in TASK_QUEUES.items()},
-        beat_schedule={"aggregate-recent-days": {
-            "task": "shelf.aggregate", "schedule": float(c.aggregate_every_s)}},
+        beat_schedule={
+            "aggregate-recent-days": {"task": "shelf.aggregate",
+                                      "schedule": float(c.aggregate_every_s)},
+            "recompute-pending": {"task": "shelf.recompute",
+                                  "schedule": float(c.recompute_every_s)},
+            "reconcile-uploads": {"task": "shelf.reconcile",
+                                  "schedule": float(c.reconcile_every_s)},
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
@@ -73,3 +89,11 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+def use_broker(settings: Settings) -> None:
+    """Point this process's app at ``settings``' broker (for a process whose env changed after
+    the app was built: tests and the chaos run send to their own isolated broker keys)."""
+    app.conf.broker_url = settings.redis.url
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                         "global_keyprefix": settings.celery.key_prefix}

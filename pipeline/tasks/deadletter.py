@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.storage.keys import dead_letter_key
 from pipeline.storage.s3 import ObjectStore
@@ -23,8 +25,10 @@ def letter_id(stage: str, msg: StageMessage) -> str:
 
 
 def make_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage) -> DeadLetter:
+    """The letter keeps references only: the pre-signed URL is dropped (a replay mints one)."""
+    kept = msg.model_copy(update={"photo": msg.photo.model_copy(update={"url": ""})})
     return DeadLetter(id=letter_id(stage, msg), stage=stage, error_type=type(exc).__name__,
-                      error=str(exc) or repr(exc), attempts=attempts, message=msg,
+                      error=(str(exc) or repr(exc))[:2000], attempts=attempts, message=kept,
                       failed_at=datetime.now(UTC))
 
 
@@ -40,4 +44,7 @@ def read_letters(store: ObjectStore, bucket: str) -> Iterator[DeadLetter]:
     for key in store.list_keys(bucket, PREFIX):
         if key.startswith(f"{PREFIX}unreadable/"):
             continue
-        yield DeadLetter.model_validate(store.get_json(bucket, key))
+        try:
+            yield DeadLetter.model_validate(store.get_json(bucket, key))
+        except (ValidationError, ValueError) as exc:
+            log.error("dead letter %s is not a valid letter, skipped: %s", key, exc)

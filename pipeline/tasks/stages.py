@@ -9,6 +9,9 @@ waits on another task and returns nothing the broker must keep.
 from __future__ import annotations
 
 import logging
+import os
+import random
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,17 +19,30 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.signals import worker_process_shutdown
+from kombu.exceptions import KombuError
 from pydantic import ValidationError
+from redis import Redis
+from redis.exceptions import RedisError
 
+from pipeline import logs, metrics
 from pipeline.core.backoff import backoff_seconds
 from pipeline.core.routing import HEAVY
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import ForgedMessageError, LockHeldError, PermanentError, TransientError
 from pipeline.messages import DeadLetter, StageMessage
-from pipeline.storage.redis import claim, release
+from pipeline.settings import Settings
+from pipeline.storage.keys import parse_raw_key
+from pipeline.storage.redis import (
+    claim_or_take_over,
+    count,
+    release,
+    translate_broker,
+    ttl_s,
+)
 from pipeline.tasks import steps
 from pipeline.tasks.app import ENDCAP_INFERENCE, GONDOLA_INFERENCE, TASK_QUEUES, app
 from pipeline.tasks.deadletter import make_letter, write_letter
-from pipeline.tasks.runtime import get_runtime
+from pipeline.tasks.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 Step = Callable[[StageMessage, Any], StageMessage]
@@ -34,9 +50,6 @@ NEXT = {"ingest": "normalize", "normalize": "detect", "detect": "comply"}
 STEPS: dict[str, Step] = {"ingest": steps.ingest, "normalize": steps.normalize,
                           "detect": steps.detect, "comply": steps.comply}
 
-
-class LockHeldError(TransientError):
-    """Another worker is running this stage for the same photo."""
 
 
 def queue_for(stage: str, msg: StageMessage) -> str:
@@ -48,34 +61,67 @@ def queue_for(stage: str, msg: StageMessage) -> str:
 def send_stage(stage: str, msg: StageMessage) -> None:
     """Enqueue ``stage`` for ``msg`` as an immutable signature on its queue."""
     queue = queue_for(stage, msg)
-    app.signature(f"shelf.{stage}", args=(msg.model_dump(mode="json"),), immutable=True,
-                  queue=queue, routing_key=queue).apply_async()
+    try:
+        app.signature(f"shelf.{stage}", args=(msg.model_dump(mode="json"),), immutable=True,
+                      queue=queue, routing_key=queue).apply_async()
+    except (KombuError, RedisError, OSError) as exc:
+        raise translate_broker(exc, f"enqueue {stage}") from exc
 
 
-def _count_delivery(task: Task, rt: Any) -> int:
+def _count_delivery(task: Task, rt: Runtime) -> int:
     """How often this exact attempt has been delivered (redeliveries after a lost worker)."""
-    key = f"shelf:deliveries:{task.request.id}:{task.request.retries}"
-    n = int(rt.redis.incr(key))
-    rt.redis.expire(key, rt.settings.celery.visibility_timeout_s * 4)
-    return n
+    return count(rt.redis, f"shelf:deliveries:{task.request.id}:{task.request.retries}",
+                 rt.settings.celery.visibility_timeout_s * 4)
 
 
-def claim_stage(client: Any, lock: str, task_id: str, ttl_s: int) -> bool:
-    """Hold ``lock`` for this task. A lock left by an earlier delivery of the same task (its
-    worker was killed before releasing) is taken over: Celery never runs one task id twice at
-    once while the visibility timeout exceeds the stage's time limit."""
-    if claim(client, lock, task_id, ttl_s):
-        return True
-    return client.get(lock) == task_id and bool(client.set(lock, task_id, xx=True, ex=ttl_s))
+LOCK_WAITS = 3
+
+
+def lock_wait_s(client: Redis, lock: str) -> float:
+    """Seconds until ``lock`` expires (at least one), plus jitter."""
+    try:
+        left = ttl_s(client, lock)
+    except TransientError:
+        left = 1.0
+    return max(1.0, left) + random.uniform(0.2, 1.5)
 
 
 def dead_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage) -> DeadLetter:
     rt = get_runtime()
     letter = make_letter(stage, exc, attempts, msg)
     write_letter(rt.store, rt.settings.s3.artifacts_bucket, letter)
+    metrics.DEAD_LETTERS.labels(stage, letter.error_type).inc()
+    steps.record_outcome(rt, msg, dead_letter=letter.id)
     app.signature("shelf.dead_letter", args=(letter.model_dump(mode="json"),),
                   immutable=True).apply_async()
     return letter
+
+
+
+def check_message(msg: StageMessage, settings: Settings) -> None:
+    """Stage messages come through the broker: they may only name the raw bucket's photo and
+    artifacts in the pipeline's own buckets."""
+    s3 = settings.s3
+    p = msg.photo
+    if p.bucket != s3.raw_bucket:
+        raise ForgedMessageError(f"photo in bucket {p.bucket!r}, not the raw bucket")
+    cam = parse_raw_key(p.key, s3.raw_prefix)
+    claimed = (p.store, p.aisle, p.bay, p.camera)
+    if claimed != ((cam.store, cam.aisle, cam.bay, cam.camera) if cam else ("unknown",) * 4):
+        raise ForgedMessageError(f"identity {claimed} is not the one its key says")
+    for name, ref in msg.artifacts.items():
+        if ref.bucket not in (s3.artifacts_bucket, s3.results_bucket):
+            raise ForgedMessageError(f"artifact {name!r} in bucket {ref.bucket!r}")
+    if msg.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", msg.sha256):
+        raise ForgedMessageError("sha256 is not a hex digest")
+
+
+def _without_urls(payload: Any) -> Any:
+    if isinstance(payload, dict):
+        return {k: ("(dropped)" if k == "url" else _without_urls(v)) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [_without_urls(v) for v in payload]
+    return payload
 
 
 def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
@@ -83,25 +129,35 @@ def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
     c = rt.settings.celery
     try:
         msg = StageMessage.model_validate(payload)
-    except ValidationError as exc:
-        # Nothing to replay it with, but it must not vanish: keep the payload and the reason.
+        check_message(msg, rt.settings)
+    except (ValidationError, ForgedMessageError) as exc:
+        # Nothing to replay it with, but it must not vanish: keep the payload and the reason
+        # (without any URL it carried).
         key = f"dead-letter/unreadable/{stage}-{task.request.id}.json"
         rt.store.put_json(rt.settings.s3.artifacts_bucket, key, {
-            "stage": stage, "error": str(exc), "payload": payload,
+            "stage": stage, "error": str(exc)[:2000], "payload": _without_urls(payload),
             "failed_at": datetime.now(UTC).isoformat()})
-        log.error("%s: unreadable message kept at %s: %s", stage, key, exc)
+        log.error("%s: unreadable or forged message kept at %s: %s", stage, key, exc)
         return
     try:
-        _attempt(task, stage, msg)
+        with logs.context(stage=stage, task_id=str(task.request.id),
+                          upload_id=msg.photo.upload_id, sha256=msg.sha256, key=msg.photo.key,
+                          store=msg.photo.store):
+            _attempt(task, stage, msg)
     except Retry:
         raise
     except Exception as exc:
-        # The dead-letter path itself failed (S3 or Redis unreachable): keep the message by
-        # retrying later, since dropping it would lose the photo.
+        # The dead-letter path itself failed (S3 or Redis unreachable): retry later, a
+        # finite number of times; past that the photo is left to reconciliation, which
+        # finds uploads with neither a result nor a dead letter.
+        if task.request.retries >= c.max_retries * 2:
+            log.critical("%s gave up on %s after %d retries (%s); reconciliation will "
+                         "re-enqueue it", stage, msg.photo.upload_id, task.request.retries, exc)
+            return
         delay = backoff_seconds(attempt=min(task.request.retries, 10), base_s=c.backoff_base_s,
                                 cap_s=c.backoff_max_s)
         log.error("%s could not finish or dead-letter (%s); retry in %.1f s", stage, exc, delay)
-        raise task.retry(exc=exc, countdown=delay) from exc
+        raise task.retry(exc=exc, countdown=delay, max_retries=c.max_retries * 2) from exc
 
 
 def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
@@ -113,17 +169,27 @@ def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
         dead_letter(stage, PermanentError(f"delivered {deliveries} times without finishing "
                                           "(worker lost each time?)"), attempts, msg)
         return
-    lock = f"shelf:lock:{stage}:{msg.sha256 or msg.photo.bucket + '/' + msg.photo.key}"
+    # Artifacts are per photo hash; ingest (hash not yet known) and the result are per upload.
+    subject = msg.sha256 if stage in ("normalize", "detect") and msg.sha256 \
+        else msg.photo.upload_id
+    lock = f"shelf:lock:{stage}:{subject}"
     start = time.monotonic()
     try:
-        if not claim_stage(rt.redis, lock, str(task.request.id), c.stage_time_limit_s + 30):
+        # A lock left by an earlier delivery of this same task (its worker was killed) is
+        # taken over: Celery never runs one task id twice at once while the visibility
+        # timeout exceeds the stage's time limit.
+        if not claim_or_take_over(rt.redis, lock, str(task.request.id),
+                                  c.stage_time_limit_s + 5):
             raise LockHeldError(f"{stage} already running for this photo")
         try:
             out = STEPS[stage](msg, rt)
         finally:
-            release(rt.redis, lock)
+            release(rt.redis, lock, str(task.request.id))
+        spent = time.monotonic() - start
+        metrics.stage_done(stage, spent, "success")
+        log.info("%s done", stage, extra={"duration_s": round(spent, 3)})
         out = out.model_copy(update={"stage_seconds": {
-            **out.stage_seconds, stage: round(time.monotonic() - start, 3)}})
+            **out.stage_seconds, stage: round(spent, 3)}})
         nxt = NEXT.get(stage)
         if nxt:
             send_stage(nxt, out)
@@ -131,47 +197,70 @@ def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
             log.info("photo %s done: %s", out.sha256, out.artifacts.get("result"))
             if out.captured_date:
                 schedule_aggregate(rt, out.captured_date)
+    except LockHeldError as exc:
+        metrics.STAGE_RUNS.labels(stage, "retry").inc()
+        # The holder may be a worker that died mid-stage: wait out its lock, whose expiry
+        # follows the stage's time limit, a few times before giving up.
+        if task.request.retries < c.max_retries + LOCK_WAITS:
+            delay = lock_wait_s(rt.redis, lock)
+            log.warning("%s: %s; retry in %.1f s", stage, exc, delay)
+            raise task.retry(exc=exc, countdown=delay,
+                             max_retries=c.max_retries + LOCK_WAITS) from exc
+        dead_letter(stage, TransientError(f"lock never freed after {attempts} attempts: {exc}"),
+                    attempts, msg)
     except TransientError as exc:
+        metrics.STAGE_FAILURES.labels(stage, type(exc).__name__).inc()
         if task.request.retries < c.max_retries:
+            metrics.STAGE_RUNS.labels(stage, "retry").inc()
             delay = backoff_seconds(attempt=task.request.retries, base_s=c.backoff_base_s,
                                     cap_s=c.backoff_max_s)
             log.warning("%s transient (%s), retry %d in %.1f s", stage, exc, attempts, delay)
-            raise task.retry(exc=exc, countdown=delay) from exc
+            raise task.retry(exc=exc, countdown=delay, max_retries=c.max_retries) from exc
         dead_letter(stage, TransientError(f"retries exhausted after {attempts} attempts: {exc}"),
                     attempts, msg)
     except (PermanentError, SoftTimeLimitExceeded) as exc:
+        metrics.STAGE_FAILURES.labels(stage, type(exc).__name__).inc()
+        metrics.STAGE_RUNS.labels(stage, "dead_letter").inc()
         dead_letter(stage, exc, attempts, msg)
     except Exception as exc:  # an unknown bug: recorded for a human, never retried blindly
         log.exception("%s failed with an unexpected error", stage)
+        metrics.STAGE_FAILURES.labels(stage, type(exc).__name__).inc()
+        metrics.STAGE_RUNS.labels(stage, "dead_letter").inc()
         dead_letter(stage, exc, attempts, msg)
 
 
-@app.task(bind=True, max_retries=None, name="shelf.ingest")
+@worker_process_shutdown.connect
+def _process_gone(pid: int | None = None, **_: Any) -> None:
+    """A pool process's metric files are merged, not summed as live, once it exits."""
+    metrics.mark_process_dead(pid or os.getpid())
+
+
+@app.task(bind=True, max_retries=10, name="shelf.ingest")
 def ingest(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "ingest", payload)
 
 
-@app.task(bind=True, max_retries=None, name="shelf.normalize")
+@app.task(bind=True, max_retries=10, name="shelf.normalize")
 def normalize(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "normalize", payload)
 
 
-@app.task(bind=True, max_retries=None, name="shelf.detect")
+@app.task(bind=True, max_retries=10, name="shelf.detect")
 def detect(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "detect", payload)
 
 
-@app.task(bind=True, max_retries=None, name="shelf.comply")
+@app.task(bind=True, max_retries=10, name="shelf.comply")
 def comply(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "comply", payload)
 
 
-@app.task(bind=True, max_retries=None, name="shelf.aggregate")
+@app.task(bind=True, max_retries=10, name="shelf.aggregate")
 def aggregate(self: Task, date: str | None = None) -> None:
     """Rebuild one day's rollups (default: today and yesterday, UTC, for late photos)."""
     from datetime import UTC, datetime, timedelta
 
-    from pipeline.aggregation import aggregate_day
+    from pipeline.analytics.aggregates import aggregate_day
 
     rt = get_runtime()
     today = datetime.now(UTC).date()
@@ -187,12 +276,47 @@ def aggregate(self: Task, date: str | None = None) -> None:
             cap_s=c.backoff_max_s)) from exc
 
 
-def schedule_aggregate(rt: Any, date: str) -> None:
+def schedule_aggregate(rt: Runtime, date: str) -> None:
     """Ask for a rebuild of ``date`` soon; photos finishing together share one rebuild."""
     delay = rt.settings.celery.aggregate_debounce_s
     if rt.redis.set(f"shelf:aggregate-pending:{date}", "1", nx=True, ex=max(1, int(delay))):
         app.signature("shelf.aggregate", args=(date,), immutable=True,
                       countdown=delay).apply_async()
+
+
+@app.task(bind=True, max_retries=3, name="shelf.recompute")
+def recompute(self: Task) -> None:
+    """Beat: uploads that waited for a planogram are complied again once it is there."""
+    from pipeline.operations import recompute_pending
+
+    rt = get_runtime()
+    try:
+        n = recompute_pending(rt.settings, rt.store)
+    except TransientError as exc:
+        raise self.retry(exc=exc, countdown=rt.settings.celery.backoff_base_s) from exc
+    if n:
+        log.info("recompute: %d uploads sent back to comply with their new planogram", n)
+
+
+@app.task(bind=True, max_retries=3, name="shelf.reconcile")
+def reconcile(self: Task) -> None:
+    """Beat: raw uploads of the last days with neither a result nor a dead letter go
+    through the pipeline again."""
+    from datetime import timedelta
+
+    from pipeline.operations import reconcile as run
+
+    rt = get_runtime()
+    c = rt.settings.celery
+    since = datetime.now(UTC) - timedelta(seconds=c.reconcile_window_s)
+    try:
+        r = run(rt.settings, rt.store, since=since, grace_s=c.reconcile_grace_s,
+                enqueue=lambda m: send_stage("ingest", m))
+    except TransientError as exc:
+        raise self.retry(exc=exc, countdown=c.backoff_base_s) from exc
+    log.log(logging.WARNING if r.requeued else logging.INFO,
+            "reconcile: %d checked, %d ended, %d recent, %d re-enqueued", r.scanned, r.ended,
+            r.recent, r.requeued)
 
 
 @app.task(name="shelf.dead_letter")

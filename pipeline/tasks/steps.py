@@ -1,135 +1,97 @@
 """What each stage does: parse refs -> skip if its artifact exists -> work -> write -> next.
 
 Each function takes the stage's message and the process runtime and returns the next message.
+Artifacts are keyed by the photo's hash (the same bytes are worked on once); the result is
+keyed by the upload (bucket, key, version), so every upload ends as exactly one result.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from datetime import UTC, datetime
+from typing import Any
 
-import cv2
 import numpy as np
-import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
-from pydantic import ValidationError
 
+from pipeline import metrics
 from pipeline.core.lighting import measure_quality, normalize_lighting
-from pipeline.core.orientation import ORIENTATIONS
-from pipeline.core.planogram import Planogram
+from pipeline.core.recognition import choose
+from pipeline.core.result import PhotoResult
 from pipeline.core.routing import choose_route
 from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
-from pipeline.errors import PermanentError
-from pipeline.image import TAG_ORIENTATION, decode_upright
+from pipeline.errors import CorruptImageError, ForgedUrlError, PermanentError, UrlRejectedError
+from pipeline.image import decode_jpeg, decode_upright, encode_jpeg, inspect_image
 from pipeline.messages import ArtifactRef, StageMessage
-from pipeline.storage.download import UrlRejectedError, fetch
-from pipeline.storage.keys import artifact_key, result_key
-from pipeline.storage.s3 import ObjectNotFoundError
-from pipeline.synth.catalog import BY_ID
+from pipeline.privacy import blur_faces
+from pipeline.storage.download import check_presigned, fetch
+from pipeline.storage.keys import artifact_key, outcome_key, pending_key, result_key
+from pipeline.storage.planograms import load_planogram, planogram_key
 from pipeline.tasks.runtime import Runtime
-
-FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
-TAG_EXIF_IFD = 0x8769
-TAG_DATETIME_ORIGINAL = 0x9003
-
-
-class CorruptImageError(PermanentError):
-    """The photo is not a decodable JPEG or PNG within the configured bounds."""
-
-
-class PlanogramError(PermanentError):
-    """The photo's planogram exists but cannot be read."""
-
-
-def _encode_jpeg(image: npt.NDArray[np.uint8], quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise PermanentError("JPEG encoding failed")
-    return bytes(buf.tobytes())
-
-
-def _decode_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise PermanentError("stored artifact does not decode")
-    return np.asarray(arr, np.uint8)
 
 
 def download_photo(msg: StageMessage, rt: Runtime) -> bytes:
-    """Through the pre-signed URL; a refused URL is re-minted from bucket/key once."""
-    cfg = rt.settings.ingest
-    try:
-        return fetch(msg.photo.url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
-    except UrlRejectedError:
-        url = rt.store.presign_get(msg.photo.bucket, msg.photo.key,
-                                   rt.settings.s3.presign_expiry_s, msg.photo.version_id)
-        return fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
-
-
-def inspect_image(data: bytes, rt: Runtime) -> tuple[str, tuple[int, int], int, str | None]:
-    """Format, stored size, EXIF orientation and DateTimeOriginal, read from the headers
-    once; bounds enforced."""
-    cfg = rt.settings.ingest
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = str(im.format)
-            w, h = im.size
-            exif = im.getexif()
-            taken = exif.get_ifd(TAG_EXIF_IFD).get(TAG_DATETIME_ORIGINAL)
-            orientation = exif.get(TAG_ORIENTATION, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
-        raise CorruptImageError(f"not a readable image: {exc}") from exc
-    if fmt not in FORMATS:
-        raise CorruptImageError(f"unsupported format {fmt}; JPEG and PNG are accepted")
-    if w * h > cfg.max_pixels:
-        raise CorruptImageError(f"{w}x{h} exceeds the {cfg.max_pixels}-pixel bomb guard")
-    if min(w, h) < cfg.min_side or max(w, h) > cfg.max_side:
-        raise CorruptImageError(f"{w}x{h} is outside {cfg.min_side}..{cfg.max_side} pixels")
-    o = int(orientation) if orientation in ORIENTATIONS else 1
-    return fmt, (int(w), int(h)), o, str(taken) if taken else None
-
-
-def _captured_date(exif_time: str | None, msg: StageMessage) -> str:
-    if exif_time:
+    """Through the message's pre-signed URL when it is one for the raw bucket; minted from
+    bucket/key when the message carries none or the URL was refused (expired)."""
+    s = rt.settings
+    p = msg.photo
+    if p.bucket != s.s3.raw_bucket:
+        raise ForgedUrlError(f"photo in bucket {p.bucket!r}: only the raw bucket is read")
+    cfg = s.ingest
+    if p.url:
+        check_presigned(p.url, endpoint_url=s.aws.endpoint_url, region=s.aws.region,
+                        bucket=p.bucket, key=p.key)
         try:
-            return datetime.strptime(exif_time.strip("\x00 "), "%Y:%m:%d %H:%M:%S").strftime(
-                "%Y-%m-%d")
-        except ValueError:
+            return fetch(p.url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
+        except UrlRejectedError:
             pass
-    when = msg.photo.event_time or datetime.now(UTC)
-    return when.strftime("%Y-%m-%d")
+    url = rt.store.presign_get(p.bucket, p.key, s.s3.presign_expiry_s, p.version_id)
+    return fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
+
+
+def captured_date(taken: str | None, msg: StageMessage) -> str:
+    """The day the photo was taken (EXIF, when plausible), else the day it was uploaded."""
+    if taken:
+        return taken[:10]
+    return (msg.photo.event_time or datetime.now(UTC)).strftime("%Y-%m-%d")
 
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
+    return ingest_bytes(download_photo(msg, rt), msg, rt)
+
+
+def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
+    """Ingest once the photo's bytes are here (the benchmark's floor starts here too)."""
     s = rt.settings
-    data = download_photo(msg, rt)
     sha = hashlib.sha256(data).hexdigest()
     bucket = s.s3.artifacts_bucket
     meta_key, image_key = artifact_key(sha, "ingest.json"), artifact_key(sha, "ingested.jpg")
-    existing = rt.store.head(bucket, meta_key)
-    if existing is not None:
-        meta = rt.store.get_json(bucket, meta_key)
+    meta = rt.ledger.get("ingest", sha)
+    if meta is not None:
+        metrics.ARTIFACTS_SKIPPED.labels("ingest").inc()
     else:
-        fmt, size, orientation, taken = inspect_image(data, rt)
+        cfg = s.ingest
+        facts = inspect_image(data, max_pixels=cfg.max_pixels, min_side=cfg.min_side,
+                              max_side=cfg.max_side)
         try:
-            upright, scale = decode_upright(data, s.ingest.working_long_side, size_wh=size,
-                                            orientation=orientation)
+            upright, scale = decode_upright(data, cfg.working_long_side, size_wh=facts.size_wh,
+                                            orientation=facts.orientation)
         except ValueError as exc:
             raise CorruptImageError(str(exc)) from exc
+        upright, faces = blur_faces(upright)
         # Re-encoding from pixels leaves every metadata segment (EXIF, GPS, XMP, MakerNote,
-        # ICC, comments) behind.
-        rt.store.put_bytes(bucket, image_key, _encode_jpeg(upright, s.ingest.jpeg_quality),
+        # ICC, comments) behind; faces were blurred first.
+        rt.store.put_bytes(bucket, image_key, encode_jpeg(upright, cfg.jpeg_quality),
                            "image/jpeg")
-        meta = {"sha256": sha, "format": fmt, "bytes": len(data), "stored_size": list(size),
-                "orientation": orientation, "upright_size": [upright.shape[1], upright.shape[0]],
-                "scale_from_original": round(scale, 6),
-                "captured_date": _captured_date(taken, msg),
-                "source": {"bucket": msg.photo.bucket, "key": msg.photo.key,
-                           "version_id": msg.photo.version_id, "etag": msg.photo.etag}}
-        rt.store.put_json(bucket, meta_key, meta)  # written last: marks the stage complete
-    return msg.model_copy(update={"sha256": sha, "captured_date": meta["captured_date"]}
+        meta = {"sha256": sha, "format": facts.format, "bytes": len(data),
+                "stored_size": list(facts.size_wh), "orientation": facts.orientation,
+                "upright_size": [upright.shape[1], upright.shape[0]],
+                "scale_from_original": round(scale, 6), "faces_blurred": faces,
+                "taken_at": facts.taken.isoformat() if facts.taken else None}
+        rt.store.put_json(bucket, meta_key, meta)
+        rt.ledger.put("ingest", sha, meta)  # after the artifacts: marks the stage complete
+        rt.keep_image(sha, upright)
+    return msg.model_copy(update={"sha256": sha,
+                                  "captured_date": captured_date(meta.get("taken_at"), msg)}
                           ).with_artifact("ingested", ArtifactRef(bucket=bucket, key=image_key))
 
 
@@ -137,15 +99,20 @@ def normalize(msg: StageMessage, rt: Runtime) -> StageMessage:
     sha = _sha(msg)
     bucket = rt.settings.s3.artifacts_bucket
     norm_key, q_key = artifact_key(sha, "normalized.jpg"), artifact_key(sha, "quality.json")
-    if rt.store.head(bucket, q_key) is not None:
-        quality = rt.store.get_json(bucket, q_key)
+    quality = rt.ledger.get("normalize", sha)
+    if quality is not None:
+        metrics.ARTIFACTS_SKIPPED.labels("normalize").inc()
     else:
-        image = _decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, "ingested.jpg")))
+        kept = rt.images.pop(sha, None)
+        # Ingest ran in this process: its image is the stored one but for JPEG's rounding.
+        image = kept if kept is not None else decode_jpeg(
+            rt.store.get_bytes(bucket, artifact_key(sha, "ingested.jpg")))
         quality = measure_quality(image).to_json()
         rt.store.put_bytes(bucket, norm_key,
-                           _encode_jpeg(normalize_lighting(image), rt.settings.ingest.jpeg_quality),
+                           encode_jpeg(normalize_lighting(image), rt.settings.ingest.jpeg_quality),
                            "image/jpeg")
         rt.store.put_json(bucket, q_key, quality)
+        rt.ledger.put("normalize", sha, quality)
     p = msg.photo
     route = choose_route(rules=rt.rules, store_format=p.store_format,
                          display_type=p.display_type, camera=p.camera,
@@ -155,92 +122,141 @@ def normalize(msg: StageMessage, rt: Runtime) -> StageMessage:
                           ).with_artifact("normalized", ArtifactRef(bucket=bucket, key=norm_key))
 
 
+def detections_name(ref: str) -> str:
+    """A detector's artifact: one per model, so copies routed elsewhere never collide."""
+    return "detections." + ref.replace("/", "@") + ".json"
+
+
 def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
+    """Boxes from the routed detector; for a product detector, each firm box's most similar
+    catalog SKUs (the bay's plan picks among them at the comply stage)."""
     sha = _sha(msg)
-    bucket = rt.settings.s3.artifacts_bucket
-    key = artifact_key(sha, "detections.json")
+    s = rt.settings
+    bucket = s.s3.artifacts_bucket
     route = msg.route or "light"
     detector = rt.detector(route)
-    existing = rt.store.head(bucket, key)
-    done = existing is not None and rt.store.get_json(bucket, key).get("model") == detector.ref
-    if not done:
-        image = _decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, "normalized.jpg")))
-        found = detector.detect(image, score_threshold=rt.settings.compliance.evidence_score)
+    key = artifact_key(sha, detections_name(detector.ref))
+    recognizer = rt.recognizer() if detector.files.finds_products else None
+    catalog = recognizer.catalog.index().version if recognizer else None
+    mark = rt.ledger.get("detect", f"{sha}:{detector.ref}")
+    if mark is not None and mark.get("catalog") == catalog:
+        metrics.ARTIFACTS_SKIPPED.labels("detect").inc()
+    else:
+        image = decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, "normalized.jpg")))
+        found = detector.detect(image, score_threshold=s.compliance.evidence_score)
+        firm = np.nonzero(found.scores >= s.compliance.min_score)[0]
+        cands: dict[int, list[tuple[str, float]]] = {}
+        if recognizer is not None:
+            catalog, per_box = recognizer.candidates(image, found.xyxy[firm],
+                                                     s.recognition.candidates)
+            cands = dict(zip(firm.tolist(), per_box, strict=True))
         labels = detector.labels
         doc = {
             "sha256": sha, "model": detector.ref, "providers": detector.session.providers,
+            "task": "product" if recognizer else "sku", "catalog": catalog,
+            "embedder": recognizer.embedder.ref if recognizer else None,
             "route": route, "route_reason": msg.route_reason,
             "image_size": [image.shape[1], image.shape[0]],
             "detections": [
-                {"box": [round(float(v), 1) for v in b], "sku": labels[int(c)],
-                 "score": round(float(sc), 4)}
-                for b, sc, c in zip(found.xyxy, found.scores, found.class_ids, strict=True)],
+                {"box": [round(float(v), 1) for v in b], "score": round(float(sc), 4),
+                 **({"candidates": cands.get(i, [])} if recognizer
+                    else {"sku": labels[int(c)]})}
+                for i, (b, sc, c) in enumerate(zip(found.xyxy, found.scores, found.class_ids,
+                                                   strict=True))],
         }
-        del image
-        detector.release()
         rt.store.put_json(bucket, key, doc)
+        rt.ledger.put("detect", f"{sha}:{detector.ref}", {"catalog": catalog})
     return msg.model_copy(update={"model": detector.ref}).with_artifact(
         "detections", ArtifactRef(bucket=bucket, key=key))
 
 
-class PlanogramMissingError(PermanentError):
-    """No planogram is stored for the photo's bay (or for the id its metadata names)."""
-
-
-def load_planogram(msg: StageMessage, rt: Runtime) -> Planogram:
-    """``planograms/by-id/{id}.json`` when the photo names one, else by store/aisle/bay."""
-    p = msg.photo
-    bucket = rt.settings.s3.config_bucket
-    key = (f"planograms/by-id/{p.planogram_id}.json" if p.planogram_id
-           else f"planograms/{p.store}/{p.aisle}/{p.bay}.json")
-    try:
-        raw = rt.store.get_bytes(bucket, key)
-    except ObjectNotFoundError as exc:
-        raise PlanogramMissingError(f"no planogram at s3://{bucket}/{key}") from exc
-    try:
-        return Planogram.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                             for e in exc.errors()[:5])
-        raise PlanogramError(f"invalid planogram s3://{bucket}/{key}: {problems}") from exc
-
-
-def _brand(sku: str) -> str:
-    known = BY_ID.get(sku)
-    return known.brand if known else sku
+def name_detections(det: dict[str, Any], planned: set[str] | None, threshold: float
+                    ) -> list[Detected]:
+    """Each detection with its SKU: named from its candidates for this bay, or as the
+    detector labelled it."""
+    out = []
+    for d in det["detections"]:
+        b = d["box"]
+        box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+        if "candidates" in d:
+            match = choose([(str(c), float(v)) for c, v in d["candidates"]], planned=planned,
+                           threshold=threshold)
+            sku = match.sku
+        else:
+            sku = str(d["sku"])
+        out.append(Detected(box=box, sku=sku, score=float(d["score"])))
+    return out
 
 
 def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
+    """The upload's result: its products named for its bay and, when the bay has a
+    planogram, the compliance against it; without one, ``compliance: null`` and why, and the
+    upload waits (``pending/``) to be recomputed when the planogram arrives."""
     sha = _sha(msg)
     s = rt.settings
     p = msg.photo
     key = result_key(store=p.store, date=msg.captured_date or "unknown", aisle=p.aisle,
-                     sha256=sha)
-    if rt.store.head(s.s3.results_bucket, key) is None:
-        planogram = load_planogram(msg, rt)
-        det = rt.store.get_json(s.s3.artifacts_bucket, artifact_key(sha, "detections.json"))
-        seen = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                         sku=str(d["sku"]), score=float(d["score"]))
-                for d in det["detections"] for b in [d["box"]]]
+                     upload_id=p.upload_id)
+    if msg.recompute or rt.ledger.get("comply", p.upload_id) is None:
+        planogram = load_planogram(rt.store, s.s3.config_bucket, p)
+        ref = msg.artifacts["detections"]
+        det = rt.store.get_json(ref.bucket, ref.key)
+        planned = ({q.sku for shelf in planogram.shelves for q in shelf.positions}
+                   if planogram else None)
+        seen = name_detections(det, planned, s.recognition.threshold)
         found, weak = split_by_score(seen, s.compliance.min_score)
-        report = evaluate_shelves(planogram=planogram, detections=found, brand_of=_brand,
-                                  evidence=weak)
-        result = {
-            "sha256": sha, "store": p.store, "aisle": p.aisle, "bay": p.bay, "camera": p.camera,
-            "date": msg.captured_date,
+        brands = rt.catalog.index().brands()
+        fields: dict[str, Any] = {
+            "sha256": sha, "upload_id": p.upload_id, "store": p.store, "aisle": p.aisle,
+            "bay": p.bay, "camera": p.camera, "date": msg.captured_date,
             "captured_at": p.event_time.isoformat() if p.event_time else None,
             "store_format": p.store_format, "display_type": p.display_type,
             "source": {"bucket": p.bucket, "key": p.key, "version_id": p.version_id},
             "route": det.get("route"), "route_reason": det.get("route_reason"),
-            "model": det.get("model"), "image_size": det.get("image_size"),
-            "detections": len(found),
-            **report.to_json(),
+            "model": det.get("model"), "catalog": det.get("catalog"),
+            "image_size": det.get("image_size"), "detections": len(found),
             "artifacts": {k: f"s3://{a.bucket}/{a.key}" for k, a in msg.artifacts.items()},
             "stage_seconds": msg.stage_seconds,
             "completed_at": datetime.now(UTC).isoformat(),
         }
+        pending = pending_key(p.upload_id)
+        if planogram is None:
+            fields.update({
+                "compliance": None,
+                "compliance_reason": f"no planogram at s3://{s.s3.config_bucket}/"
+                                     f"{planogram_key(p)}",
+                "products": [{"box": list(d.box), "sku": d.sku, "brand": brands.get(d.sku, d.sku),
+                              "score": d.score} for d in found],
+            })
+        else:
+            report = evaluate_shelves(planogram=planogram, detections=found,
+                                      brand_of=lambda sku: brands.get(sku, sku), evidence=weak,
+                                      tuning=s.compliance.tuning)
+            fields.update(report.to_json())
+        result = PhotoResult.model_validate(fields).model_dump(mode="json")
         rt.store.put_json(s.s3.results_bucket, key, result)
+        if planogram is None:
+            waiting = msg.model_copy(update={"photo": p.model_copy(update={"url": ""}),
+                                             "recompute": True})
+            rt.store.put_json(s.s3.artifacts_bucket, pending, waiting.model_dump(mode="json"))
+        elif msg.recompute:
+            rt.store.delete(s.s3.artifacts_bucket, pending)
+        rt.ledger.put("comply", p.upload_id, {"result": key})
+        metrics.photo_done(rt.redis, p.event_time.timestamp() if p.event_time else None,
+                           planogram is not None)
+    else:
+        metrics.ARTIFACTS_SKIPPED.labels("comply").inc()
+    record_outcome(rt, msg, result=f"s3://{s.s3.results_bucket}/{key}")
     return msg.with_artifact("result", ArtifactRef(bucket=s.s3.results_bucket, key=key))
+
+
+def record_outcome(rt: Runtime, msg: StageMessage, *, result: str | None = None,
+                   dead_letter: str | None = None) -> None:
+    """How the upload ended, where reconciliation looks for it."""
+    rt.store.put_json(rt.settings.s3.artifacts_bucket, outcome_key(msg.photo.upload_id), {
+        "upload_id": msg.photo.upload_id, "bucket": msg.photo.bucket, "key": msg.photo.key,
+        "version_id": msg.photo.version_id, "result": result, "dead_letter": dead_letter,
+        "at": datetime.now(UTC).isoformat()})
 
 
 def _sha(msg: StageMessage) -> str:

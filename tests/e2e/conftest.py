@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from pipeline.settings import REPO_ROOT
 
 SIZE = 320
 MATMULS = 240
@@ -48,6 +51,7 @@ def slow_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mdir.mkdir(parents=True)
     build_slow_model(mdir / "model.onnx")
     (mdir / "labels.json").write_text(json.dumps({"0": "SKU-001"}))
+    shutil.copytree(REPO_ROOT / "models" / "sku-embed", root / "sku-embed")
     (mdir / "card.json").write_text(json.dumps({"name": "slow-model", "version": "1",
-                                                "format": "yolov8"}))
+                                                "format": "yolov8", "task": "sku"}))
     return root

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pipeline.messages import DeadLetter
+from pipeline.storage.keys import upload_id
 from pipeline.synth.world import make_photo
 from tests.conftest import Stack
 
@@ -26,34 +29,71 @@ def put_planogram(stack: Stack, key: str, truth: dict[str, Any]) -> None:
                         Body=json.dumps(truth["planogram"]).encode())
 
 
+@dataclass(frozen=True)
+class Uploaded:
+    """One upload: the photo's hash (its artifacts) and the upload's id (its result)."""
+
+    key: str
+    sha: str
+    upload_id: str
+
+
 def put_photo(stack: Stack, key: str, data: bytes, truth: dict[str, Any],
-              **metadata: str) -> str:
+              **metadata: str) -> Uploaded:
     """A camera upload into a bay whose planogram is known."""
     put_planogram(stack, key, truth)
     return put(stack, key, data, **metadata)
 
 
-def put(stack: Stack, key: str, data: bytes, **metadata: str) -> str:
-    stack.s3.put_object(Bucket=stack.settings.s3.raw_bucket, Key=key, Body=data,
-                        ContentType="image/jpeg", Metadata=metadata)
-    return hashlib.sha256(data).hexdigest()
+def put(stack: Stack, key: str, data: bytes, **metadata: str) -> Uploaded:
+    resp = stack.s3.put_object(Bucket=stack.settings.s3.raw_bucket, Key=key, Body=data,
+                               ContentType="image/jpeg", Metadata=metadata)
+    version = resp.get("VersionId") or resp["ETag"].strip('"')
+    return Uploaded(key, hashlib.sha256(data).hexdigest(),
+                    upload_id(stack.settings.s3.raw_bucket, key, version))
 
 
-def result_keys(stack: Stack, sha: str) -> list[str]:
+def result_keys(stack: Stack, up: Uploaded) -> list[str]:
     return [k for k in stack.store.list_keys(stack.settings.s3.results_bucket, "compliance/")
-            if k.endswith(f"/{sha}.json")]
+            if k.endswith(f"/{up.upload_id}.json")]
 
 
-def wait_result(stack: Stack, sha: str, timeout_s: float = 90) -> dict[str, Any]:
+def wait_result(stack: Stack, up: Uploaded, timeout_s: float = 90,
+                until: Any = None) -> dict[str, Any]:
+    """The upload's result once it exists (and ``until(result)`` holds, when given)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        keys = result_keys(stack, sha)
+        keys = result_keys(stack, up)
         if keys:
             doc = stack.store.get_json(stack.settings.s3.results_bucket, keys[0])
             assert isinstance(doc, dict)
-            return doc
+            if until is None or until(doc):
+                return doc
         time.sleep(0.3)
-    raise AssertionError(f"no result for {sha} after {timeout_s} s")
+    raise AssertionError(f"no result for {up.key} after {timeout_s} s")
+
+
+def wait_idle(stack: Stack, timeout_s: float = 60) -> None:
+    """Until no event waits on SQS and no task waits on, or is held from, any queue."""
+    from pipeline.tasks.app import ALL_QUEUES, broker_key
+
+    deadline = time.time() + timeout_s
+    quiet_since = None
+    while time.time() < deadline:
+        attrs = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        sqs_busy = any(v != "0" for v in attrs["Attributes"].values())
+        key = partial(broker_key, stack.settings)
+        broker_busy = any(stack.redis.llen(key(q)) for q in ALL_QUEUES) or stack.redis.hlen(
+            key("unacked"))
+        if sqs_busy or broker_busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"pipeline still busy after {timeout_s} s")
 
 
 def dead_letters(stack: Stack) -> list[DeadLetter]:

@@ -8,6 +8,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from PIL import Image
 
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.storage.keys import artifact_key
-from tests.conftest import Proc, Stack, start_worker
+from tests.conftest import Proc, Stack, start_worker, swapped_worker
 from tests.e2e.helpers import (
+    Uploaded,
     dead_letters,
     photo_bytes,
     put,
@@ -26,23 +28,26 @@ from tests.e2e.helpers import (
     result_keys,
     versions,
     wait_dead_letter,
+    wait_idle,
     wait_result,
 )
 
 pytestmark = pytest.mark.usefixtures("pipeline_procs")
-ARTIFACTS = ("ingest.json", "ingested.jpg", "normalized.jpg", "quality.json", "detections.json")
+DETECTIONS = "detections.product-light@1.json"
+ARTIFACTS = ("ingest.json", "ingested.jpg", "normalized.jpg", "quality.json", DETECTIONS)
 
 
 def test_photo_becomes_result_with_artifacts_and_no_personal_data(stack: Stack) -> None:
     # Given a phone photo with GPS, serial and rotation in its EXIF, and its bay's planogram
     data, truth = photo_bytes(0)
     # When the camera uploads it
-    sha = put_photo(stack, "raw/S001/A01/B1/cam1/IMG_0001.jpg", data, truth,
-                    **{"store-format": "standard"})
-    result = wait_result(stack, sha)
+    up = put_photo(stack, "raw/S001/A01/B1/cam1/IMG_0001.jpg", data, truth,
+                   **{"store-format": "standard"})
+    sha = up.sha
+    result = wait_result(stack, up)
     # Then the result names the route, the model and a compliance figure per shelf
     assert result["store"] == "S001" and result["aisle"] == "A01" and result["bay"] == "B1"
-    assert result["route"] == "light" and result["model"].startswith("gondola-light/")
+    assert result["route"] == "light" and result["model"].startswith("product-light/")
     assert result["detections"] > 10
     assert 0.0 <= result["compliance"] <= 1.0
     assert len(result["shelves"]) == len(truth["planogram"]["shelves"])
@@ -51,7 +56,7 @@ def test_photo_becomes_result_with_artifacts_and_no_personal_data(stack: Stack) 
     # And every artifact exists under the photo's hash
     bucket = stack.settings.s3.artifacts_bucket
     blobs = {name: stack.store.get_bytes(bucket, artifact_key(sha, name)) for name in ARTIFACTS}
-    det = json.loads(blobs["detections.json"])
+    det = json.loads(blobs[DETECTIONS])
     assert det["model"] == result["model"] and det["route"] == "light"
     # And the stored image is upright with no metadata left
     upright_w, upright_h = truth["upright_size"]
@@ -72,11 +77,12 @@ def test_photo_becomes_result_with_artifacts_and_no_personal_data(stack: Stack) 
 def test_keys_with_spaces_and_non_ascii(stack: Stack) -> None:
     data, truth = photo_bytes(1)
     key = "raw/Store 7/Allée é/Bay 2/cam ü/photo 1 (ü).jpg"
-    sha = put_photo(stack, key, data, truth)
-    result = wait_result(stack, sha)
+    up = put_photo(stack, key, data, truth)
+    result = wait_result(stack, up)
     assert result["source"]["key"] == key
     assert result["store"] == "Store 7" and result["aisle"] == "Allée é"
-    assert result_keys(stack, sha)[0].startswith("compliance/store=Store_7/")
+    assert result_keys(stack, up)[0].startswith("compliance/store=Store%207/")
+    assert "/aisle=All%C3%A9e%20%C3%A9/" in result_keys(stack, up)[0]
 
 
 def _event_body(stack: Stack, key: str) -> str:
@@ -95,8 +101,9 @@ def _event_body(stack: Stack, key: str) -> str:
 def test_same_event_twice_gives_one_result_and_artifacts_written_once(stack: Stack) -> None:
     data, truth = photo_bytes(2)
     key = "raw/S002/A02/B3/cam2/dup.jpg"
-    sha = put_photo(stack, key, data, truth)
-    wait_result(stack, sha)
+    up = put_photo(stack, key, data, truth)
+    sha = up.sha
+    wait_result(stack, up)
     # When S3 delivers the same event again, twice
     body = _event_body(stack, key)
     for _ in range(2):
@@ -104,17 +111,18 @@ def test_same_event_twice_gives_one_result_and_artifacts_written_once(stack: Sta
     # And a stage message is redelivered straight to ingest (a broker redelivery)
     from pipeline.tasks.stages import send_stage
 
+    head = stack.s3.head_object(Bucket=stack.settings.s3.raw_bucket, Key=key)
     url = stack.store.presign_get(stack.settings.s3.raw_bucket, key, 600)
-    send_stage("ingest", StageMessage(photo=PhotoRef(bucket=stack.settings.s3.raw_bucket,
-                                                     key=key, url=url, store="S002",
-                                                     aisle="A02", bay="B3")))
-    time.sleep(8)
+    send_stage("ingest", StageMessage(photo=PhotoRef(
+        bucket=stack.settings.s3.raw_bucket, key=key, url=url, store="S002", aisle="A02",
+        bay="B3", camera="cam2", version_id=head.get("VersionId"))))
+    wait_idle(stack)  # every duplicate has run to its end
     # Then there is still one result, and every artifact has exactly one version
-    assert len(result_keys(stack, sha)) == 1
+    assert len(result_keys(stack, up)) == 1
     art = versions(stack, stack.settings.s3.artifacts_bucket, f"{sha[:2]}/{sha}/")
     assert set(art) == {artifact_key(sha, n) for n in ARTIFACTS}
     assert set(art.values()) == {1}
-    res = versions(stack, stack.settings.s3.results_bucket, result_keys(stack, sha)[0])
+    res = versions(stack, stack.settings.s3.results_bucket, result_keys(stack, up)[0])
     assert list(res.values()) == [1]
 
 
@@ -161,29 +169,30 @@ def test_corrupt_jpeg_is_dead_lettered_and_worker_keeps_serving(
     assert letter.error
     assert pipeline_procs["cpu"].p.poll() is None
     # The same worker still serves the next photo
-    sha = put(stack, "raw/S003/A01/B1/cam1/after.jpg", good)
-    wait_result(stack, sha)
+    wait_result(stack, put(stack, "raw/S003/A01/B1/cam1/after.jpg", good))
 
 
-def test_missing_planogram_is_dead_lettered_then_replayed(stack: Stack) -> None:
-    # Given a photo of a bay whose planogram was never uploaded
+def test_plain_upload_without_planogram_is_a_result_then_recomputed(stack: Stack) -> None:
+    # Given a plain camera upload into a bay whose planogram was never uploaded
     data, truth = photo_bytes(6)
     key = "raw/S005/A01/B9/cam1/no-plan.jpg"
-    sha = put(stack, key, data)
-    letter = wait_dead_letter(stack, key)
-    assert letter.stage == "comply" and letter.error_type == "PlanogramMissingError"
-    assert "planograms/S005/A01/B9.json" in letter.error
-    assert not result_keys(stack, sha)
-    # When the planogram arrives and the dead letter is replayed
+    up = put(stack, key, data)
+    # Then it still becomes a result: its products, no compliance, and why
+    waiting = wait_result(stack, up)
+    assert waiting["compliance"] is None
+    assert "planograms/S005/A01/B9.json" in waiting["compliance_reason"]
+    assert waiting["detections"] > 10 and len(waiting["products"]) == waiting["detections"]
+    assert not [d for d in dead_letters(stack) if d.message.photo.key == key]
+    # When the planogram arrives and the waiting uploads are recomputed
     put_planogram(stack, key, truth)
-    from pipeline.operations import list_letters, replay
+    from pipeline.operations import recompute_pending
 
-    assert replay(stack.settings, stack.store,
-                  [d for d in list_letters(stack.settings, stack.store) if d.id == letter.id]) == 1
-    # Then the photo completes and its letter is marked replayed
-    assert wait_result(stack, sha)["planogram"]["id"] == truth["planogram"]["planogram_id"]
-    replayed = [d for d in dead_letters(stack) if d.id == letter.id]
-    assert replayed and replayed[0].replayed_at is not None
+    assert recompute_pending(stack.settings, stack.store, bay="B9") == 1
+    # Then the same result now carries the compliance against it
+    done = wait_result(stack, up, until=lambda r: r["compliance"] is not None)
+    assert done["planogram"]["id"] == truth["planogram"]["planogram_id"]
+    assert len(result_keys(stack, up)) == 1
+    assert recompute_pending(stack.settings, stack.store) == 0  # nothing waits any more
 
 
 def test_unreadable_stage_message_is_kept_not_lost(stack: Stack) -> None:
@@ -202,8 +211,7 @@ def test_unreadable_stage_message_is_kept_not_lost(stack: Stack) -> None:
 
 
 def test_expired_presigned_url_is_reminted(stack: Stack) -> None:
-    data, truth = photo_bytes(4)
-    put_planogram(stack, "raw/S009/A09/B9/c/x.jpg", truth)
+    data, _ = photo_bytes(4)
     key = "uploads/manual/expired.jpg"  # outside raw/: no event, the test enqueues by hand
     stack.s3.put_object(Bucket=stack.settings.s3.raw_bucket, Key=key, Body=data)
     url = stack.store.presign_get(stack.settings.s3.raw_bucket, key, 1)
@@ -214,25 +222,26 @@ def test_expired_presigned_url_is_reminted(stack: Stack) -> None:
     from pipeline.tasks.stages import send_stage
 
     send_stage("ingest", StageMessage(photo=PhotoRef(bucket=stack.settings.s3.raw_bucket,
-                                                     key=key, url=url, store="S009",
-                                                     aisle="A09", bay="B9")))
+                                                     key=key, url=url)))
     import hashlib
 
-    result = wait_result(stack, hashlib.sha256(data).hexdigest())
-    assert result["store"] == "S009"
+    from pipeline.storage.keys import upload_id
+
+    up = Uploaded(key, hashlib.sha256(data).hexdigest(),
+                  upload_id(stack.settings.s3.raw_bucket, key, None))
+    result = wait_result(stack, up)
+    assert result["store"] == "unknown" and result["sha256"] == up.sha
 
 
 def test_worker_killed_mid_task_runs_it_again(
         stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
         slow_model_root: Path) -> None:
     # Given an inference worker whose model takes seconds per photo
-    pipeline_procs["gpu"].stop()
-    slow = start_worker(stack, tmp_path, "gpu", "worker-slow", {
+    with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-slow", {
         "SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
-        "SHELF_MODELS__HEAVY": "slow-model"})
-    try:
+        "SHELF_MODELS__HEAVY": "slow-model"}) as slow:
         data, truth = photo_bytes(5)
-        sha = put_photo(stack, "raw/S004/A01/B1/cam1/killed.jpg", data, truth)
+        up = put_photo(stack, "raw/S004/A01/B1/cam1/killed.jpg", data, truth)
         # When its pool process is killed with SIGKILL while the detect task runs
         deadline = time.time() + 60
         while "shelf.detect" not in slow.log.read_text() and time.time() < deadline:
@@ -245,12 +254,328 @@ def test_worker_killed_mid_task_runs_it_again(
 
         os.kill(children[0], signal.SIGKILL)
         # Then the task is delivered again and the photo completes
-        result = wait_result(stack, sha, timeout_s=120)
+        result = wait_result(stack, up, timeout_s=120)
         assert result["model"] == "slow-model/1"
         log = slow.log.read_text()
         killed = log.index("exited with 'signal 9 (SIGKILL)'")
         succeeded = re.search(r"Task shelf\.detect\[[^\]]+\] succeeded", log)
         assert succeeded is not None and succeeded.start() > killed
+
+
+def test_reconcile_requeues_an_upload_that_left_no_trace(stack: Stack) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.operations import reconcile
+    from pipeline.storage.keys import outcome_key
+    from pipeline.tasks.stages import send_stage
+
+    # Given an upload whose chain was lost (no result, no dead letter recorded)
+    since = datetime.now(UTC) - timedelta(seconds=2)
+    data, truth = photo_bytes(7)
+    up = put_photo(stack, "raw/S006/A01/B1/cam1/lost.jpg", data, truth)
+    first = wait_result(stack, up)
+    wait_idle(stack)
+    s3 = stack.settings.s3
+    stack.store.delete(s3.artifacts_bucket, outcome_key(up.upload_id))
+    stack.store.delete(s3.results_bucket, result_keys(stack, up)[0])
+    # When reconciliation runs over the raw bucket
+    r = reconcile(stack.settings, stack.store, since=since, grace_s=0,
+                  enqueue=lambda m: send_stage("ingest", m))
+    # Then that upload, and only it, goes through again and ends as its one result
+    assert (r.requeued, r.ended) == (1, 0)
+    again = wait_result(stack, up)
+    assert again["upload_id"] == first["upload_id"] and again["sha256"] == up.sha
+    again_run = reconcile(stack.settings, stack.store, since=since, grace_s=0,
+                          enqueue=lambda m: send_stage("ingest", m))
+    assert (again_run.requeued, again_run.ended) == (0, 1)
+
+
+def test_sqs_dead_letters_are_listed_and_redriven(stack: Stack) -> None:
+    from pipeline.operations import event_letters, redrive_events
+
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody="definitely not an event")
+    deadline = time.time() + 30
+    letters: list[Any] = []
+    while time.time() < deadline:
+        letters = [e for e in event_letters(stack.settings, stack.sqs)
+                   if e.body == "definitely not an event"]
+        if letters:
+            break
+        time.sleep(0.5)
+    assert letters and "not JSON" in letters[0].reason
+    assert redrive_events(stack.settings, stack.sqs, letters) == 1
+    # Redriven, the listener reads it again and (still malformed) returns it with the reason
+    deadline = time.time() + 30
+    back: list[Any] = []
+    while not back and time.time() < deadline:
+        back = [e for e in event_letters(stack.settings, stack.sqs)
+                if e.body == "definitely not an event" and e.message_id != letters[0].message_id]
+        time.sleep(0.5)
+    assert back
+
+
+def test_adding_a_sku_to_the_catalog_names_it_without_retraining(stack: Stack) -> None:
+    from pipeline.detect.embedder import Embedder
+    from pipeline.detect.recognizer import Recognizer, weights_from
+    from pipeline.storage.catalog import CatalogStore
+    from pipeline.synth.catalog import BY_ID
+    from pipeline.synth.enrol import packshot_png
+
+    s = stack.settings
+    catalog = CatalogStore(stack.store, s.s3.config_bucket)
+
+    def add(sku: str) -> None:  # what `shelf catalog add SKU packshot.png` does
+        embedder = Embedder.from_dir(s.models.root, s.recognition.embedder, device="cpu")
+        Recognizer(embedder, catalog, weights_from(s.recognition)).enrol(
+            sku, [(f"{sku}.png", packshot_png(BY_ID[sku]))], brand=BY_ID[sku].brand,
+            name=None)
+
+    # Given a photo whose bay plans a SKU that the catalog does not know (yet)
+    data, truth = photo_bytes(8)
+    counts: dict[str, int] = {}
+    for o in truth["objects"]:
+        if o["status"] == "in_place":
+            counts[o["sku"]] = counts.get(o["sku"], 0) + 1
+    sku = max(counts, key=lambda k: counts[k])
+    catalog.remove(sku)
+    try:
+        before = wait_result(stack, put_photo(stack, "raw/S007/A01/B1/cam1/before.jpg", data,
+                                              truth))
+        # When the SKU is added to the catalog from its packshot
+        add(sku)
+        # Then the next upload of the same shelf names it, with no model changed
+        after = wait_result(stack, put_photo(stack, "raw/S007/A01/B1/cam1/after.jpg", data,
+                                             truth))
     finally:
-        slow.stop()
-        pipeline_procs["gpu"] = start_worker(stack, tmp_path, "gpu", "worker-gpu-again")
+        if sku not in {e.sku for e in catalog.index().entries}:
+            add(sku)
+    assert [i for i in before["items"] if i["sku"] == sku] == []
+    assert len([i for i in after["items"] if i["sku"] == sku]) >= max(1, counts[sku] // 2)
+    assert after["model"] == before["model"] and after["catalog"] != before["catalog"]
+    assert after["compliance"] > before["compliance"]
+
+
+def test_a_stage_over_its_time_limit_ends_in_a_dead_letter(
+        stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
+        slow_model_root: Path) -> None:
+    # Given an inference worker whose model runs longer than the stage's soft time limit
+    with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-too-slow", {
+        "SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
+        "SHELF_MODELS__HEAVY": "slow-model", "SHELF_CELERY__STAGE_TIME_LIMIT_S": "16"}) as slow:
+        data, truth = photo_bytes(9)
+        key = "raw/S004/A02/B1/cam1/too-slow.jpg"
+        put_photo(stack, key, data, truth)
+        # Then the photo ends as a dead letter that says so, and the worker keeps serving
+        letter = wait_dead_letter(stack, key, timeout_s=90)
+        assert letter.stage == "detect" and letter.error_type == "SoftTimeLimitExceeded"
+        assert slow.p.poll() is None
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"photo": {"bucket": "shelf-config"}}, "not the raw bucket"),
+    ({"photo": {"store": "S999"}}, "not the one its key says"),
+    ({"artifacts": {"detections": {"bucket": "elsewhere", "key": "x.json"}}}, "artifact"),
+    ({"photo": {"url": "file:///etc/passwd"}}, None),
+], ids=["other-bucket", "spoofed-store", "foreign-artifact", "file-url"])
+def test_forged_stage_messages_are_kept_not_followed(stack: Stack, change: dict[str, Any],
+                                                     reason: str | None) -> None:
+    from pipeline.tasks.app import app
+
+    s3 = stack.settings.s3
+    key = f"raw/S008/A01/B1/cam1/{uuid.uuid4().hex}.jpg"
+    stack.s3.put_object(Bucket=s3.raw_bucket, Key=key, Body=b"never fetched")
+    photo = {"bucket": s3.raw_bucket, "key": key, "store": "S008", "aisle": "A01",
+             "bay": "B1", "camera": "cam1", "url": ""}
+    msg: dict[str, Any] = {"photo": {**photo, **change.get("photo", {})},
+                           "sha256": "a" * 64, "artifacts": change.get("artifacts", {})}
+    stage = "comply" if "artifacts" in change else "ingest"
+    queue = "compliance" if stage == "comply" else "ingestion"
+    app.send_task(f"shelf.{stage}", args=(msg,), queue=queue)
+    if reason is not None:
+        # Then the message is kept with its reason, and nothing it names is read
+        deadline = time.time() + 30
+        kept: list[dict[str, Any]] = []
+        while not kept and time.time() < deadline:
+            kept = [d for k in stack.store.list_keys(s3.artifacts_bucket, "dead-letter/unreadable/")
+                    for d in [stack.store.get_json(s3.artifacts_bucket, k)]
+                    if key in json.dumps(d)]
+            time.sleep(0.3)
+        assert kept and reason in kept[0]["error"]
+    else:
+        # A URL that is not a pre-signed GET of the photo is refused, never fetched
+        letter = wait_dead_letter(stack, key)
+        assert letter.error_type == "ForgedUrlError" and "scheme" in letter.error
+        assert letter.message.photo.url == ""
+
+
+def test_transient_faults_are_retried_then_dead_lettered_when_they_last(
+        stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path) -> None:
+    from pipeline.chaos import Faults, start_proxy
+    from pipeline.tasks.app import CPU_QUEUES
+
+    # Given the comply stage on a worker whose every planogram read fails with a 5xx (S3 in
+    # trouble), the other CPU stages on a healthy one
+    faults = Faults(error_rate=1.0, throttle_rate=0.0, latency_rate=0.0,
+                    only_paths="/planograms/")
+    proxy, url = start_proxy(str(stack.settings.aws.endpoint_url), faults)
+    pipeline_procs["cpu"].stop()
+    healthy = start_worker(stack, tmp_path, "cpu", "worker-healthy",
+                           queues=tuple(q for q in CPU_QUEUES if q != "compliance"))
+    flaky = start_worker(stack, tmp_path, "cpu", "worker-flaky-s3",
+                         {"SHELF_AWS__ENDPOINT_URL": url, "SHELF_CELERY__MAX_RETRIES": "3"},
+                         queues=("compliance",))
+    try:
+        data, truth = photo_bytes(10)
+        key = "raw/S010/A01/B1/cam1/flaky.jpg"
+        put_photo(stack, key, data, truth)
+        # Then comply is retried with backoff, and once the retries are spent the photo ends
+        # as a dead letter that says why (the photo is not lost, nor stuck)
+        letter = wait_dead_letter(stack, key, timeout_s=120)
+        assert letter.stage == "comply" and letter.error_type == "TransientError"
+        assert "retries exhausted after 4 attempts" in letter.error
+        assert faults.served["error"] >= 4
+        assert flaky.log.read_text().count("comply transient") >= 3
+    finally:
+        for w in (flaky, healthy):
+            w.stop()
+        proxy.shutdown()
+        pipeline_procs["cpu"] = start_worker(stack, tmp_path, "cpu", "worker-cpu-back")
+
+
+def test_a_photo_that_kills_its_worker_every_time_is_dead_lettered(
+        stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
+        slow_model_root: Path) -> None:
+    import os
+    import signal
+
+    # Given an inference worker, and a photo whose detect task dies with its process each time
+    with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-poisoned", {
+        "SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
+        "SHELF_MODELS__HEAVY": "slow-model"}) as slow:
+        data, truth = photo_bytes(11)
+        key = "raw/S011/A01/B1/cam1/poison.jpg"
+        put_photo(stack, key, data, truth)
+        kills = 0
+        deadline = time.time() + 240
+        letter = None
+        while letter is None and time.time() < deadline:
+            log = slow.log.read_text()
+            received = log.count("Task shelf.detect[") - log.count("] succeeded")
+            if received > kills and "dead letter" not in log:
+                time.sleep(0.3)
+                for child in slow.children():
+                    os.kill(child, signal.SIGKILL)
+                kills += 1
+            letter = next((d for d in dead_letters(stack) if d.message.photo.key == key), None)
+            time.sleep(0.2)
+        # Then after the configured number of deliveries it ends as a dead letter with why
+        assert letter is not None, f"no dead letter after {kills} kills"
+        assert letter.stage == "detect" and "delivered" in letter.error
+        assert slow.p.poll() is None
+
+
+def test_heavy_route_and_the_debounced_rollup(stack: Stack) -> None:
+    from pipeline.analytics.aggregates import aggregate_key
+
+    data, truth = photo_bytes(12, display="endcap")
+    up = put_photo(stack, "raw/S012/A01/B1/cam1/endcap.jpg", data, truth,
+                   **{"display-type": "endcap"})
+    result = wait_result(stack, up)
+    assert result["route"] == "heavy" and result["model"].startswith("product-heavy/")
+    assert result["route_reason"] == "display type endcap"
+    # A finished photo asks for its day's rollup, which appears a few seconds later
+    key = aggregate_key("store", result["date"])
+    deadline = time.time() + 60
+    while stack.store.head(stack.settings.s3.results_bucket, key) is None:
+        assert time.time() < deadline, "no rollup for the photo's day"
+        time.sleep(0.5)
+
+
+def test_worker_logs_are_json_lines_about_the_photo_and_leak_nothing(
+        stack: Stack, pipeline_procs: dict[str, Proc]) -> None:
+    data, truth = photo_bytes(13)
+    up = put_photo(stack, "raw/S013/A01/B1/cam1/logged.jpg", data, truth)
+    wait_result(stack, up)
+    text = pipeline_procs["cpu"].log.read_text() + pipeline_procs["listener"].log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    mine = [d for d in lines if d.get("sha256") == up.sha]
+    # Then each stage's lines name the photo, the upload, the task and the store
+    assert {d["stage"] for d in mine} >= {"normalize", "comply"}
+    done = [d for d in mine if d["message"].endswith(" done")]
+    assert done and all("duration_s" in d and d["task_id"] and d["store"] == "S013"
+                        for d in done)
+    # And no pre-signed URL, credential or EXIF value is ever logged
+    assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text
+    redis_password = stack.settings.redis.url.split("@")[0].rsplit(":", 1)[-1]
+    assert len(redis_password) >= 16 and redis_password not in text
+    assert truth["exif"]["serial"] not in text
+
+
+def test_metrics_name_what_dashboards_and_alerts_use(
+        stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path) -> None:
+    import re as regex
+
+    import yaml
+
+    from pipeline.settings import REPO_ROOT
+
+    # Given a few photos through the pipeline and the metrics server of this host
+    data, truth = photo_bytes(14)
+    wait_result(stack, put_photo(stack, "raw/S014/A01/B1/cam1/metrics.jpg", data, truth))
+    server = Proc(["metrics"], stack.env, tmp_path / "metrics.log")
+    try:
+        server.wait_for_log("metrics on")
+        port = stack.env["SHELF_METRICS__PORT"]
+        deadline = time.time() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.3)
+    finally:
+        server.stop()
+    # Then every stage's latency histogram has counts, and the queue depths are there
+    for stage in ("ingest", "normalize", "detect", "comply"):
+        m = regex.search(rf'shelf_stage_duration_seconds_count\{{stage="{stage}"\}} (\S+)', text)
+        assert m and float(m.group(1)) > 0, stage
+    assert regex.search(r'shelf_queue_depth\{queue="ingestion"\} \d', text)
+    # And every metric the dashboard and the alert rules name exists
+    infra = REPO_ROOT / "infra"
+    rules = yaml.safe_load((infra / "prometheus" / "alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dash = json.loads((infra / "grafana" / "shelf-pipeline.json").read_text())
+    exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    named = {n for e in exprs for n in regex.findall(r"\b(shelf_[a-z_]+)", e)}
+    assert len(named) >= 10
+    exposed = set(regex.findall(r"^(shelf_[a-z_]+)", text, regex.M))
+    missing = sorted(n for n in named if n not in exposed)
+    assert not missing, missing
+
+
+def test_two_worker_groups_share_the_work_and_each_photo_completes_once(
+        stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path) -> None:
+    # Given two CPU worker groups, as two hosts would run them, on the same Redis and S3
+    pipeline_procs["cpu"].stop()
+    hosts = [start_worker(stack, tmp_path, "cpu", f"worker-{h}", node=f"group-{h}")
+             for h in ("a", "b")]
+    try:
+        ups = []
+        for i in range(6):
+            data, truth = photo_bytes(20 + i)
+            ups.append(put_photo(stack, f"raw/S015/A01/B{i}/cam1/two-hosts-{i}.jpg", data,
+                                 truth))
+        results = [wait_result(stack, up) for up in ups]
+        wait_idle(stack)
+        # Then both groups took stage work, and every photo has exactly one result
+        for h in hosts:
+            log = h.log.read_text()
+            assert log.count("succeeded in") >= 2, h.log.name
+        assert len({r["upload_id"] for r in results}) == 6
+        assert all(len(result_keys(stack, up)) == 1 for up in ups)
+    finally:
+        for h in hosts:
+            h.stop()
+        pipeline_procs["cpu"] = start_worker(stack, tmp_path, "cpu", "worker-cpu-single")

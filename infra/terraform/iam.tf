@@ -1,0 +1,125 @@
+# Least privilege per role, for pods through IRSA: the listener reads events and heads raw
+# photos (to mint their URLs); workers read raw photos and the configuration, write
+# artifacts and results; beat also lists the raw bucket (reconciliation); analysts only
+# read results.
+locals {
+  raw_objects       = "${aws_s3_bucket.shelf["raw"].arn}/*"
+  artifacts_objects = "${aws_s3_bucket.shelf["artifacts"].arn}/*"
+  results_objects   = "${aws_s3_bucket.shelf["results"].arn}/*"
+  config_objects    = "${aws_s3_bucket.shelf["config"].arn}/*"
+}
+
+data "aws_iam_policy_document" "assume" {
+  for_each = toset(["shelf-listener", "shelf-worker", "shelf-beat"])
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+    principals {
+      type        = "Federated"
+      identifiers = [var.eks_oidc_provider_arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${var.eks_oidc_provider_url}:sub"
+      values   = ["system:serviceaccount:shelf-pipeline:${each.key}"]
+    }
+  }
+}
+
+resource "aws_iam_role" "shelf" {
+  for_each           = data.aws_iam_policy_document.assume
+  name               = each.key
+  assume_role_policy = each.value.json
+}
+
+data "aws_iam_policy_document" "listener" {
+  statement {
+    actions = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.events.arn]
+  }
+  statement {
+    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.events_dlq.arn]
+  }
+  statement {
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = [local.raw_objects]
+  }
+  statement {
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.shelf.arn]
+  }
+}
+
+data "aws_iam_policy_document" "worker" {
+  statement {
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = [local.raw_objects, local.config_objects]
+  }
+  statement {
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [local.artifacts_objects]
+  }
+  statement {
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = [local.results_objects]
+  }
+  statement {
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.shelf["artifacts"].arn, aws_s3_bucket.shelf["results"].arn,
+    aws_s3_bucket.shelf["config"].arn]
+  }
+  statement {
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.shelf.arn]
+  }
+}
+
+data "aws_iam_policy_document" "beat" {
+  source_policy_documents = [data.aws_iam_policy_document.worker.json]
+  statement {
+    actions   = ["s3:ListBucketVersions", "s3:ListBucket"]
+    resources = [aws_s3_bucket.shelf["raw"].arn]
+  }
+}
+
+data "aws_iam_policy_document" "analyst" {
+  statement {
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.shelf["results"].arn}/compliance/*",
+    "${aws_s3_bucket.shelf["results"].arn}/aggregates/*"]
+  }
+  statement {
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.shelf["results"].arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["compliance/*", "aggregates/*"]
+    }
+  }
+  statement {
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.shelf.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "listener" {
+  role   = aws_iam_role.shelf["shelf-listener"].id
+  policy = data.aws_iam_policy_document.listener.json
+}
+
+resource "aws_iam_role_policy" "worker" {
+  role   = aws_iam_role.shelf["shelf-worker"].id
+  policy = data.aws_iam_policy_document.worker.json
+}
+
+resource "aws_iam_role_policy" "beat" {
+  role   = aws_iam_role.shelf["shelf-beat"].id
+  policy = data.aws_iam_policy_document.beat.json
+}
+
+resource "aws_iam_policy" "analyst" {
+  name   = "shelf-analyst"
+  policy = data.aws_iam_policy_document.analyst.json
+}

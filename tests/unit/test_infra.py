@@ -1,0 +1,122 @@
+"""infra/: Kubernetes manifests and Terraform parse, and agree with the code they deploy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+import yaml
+
+from pipeline.settings import REPO_ROOT, Settings
+from pipeline.tasks.app import ALL_QUEUES
+
+INFRA = REPO_ROOT / "infra"
+SPEC = json.loads((REPO_ROOT / "localstack" / "resources.json").read_text())
+
+
+def k8s_docs() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((INFRA / "k8s").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == kind}
+
+
+def _unquote(value: Any) -> Any:
+    """python-hcl2 keeps HCL's quotes around names and strings: drop them."""
+    if isinstance(value, dict):
+        return {_unquote(k): _unquote(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def terraform() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for path in sorted((INFRA / "terraform").glob("*.tf")):
+        with path.open() as fh:
+            for key, blocks in _unquote(hcl2.load(fh)).items():
+                merged.setdefault(key, []).extend(blocks)
+    return merged
+
+
+def _resource(tf: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    for block in tf["resource"]:
+        if kind in block and name in block[kind]:
+            return dict(block[kind][name])
+    raise KeyError(f"{kind}.{name}")
+
+
+def test_every_deployment_is_bounded_and_unprivileged() -> None:
+    deployments = of_kind("Deployment")
+    assert set(deployments) == {"shelf-listener", "shelf-worker-cpu", "shelf-worker-inference",
+                                "shelf-beat"}
+    for name, d in deployments.items():
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for c in pod["containers"]:
+            assert c["resources"]["limits"] and c["resources"]["requests"], (name, c["name"])
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_workers_stop_gracefully_within_the_codes_time_limit() -> None:
+    limit = Settings().celery.stage_time_limit_s
+    for name in ("shelf-worker-cpu", "shelf-worker-inference"):
+        pod = of_kind("Deployment")[name]["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] >= limit + 10, name
+    config = of_kind("ConfigMap")["shelf-settings"]["data"]
+    assert not [k for k in config if k.startswith("SHELF_CELERY__")]  # the code's, not copies
+
+
+def test_inference_runs_one_process_per_gpu_and_beat_is_a_singleton() -> None:
+    d = of_kind("Deployment")
+    inference = d["shelf-worker-inference"]["spec"]["template"]["spec"]["containers"][0]
+    assert inference["command"][:4] == ["shelf", "worker", "--pool", "inference"]
+    assert inference["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    beat = d["shelf-beat"]["spec"]
+    assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+
+
+def test_autoscaling_and_budgets_point_at_real_deployments_and_queues() -> None:
+    deployments = set(of_kind("Deployment"))
+    scaled = of_kind("ScaledObject")
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == deployments - {
+        "shelf-beat"}
+    lists = {t["metadata"]["listName"] for s in scaled.values() for t in s["spec"]["triggers"]
+             if t["type"] == "redis"}
+    assert lists <= set(ALL_QUEUES) and len(lists) == 5
+    assert any(t["type"] == "aws-sqs-queue" for t in scaled["shelf-listener"]["spec"]["triggers"])
+    for pdb in of_kind("PodDisruptionBudget").values():
+        assert pdb["spec"]["selector"]["matchLabels"]["app"] in deployments
+
+
+def test_terraform_matches_the_local_stack_spec() -> None:
+    tf = terraform()
+    events = _resource(tf, "aws_sqs_queue", "events")
+    queue = next(q for q in SPEC["queues"] if "redrive" in q)
+    assert f"maxReceiveCount = {queue['redrive']['max_receive_count']}" in events[
+        "redrive_policy"]
+    notification = _resource(tf, "aws_s3_bucket_notification", "raw")
+    suffixes = notification["dynamic"][0]["queue"]["for_each"]
+    assert sorted(suffixes) == sorted(SPEC["notifications"][0]["suffixes"])
+    redis = _resource(tf, "aws_elasticache_replication_group", "shelf")
+    assert redis["transit_encryption_enabled"] is True
+    assert redis["at_rest_encryption_enabled"] is True and "auth_token" in redis
+    for kind in ("aws_s3_bucket_versioning", "aws_s3_bucket_server_side_encryption_configuration",
+                 "aws_s3_bucket_public_access_block"):
+        assert _resource(tf, kind, "shelf")["for_each"] == "${local.buckets}"
+
+
+@pytest.mark.parametrize("path", sorted((INFRA / "prometheus").glob("*.yml")),
+                         ids=lambda p: Path(p).name)
+def test_prometheus_files_parse(path: Path) -> None:
+    assert yaml.safe_load(path.read_text())
