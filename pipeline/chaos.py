@@ -251,9 +251,6 @@ class Campaign:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.uploads: list[Upload] = []
-        from pipeline.tasks.app import use_broker
-
-        use_broker(self.direct)  # what this process enqueues
 
     # -- setup and teardown ---------------------------------------------------------------
     def _provision(self) -> None:
@@ -485,6 +482,12 @@ class Campaign:
                 self.report.bad_with_result += 1
 
     def run(self) -> Report:
+        from pipeline.tasks.app import using_broker
+
+        with using_broker(self.direct):  # what this process enqueues (reconciliation)
+            return self._run()
+
+    def _run(self) -> Report:
         self._provision()
         self.proxy, self.proxy_url = start_proxy(str(self.direct.aws.endpoint_url),
                                                  self.faults)

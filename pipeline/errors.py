@@ -20,6 +20,16 @@ class PermanentError(PipelineError):
     """A fault that retrying cannot fix: corrupt input, bad event, schema violation."""
 
 
+class StageTimeoutError(PermanentError):
+    """A stage ran past its soft time limit: dead-lettered with that reason, not retried."""
+
+
+class StageTimeLimitExceeded(BaseException):
+    """Raised into a step that runs past its soft time limit. A ``BaseException``, as
+    ``KeyboardInterrupt`` is, so that no ``except Exception`` inside a step (an adapter
+    translating vendor errors, say) swallows it; the stage records a ``StageTimeoutError``."""
+
+
 # -- transient ----------------------------------------------------------------------------
 
 class LockHeldError(TransientError):

@@ -100,11 +100,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from pipeline.demo import enrol_synthetic_catalog
 
     enrol_synthetic_catalog(s, ObjectStore(s3))  # the synthetic photos' SKUs, by packshot
-    from pipeline.tasks.app import use_broker
+    from pipeline.tasks.app import using_broker
 
-    use_broker(s)  # in case the app was imported before the env was set
-    yield Stack(s, env, ObjectStore(s3), s3, sqs, r, urls[s.sqs.queue],
-                urls[s.sqs.dead_letter_queue])
+    with using_broker(s):  # in case the app was imported before the env was set
+        yield Stack(s, env, ObjectStore(s3), s3, sqs, r, urls[s.sqs.queue],
+                    urls[s.sqs.dead_letter_queue])
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

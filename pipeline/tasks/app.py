@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
@@ -29,6 +32,12 @@ TASK_QUEUES = {
     "shelf.recompute": AGGREGATION,
     "shelf.reconcile": AGGREGATION,
 }
+
+
+def soft_limit_s(settings: Settings) -> int:
+    """A stage's soft time limit: it ends in a dead letter that says so, well before the
+    hard limit kills its process."""
+    return max(1, settings.celery.stage_time_limit_s - 15)
 
 
 def broker_key(settings: Settings, name: str) -> str:
@@ -62,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=c.max_tasks_per_child,
         task_time_limit=c.stage_time_limit_s,
-        task_soft_time_limit=max(1, c.stage_time_limit_s - 15),
+        task_soft_time_limit=soft_limit_s(s),
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": c.visibility_timeout_s,
@@ -91,9 +100,20 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
-def use_broker(settings: Settings) -> None:
-    """Point this process's app at ``settings``' broker (for a process whose env changed after
-    the app was built: tests and the chaos run send to their own isolated broker keys)."""
+@contextmanager
+def using_broker(settings: Settings) -> Iterator[None]:
+    """This process's app sends to ``settings``' broker (its URL and key prefix) inside the
+    block, and to the one it had before after it: a test session or a fault campaign sends to
+    its own isolated keys without redirecting anyone else's messages."""
+    before = (app.conf.broker_url, app.conf.broker_transport_options)
     app.conf.broker_url = settings.redis.url
-    app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+    app.conf.broker_transport_options = {**before[1],
                                          "global_keyprefix": settings.celery.key_prefix}
+    # Celery's own reset (as after a fork): the next send takes its pools for app.conf's
+    # broker (kombu keeps one pool per URL and transport options), never the old one.
+    app._after_fork()
+    try:
+        yield
+    finally:
+        app.conf.broker_url, app.conf.broker_transport_options = before
+        app._after_fork()

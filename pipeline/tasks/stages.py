@@ -12,9 +12,13 @@ import logging
 import os
 import random
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 from celery import Task
@@ -28,7 +32,14 @@ from redis.exceptions import RedisError
 from pipeline import logs, metrics
 from pipeline.core.backoff import backoff_seconds
 from pipeline.core.routing import HEAVY
-from pipeline.errors import ForgedMessageError, LockHeldError, PermanentError, TransientError
+from pipeline.errors import (
+    ForgedMessageError,
+    LockHeldError,
+    PermanentError,
+    StageTimeLimitExceeded,
+    StageTimeoutError,
+    TransientError,
+)
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import parse_raw_key
@@ -40,12 +51,18 @@ from pipeline.storage.redis import (
     ttl_s,
 )
 from pipeline.tasks import steps
-from pipeline.tasks.app import ENDCAP_INFERENCE, GONDOLA_INFERENCE, TASK_QUEUES, app
+from pipeline.tasks.app import (
+    ENDCAP_INFERENCE,
+    GONDOLA_INFERENCE,
+    TASK_QUEUES,
+    app,
+    soft_limit_s,
+)
 from pipeline.tasks.deadletter import make_letter, write_letter
 from pipeline.tasks.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
-Step = Callable[[StageMessage, Any], StageMessage]
+Step = Callable[[StageMessage, Runtime], StageMessage]
 NEXT = {"ingest": "normalize", "normalize": "detect", "detect": "comply"}
 STEPS: dict[str, Step] = {"ingest": steps.ingest, "normalize": steps.normalize,
                           "detect": steps.detect, "comply": steps.comply}
@@ -160,6 +177,29 @@ def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
         raise task.retry(exc=exc, countdown=delay, max_retries=c.max_retries * 2) from exc
 
 
+@contextmanager
+def stage_deadline(seconds: float) -> Iterator[None]:
+    """``StageTimeLimitExceeded`` once ``seconds`` pass inside the block, raised as soon as
+    the step is back in Python (after a native call such as a model run returns). Celery's
+    own soft limit depends on the pool's event loop and was seen not to fire; this one is a
+    timer of the process that runs the step. Only in a main thread on Unix, else a no-op."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+            signal, "setitimer"):
+        yield
+        return
+
+    def expired(_signum: int, _frame: FrameType | None) -> None:
+        raise StageTimeLimitExceeded(f"stage over its soft time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
     rt = get_runtime()
     c = rt.settings.celery
@@ -182,7 +222,8 @@ def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
                                   c.stage_time_limit_s + 5):
             raise LockHeldError(f"{stage} already running for this photo")
         try:
-            out = STEPS[stage](msg, rt)
+            with stage_deadline(soft_limit_s(rt.settings)):
+                out = STEPS[stage](msg, rt)
         finally:
             release(rt.redis, lock, str(task.request.id))
         spent = time.monotonic() - start
@@ -218,7 +259,12 @@ def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
             raise task.retry(exc=exc, countdown=delay, max_retries=c.max_retries) from exc
         dead_letter(stage, TransientError(f"retries exhausted after {attempts} attempts: {exc}"),
                     attempts, msg)
-    except (PermanentError, SoftTimeLimitExceeded) as exc:
+    except (StageTimeLimitExceeded, SoftTimeLimitExceeded) as exc:
+        timeout = StageTimeoutError(str(exc) or "stage over its soft time limit")
+        metrics.STAGE_FAILURES.labels(stage, type(timeout).__name__).inc()
+        metrics.STAGE_RUNS.labels(stage, "dead_letter").inc()
+        dead_letter(stage, timeout, attempts, msg)
+    except PermanentError as exc:
         metrics.STAGE_FAILURES.labels(stage, type(exc).__name__).inc()
         metrics.STAGE_RUNS.labels(stage, "dead_letter").inc()
         dead_letter(stage, exc, attempts, msg)

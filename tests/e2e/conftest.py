@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline.settings import REPO_ROOT
 
 SIZE = 320
-MATMULS = 240
+MATMULS = 900
 
 
 def build_slow_model(path: Path) -> None:

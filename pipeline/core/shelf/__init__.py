@@ -8,7 +8,7 @@ its shelf's planned facings by Needleman-Wunsch, where an empty stretch may stan
 facings that fit it. A planned facing paired with a detection of its SKU is found in place;
 a position with nothing found is ``out_of_stock`` when enough empty board is where it
 belongs and ``missing`` otherwise (replaced, or pushed off a full shelf). Compliance is
-planned facings found in place / planned facings, as in ``pipeline.synth.planogram``.
+planned facings found in place / planned facings, as the synthetic world's truth computes it.
 
 Every threshold and alignment score is a field of ``ShelfTuning`` (defaults are the calibrated
 values); the entry points take one as ``tuning`` and production builds it from ``Settings``.

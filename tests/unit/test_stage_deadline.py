@@ -1,0 +1,36 @@
+"""A stage's soft time limit is a timer of the process that runs the step."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from pipeline.errors import StageTimeLimitExceeded
+from pipeline.tasks.stages import stage_deadline
+
+
+def test_a_step_past_its_deadline_is_interrupted() -> None:
+    started = time.monotonic()
+    with pytest.raises(StageTimeLimitExceeded, match=r"0\.2 s"), stage_deadline(0.2):
+        while time.monotonic() - started < 5:
+            pass
+    assert time.monotonic() - started < 1
+
+
+def test_the_deadline_is_not_swallowed_by_a_catch_all_inside_the_step() -> None:
+    with pytest.raises(StageTimeLimitExceeded), stage_deadline(0.1):
+        try:
+            time.sleep(1)  # the timer fires in here
+        except Exception:  # what an adapter translating vendor errors does
+            pytest.fail("the deadline was caught as an ordinary error")
+
+
+def test_a_step_within_its_deadline_runs_and_leaves_no_timer() -> None:
+    before = signal.getsignal(signal.SIGALRM)
+    with stage_deadline(0.3):
+        time.sleep(0.05)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is before
+    time.sleep(0.4)  # nothing fires later
