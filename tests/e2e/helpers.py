@@ -104,14 +104,16 @@ def dead_letters(stack: Stack) -> list[DeadLetter]:
             if not k.startswith("dead-letter/unreadable/")]
 
 
-def wait_dead_letter(stack: Stack, key: str, timeout_s: float = 60) -> DeadLetter:
+def wait_dead_letter(stack: Stack, key: str, timeout_s: float = 60,
+                     error_type: str | None = None) -> DeadLetter:
+    """A dead letter of the upload at ``key`` (of that error type, when given)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         for d in dead_letters(stack):
-            if d.message.photo.key == key:
+            if d.message.photo.key == key and error_type in (None, d.error_type):
                 return d
         time.sleep(0.3)
-    raise AssertionError(f"no dead letter for {key} after {timeout_s} s")
+    raise AssertionError(f"no {error_type or 'dead'} letter for {key} after {timeout_s} s")
 
 
 def versions(stack: Stack, bucket: str, prefix: str) -> dict[str, int]:
