@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
@@ -43,6 +44,7 @@ from pipeline.storage.s3 import ObjectStore, translate
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[[StageMessage], None]
+HEAD_THREADS = 10  # one SQS batch at most
 METADATA_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
@@ -71,6 +73,8 @@ class Listener:
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.queue_url = sqs.get_queue_url(QueueName=settings.sqs.queue)["QueueUrl"]
+        self._heads: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._deferred: list[dict[str, Any]] | None = None
         self.dlq_url = sqs.get_queue_url(QueueName=settings.sqs.dead_letter_queue)["QueueUrl"]
 
     def _count(self, outcome: str) -> None:
@@ -115,13 +119,51 @@ class Listener:
             raise translate(exc, "receive") from exc
         messages = resp.get("Messages", [])
         received_at = time.monotonic()
-        for i, m in enumerate(messages):
-            if self.stop_event.is_set():
-                self._return(messages[i:])
-                break
-            received_at = self._extend_if_slow(messages[i:], received_at)
-            self.handle(m)
+        self._heads = self._prefetch_heads(messages)
+        self._deferred = []
+        try:
+            for i, m in enumerate(messages):
+                if self.stop_event.is_set():
+                    self._return(messages[i:])
+                    break
+                received_at = self._extend_if_slow(messages[i:], received_at)
+                self.handle(m)
+        finally:
+            deferred, self._deferred, self._heads = self._deferred, None, {}
+            self._delete_batch(deferred)
         return len(messages)
+
+    def _prefetch_heads(self, messages: list[dict[str, Any]]
+                        ) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """The HEADs of the batch's photos, all at once: they are reads without side effects,
+        and waiting on them one by one is most of a message's time. Whatever fails here is
+        simply asked again, in order, when its record is handled."""
+        cfg, s3cfg = self.s.sqs, self.s.s3
+        wanted: set[tuple[str, str]] = set()
+        for m in messages:
+            try:
+                records = parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
+                                     max_records=cfg.max_records)
+            except Exception:  # handled (dead-lettered) in order, below
+                continue
+            wanted.update((r.bucket, r.key) for r in records
+                          if r.bucket == s3cfg.raw_bucket and r.key.startswith(s3cfg.raw_prefix))
+        if len(wanted) < 2:
+            return {}
+
+        def head(ref: tuple[str, str]) -> tuple[tuple[str, str], dict[str, Any] | None] | None:
+            try:
+                return ref, self.store.head(*ref)
+            except Exception:
+                return None
+
+        with ThreadPoolExecutor(max_workers=min(len(wanted), HEAD_THREADS)) as pool:
+            return dict(r for r in pool.map(head, sorted(wanted)) if r is not None)
+
+    def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        if (bucket, key) in self._heads:
+            return self._heads.pop((bucket, key))
+        return self.store.head(bucket, key)
 
     def handle(self, m: dict[str, Any]) -> None:
         """One SQS message, whatever it holds; never raises."""
@@ -197,11 +239,33 @@ class Listener:
         o = rec.s3.object
         return build_photo_message(self.s, self.store, bucket=rec.bucket, key=rec.key,
                                    version_id=o.version_id, etag=o.etag, size=o.size,
-                                   event_time=rec.event_time)
+                                   event_time=rec.event_time, head_of=self._head)
 
     # -- SQS bookkeeping -----------------------------------------------------------------------
     def _delete(self, m: dict[str, Any]) -> None:
-        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        if self._deferred is not None:  # inside a batch: deleted together at its end
+            self._deferred.append(m)
+        else:
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def _delete_batch(self, messages: list[dict[str, Any]]) -> None:
+        """One call per ten messages. A message whose delete fails comes back later and is
+        then a duplicate (its version is already marked as seen), never a lost photo."""
+        for start in range(0, len(messages), 10):
+            chunk = messages[start:start + 10]
+            try:
+                resp = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(chunk)])
+            except (ClientError, BotoCoreError) as exc:
+                self._count("errors")
+                log.warning("delete of %d handled messages failed, they will come back as "
+                            "duplicates: %s", len(chunk), exc)
+                continue
+            for failed in resp.get("Failed", []):
+                self._count("errors")
+                log.warning("delete of a handled message failed (%s), it will come back as a "
+                            "duplicate", failed.get("Code"))
 
     def _dead_letter(self, m: dict[str, Any], body: str, reason: str) -> None:
         """Keep ``body`` on the DLQ with the reason (shelf dlq events list / redrive)."""
@@ -249,13 +313,15 @@ def _printable(text: str) -> str:
 
 def build_photo_message(settings: Settings, store: ObjectStore, *, bucket: str, key: str,
                         version_id: str | None, etag: str | None, size: int | None,
-                        event_time: datetime | None) -> StageMessage | None:
+                        event_time: datetime | None,
+                        head_of: Callable[[str, str], dict[str, Any] | None] | None = None
+                        ) -> StageMessage | None:
     """The chain's first message for one object version; None when the object is gone.
 
     Who sent the photo is the key's to say (``raw/{store}/{aisle}/{bay}/{camera}/{file}``);
     object metadata only adds what the key cannot: store format, display type, planogram id.
     """
-    head = store.head(bucket, key)
+    head = (head_of or store.head)(bucket, key)
     if head is None:
         log.warning("object %s/%s is gone; nothing to process", bucket, _printable(key))
         return None
