@@ -179,6 +179,7 @@ def _catalog(args: argparse.Namespace) -> int:
 
 def _model(args: argparse.Namespace) -> int:
     from pipeline.detect.card import load_model
+    from pipeline.detect.embedder import load_embedder
     from pipeline.detect.register import register_model
     from pipeline.errors import ModelError
 
@@ -188,7 +189,12 @@ def _model(args: argparse.Namespace) -> int:
             try:
                 files = load_model(root, mdir.name)
             except ModelError as exc:
-                print(f"{mdir.name:24} unusable: {exc}")
+                try:  # not a detector: the crop embedder that names products?
+                    emb = load_embedder(root, mdir.name)
+                except ModelError:
+                    print(f"{mdir.name:24} unusable: {str(exc).splitlines()[0]}")
+                    continue
+                print(f"{emb.ref:24} {emb.card.kind:9} {'naming':10} input {emb.card.input.size}")
                 continue
             c = files.card
             kind = "product" if files.finds_products else f"{len(files.labels)} SKUs"

@@ -264,3 +264,20 @@ def test_keep_aspect_fits_the_photo_inside_the_input(tmp_path: Path, image_wh: t
     w, h = image_wh
     found = det.detect(np.zeros((h, w, 3), np.uint8))
     assert len(found) == 1  # the graph ran on the fitted input
+
+
+def test_list_names_the_embedder_and_a_broken_card_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.settings import REPO_ROOT
+
+    models = tmp_path / "models"
+    (models / "broken" / "1").mkdir(parents=True)
+    (models / "broken" / "1" / "card.json").write_text("{}")
+    (models / "sku-embed").symlink_to(REPO_ROOT / "models" / "sku-embed")
+
+    assert main(["model", "list", "--models", str(models)]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("broken") and "unusable" in lines[0]
+    assert lines[1].startswith("sku-embed/1") and "embedder" in lines[1]
