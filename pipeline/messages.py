@@ -52,7 +52,7 @@ class StageMessage(BaseModel):
     route: str | None = None  # light | heavy
     route_reason: str | None = None
     model: str | None = None
-    recompute: bool = False  # comply again although a result exists (its planogram arrived)
+    recompute: bool = False  # comply again although marked done (planogram arrived, reconciled)
     stage_seconds: dict[str, float] = Field(default_factory=dict)
 
     def with_artifact(self, name: str, ref: ArtifactRef) -> StageMessage:

@@ -197,10 +197,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
     p = msg.photo
     key = result_key(store=p.store, date=msg.captured_date or "unknown", aisle=p.aisle,
                      upload_id=p.upload_id)
-    # A mark whose result is gone (deleted, expired) is not done: reconciliation relies on it.
-    done = (not msg.recompute and rt.ledger.get("comply", p.upload_id) is not None
-            and rt.store.head(s.s3.results_bucket, key))
-    if not done:
+    if msg.recompute or rt.ledger.get("comply", p.upload_id) is None:
         planogram = load_planogram(rt.store, s.s3.config_bucket, p)
         ref = msg.artifacts["detections"]
         det = rt.store.get_json(ref.bucket, ref.key)
