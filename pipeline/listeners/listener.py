@@ -15,6 +15,7 @@ finishes the current message and hands the rest of the batch back (visibility 0)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -34,7 +35,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redis import Redis
 
 from pipeline import metrics
-from pipeline.errors import InFlightElsewhereError, PermanentError, TransientError
+from pipeline.errors import (
+    InFlightElsewhereError,
+    InvalidKeyError,
+    PermanentError,
+    TransientError,
+)
 from pipeline.listeners.events import S3Record, check_key, parse_body
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
@@ -119,7 +125,9 @@ class Listener:
             raise translate(exc, "receive") from exc
         messages = resp.get("Messages", [])
         received_at = time.monotonic()
-        self._heads = self._prefetch_heads(messages)
+        parsed = [self._parse(m) for m in messages]
+        self._heads = self._prefetch_heads(
+            [r for p in parsed if not isinstance(p, Exception) for r in p])
         self._deferred = []
         try:
             for i, m in enumerate(messages):
@@ -127,27 +135,32 @@ class Listener:
                     self._return(messages[i:])
                     break
                 received_at = self._extend_if_slow(messages[i:], received_at)
-                self.handle(m)
+                self.handle(m, parsed[i])
         finally:
             deferred, self._deferred, self._heads = self._deferred, None, {}
             self._delete_batch(deferred)
         return len(messages)
 
-    def _prefetch_heads(self, messages: list[dict[str, Any]]
+    def _parse(self, m: dict[str, Any]) -> list[S3Record] | Exception:
+        """The message's records, or why it is not an S3 event (MalformedEventError, or any
+        surprise from the parser)."""
+        cfg = self.s.sqs
+        try:
+            return parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
+                              max_records=cfg.max_records)
+        except Exception as exc:
+            return exc
+
+    def _prefetch_heads(self, records: list[S3Record]
                         ) -> dict[tuple[str, str], dict[str, Any] | None]:
         """The HEADs of the batch's photos, all at once: they are reads without side effects,
         and waiting on them one by one is most of a message's time. Whatever fails here is
         simply asked again, in order, when its record is handled."""
-        cfg, s3cfg = self.s.sqs, self.s.s3
         wanted: set[tuple[str, str]] = set()
-        for m in messages:
-            try:
-                records = parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
-                                     max_records=cfg.max_records)
-            except Exception:  # handled (dead-lettered) in order, below
-                continue
-            wanted.update((r.bucket, r.key) for r in records
-                          if r.bucket == s3cfg.raw_bucket and r.key.startswith(s3cfg.raw_prefix))
+        for r in records:
+            with contextlib.suppress(InvalidKeyError):  # refused in order, below
+                if self._is_photo(r, check_key(r.key)) and r.bucket == self.s.s3.raw_bucket:
+                    wanted.add((r.bucket, r.key))
         if len(wanted) < 2:
             return {}
 
@@ -165,23 +178,21 @@ class Listener:
             return self._heads.pop((bucket, key))
         return self.store.head(bucket, key)
 
-    def handle(self, m: dict[str, Any]) -> None:
-        """One SQS message, whatever it holds; never raises."""
+    def handle(self, m: dict[str, Any], parsed: list[S3Record] | Exception | None = None
+               ) -> None:
+        """One SQS message, whatever it holds (``parsed``: its body, already parsed); never
+        raises."""
         self._count("received")
         try:
-            self._handle(m)
+            self._handle(m, self._parse(m) if parsed is None else parsed)
         except Exception as exc:  # SQS bookkeeping failed: the message comes back later
             self._count("errors")
             log.exception("message %s left for redelivery: %s", m.get("MessageId"), exc)
 
-    def _handle(self, m: dict[str, Any]) -> None:
-        cfg = self.s.sqs
-        try:
-            records = parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
-                                 max_records=cfg.max_records)
-        except Exception as exc:  # MalformedEventError, or any surprise from the parser
+    def _handle(self, m: dict[str, Any], records: list[S3Record] | Exception) -> None:
+        if isinstance(records, Exception):
             self._count("malformed")
-            self._dead_letter(m, m.get("Body", ""), f"{type(exc).__name__}: {exc}")
+            self._dead_letter(m, m.get("Body", ""), f"{type(records).__name__}: {records}")
             self._delete(m)
             return
         if not records:
@@ -207,8 +218,7 @@ class Listener:
     def handle_record(self, rec: S3Record) -> None:
         s3cfg = self.s.s3
         key = check_key(rec.key)
-        if not rec.event_name.startswith("ObjectCreated") or not key.startswith(
-                s3cfg.raw_prefix) or not key.lower().endswith(s3cfg.suffixes):
+        if not self._is_photo(rec, key):
             self._count("skipped")
             log.info("skipped %s %s/%s", rec.event_name, rec.bucket, key)
             return
@@ -234,6 +244,12 @@ class Listener:
             release(self.redis, busy, token)
         self._count("enqueued")
         log.info("enqueued %s/%s", rec.bucket, key)
+
+    def _is_photo(self, rec: S3Record, key: str) -> bool:
+        """A created object under the raw prefix with a photo's suffix (``key``: checked)."""
+        s3cfg = self.s.s3
+        return rec.event_name.startswith("ObjectCreated") and key.startswith(
+            s3cfg.raw_prefix) and key.lower().endswith(s3cfg.suffixes)
 
     def build_message(self, rec: S3Record) -> StageMessage | None:
         o = rec.s3.object
