@@ -55,3 +55,10 @@ def slow_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (mdir / "card.json").write_text(json.dumps({"name": "slow-model", "version": "1",
                                                 "format": "yolov8", "task": "sku"}))
     return root
+
+
+@pytest.fixture(scope="session")
+def slow_model_env(slow_model_root: Path) -> dict[str, str]:
+    """A worker's environment that runs the slow model on both routes."""
+    return {"SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
+            "SHELF_MODELS__HEAVY": "slow-model"}

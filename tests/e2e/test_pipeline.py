@@ -235,11 +235,10 @@ def test_expired_presigned_url_is_reminted(stack: Stack) -> None:
 
 def test_worker_killed_mid_task_runs_it_again(
         stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
-        slow_model_root: Path) -> None:
+        slow_model_env: dict[str, str]) -> None:
     # Given an inference worker whose model takes seconds per photo
-    with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-slow", {
-        "SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
-        "SHELF_MODELS__HEAVY": "slow-model"}) as slow:
+    with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-slow",
+                        slow_model_env) as slow:
         data, truth = photo_bytes(5)
         up = put_photo(stack, "raw/S004/A01/B1/cam1/killed.jpg", data, truth)
         # When its pool process is killed with SIGKILL while the detect task runs
@@ -362,11 +361,10 @@ def test_adding_a_sku_to_the_catalog_names_it_without_retraining(stack: Stack) -
 
 def test_a_stage_over_its_time_limit_ends_in_a_dead_letter(
         stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
-        slow_model_root: Path) -> None:
+        slow_model_env: dict[str, str]) -> None:
     # Given an inference worker whose model runs longer than the stage's soft time limit
     with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-too-slow", {
-        "SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
-        "SHELF_MODELS__HEAVY": "slow-model", "SHELF_CELERY__STAGE_TIME_LIMIT_S": "16"}) as slow:
+        **slow_model_env, "SHELF_CELERY__STAGE_TIME_LIMIT_S": "16"}) as slow:
         data, truth = photo_bytes(9)
         key = "raw/S004/A02/B1/cam1/too-slow.jpg"
         put_photo(stack, key, data, truth)
@@ -450,14 +448,13 @@ def test_transient_faults_are_retried_then_dead_lettered_when_they_last(
 
 def test_a_photo_that_kills_its_worker_every_time_is_dead_lettered(
         stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
-        slow_model_root: Path) -> None:
+        slow_model_env: dict[str, str]) -> None:
     import os
     import signal
 
     # Given an inference worker, and a photo whose detect task dies with its process each time
-    with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-poisoned", {
-        "SHELF_MODELS__ROOT": str(slow_model_root), "SHELF_MODELS__LIGHT": "slow-model",
-        "SHELF_MODELS__HEAVY": "slow-model"}) as slow:
+    with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-poisoned",
+                        slow_model_env) as slow:
         data, truth = photo_bytes(11)
         key = "raw/S011/A01/B1/cam1/poison.jpg"
         put_photo(stack, key, data, truth)
