@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
+
+METADATA_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
 class PhotoRef(BaseModel):
@@ -26,6 +30,16 @@ class PhotoRef(BaseModel):
     store_format: str = "standard"
     display_type: str = "gondola"
     planogram_id: str | None = None
+
+    def with_metadata(self, metadata: Mapping[str, str]) -> PhotoRef:
+        """What the key cannot say, from the object's user metadata (``x-amz-meta-*``, names
+        lower-case, without the prefix): store format, display type, planogram id. Values
+        outside a short safe alphabet are ignored; identity stays the key's."""
+        ok = {k: v for k, v in metadata.items() if METADATA_VALUE.fullmatch(v or "")}
+        return self.model_copy(update={
+            "store_format": ok.get("store-format", self.store_format),
+            "display_type": ok.get("display-type", self.display_type),
+            "planogram_id": ok.get("planogram-id", self.planogram_id)})
 
     @property
     def upload_id(self) -> str:

@@ -144,7 +144,7 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         msg = build_photo_message(settings, store, bucket=s3.raw_bucket, key=key,
                                   version_id=version, etag=etag, size=int(v.get("Size", 0)),
                                   event_time=modified)
-        if msg is not None and not dry_run:
+        if not dry_run:
             # Comply again even if its stage mark says done: the upload has no end on record
             # (its result may be gone), and finishing it is the point of sending it round.
             enqueue(msg.model_copy(update={"recompute": True}))

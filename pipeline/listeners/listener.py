@@ -1,10 +1,16 @@
 """SQS long-poll loop: S3 ObjectCreated events -> enqueued photo chains, one per version.
 
-Per record: skip if the object version was already enqueued; hold a short in-progress claim;
-enqueue; only then mark the version as seen and release the claim. A listener killed in
-between leaves an expiring claim and an undeleted message, so the event comes back and is
-enqueued again: a duplicate chain, which the stages absorb (results are per upload), rather
-than a lost photo. A message is deleted only when none of its records is left to retry.
+Per record, two Redis round trips: skip the object version if it was already enqueued, else
+hold a short in-progress claim (one script); enqueue; only then mark the version as seen and
+drop the claim (one script). A listener killed in between leaves an expiring claim and an
+undeleted message, so the event comes back and is enqueued again: a duplicate chain, which
+the stages absorb (results are per upload), rather than a lost photo. A message is deleted
+only when none of its records is left to retry, ten at a time at the end of the batch.
+
+The listener reads nothing from S3: who sent the photo is the key's to say, and the object's
+user metadata (store format, display type, planogram id) arrives with the photo's bytes in
+the ingest stage, which fetches them anyway. A photo deleted before ingest ends there as a
+dead letter with its reason.
 
 Nothing a message carries can stop the loop: a body that is not an S3 event, and a record
 the pipeline refuses (a broken key, say), go to the dead-letter queue with the reason; any
@@ -19,13 +25,11 @@ import contextlib
 import json
 import logging
 import random
-import re
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
@@ -37,7 +41,6 @@ from redis import Redis
 from pipeline import metrics
 from pipeline.errors import (
     InFlightElsewhereError,
-    InvalidKeyError,
     PermanentError,
     TransientError,
 )
@@ -45,14 +48,11 @@ from pipeline.listeners.events import S3Record, check_key, parse_body
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import claim_key, inflight_key, parse_raw_key
-from pipeline.storage.redis import claim, exists, mark, release
+from pipeline.storage.redis import claim_unless_done, mark_done, release
 from pipeline.storage.s3 import ObjectStore, translate
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[[StageMessage], None]
-HEAD_THREADS = 10  # one SQS batch at most
-METADATA_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
-
 
 
 @dataclass
@@ -79,7 +79,6 @@ class Listener:
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.queue_url = sqs.get_queue_url(QueueName=settings.sqs.queue)["QueueUrl"]
-        self._heads: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._deferred: list[dict[str, Any]] | None = None
         self.dlq_url = sqs.get_queue_url(QueueName=settings.sqs.dead_letter_queue)["QueueUrl"]
 
@@ -125,9 +124,6 @@ class Listener:
             raise translate(exc, "receive") from exc
         messages = resp.get("Messages", [])
         received_at = time.monotonic()
-        parsed = [self._parse(m) for m in messages]
-        self._heads = self._prefetch_heads(
-            [r for p in parsed if not isinstance(p, Exception) for r in p])
         self._deferred = []
         try:
             for i, m in enumerate(messages):
@@ -135,9 +131,9 @@ class Listener:
                     self._return(messages[i:])
                     break
                 received_at = self._extend_if_slow(messages[i:], received_at)
-                self.handle(m, parsed[i])
+                self.handle(m)
         finally:
-            deferred, self._deferred, self._heads = self._deferred, None, {}
+            deferred, self._deferred = self._deferred, None
             self._delete_batch(deferred)
         return len(messages)
 
@@ -151,40 +147,11 @@ class Listener:
         except Exception as exc:
             return exc
 
-    def _prefetch_heads(self, records: list[S3Record]
-                        ) -> dict[tuple[str, str], dict[str, Any] | None]:
-        """The HEADs of the batch's photos, all at once: they are reads without side effects,
-        and waiting on them one by one is most of a message's time. Whatever fails here is
-        simply asked again, in order, when its record is handled."""
-        wanted: set[tuple[str, str]] = set()
-        for r in records:
-            with contextlib.suppress(InvalidKeyError):  # refused in order, below
-                if self._is_photo(r, check_key(r.key)) and r.bucket == self.s.s3.raw_bucket:
-                    wanted.add((r.bucket, r.key))
-        if len(wanted) < 2:
-            return {}
-
-        def head(ref: tuple[str, str]) -> tuple[tuple[str, str], dict[str, Any] | None] | None:
-            try:
-                return ref, self.store.head(*ref)
-            except Exception:
-                return None
-
-        with ThreadPoolExecutor(max_workers=min(len(wanted), HEAD_THREADS)) as pool:
-            return dict(r for r in pool.map(head, sorted(wanted)) if r is not None)
-
-    def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
-        if (bucket, key) in self._heads:
-            return self._heads.pop((bucket, key))
-        return self.store.head(bucket, key)
-
-    def handle(self, m: dict[str, Any], parsed: list[S3Record] | Exception | None = None
-               ) -> None:
-        """One SQS message, whatever it holds (``parsed``: its body, already parsed); never
-        raises."""
+    def handle(self, m: dict[str, Any]) -> None:
+        """One SQS message, whatever it holds; never raises."""
         self._count("received")
         try:
-            self._handle(m, self._parse(m) if parsed is None else parsed)
+            self._handle(m, self._parse(m))
         except Exception as exc:  # SQS bookkeeping failed: the message comes back later
             self._count("errors")
             log.exception("message %s left for redelivery: %s", m.get("MessageId"), exc)
@@ -225,23 +192,24 @@ class Listener:
         if rec.bucket != s3cfg.raw_bucket:
             raise PermanentError(f"event for bucket {rec.bucket!r}, not the raw bucket")
         seen = claim_key(rec.bucket, key, rec.version)
-        if exists(self.redis, seen):
+        busy = inflight_key(seen)
+        token = uuid.uuid4().hex
+        state = claim_unless_done(self.redis, seen, busy, token, self.s.sqs.visibility_timeout_s)
+        if state == "done":
             self._count("duplicates")
             log.info("duplicate event for %s/%s@%s", rec.bucket, key, rec.version)
             return
-        busy = inflight_key(seen)
-        token = uuid.uuid4().hex
-        if not claim(self.redis, busy, token, self.s.sqs.visibility_timeout_s):
+        if state == "busy":
             raise InFlightElsewhereError(f"{key} is being enqueued by another listener")
         try:
             msg = self.build_message(rec)
-            if msg is None:
-                self._count("skipped")
-                return
             self.enqueue(msg)
-            mark(self.redis, seen, msg.photo.upload_id, self.s.redis.claim_ttl_s)
-        finally:
-            release(self.redis, busy, token)
+            mark_done(self.redis, seen, msg.photo.upload_id, self.s.redis.claim_ttl_s, busy,
+                      token)
+        except BaseException:
+            with contextlib.suppress(Exception):  # else it expires with the visibility
+                release(self.redis, busy, token)
+            raise
         self._count("enqueued")
         log.info("enqueued %s/%s", rec.bucket, key)
 
@@ -251,11 +219,11 @@ class Listener:
         return rec.event_name.startswith("ObjectCreated") and key.startswith(
             s3cfg.raw_prefix) and key.lower().endswith(s3cfg.suffixes)
 
-    def build_message(self, rec: S3Record) -> StageMessage | None:
+    def build_message(self, rec: S3Record) -> StageMessage:
         o = rec.s3.object
         return build_photo_message(self.s, self.store, bucket=rec.bucket, key=rec.key,
                                    version_id=o.version_id, etag=o.etag, size=o.size,
-                                   event_time=rec.event_time, head_of=self._head)
+                                   event_time=rec.event_time)
 
     # -- SQS bookkeeping -----------------------------------------------------------------------
     def _delete(self, m: dict[str, Any]) -> None:
@@ -329,20 +297,10 @@ def _printable(text: str) -> str:
 
 def build_photo_message(settings: Settings, store: ObjectStore, *, bucket: str, key: str,
                         version_id: str | None, etag: str | None, size: int | None,
-                        event_time: datetime | None,
-                        head_of: Callable[[str, str], dict[str, Any] | None] | None = None
-                        ) -> StageMessage | None:
-    """The chain's first message for one object version; None when the object is gone.
-
-    Who sent the photo is the key's to say (``raw/{store}/{aisle}/{bay}/{camera}/{file}``);
-    object metadata only adds what the key cannot: store format, display type, planogram id.
-    """
-    head = (head_of or store.head)(bucket, key)
-    if head is None:
-        log.warning("object %s/%s is gone; nothing to process", bucket, _printable(key))
-        return None
-    meta = {k.lower(): v for k, v in head.get("Metadata", {}).items()
-            if METADATA_VALUE.fullmatch(v or "")}
+                        event_time: datetime | None) -> StageMessage:
+    """The chain's first message for one object version: who sent it, from the key
+    (``raw/{store}/{aisle}/{bay}/{camera}/{file}``), and a pre-signed GET of that version.
+    The object's metadata is read where its bytes are, in ingest."""
     cam = parse_raw_key(key, settings.s3.raw_prefix)
     url = store.presign_get(bucket, key, settings.s3.presign_expiry_s, version_id)
     photo = PhotoRef(
@@ -350,8 +308,5 @@ def build_photo_message(settings: Settings, store: ObjectStore, *, bucket: str, 
         size=size, url=url, event_time=event_time,
         store=cam.store if cam else "unknown", aisle=cam.aisle if cam else "unknown",
         bay=cam.bay if cam else "unknown", camera=cam.camera if cam else "unknown",
-        store_format=meta.get("store-format", "standard"),
-        display_type=meta.get("display-type", "gondola"),
-        planogram_id=meta.get("planogram-id"),
     )
     return StageMessage(photo=photo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from pipeline.errors import (
@@ -20,7 +21,13 @@ from pipeline.errors import (
 )
 
 CHUNK = 1 << 20
+META_PREFIX = "x-amz-meta-"
 
+
+@dataclass(frozen=True)
+class Download:
+    data: bytes
+    metadata: dict[str, str]  # the object's user metadata: lower-case names, no prefix
 
 
 def check_presigned(url: str, *, endpoint_url: str | None, region: str, bucket: str,
@@ -66,7 +73,7 @@ _OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({
 
 
 
-def fetch(url: str, *, max_bytes: int, timeout_s: float) -> bytes:
+def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
     """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims."""
     try:
         with _OPENER.open(url, timeout=timeout_s) as resp:
@@ -82,7 +89,9 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float) -> bytes:
                 if total > max_bytes:
                     raise TooLargeError(f"object exceeds the {max_bytes}-byte cap")
                 chunks.append(chunk)
-            return b"".join(chunks)
+            metadata = {k.lower().removeprefix(META_PREFIX): v for k, v in resp.headers.items()
+                        if k.lower().startswith(META_PREFIX)}
+            return Download(b"".join(chunks), metadata)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise UrlRejectedError(f"pre-signed URL refused: HTTP {exc.code}") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import redis
 from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -56,6 +58,40 @@ if v == false then return redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) and
 if v == ARGV[1] then redis.call('expire', KEYS[1], ARGV[2]) return 1 end
 return 0
 """
+
+
+_CLAIM_UNLESS_DONE = """
+if redis.call('exists', KEYS[1]) == 1 then return -1 end
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+def claim_unless_done(client: redis.Redis, done: str, key: str, owner: str, ttl_s: int
+                      ) -> Literal["done", "claimed", "busy"]:
+    """One round trip: ``done`` when ``done`` exists; else ``claimed`` when this caller now
+    holds ``key``, ``busy`` when someone else does."""
+    try:
+        got = int(client.eval(_CLAIM_UNLESS_DONE, 2, done, key, owner, ttl_s))
+    except RedisError as exc:
+        raise _translate(exc, "claim") from exc
+    return "done" if got < 0 else "claimed" if got else "busy"
+
+
+_MARK_DONE = """
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
+return 1
+"""
+
+
+def mark_done(client: redis.Redis, done: str, value: str, ttl_s: int, key: str, owner: str
+              ) -> None:
+    """One round trip: set ``done`` and drop this caller's claim on ``key``."""
+    try:
+        client.eval(_MARK_DONE, 2, done, key, value, ttl_s, owner)
+    except RedisError as exc:
+        raise _translate(exc, "mark") from exc
 
 
 def claim_or_take_over(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:

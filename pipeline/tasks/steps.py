@@ -23,13 +23,13 @@ from pipeline.errors import CorruptImageError, ForgedUrlError, PermanentError, U
 from pipeline.image import decode_jpeg, decode_upright, encode_jpeg, inspect_image
 from pipeline.messages import ArtifactRef, StageMessage
 from pipeline.privacy import blur_faces
-from pipeline.storage.download import check_presigned, fetch
+from pipeline.storage.download import Download, check_presigned, fetch
 from pipeline.storage.keys import artifact_key, outcome_key, pending_key, result_key
 from pipeline.storage.planograms import load_planogram, planogram_key
 from pipeline.tasks.runtime import Runtime
 
 
-def download_photo(msg: StageMessage, rt: Runtime) -> bytes:
+def download_photo(msg: StageMessage, rt: Runtime) -> Download:
     """Through the message's pre-signed URL when it is one for the raw bucket; minted from
     bucket/key when the message carries none or the URL was refused (expired)."""
     s = rt.settings
@@ -56,7 +56,9 @@ def captured_date(taken: str | None, msg: StageMessage) -> str:
 
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
-    return ingest_bytes(download_photo(msg, rt), msg, rt)
+    got = download_photo(msg, rt)
+    photo = msg.photo.with_metadata(got.metadata)
+    return ingest_bytes(got.data, msg.model_copy(update={"photo": photo}), rt)
 
 
 def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:

@@ -16,6 +16,7 @@ from pipeline.listeners.events import parse_body
 from pipeline.listeners.listener import Listener
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
+from pipeline.storage.download import fetch
 from pipeline.storage.keys import claim_key
 from pipeline.storage.provision import apply_spec, load_spec, spec_names
 from tests.conftest import Stack
@@ -199,19 +200,19 @@ def test_lost_redis_reply_after_enqueue_enqueues_again_never_loses(isolated: Iso
     listener.s.sqs.visibility_timeout_s = 1
     import pipeline.listeners.listener as mod
 
-    real_mark = mod.mark
+    real_mark = mod.mark_done
 
     def lost(*_a: Any, **_k: Any) -> None:
         raise TransientError("redis reply lost")
 
-    monkeypatch.setattr(mod, "mark", lost)
+    monkeypatch.setattr(mod, "mark_done", lost)
     deadline = time.time() + 10
     while not done and time.time() < deadline:
         listener.poll_once()
     assert len(done) == 1 and listener.stats.failed == 1
     # When Redis answers again, the redelivered event is enqueued once more: a duplicate
     # chain (absorbed downstream, results being per upload), never a lost photo
-    monkeypatch.setattr(mod, "mark", real_mark)
+    monkeypatch.setattr(mod, "mark_done", real_mark)
     while len(done) < 2 and time.time() < deadline + 10:
         listener.poll_once()
     assert [m.photo.upload_id for m in done] == [done[0].photo.upload_id] * 2
@@ -219,12 +220,13 @@ def test_lost_redis_reply_after_enqueue_enqueues_again_never_loses(isolated: Iso
     assert _visible(isolated) == 0
 
 
-def test_identity_comes_from_the_key_not_metadata(isolated: Isolated) -> None:
+def test_identity_comes_from_the_key_and_metadata_arrives_with_the_bytes(
+        isolated: Isolated) -> None:
     s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
     _drain_test_event(isolated)
     s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/meta.jpg", Body=b"x",
                   Metadata={"store": "S999", "bay": "B9", "display-type": "endcap",
-                            "store-format": "<script>"})
+                            "store-format": "<script>", "planogram-id": "pg 7"})
     done: list[StageMessage] = []
     listener = _listener(isolated, done.append)
     deadline = time.time() + 10
@@ -232,5 +234,11 @@ def test_identity_comes_from_the_key_not_metadata(isolated: Isolated) -> None:
         listener.poll_once()
     (msg,) = done
     assert (msg.photo.store, msg.photo.bay) == ("S1", "B1")
-    assert msg.photo.display_type == "endcap"  # what the key cannot say, metadata adds
-    assert msg.photo.store_format == "standard"  # a value outside the safe set is ignored
+    # The listener reads nothing from S3; ingest's GET through the message's URL brings the
+    # metadata, and only what the key cannot say is taken from it
+    got = fetch(msg.photo.url, max_bytes=1024, timeout_s=5)
+    assert got.data == b"x"
+    photo = msg.photo.with_metadata(got.metadata)
+    assert (photo.store, photo.bay) == ("S1", "B1")
+    assert photo.display_type == "endcap" and photo.planogram_id == "pg 7"
+    assert photo.store_format == "standard"  # a value outside the safe set is ignored

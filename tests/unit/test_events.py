@@ -249,3 +249,21 @@ def test_surrogate_in_event_key_parses_then_is_refused() -> None:
     with pytest.raises(InvalidKeyError):
         check_key(rec2.key)
     assert "\ufffd" in rec.key  # undecodable percent-escapes become U+FFFD, still a key
+
+
+@pytest.mark.parametrize(("metadata", "expected"), [
+    ({}, ("standard", "gondola", None)),
+    ({"display-type": "endcap", "store-format": "flagship", "planogram-id": "pg-7"},
+     ("flagship", "endcap", "pg-7")),
+    ({"store-format": "<script>", "display-type": "end\ncap"}, ("standard", "gondola", None)),
+    ({"planogram-id": "p" * 65}, ("standard", "gondola", None)),
+    ({"store": "S999", "bay": "B9"}, ("standard", "gondola", None)),
+], ids=["none", "all-three", "unsafe-values", "too-long", "identity-ignored"])
+def test_object_metadata_adds_only_what_the_key_cannot_say(
+        metadata: dict[str, str], expected: tuple[str, str, str | None]) -> None:
+    from pipeline.messages import PhotoRef
+
+    base = PhotoRef(bucket="raw", key="raw/S1/A1/B1/c1/p.jpg", store="S1", bay="B1")
+    got = base.with_metadata(metadata)
+    assert (got.store_format, got.display_type, got.planogram_id) == expected
+    assert (got.store, got.bay) == ("S1", "B1")
