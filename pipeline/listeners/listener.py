@@ -79,11 +79,14 @@ class Listener:
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.queue_url = sqs.get_queue_url(QueueName=settings.sqs.queue)["QueueUrl"]
-        self._deferred: list[dict[str, Any]] | None = None
+        self._local = threading.local()  # each poller's batch of handled messages
+        self._lock = threading.Lock()
+        self._batches = 0
         self.dlq_url = sqs.get_queue_url(QueueName=settings.sqs.dead_letter_queue)["QueueUrl"]
 
     def _count(self, outcome: str) -> None:
-        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        with self._lock:
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         metrics.LISTENER_EVENTS.labels(outcome).inc()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -95,10 +98,35 @@ class Listener:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
-    def run(self, max_batches: int | None = None) -> Stats:
-        batches = 0
+    def run(self, max_batches: int | None = None, pollers: int | None = None) -> Stats:
+        """Poll until stopped (or ``max_batches`` receives in all): ``pollers`` threads, each
+        receiving and handling its own batches, so that one batch's round trips to SQS and
+        Redis overlap another's."""
+        n = self.s.sqs.pollers if pollers is None else pollers
+        self._batches = 0
+        if n <= 1:
+            self._poll_loop(max_batches)
+            return self.stats
+        threads = [threading.Thread(target=self._poll_loop, args=(max_batches,),
+                                    name=f"poller-{i}", daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():  # a timed join leaves the main thread free for signals
+                t.join(0.5)
+        return self.stats
+
+    def _next_batch(self, max_batches: int | None) -> bool:
+        with self._lock:
+            if self.stop_event.is_set() or (max_batches is not None
+                                            and self._batches >= max_batches):
+                return False
+            self._batches += 1
+            return True
+
+    def _poll_loop(self, max_batches: int | None) -> None:
         failures = 0
-        while not self.stop_event.is_set() and (max_batches is None or batches < max_batches):
+        while self._next_batch(max_batches):
             try:
                 self.poll_once()
                 failures = 0
@@ -109,8 +137,6 @@ class Listener:
                 log.warning("poll failed (%s: %s), retrying in %.1f s", type(exc).__name__,
                             exc, delay)
                 self.stop_event.wait(delay)
-            batches += 1
-        return self.stats
 
     # -- one batch ---------------------------------------------------------------------------
     def poll_once(self) -> int:
@@ -124,7 +150,7 @@ class Listener:
             raise translate(exc, "receive") from exc
         messages = resp.get("Messages", [])
         received_at = time.monotonic()
-        self._deferred = []
+        self._local.deferred = []
         try:
             for i, m in enumerate(messages):
                 if self.stop_event.is_set():
@@ -133,7 +159,7 @@ class Listener:
                 received_at = self._extend_if_slow(messages[i:], received_at)
                 self.handle(m)
         finally:
-            deferred, self._deferred = self._deferred, None
+            deferred, self._local.deferred = self._local.deferred, None
             self._delete_batch(deferred)
         return len(messages)
 
@@ -227,8 +253,9 @@ class Listener:
 
     # -- SQS bookkeeping -----------------------------------------------------------------------
     def _delete(self, m: dict[str, Any]) -> None:
-        if self._deferred is not None:  # inside a batch: deleted together at its end
-            self._deferred.append(m)
+        deferred: list[dict[str, Any]] | None = getattr(self._local, "deferred", None)
+        if deferred is not None:  # inside a batch: deleted together at its end
+            deferred.append(m)
         else:
             self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
 

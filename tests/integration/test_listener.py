@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,6 +144,37 @@ def test_same_object_version_is_enqueued_once(isolated: Isolated) -> None:
     assert len(done) == 1 and listener.stats.duplicates == 1
     rec = parse_body(got[0]["Body"])[0]
     assert isolated.stack.redis.exists(claim_key(rec.bucket, rec.key, rec.version))
+
+
+
+def test_pollers_in_parallel_enqueue_every_upload_once(isolated: Isolated) -> None:
+    # Given thirty uploads, each event sent twice (S3 delivers at least once)
+    sqs, s3, raw = isolated.stack.sqs, isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    for i in range(30):
+        s3.put_object(Bucket=raw, Key=f"raw/S1/A1/B1/c1/p{i:02d}.jpg", Body=b"x")
+    events = _receive_all(sqs, isolated.queue_url, 3)
+    assert len(events) == 30
+    for i in range(0, 60, 10):
+        sqs.send_message_batch(QueueUrl=isolated.queue_url, Entries=[
+            {"Id": str(j), "MessageBody": events[(i + j) % 30]["Body"]} for j in range(10)])
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+    listener.s.sqs.wait_time_s = 1
+    polling = threading.Thread(target=listener.run, kwargs={"pollers": 4})
+    polling.start()
+    deadline = time.time() + 30
+    while listener.stats.received < 60 and time.time() < deadline:
+        time.sleep(0.05)
+    listener.stop_event.set()
+    polling.join(10)
+    # Then four pollers shared them: each upload enqueued once; its second event was a
+    # duplicate, or, met while the first was being enqueued, left for a later delivery
+    assert sorted(m.photo.key for m in done) == [f"raw/S1/A1/B1/c1/p{i:02d}.jpg"
+                                                 for i in range(30)]
+    st = listener.stats
+    assert st.received == 60 and st.enqueued == 30
+    assert st.duplicates + st.failed == 30 and st.refused == st.errors == 0
 
 
 def _dlq_messages(iso: Isolated, seconds: float = 2) -> list[dict[str, Any]]:
