@@ -159,6 +159,10 @@ def _catalog(args: argparse.Namespace) -> int:
         embedder = Embedder.from_dir(s.models.root, s.recognition.embedder,
                                      device=s.models.device, intra_op_threads=2)
         recognizer = Recognizer(embedder, catalog, weights_from(s.recognition))
+        if args.action == "resign":
+            again, current = recognizer.sign_again()
+            print(f"signed {again} SKUs again with {embedder.ref}; {current} already were")
+            return 0
         if args.action == "synthetic":
             from pipeline.synth.enrol import enrol_catalog
 
@@ -572,9 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval_recognition)
 
     p = sub.add_parser("catalog", help="the SKU catalog that names detected products")
-    p.add_argument("action", choices=("add", "list", "remove", "synthetic"),
-                   help="add SKU_ID IMAGE...; list; remove SKU_ID...; synthetic: enrol the "
-                        "synthetic world's SKUs")
+    p.add_argument("action", choices=("add", "list", "remove", "resign", "synthetic"),
+                   help="add SKU_ID IMAGE...; list; remove SKU_ID...; resign: sign the SKUs "
+                        "of an earlier embedder again from their stored packshots; synthetic: "
+                        "enrol the synthetic world's SKUs")
     p.add_argument("args", nargs="*")
     p.add_argument("--brand", default=None)
     p.add_argument("--name", default=None)

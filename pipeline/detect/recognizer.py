@@ -69,6 +69,33 @@ class Recognizer:
         self.catalog.put(entry)
         return entry
 
+    def sign_again(self) -> tuple[int, int]:
+        """Sign every SKU that another embedder signed again, from its stored packshots (a
+        new embedder cannot compare the old signatures); the index is rebuilt once. Returns
+        (signed again, already current)."""
+        done = current = 0
+        for entry in self.catalog.entries():
+            if entry.embedder == self.embedder.ref:
+                current += 1
+                continue
+            sigs = []
+            for key in dict.fromkeys(s.source for s in entry.signatures):
+                image = cv2.imdecode(np.frombuffer(self.catalog.get_image(key), np.uint8),
+                                     cv2.IMREAD_COLOR)
+                if image is None:
+                    raise CatalogError(f"{entry.sku}: stored packshot {key} is unreadable")
+                sigs += [Signature(source=key, embedding=[round(float(v), 6) for v in emb],
+                                   colour=[round(float(v), 6) for v in colour],
+                                   aspect=round(float(aspect), 4))
+                         for emb, colour, aspect in packshot_signatures(
+                             self.embedder, np.asarray(image, np.uint8))]
+            self.catalog.put(entry.model_copy(update={"embedder": self.embedder.ref,
+                                                      "signatures": sigs}), reindex=False)
+            done += 1
+        if done:
+            self.catalog.reindex()
+        return done, current
+
 
 def crop_signatures(embedder: Embedder, crops: Sequence[Image]
                     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],

@@ -93,10 +93,18 @@ class CatalogStore:
                              else "image/jpeg")
         return key
 
-    def put(self, entry: CatalogEntry) -> CatalogIndex:
+    def get_image(self, key: str) -> bytes:
+        if not key.startswith(PREFIX + "images/"):
+            raise CatalogError(f"{key!r} is not a catalog packshot")
+        try:
+            return self.store.get_bytes(self.bucket, key)
+        except ObjectNotFoundError as exc:
+            raise CatalogError(f"catalog packshot s3://{self.bucket}/{key} is missing") from exc
+
+    def put(self, entry: CatalogEntry, *, reindex: bool = True) -> CatalogIndex | None:
         self.store.put_json(self.bucket, f"{PREFIX}skus/{check_sku(entry.sku)}.json",
                             entry.model_dump(mode="json"))
-        return self.reindex()
+        return self.reindex() if reindex else None
 
     def remove(self, sku: str) -> CatalogIndex:
         self.store.delete(self.bucket, f"{PREFIX}skus/{check_sku(sku)}.json")

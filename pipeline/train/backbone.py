@@ -21,6 +21,7 @@ BLOCKS = ((1, 3, 1, 32, 16), (6, 3, 2, 16, 24), (6, 3, 1, 24, 24), (6, 5, 2, 24,
 # Last block of each stride: 4, 8, 16, 32.
 TAPS = {2: 24, 4: 40, 10: 112, 15: 320}
 BN_EPS = 1e-3
+HEAD = 1280  # channels of the ImageNet head (``_conv_head``) after block 15
 
 
 def _same_pad(k: int, s: int) -> nn.Module:
@@ -102,3 +103,11 @@ def load_imagenet(net: Lite0) -> None:
     missing, _ = net.load_state_dict(state, strict=False)
     if missing:
         raise RuntimeError(f"EfficientNet-Lite0 checkpoint lacks {missing[:5]}")
+
+
+def load_imagenet_head(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Copy the ImageNet head (the 1x1 convolution after block 15 and its batch norm)."""
+    state = torch.load(pretrained_path(), map_location="cpu", weights_only=True)
+    conv.load_state_dict({"weight": state["_conv_head.weight"]})
+    bn.load_state_dict({k.removeprefix("_bn1."): v for k, v in state.items()
+                        if k.startswith("_bn1.")})

@@ -1,0 +1,71 @@
+"""The catalog in real S3 (LocalStack): signing SKUs again when the embedder changes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.core.packshot import Cutout
+from pipeline.detect.embedder import Embedder
+from pipeline.detect.recognizer import Recognizer, weights_from
+from pipeline.errors import CatalogError
+from pipeline.storage.catalog import CatalogEntry, CatalogStore, Signature
+from pipeline.synth.catalog import CATALOG, draw_packshot
+from pipeline.synth.enrol import on_white
+from tests.conftest import Stack
+
+
+@pytest.fixture()
+def recognizer(stack: Stack) -> Recognizer:
+    s = stack.settings
+    bucket = f"catalog-{uuid.uuid4().hex[:8]}"
+    stack.s3.create_bucket(Bucket=bucket)
+    embedder = Embedder.from_dir(s.models.root, s.recognition.embedder, device="cpu")
+    return Recognizer(embedder, CatalogStore(stack.store, bucket), weights_from(s.recognition))
+
+
+def _packshot(i: int) -> bytes:
+    image, mask = draw_packshot(CATALOG[i], 120)
+    return bytes(cv2.imencode(".png", on_white(Cutout(image, mask)))[1].tobytes())
+
+
+def test_skus_of_an_earlier_embedder_are_signed_again_from_their_packshots(
+        recognizer: Recognizer) -> None:
+    catalog = recognizer.catalog
+    # Given one SKU signed by the current embedder and two by an earlier one, whose
+    # signatures (another length) the current one cannot compare
+    recognizer.enrol("current", [("a.png", _packshot(0))], brand="B0", name=None)
+    for n, sku in enumerate(("old-1", "old-2"), start=1):
+        key = catalog.put_image(sku, 0, _packshot(n), ".png")
+        catalog.put(CatalogEntry(
+            sku=sku, brand=f"B{n}", name=f"pack {n}", embedder="sku-embed/0",
+            signatures=[Signature(source=key, embedding=[1.0, 0.0], colour=[1.0], aspect=0.5)],
+            added_at=datetime.now(UTC)))
+    dim = recognizer.embedder.embed([np.zeros((8, 8, 3), np.uint8)]).shape[1]
+    assert len(catalog.index().gallery(recognizer.embedder.ref, dim)) == 2  # "current" only
+
+    # When the catalog is signed again
+    assert recognizer.sign_again() == (2, 1)
+
+    # Then every SKU is in the current embedder's gallery, facts kept, and a second run
+    # has nothing to do
+    index = catalog.index()
+    gallery = index.gallery(recognizer.embedder.ref, dim)
+    assert sorted(set(gallery.skus)) == ["current", "old-1", "old-2"]
+    assert gallery.embeddings.shape == (6, dim)
+    assert index.brands()["old-2"] == "B2"
+    assert {e.sku: e.name for e in index.entries}["old-1"] == "pack 1"
+    assert recognizer.sign_again() == (0, 3)
+
+
+def test_a_missing_packshot_is_a_clear_error(recognizer: Recognizer) -> None:
+    recognizer.catalog.put(CatalogEntry(
+        sku="ghost", embedder="sku-embed/0", added_at=datetime.now(UTC),
+        signatures=[Signature(source="catalog/images/ghost/0.png", embedding=[1.0],
+                              colour=[1.0], aspect=1.0)]))
+    with pytest.raises(CatalogError, match="missing"):
+        recognizer.sign_again()
