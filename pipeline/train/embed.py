@@ -229,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grocery", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=800)
-    ap.add_argument("--products", type=int, default=24, help="products per step (3 views each)")
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--products", type=int, default=20, help="products per step (3 views each)")
+    ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--frozen", type=int, default=8, help="backbone blocks kept as trained "
                     "on ImageNet")
     ap.add_argument("--threads", type=int, default=2)

@@ -280,4 +280,4 @@ def test_list_names_the_embedder_and_a_broken_card_in_one_line(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("broken") and "unusable" in lines[0]
-    assert lines[1].startswith("sku-embed/1") and "embedder" in lines[1]
+    assert lines[1].startswith("sku-embed/2") and "embedder" in lines[1]
