@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from pipeline.settings import Settings, get_settings
 from pipeline.storage.keys import result_key, upload_id
@@ -23,12 +24,30 @@ from pipeline.synth.world import Photo, make_photo
 STORES = (("S001", "standard"), ("S002", "flagship"), ("S003", "standard"))
 
 
-def _dead_lettered(s: Settings, store: ObjectStore, keys: set[str]) -> set[str]:
-    """Which of this run's photos ended in a dead letter."""
-    from pipeline.tasks.deadletter import read_letters
+class _LetterWatch:
+    """This run's photos that ended in a dead letter; each letter is read once."""
 
-    return {d.message.photo.key for d in read_letters(store, s.s3.artifacts_bucket)
-            if d.message.photo.key in keys}
+    def __init__(self, s: Settings, store: ObjectStore, keys: set[str]) -> None:
+        self.s, self.store, self.keys = s, store, keys
+        self.read: set[str] = set()
+        self.failed: set[str] = set()
+
+    def poll(self) -> set[str]:
+        from pipeline.messages import DeadLetter
+        from pipeline.tasks.deadletter import PREFIX
+
+        bucket = self.s.s3.artifacts_bucket
+        for key in self.store.list_keys(bucket, PREFIX):
+            if key in self.read or key.startswith(f"{PREFIX}unreadable/"):
+                continue
+            self.read.add(key)
+            try:
+                letter = DeadLetter.model_validate(self.store.get_json(bucket, key))
+            except (ValidationError, ValueError):
+                continue
+            if letter.message.photo.key in self.keys:
+                self.failed.add(letter.message.photo.key)
+        return self.failed
 
 
 def _bar(done: int, total: int, failed: int, elapsed: float) -> str:
@@ -111,14 +130,23 @@ def wait_for_results(s: Settings, store: ObjectStore, uploads: list[Upload], *, 
                      since: float, progress: bool = True) -> set[str]:
     """Poll until every upload has its result or a dead letter; fills ``Upload.result`` and
     returns the keys of dead-lettered photos."""
-    keys = {u.key for u in uploads}
+    letters = _LetterWatch(s, store, {u.key for u in uploads})
+    waiting = {u.result_key: u for u in uploads if u.result is None}
+    folders = sorted({k.rsplit("/", 1)[0] + "/" for k in waiting})
     deadline = time.time() + timeout_s
     failed: set[str] = set()
+    rounds = 0
     while time.time() < deadline:
-        for u in uploads:
-            if u.result is None and store.head(s.s3.results_bucket, u.result_key) is not None:
-                u.result = store.get_json(s.s3.results_bucket, u.result_key)
-        failed = _dead_lettered(s, store, keys)
+        # One listing per result folder a round, each result read once: waiting for the
+        # pipeline must not load the S3 it works against (a HEAD per photo per round did).
+        for folder in folders:
+            for key in store.list_keys(s.s3.results_bucket, folder):
+                u = waiting.pop(key, None)
+                if u is not None:
+                    u.result = store.get_json(s.s3.results_bucket, key)
+        if rounds % 5 == 0 or not waiting:
+            failed = letters.poll()
+        rounds += 1
         done = sum(1 for u in uploads if u.result is not None)
         if progress:
             sys.stderr.write(_bar(done, len(uploads), len(failed), time.time() - since))
