@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -50,9 +51,53 @@ def read_results(store: ObjectStore, bucket: str, prefix: str, *, marker: str = 
     return out
 
 
+class ResultCache:
+    """The results of the last few days read, by key and ETag, kept as much as the rollups
+    read of them: a day is rebuilt after every burst of finished photos, and reading all its
+    results each time would grow with the day (a 10,000-photo day re-read in full every few
+    seconds). Only new or rewritten results are fetched."""
+
+    DAYS = 3
+
+    def __init__(self) -> None:
+        self._days: dict[tuple[str, str], dict[str, tuple[str, PhotoResult]]] = {}
+        self._lock = threading.Lock()
+
+    def day(self, store: ObjectStore, bucket: str, date: str) -> list[PhotoResult]:
+        with self._lock:
+            known = self._days.pop((bucket, date), {})
+            fresh: dict[str, tuple[str, PhotoResult]] = {}
+            for folder in store.list_prefixes(bucket, "compliance/"):
+                for key, etag in store.list_objects(bucket, f"{folder}date={date}/"):
+                    if not key.endswith(".json"):
+                        continue
+                    hit = known.get(key)
+                    if hit is not None and hit[0] == etag:
+                        fresh[key] = hit
+                        continue
+                    try:
+                        doc = PhotoResult.model_validate(store.get_json(bucket, key))
+                    except (ValidationError, ValueError) as exc:
+                        log.error("s3://%s/%s is not a photo result, left out: %s", bucket,
+                                  key, exc)
+                        continue
+                    fresh[key] = (etag, doc.model_copy(update=_NOT_ROLLED_UP))
+            self._days[(bucket, date)] = fresh
+            while len(self._days) > self.DAYS:
+                self._days.pop(next(iter(self._days)))
+            return [r for _, r in fresh.values()]
+
+
+_NOT_ROLLED_UP: dict[str, Any] = {"items": [], "gaps": [], "products": [], "osa": {},
+                                  "share_of_shelf": {}, "share_of_shelf_width": {},
+                                  "artifacts": {}, "stage_seconds": {}}
+_CACHE = ResultCache()
+
+
 def collect_results(store: ObjectStore, bucket: str, date: str) -> list[PhotoResult]:
-    """Every per-upload result of ``date`` (all stores and aisles)."""
-    return read_results(store, bucket, "compliance/", marker=f"/date={date}/")
+    """Every per-upload result of ``date`` (all stores and aisles): one listing per store,
+    only new or changed results read (see :class:`ResultCache`)."""
+    return _CACHE.day(store, bucket, date)
 
 
 def to_parquet(level: str, rows: list[dict[str, Any]]) -> bytes:

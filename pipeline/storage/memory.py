@@ -42,5 +42,13 @@ class MemoryStore(ObjectStore):
     def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
         yield from sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
 
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+        for key in self.list_keys(bucket, prefix):
+            yield key, str((self.head(bucket, key) or {}).get("ETag", ""))
+
+    def list_prefixes(self, bucket: str, prefix: str) -> Iterator[str]:
+        yield from sorted({prefix + k[len(prefix):].split("/", 1)[0] + "/"
+                           for k in self.list_keys(bucket, prefix) if "/" in k[len(prefix):]})
+
     def delete(self, bucket: str, key: str) -> None:
         self.objects.pop((bucket, key), None)

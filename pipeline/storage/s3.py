@@ -123,6 +123,28 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
 
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, ETag) of every object under ``prefix``."""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                          Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield str(obj["Key"]), str(obj.get("ETag", ""))
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
+
+    def list_prefixes(self, bucket: str, prefix: str) -> Iterator[str]:
+        """The "folders" right under ``prefix`` (which ends with ``/``), each ending with ``/``."""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for page in pages:
+                for common in page.get("CommonPrefixes", []):
+                    yield str(common["Prefix"])
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
+
     def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         """Every object version under ``prefix`` (delete markers left out): Key, VersionId,
         ETag, Size, LastModified; an unversioned bucket gives its objects."""

@@ -1,0 +1,57 @@
+"""A day's rollups read each result once, however often the day is rebuilt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.analytics.aggregates import ResultCache
+from pipeline.storage.keys import result_key
+from pipeline.storage.memory import MemoryStore
+
+BUCKET = "results"
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets: list[str] = []
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        self.gets.append(key)
+        return super().get_bytes(bucket, key)
+
+
+def _put(store: MemoryStore, shop: str, sha: str, date: str, found: int = 5) -> str:
+    key = result_key(store=shop, date=date, aisle="A1", upload_id=sha[:32])
+    doc: dict[str, Any] = {
+        "sha256": sha, "upload_id": sha[:32], "store": shop, "aisle": "A1", "bay": "B1",
+        "camera": "c1", "date": date, "store_format": "standard", "display_type": "gondola",
+        "detections": found, "source": {"bucket": "raw", "key": "raw/x.jpg"},
+        "completed_at": f"{date}T10:00:00", "compliance": found / 10,
+        "products": [{"box": [0, 0, 1, 1], "sku": "S", "brand": "B", "score": 0.9}] * 50,
+        "shelves": [{"index": 0, "planned_facings": 10, "found_facings": found,
+                     "compliance": found / 10, "detections": found, "out_of_stock": []}]}
+    store.put_json(BUCKET, key, doc)
+    return key
+
+
+def test_a_rebuilt_day_reads_only_new_or_rewritten_results() -> None:
+    store, cache = CountingStore(), ResultCache()
+    a = _put(store, "S1", "a" * 64, "2026-11-20")
+    b = _put(store, "S2", "b" * 64, "2026-11-20")
+    _put(store, "S1", "c" * 64, "2026-11-19")  # another day: never read for this one
+    assert sorted(r.sha256[0] for r in cache.day(store, BUCKET, "2026-11-20")) == ["a", "b"]
+    assert sorted(store.gets) == sorted([a, b])
+
+    store.gets.clear()
+    c = _put(store, "S3", "d" * 64, "2026-11-20")  # a new photo
+    _put(store, "S1", "a" * 64, "2026-11-20", found=9)  # a photo complied again
+    got = {r.sha256[0]: r for r in cache.day(store, BUCKET, "2026-11-20")}
+    assert sorted(store.gets) == sorted([a, c])
+    assert got["a"].shelves[0].found_facings == 9 and set(got) == {"a", "b", "d"}
+    assert got["b"].products == []  # kept as much as the rollups read
+
+    store.gets.clear()
+    store.delete(BUCKET, b)
+    assert {r.sha256[0] for r in cache.day(store, BUCKET, "2026-11-20")} == {"a", "d"}
+    assert store.gets == []
