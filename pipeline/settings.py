@@ -47,7 +47,7 @@ class SqsSettings(BaseModel):
     max_receive_count: int = 5
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)  # SQS message maximum
     max_records: int = Field(default=100, ge=1)
-    pollers: int = Field(default=2, ge=1, le=16)  # receive-and-handle threads per listener
+    pollers: int = Field(default=3, ge=1, le=16)  # receive-and-handle threads per listener
 
 
 class RedisSettings(BaseModel):

@@ -237,7 +237,7 @@ class Listener:
                 release(self.redis, busy, token)
             raise
         self._count("enqueued")
-        log.info("enqueued %s/%s", rec.bucket, key)
+        log.debug("enqueued %s/%s", rec.bucket, key)  # one line per photo: the stages log it
 
     def _is_photo(self, rec: S3Record, key: str) -> bool:
         """A created object under the raw prefix with a photo's suffix (``key``: checked)."""
