@@ -68,7 +68,7 @@ class CelerySettings(BaseModel):
     max_tasks_per_child: int = 500
     stage_time_limit_s: int = 120
     aggregate_every_s: int = 300  # beat: rebuild today's and yesterday's rollups
-    aggregate_debounce_s: float = 5.0  # a finished photo asks for its day's rebuild this soon
+    aggregate_debounce_s: float = 30.0  # a finished photo asks for its day's rebuild this soon
     recompute_every_s: int = 60  # beat: uploads waiting for a planogram, complied once it is there
     reconcile_every_s: int = 600  # beat: uploads with neither result nor dead letter
     reconcile_window_s: int = 2 * 24 * 3600  # how far back reconciliation looks

@@ -75,6 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SHELF_CELERY__KEY_PREFIX": f"test-{suffix}:",  # a stray worker never takes our tasks
         "SHELF_CELERY__BACKOFF_BASE_S": "0.2",
         "SHELF_CELERY__BACKOFF_MAX_S": "2",
+        "SHELF_CELERY__AGGREGATE_DEBOUNCE_S": "2",
         "SHELF_CELERY__VISIBILITY_TIMEOUT_S": "60",
         "SHELF_CELERY__STAGE_TIME_LIMIT_S": "45",
         "SHELF_METRICS__PORT": "9818",
