@@ -65,7 +65,10 @@ class CelerySettings(BaseModel):
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
     max_deliveries: int = 5  # a message redelivered more often than this is dead-lettered
-    max_tasks_per_child: int = 500
+    # A pool process is replaced after this many tasks, or once its resident memory passes the
+    # cap; a new one loads the models again (seconds), so not every few hundred photos.
+    max_tasks_per_child: int = 10_000
+    max_memory_per_child_mb: int = 3_000
     stage_time_limit_s: int = 120
     aggregate_every_s: int = 300  # beat: rebuild today's and yesterday's rollups
     aggregate_debounce_s: float = 30.0  # a finished photo asks for its day's rebuild this soon

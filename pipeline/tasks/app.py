@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=c.max_tasks_per_child,
+        worker_max_memory_per_child=c.max_memory_per_child_mb * 1024,  # KiB
         task_time_limit=c.stage_time_limit_s,
         task_soft_time_limit=soft_limit_s(s),
         broker_connection_retry_on_startup=True,
