@@ -30,12 +30,6 @@ def translate_broker(exc: Exception, what: str) -> Exception:
     return TransientError(f"broker {what}: {type(exc).__name__}: {exc}")
 
 
-def claim(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:
-    """True when this caller now holds ``key``; False when someone already does."""
-    try:
-        return bool(client.set(key, owner, nx=True, ex=ttl_s))
-    except RedisError as exc:
-        raise _translate(exc, "claim") from exc
 
 
 _RELEASE_IF_OWNER = """
@@ -58,6 +52,15 @@ if v == false then return redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) and
 if v == ARGV[1] then redis.call('expire', KEYS[1], ARGV[2]) return 1 end
 return 0
 """
+
+
+def claim_or_take_over(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:
+    """Hold ``key`` for ``owner``: free, or already held by the same owner (an earlier
+    delivery of the same task whose worker died), in one atomic step."""
+    try:
+        return bool(client.eval(_TAKE_OVER, 1, key, owner, ttl_s))
+    except RedisError as exc:
+        raise _translate(exc, "claim") from exc
 
 
 _CLAIM_UNLESS_DONE = """
@@ -94,15 +97,6 @@ def mark_done(client: redis.Redis, done: str, value: str, ttl_s: int, key: str, 
         raise _translate(exc, "mark") from exc
 
 
-def claim_or_take_over(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:
-    """Hold ``key`` for ``owner``: free, or already held by the same owner (an earlier
-    delivery of the same task whose worker died), in one atomic step."""
-    try:
-        return bool(client.eval(_TAKE_OVER, 1, key, owner, ttl_s))
-    except RedisError as exc:
-        raise _translate(exc, "claim") from exc
-
-
 def ttl_s(client: redis.Redis, key: str) -> float:
     """Seconds until ``key`` expires (0 when it does not exist or never expires)."""
     try:
@@ -122,15 +116,4 @@ def count(client: redis.Redis, key: str, ttl_s: int) -> int:
         raise _translate(exc, "count") from exc
 
 
-def mark(client: redis.Redis, key: str, value: str, ttl_s: int) -> None:
-    try:
-        client.set(key, value, ex=ttl_s)
-    except RedisError as exc:
-        raise _translate(exc, "mark") from exc
 
-
-def exists(client: redis.Redis, key: str) -> bool:
-    try:
-        return bool(client.exists(key))
-    except RedisError as exc:
-        raise _translate(exc, "exists") from exc
