@@ -39,11 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redis import Redis
 
 from pipeline import metrics
-from pipeline.errors import (
-    InFlightElsewhereError,
-    PermanentError,
-    TransientError,
-)
+from pipeline.errors import InFlightElsewhereError, PermanentError, TransientError
 from pipeline.listeners.events import S3Record, check_key, parse_body
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
@@ -163,29 +159,23 @@ class Listener:
             self._delete_batch(deferred)
         return len(messages)
 
-    def _parse(self, m: dict[str, Any]) -> list[S3Record] | Exception:
-        """The message's records, or why it is not an S3 event (MalformedEventError, or any
-        surprise from the parser)."""
-        cfg = self.s.sqs
-        try:
-            return parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
-                              max_records=cfg.max_records)
-        except Exception as exc:
-            return exc
-
     def handle(self, m: dict[str, Any]) -> None:
         """One SQS message, whatever it holds; never raises."""
         self._count("received")
         try:
-            self._handle(m, self._parse(m))
+            self._handle(m)
         except Exception as exc:  # SQS bookkeeping failed: the message comes back later
             self._count("errors")
             log.exception("message %s left for redelivery: %s", m.get("MessageId"), exc)
 
-    def _handle(self, m: dict[str, Any], records: list[S3Record] | Exception) -> None:
-        if isinstance(records, Exception):
+    def _handle(self, m: dict[str, Any]) -> None:
+        cfg = self.s.sqs
+        try:
+            records = parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
+                                 max_records=cfg.max_records)
+        except Exception as exc:  # MalformedEventError, or any surprise from the parser
             self._count("malformed")
-            self._dead_letter(m, m.get("Body", ""), f"{type(records).__name__}: {records}")
+            self._dead_letter(m, m.get("Body", ""), f"{type(exc).__name__}: {exc}")
             self._delete(m)
             return
         if not records:
@@ -211,7 +201,8 @@ class Listener:
     def handle_record(self, rec: S3Record) -> None:
         s3cfg = self.s.s3
         key = check_key(rec.key)
-        if not self._is_photo(rec, key):
+        if not rec.event_name.startswith("ObjectCreated") or not key.startswith(
+                s3cfg.raw_prefix) or not key.lower().endswith(s3cfg.suffixes):
             self._count("skipped")
             log.info("skipped %s %s/%s", rec.event_name, rec.bucket, key)
             return
@@ -238,12 +229,6 @@ class Listener:
             raise
         self._count("enqueued")
         log.debug("enqueued %s/%s", rec.bucket, key)  # one line per photo: the stages log it
-
-    def _is_photo(self, rec: S3Record, key: str) -> bool:
-        """A created object under the raw prefix with a photo's suffix (``key``: checked)."""
-        s3cfg = self.s.s3
-        return rec.event_name.startswith("ObjectCreated") and key.startswith(
-            s3cfg.raw_prefix) and key.lower().endswith(s3cfg.suffixes)
 
     def build_message(self, rec: S3Record) -> StageMessage:
         o = rec.s3.object
