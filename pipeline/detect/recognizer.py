@@ -57,11 +57,7 @@ class Recognizer:
             if suffix is None or decoded is None:
                 raise CatalogError(f"{filename}: not a readable JPEG or PNG packshot")
             key = self.catalog.put_image(sku, n, data, suffix)
-            for emb, colour, aspect in packshot_signatures(self.embedder,
-                                                           np.asarray(decoded, np.uint8)):
-                sigs.append(Signature(source=key, embedding=[round(float(v), 6) for v in emb],
-                                      colour=[round(float(v), 6) for v in colour],
-                                      aspect=round(float(aspect), 4)))
+            sigs += self._sign(key, np.asarray(decoded, np.uint8))
         if not sigs:
             raise CatalogError(f"{sku}: give at least one packshot")
         entry = CatalogEntry(sku=sku, brand=brand, name=name, embedder=self.embedder.ref,
@@ -84,17 +80,20 @@ class Recognizer:
                                      cv2.IMREAD_COLOR)
                 if image is None:
                     raise CatalogError(f"{entry.sku}: stored packshot {key} is unreadable")
-                sigs += [Signature(source=key, embedding=[round(float(v), 6) for v in emb],
-                                   colour=[round(float(v), 6) for v in colour],
-                                   aspect=round(float(aspect), 4))
-                         for emb, colour, aspect in packshot_signatures(
-                             self.embedder, np.asarray(image, np.uint8))]
+                sigs += self._sign(key, np.asarray(image, np.uint8))
             self.catalog.put(entry.model_copy(update={"embedder": self.embedder.ref,
                                                       "signatures": sigs}), reindex=False)
             done += 1
         if done:
             self.catalog.reindex()
         return done, current
+
+    def _sign(self, key: str, image: Image) -> list[Signature]:
+        """The catalog's signatures of the packshot stored at ``key``."""
+        return [Signature(source=key, embedding=[round(float(v), 6) for v in emb],
+                          colour=[round(float(v), 6) for v in colour],
+                          aspect=round(float(aspect), 4))
+                for emb, colour, aspect in packshot_signatures(self.embedder, image)]
 
 
 def crop_signatures(embedder: Embedder, crops: Sequence[Image]
