@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from pipeline.settings import Settings, get_settings
 from pipeline.storage.keys import result_key, upload_id
@@ -22,32 +21,6 @@ from pipeline.storage.s3 import ObjectStore, make_client
 from pipeline.synth.world import Photo, make_photo
 
 STORES = (("S001", "standard"), ("S002", "flagship"), ("S003", "standard"))
-
-
-class _LetterWatch:
-    """This run's photos that ended in a dead letter; each letter is read once."""
-
-    def __init__(self, s: Settings, store: ObjectStore, keys: set[str]) -> None:
-        self.s, self.store, self.keys = s, store, keys
-        self.read: set[str] = set()
-        self.failed: set[str] = set()
-
-    def poll(self) -> set[str]:
-        from pipeline.messages import DeadLetter
-        from pipeline.tasks.deadletter import PREFIX
-
-        bucket = self.s.s3.artifacts_bucket
-        for key in self.store.list_keys(bucket, PREFIX):
-            if key in self.read or key.startswith(f"{PREFIX}unreadable/"):
-                continue
-            self.read.add(key)
-            try:
-                letter = DeadLetter.model_validate(self.store.get_json(bucket, key))
-            except (ValidationError, ValueError):
-                continue
-            if letter.message.photo.key in self.keys:
-                self.failed.add(letter.message.photo.key)
-        return self.failed
 
 
 def _bar(done: int, total: int, failed: int, elapsed: float) -> str:
@@ -130,7 +103,10 @@ def wait_for_results(s: Settings, store: ObjectStore, uploads: list[Upload], *, 
                      since: float, progress: bool = True) -> set[str]:
     """Poll until every upload has its result or a dead letter; fills ``Upload.result`` and
     returns the keys of dead-lettered photos."""
-    letters = _LetterWatch(s, store, {u.key for u in uploads})
+    from pipeline.tasks.deadletter import read_letters
+
+    keys = {u.key for u in uploads}
+    letters_read: set[str] = set()
     waiting = {u.result_key: u for u in uploads if u.result is None}
     folders = sorted({k.rsplit("/", 1)[0] + "/" for k in waiting})
     deadline = time.time() + timeout_s
@@ -145,7 +121,8 @@ def wait_for_results(s: Settings, store: ObjectStore, uploads: list[Upload], *, 
                 if u is not None:
                     u.result = store.get_json(s.s3.results_bucket, key)
         if rounds % 5 == 0 or not waiting:
-            failed = letters.poll()
+            failed |= {d.message.photo.key for d in read_letters(
+                store, s.s3.artifacts_bucket, seen=letters_read) if d.message.photo.key in keys}
         rounds += 1
         done = sum(1 for u in uploads if u.result is not None)
         if progress:

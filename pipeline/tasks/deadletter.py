@@ -39,11 +39,16 @@ def write_letter(store: ObjectStore, bucket: str, letter: DeadLetter) -> str:
     return key
 
 
-def read_letters(store: ObjectStore, bucket: str) -> Iterator[DeadLetter]:
-    """Replayable letters (unreadable messages live apart, under ``unreadable/``)."""
+def read_letters(store: ObjectStore, bucket: str, *, seen: set[str] | None = None
+                 ) -> Iterator[DeadLetter]:
+    """Replayable letters (unreadable messages live apart, under ``unreadable/``). With
+    ``seen``, letters whose key is in it are skipped and every key read is added to it, so a
+    watcher reads each letter once."""
     for key in store.list_keys(bucket, PREFIX):
-        if key.startswith(f"{PREFIX}unreadable/"):
+        if key.startswith(f"{PREFIX}unreadable/") or (seen is not None and key in seen):
             continue
+        if seen is not None:
+            seen.add(key)
         try:
             yield DeadLetter.model_validate(store.get_json(bucket, key))
         except (ValidationError, ValueError) as exc:
