@@ -41,14 +41,16 @@ def read_results(store: ObjectStore, bucket: str, prefix: str, *, marker: str = 
                  ) -> list[PhotoResult]:
     """The per-upload results under ``prefix`` (whose key holds ``marker``); a document
     that is not a result is logged and left out."""
-    out = []
-    for k in store.list_keys(bucket, prefix):
-        if marker in k and k.endswith(".json"):
-            try:
-                out.append(PhotoResult.model_validate(store.get_json(bucket, k)))
-            except (ValidationError, ValueError) as exc:
-                log.error("s3://%s/%s is not a photo result, left out: %s", bucket, k, exc)
-    return out
+    return [r for k in store.list_keys(bucket, prefix) if marker in k and k.endswith(".json")
+            if (r := _read_result(store, bucket, k)) is not None]
+
+
+def _read_result(store: ObjectStore, bucket: str, key: str) -> PhotoResult | None:
+    try:
+        return PhotoResult.model_validate(store.get_json(bucket, key))
+    except (ValidationError, ValueError) as exc:
+        log.error("s3://%s/%s is not a photo result, left out: %s", bucket, key, exc)
+        return None
 
 
 class ResultCache:
@@ -75,13 +77,9 @@ class ResultCache:
                     if hit is not None and hit[0] == etag:
                         fresh[key] = hit
                         continue
-                    try:
-                        doc = PhotoResult.model_validate(store.get_json(bucket, key))
-                    except (ValidationError, ValueError) as exc:
-                        log.error("s3://%s/%s is not a photo result, left out: %s", bucket,
-                                  key, exc)
-                        continue
-                    fresh[key] = (etag, doc.model_copy(update=_NOT_ROLLED_UP))
+                    doc = _read_result(store, bucket, key)
+                    if doc is not None:
+                        fresh[key] = (etag, doc.model_copy(update=_NOT_ROLLED_UP))
             self._days[(bucket, date)] = fresh
             while len(self._days) > self.DAYS:
                 self._days.pop(next(iter(self._days)))

@@ -114,14 +114,7 @@ class ObjectStore:
             raise translate(exc, f"presign s3://{bucket}/{key}") from exc
 
     def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                          Prefix=prefix)
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    yield str(obj["Key"])
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
+        return (key for key, _ in self.list_objects(bucket, prefix))
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, ETag) of every object under ``prefix``."""
