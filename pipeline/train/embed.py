@@ -203,6 +203,9 @@ def project(out_dir: Path, grocery: list[Identity], dim: int = PROJECTED,
     well as the full 1,280 channels and make each catalog signature five times smaller."""
     from pipeline.detect.embedder import Embedder as OnnxEmbedder
 
+    card = json.loads((out_dir / "card.json").read_text())
+    if "projection" in card["training"]:
+        raise SystemExit(f"{out_dir} is projected already: export it again first")
     rng = np.random.default_rng(SEED + 1)
     pool = grocery + drawn_identities()
     images = []
@@ -215,7 +218,6 @@ def project(out_dir: Path, grocery: list[Identity], dim: int = PROJECTED,
     mean, axes = fit_projection(embedder.embed(images), dim)
     path = out_dir / "model.onnx"
     onnx.save(append_projection(onnx.load(str(path)), mean, axes), str(path))
-    card = json.loads((out_dir / "card.json").read_text())
     card["output"]["dim"] = dim
     card["training"]["projection"] = {
         "dim": dim, "views": views,
