@@ -228,15 +228,19 @@ def jpeg_roundtrip(image: npt.NDArray[np.uint8], quality: int) -> npt.NDArray[np
 
 
 def prepare_for_detection(data: bytes, *, long_side: int, jpeg_quality: int,
-                          orientation: int | None = None) -> tuple[npt.NDArray[np.uint8], float]:
+                          orientation: int | None = None, normalize: bool = True
+                          ) -> tuple[npt.NDArray[np.uint8], float]:
     """A photo exactly as the detect stage receives it, from its encoded bytes: upright
     (``orientation`` overrides the EXIF one), at the working size, faces blurred and stored
-    (ingest), lighting normalized and stored (normalize). Returns the image and its linear
-    scale from the photo's stored pixels. Evaluations and benchmarks use this, so they
-    measure what the pipeline runs."""
+    (ingest), then, for a detector fed normalized lighting (``normalize``), lighting
+    normalized and stored (normalize). Returns the image and its linear scale from the
+    photo's stored pixels. Evaluations and benchmarks use this, so they measure what the
+    pipeline runs."""
     from pipeline.core.lighting import normalize_lighting
     from pipeline.privacy import blur_faces
 
     upright, scale = decode_upright(data, long_side, orientation=orientation)
     ingested = jpeg_roundtrip(blur_faces(upright)[0], jpeg_quality)
+    if not normalize:
+        return ingested, scale
     return jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality), scale

@@ -31,6 +31,11 @@ class InputSpec(BaseModel):
     # rounded up to a multiple of ``stride``.
     keep_aspect: bool = False
     stride: int = Field(default=32, ge=1)
+    # Which working image the detector sees: ``normalized`` (the normalize stage's, lighting
+    # evened out: what this project's detectors are trained on) or ``original`` (ingest's:
+    # upright, faces blurred, lighting as the camera took it: what a model trained on
+    # ordinary photos expects; a public SKU-110K YOLOv8 loses recall on normalized photos).
+    lighting: Literal["normalized", "original"] = "normalized"
 
 
 class PostprocessSpec(BaseModel):
@@ -66,6 +71,11 @@ class ModelFiles:
     card: ModelCard
     labels: tuple[str, ...]  # class index -> SKU id
     onnx_path: Path
+
+    @property
+    def normalized_lighting(self) -> bool:
+        """The detector is fed the lighting-normalized working image."""
+        return self.card.input.lighting == "normalized"
 
     @property
     def ref(self) -> str:

@@ -313,8 +313,10 @@ def register_model(path: Path, *, models: Path, name: str | None = None,
         "name": model_name, "version": ver, "format": info.format, "task": info.task,
         "input": {"name": info.input_name, "size": list(info.size_wh), "layout": info.layout,
                   "channels": "RGB", "scale": 1 / 255, "pad_value": 114,
-                  "keep_aspect": info.dynamic},
-        "postprocess": {"score_threshold": 0.25, "iou_threshold": 0.5, "max_detections": 600,
+                  "keep_aspect": info.dynamic, "lighting": "original"},
+        # Ultralytics' own NMS overlap (0.7): at 0.5 the neighbours of a dense shelf, whose
+        # boxes overlap, suppress one another.
+        "postprocess": {"score_threshold": 0.25, "iou_threshold": 0.7, "max_detections": 600,
                         "normalized_boxes": info.normalized_boxes},
         "tiling": None,
         "registered": {"source": path.name, "bytes": len(data), "metadata": info.metadata,

@@ -1,6 +1,7 @@
 """``shelf eval-real``: a detector on real labelled photos, class-agnostic.
 
-Each photo is prepared as the detect stage receives it (working size, lighting normalized);
+Each photo is prepared as the detect stage receives it (working size; lighting normalized
+unless the model's card asks for the photo's own);
 the detector runs once with a low threshold so mAP@0.5 sees the whole precision-recall curve,
 and recall and precision are read at the model's own threshold.
 """
@@ -56,7 +57,8 @@ def evaluate_real(detector: Detector, data: Path, fmt: Format = "auto", *,
     for item in items:
         # Labels are on the stored pixels: no EXIF rotation.
         image, scale = prepare_for_detection(item.path.read_bytes(), long_side=long_side,
-                                             jpeg_quality=jpeg_quality, orientation=1)
+                                             jpeg_quality=jpeg_quality, orientation=1,
+                                             normalize=detector.files.normalized_lighting)
         t0 = time.perf_counter()
         found = detector.detect(image, score_threshold=min(CURVE_THRESHOLD, thr))
         latency.append((time.perf_counter() - t0) * 1000)

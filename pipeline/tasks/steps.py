@@ -144,7 +144,8 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
     if mark is not None and mark.get("catalog") == catalog:
         metrics.ARTIFACTS_SKIPPED.labels("detect").inc()
     else:
-        image = decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, "normalized.jpg")))
+        seen = "normalized.jpg" if detector.files.normalized_lighting else "ingested.jpg"
+        image = decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, seen)))
         found = detector.detect(image, score_threshold=s.compliance.evidence_score)
         firm = np.nonzero(found.scores >= s.compliance.min_score)[0]
         cands: dict[int, list[tuple[str, float]]] = {}

@@ -22,6 +22,14 @@ from pipeline.detect.register import (
     parse_names,
     register_model,
 )
+from pipeline.image import encode_jpeg
+from pipeline.messages import PhotoRef, StageMessage
+from pipeline.settings import get_settings
+from pipeline.storage.keys import artifact_key
+from pipeline.storage.ledger import MemoryLedger
+from pipeline.storage.memory import MemoryStore
+from pipeline.tasks import steps
+from pipeline.tasks.runtime import Runtime
 from tests.unit.onnx_models import constant_model
 
 F32 = npt.NDArray[np.float32]
@@ -87,6 +95,9 @@ def test_ultralytics_export_is_registered_with_probed_boxes(
     files = load_model(models, "byo")
     assert files.finds_products
     assert json.loads((dest / "labels.json").read_text()) == {"0": "object"}
+    # fed the photo's own lighting, its neighbours suppressed only past Ultralytics' overlap
+    assert files.card.input.lighting == "original" and not files.normalized_lighting
+    assert files.card.postprocess.iou_threshold == 0.7
     # And the detector puts the confident box where it is, in the image's pixels
     det = Detector(files, device="cpu").detect(np.zeros((640, 640, 3), np.uint8))
     assert len(det) >= 1
@@ -281,3 +292,34 @@ def test_list_names_the_embedder_and_a_broken_card_in_one_line(
     assert len(lines) == 2
     assert lines[0].startswith("broken") and "unusable" in lines[0]
     assert lines[1].startswith("sku-embed/2") and "embedder" in lines[1]
+
+
+@pytest.mark.parametrize(("lighting", "seen_wh"), [("original", [640, 480]),
+                                                   ("normalized", [320, 240])])
+def test_detect_stage_feeds_the_working_image_the_card_asks_for(
+        tmp_path: Path, lighting: str, seen_wh: list[int]) -> None:
+    # Given a registered SKU detector whose card asks for one lighting, and a photo whose
+    # ingested and normalized artifacts differ (in size, so the result tells them apart)
+    models = tmp_path / "models"
+    dest, _ = register_model(ultralytics(tmp_path, normalized=False, nc=2), models=models)
+    card = json.loads((dest / "card.json").read_text())
+    card["input"]["lighting"] = lighting
+    (dest / "card.json").write_text(json.dumps(card))
+    base = get_settings()
+    settings = base.model_copy(update={"models": base.models.model_copy(
+        update={"root": models, "light": "byo", "device": "cpu"})})
+    store, sha = MemoryStore(), "ab" * 32
+    bucket = settings.s3.artifacts_bucket
+    for name, (w, h) in (("ingested.jpg", (640, 480)), ("normalized.jpg", (320, 240))):
+        store.put_bytes(bucket, artifact_key(sha, name), encode_jpeg(
+            np.full((h, w, 3), 90, np.uint8), 90), "image/jpeg")
+    rt = Runtime(settings, store, None, 0, MemoryLedger())  # type: ignore[arg-type]
+    msg = StageMessage(photo=PhotoRef(bucket="raw", key="s1/a1/b1/c1/p.jpg"), sha256=sha,
+                       route="light")
+
+    # When the detect stage runs
+    out = steps.detect(msg, rt)
+
+    # Then the detector saw the image its card names
+    doc = store.get_json(bucket, out.artifacts["detections"].key)
+    assert doc["image_size"] == seen_wh and doc["model"] == "byo/1"
