@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +50,18 @@ def lr_at(recipe: Recipe, step: int, steps: int) -> float:
 
 
 def train(recipe: Recipe, bank: ProductBank, steps: int, checkpoints: Path | None = None,
-          log_every: int = 25) -> tuple[ProductNet, dict[str, object]]:
+          log_every: int = 25, init: Path | None = None) -> tuple[ProductNet, dict[str, object]]:
+    """Train from ImageNet's backbone, or go on training the export ``init``."""
     from pipeline.train.backbone import load_imagenet
+    from pipeline.train.warmstart import freeze_batch_norms, load_export
 
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     net = ProductNet(recipe.neck)
-    load_imagenet(net.backbone)
+    if init is not None:
+        load_export(net, init)
+    else:
+        load_imagenet(net.backbone)
     net.backbone.freeze(recipe.frozen_blocks)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4)
@@ -66,6 +72,8 @@ def train(recipe: Recipe, bank: ProductBank, steps: int, checkpoints: Path | Non
             g["lr"] = lr_at(recipe, step, steps)
         imgs, hm, dist, w = (torch.from_numpy(a) for a in make_batch(rng, recipe, bank))
         net.train()
+        if init is not None:
+            freeze_batch_norms(net)
         logits, pred = net(imgs)
         l_hm = focal_loss(logits, hm)
         l_box = giou_loss(pred, dist, w)
@@ -155,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                          "https://github.com/marcusklasson/GroceryStoreDataset)")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="go on training this export (a model.onnx of this recipe's network) "
+                         "instead of starting from ImageNet")
+    ap.add_argument("--lr", type=float, default=None, help="override the recipe's peak rate")
+    ap.add_argument("--version", default=None, help="override the recipe's model version")
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--checkpoints", type=Path, default=None,
                     help="save the weights into this folder every 250 steps (step<N>.pt)")
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --from-checkpoint: why these weights (recorded in the card)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = PRODUCT
+    recipe = replace(PRODUCT, lr=args.lr or PRODUCT.lr, version=args.version or PRODUCT.version)
     steps = args.steps or recipe.steps
     cmd = "python -m pipeline.train.run " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_checkpoint:
@@ -179,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             info["selection"] = args.selection
     else:
         bank = ProductBank.from_grocery_store(args.grocery)
-        net, info = train(recipe, bank, steps, args.checkpoints)
+        net, info = train(recipe, bank, steps, args.checkpoints, init=args.init)
+        if args.init is not None:
+            info["initialised_from"] = str(args.init)
     for name, size in recipe.exports:
         path = export(net, recipe, name, size, args.out / name / recipe.version, info, cmd)
         print(f"wrote {path}")
