@@ -386,6 +386,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from pipeline.operations import reconcile
+    from pipeline.storage.redis import make_redis
     from pipeline.storage.s3 import ObjectStore, make_client
     from pipeline.tasks.stages import send_stage
 
@@ -396,7 +397,8 @@ def _reconcile(args: argparse.Namespace) -> int:
         since = since.replace(tzinfo=UTC)
     grace = s.celery.reconcile_grace_s if args.grace is None else args.grace
     r = reconcile(s, ObjectStore(make_client(s.aws, "s3")), since=since, grace_s=grace,
-                  enqueue=lambda m: send_stage("ingest", m), dry_run=args.dry_run)
+                  enqueue=lambda m: send_stage("ingest", m), dry_run=args.dry_run,
+                  redis=make_redis(s.redis.url))
     verb = "would re-enqueue" if args.dry_run else "re-enqueued"
     print(f"uploads since {since:%Y-%m-%d %H:%M:%S}: {r.scanned} checked, {r.ended} ended "
           f"(result or dead letter), {r.recent} younger than {grace:.0f} s, {verb} "

@@ -103,20 +103,25 @@ class Reconciliation:
 
 
 def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_s: float,
-              enqueue: Callable[[StageMessage], None], dry_run: bool = False
-              ) -> Reconciliation:
+              enqueue: Callable[[StageMessage], None], dry_run: bool = False,
+              redis: Redis | None = None) -> Reconciliation:
     """Every raw upload (object version) since ``since`` that is older than ``grace_s`` and
     has neither a result nor a dead letter is enqueued again: a lost broker message, a Redis
     crash, a dropped notification or a hard time limit cannot lose a photo silently. An
-    upload that was only slow is done twice at worst, which the stages absorb."""
+    upload that was only slow is done twice at worst, which the stages absorb.
+
+    With ``redis``, uploads flagged there as ended are not looked up in S3: one round trip
+    per 500 uploads instead of a HEAD each; S3 still decides for every other upload."""
     from pipeline.errors import InvalidKeyError
     from pipeline.listeners.events import check_key
     from pipeline.listeners.listener import build_photo_message
-    from pipeline.storage.keys import outcome_key, upload_id
+    from pipeline.storage.keys import ended_key, outcome_key, upload_id
+    from pipeline.storage.redis import flagged
 
     s3 = settings.s3
     out = Reconciliation()
     cutoff = datetime.now(UTC).timestamp() - grace_s
+    due = []
     for v in store.list_versions(s3.raw_bucket, s3.raw_prefix):
         key = str(v["Key"])
         try:
@@ -137,13 +142,16 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         version = v.get("VersionId")
         version = None if version in (None, "null") else str(version)
         etag = str(v.get("ETag", "")).strip('"') or None
-        if store.head(s3.artifacts_bucket, outcome_key(upload_id(s3.raw_bucket, key,
-                                                                  version or etag))):
+        due.append((key, version, etag, v))
+    ids = [upload_id(s3.raw_bucket, key, version or etag) for key, version, etag, _ in due]
+    known = flagged(redis, [ended_key(i) for i in ids]) if redis is not None else set()
+    for (key, version, etag, v), uid in zip(due, ids, strict=True):
+        if ended_key(uid) in known or store.head(s3.artifacts_bucket, outcome_key(uid)):
             out.ended += 1
             continue
         msg = build_photo_message(settings, store, bucket=s3.raw_bucket, key=key,
                                   version_id=version, etag=etag, size=int(v.get("Size", 0)),
-                                  event_time=modified)
+                                  event_time=v["LastModified"])
         if not dry_run:
             # Comply again even if its stage mark says done: the upload has no end on record
             # (its result may be gone), and finishing it is the point of sending it round.

@@ -66,6 +66,12 @@ def outcome_key(upload_id: str) -> str:
     return f"outcomes/{upload_id}.json"
 
 
+def ended_key(upload_id: str) -> str:
+    """Redis key that says an upload has ended (its outcome is in S3): reconciliation asks
+    Redis first and S3 only for uploads Redis does not know as ended."""
+    return f"shelf:ended:{upload_id}"
+
+
 def pending_key(upload_id: str) -> str:
     """An upload whose bay had no planogram, kept to be recomputed when one arrives."""
     return f"pending/planogram/{upload_id}.json"

@@ -117,3 +117,23 @@ def count(client: redis.Redis, key: str, ttl_s: int) -> int:
 
 
 
+
+
+def flag(client: redis.Redis, key: str, ttl_s: int) -> None:
+    """Set ``key`` for ``ttl_s`` seconds."""
+    try:
+        client.set(key, "1", ex=ttl_s)
+    except RedisError as exc:
+        raise _translate(exc, "flag") from exc
+
+
+def flagged(client: redis.Redis, keys: list[str], chunk: int = 500) -> set[str]:
+    """Those of ``keys`` that are set, ``chunk`` keys a round trip."""
+    out: set[str] = set()
+    try:
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            out.update(k for k, v in zip(part, client.mget(part), strict=True) if v is not None)
+    except RedisError as exc:
+        raise _translate(exc, "flagged") from exc
+    return out

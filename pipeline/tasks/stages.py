@@ -357,7 +357,7 @@ def reconcile(self: Task) -> None:
     since = datetime.now(UTC) - timedelta(seconds=c.reconcile_window_s)
     try:
         r = run(rt.settings, rt.store, since=since, grace_s=c.reconcile_grace_s,
-                enqueue=lambda m: send_stage("ingest", m))
+                enqueue=lambda m: send_stage("ingest", m), redis=rt.redis)
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=c.backoff_base_s) from exc
     log.log(logging.WARNING if r.requeued else logging.INFO,

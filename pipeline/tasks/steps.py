@@ -8,6 +8,7 @@ keyed by the upload (bucket, key, version), so every upload ends as exactly one 
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,14 +20,29 @@ from pipeline.core.recognition import choose
 from pipeline.core.result import PhotoResult
 from pipeline.core.routing import choose_route
 from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
-from pipeline.errors import CorruptImageError, ForgedUrlError, PermanentError, UrlRejectedError
+from pipeline.errors import (
+    CorruptImageError,
+    ForgedUrlError,
+    PermanentError,
+    TransientError,
+    UrlRejectedError,
+)
 from pipeline.image import decode_jpeg, decode_upright, encode_jpeg, inspect_image
 from pipeline.messages import ArtifactRef, StageMessage
 from pipeline.privacy import blur_faces
 from pipeline.storage.download import Download, check_presigned, fetch
-from pipeline.storage.keys import artifact_key, outcome_key, pending_key, result_key
+from pipeline.storage.keys import (
+    artifact_key,
+    ended_key,
+    outcome_key,
+    pending_key,
+    result_key,
+)
 from pipeline.storage.planograms import load_planogram, planogram_key
+from pipeline.storage.redis import flag
 from pipeline.tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def download_photo(msg: StageMessage, rt: Runtime) -> Download:
@@ -255,11 +271,17 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
 
 def record_outcome(rt: Runtime, msg: StageMessage, *, result: str | None = None,
                    dead_letter: str | None = None) -> None:
-    """How the upload ended, where reconciliation looks for it."""
-    rt.store.put_json(rt.settings.s3.artifacts_bucket, outcome_key(msg.photo.upload_id), {
+    """How the upload ended, where reconciliation looks for it: in S3, and flagged in Redis
+    for as long as reconciliation looks back (a flag lost with Redis costs a HEAD)."""
+    s = rt.settings
+    rt.store.put_json(s.s3.artifacts_bucket, outcome_key(msg.photo.upload_id), {
         "upload_id": msg.photo.upload_id, "bucket": msg.photo.bucket, "key": msg.photo.key,
         "version_id": msg.photo.version_id, "result": result, "dead_letter": dead_letter,
         "at": datetime.now(UTC).isoformat()})
+    try:
+        flag(rt.redis, ended_key(msg.photo.upload_id), s.celery.reconcile_window_s + 86_400)
+    except (TransientError, PermanentError) as exc:  # S3 holds the outcome all the same
+        log.warning("upload %s ended, not flagged in Redis: %s", msg.photo.upload_id, exc)
 
 
 def _sha(msg: StageMessage) -> str:

@@ -265,8 +265,24 @@ def test_reconcile_requeues_an_upload_that_left_no_trace(stack: Stack) -> None:
     from datetime import UTC, datetime, timedelta
 
     from pipeline.operations import reconcile
-    from pipeline.storage.keys import outcome_key
+    from pipeline.storage.keys import ended_key, outcome_key
     from pipeline.tasks.stages import send_stage
+
+    heads: list[str] = []
+
+    class CountingHeads:  # the store, counting what reconciliation asks S3
+        def __getattr__(self, name: str) -> Any:
+            return getattr(stack.store, name)
+
+        def head(self, bucket: str, key: str) -> Any:
+            heads.append(key)
+            return stack.store.head(bucket, key)
+
+    def run(with_redis: bool) -> Any:
+        heads.clear()
+        return reconcile(stack.settings, CountingHeads(), since=since,  # type: ignore[arg-type]
+                         grace_s=0, enqueue=lambda m: send_stage("ingest", m),
+                         redis=stack.redis if with_redis else None)
 
     # Given an upload whose chain was lost (no result, no dead letter recorded)
     since = datetime.now(UTC) - timedelta(seconds=2)
@@ -274,19 +290,24 @@ def test_reconcile_requeues_an_upload_that_left_no_trace(stack: Stack) -> None:
     up = put_photo(stack, "raw/S006/A01/B1/cam1/lost.jpg", data, truth)
     first = wait_result(stack, up)
     wait_idle(stack)
+    assert stack.redis.exists(ended_key(up.upload_id))  # its end was flagged in Redis too
     s3 = stack.settings.s3
     stack.store.delete(s3.artifacts_bucket, outcome_key(up.upload_id))
     stack.store.delete(s3.results_bucket, result_keys(stack, up)[0])
+    stack.redis.delete(ended_key(up.upload_id))
     # When reconciliation runs over the raw bucket
-    r = reconcile(stack.settings, stack.store, since=since, grace_s=0,
-                  enqueue=lambda m: send_stage("ingest", m))
-    # Then that upload, and only it, goes through again and ends as its one result
-    assert (r.requeued, r.ended) == (1, 0)
+    r = run(with_redis=True)
+    # Then that upload, and only it, goes through again (S3 asked, as Redis did not know
+    # it) and ends as its one result
+    assert (r.requeued, r.ended) == (1, 0) and heads == [outcome_key(up.upload_id)]
     again = wait_result(stack, up)
     assert again["upload_id"] == first["upload_id"] and again["sha256"] == up.sha
-    again_run = reconcile(stack.settings, stack.store, since=since, grace_s=0,
-                          enqueue=lambda m: send_stage("ingest", m))
-    assert (again_run.requeued, again_run.ended) == (0, 1)
+    wait_idle(stack)
+    # And once ended, Redis answers for it without S3; without Redis, S3 does
+    again_run = run(with_redis=True)
+    assert (again_run.requeued, again_run.ended, heads) == (0, 1, [])
+    without = run(with_redis=False)
+    assert (without.requeued, without.ended, len(heads)) == (0, 1, 1)
 
 
 def test_sqs_dead_letters_are_listed_and_redriven(stack: Stack) -> None:
