@@ -315,8 +315,8 @@ def register_model(path: Path, *, models: Path, name: str | None = None,
                   "channels": "RGB", "scale": 1 / 255, "pad_value": 114,
                   "keep_aspect": info.dynamic, "lighting": "original"},
         # Ultralytics' own NMS overlap (0.7): at 0.5 the neighbours of a dense shelf, whose
-        # boxes overlap, suppress one another.
-        "postprocess": {"score_threshold": 0.25, "iou_threshold": 0.7, "max_detections": 600,
+        # boxes overlap, suppress one another. Dense shelf photos show up to 700 products.
+        "postprocess": {"score_threshold": 0.25, "iou_threshold": 0.7, "max_detections": 1000,
                         "normalized_boxes": info.normalized_boxes},
         "tiling": None,
         "registered": {"source": path.name, "bytes": len(data), "metadata": info.metadata,

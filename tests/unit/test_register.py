@@ -98,6 +98,7 @@ def test_ultralytics_export_is_registered_with_probed_boxes(
     # fed the photo's own lighting, its neighbours suppressed only past Ultralytics' overlap
     assert files.card.input.lighting == "original" and not files.normalized_lighting
     assert files.card.postprocess.iou_threshold == 0.7
+    assert files.card.postprocess.max_detections >= 700
     # And the detector puts the confident box where it is, in the image's pixels
     det = Detector(files, device="cpu").detect(np.zeros((640, 640, 3), np.uint8))
     assert len(det) >= 1
