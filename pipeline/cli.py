@@ -70,13 +70,19 @@ def _eval(args: argparse.Namespace) -> int:
     dets = [Detector.from_dir(root, name, device=settings.models.device,
                               intra_op_threads=args.threads) for name in args.model]
     namer = _namer(root, args.threads)
-    print(f"evaluating {', '.join(d.ref for d in dets)} on {args.count} unseen photos per "
-          f"display kind (seed {args.seed}, long side <= {args.max_side}, {args.threads} "
-          f"ORT threads)", flush=True)
+    if not args.json:
+        print(f"evaluating {', '.join(d.ref for d in dets)} on {args.count} unseen photos per "
+              f"display kind (seed {args.seed}, long side <= {args.max_side}, {args.threads} "
+              f"ORT threads)", flush=True)
     reports = evaluate(dets, count=args.count, seed=args.seed, max_long_side=args.max_side,
-                       namer=namer, normalized=args.input == "normalized")
+                       namer=namer, normalized=args.input == "normalized",
+                       progress=not args.json)
+    if args.json:
+        print(json.dumps({"seed": args.seed, "count": args.count, "models": {
+            ref: {r.display: r.to_json() for r in kinds} for ref, kinds in reports.items()}}))
     for d in dets:
-        print(format_report(d.ref, reports[d.ref]))
+        if not args.json:
+            print(format_report(d.ref, reports[d.ref]))
         if args.write_card:
             write_card_metrics(d.files.onnx_path.parent, reports[d.ref], seed=args.seed,
                                count=args.count, threads=args.threads,
@@ -93,11 +99,16 @@ def _eval_compliance(args: argparse.Namespace) -> int:
                                        intra_op_threads=args.threads),
             "heavy": Detector.from_dir(m.root, m.heavy, device=m.device,
                                        intra_op_threads=args.threads)}
-    print(f"compliance on {args.count} unseen photos (seed {args.seed}; gondola -> "
-          f"{dets['light'].ref}, endcap -> {dets['heavy'].ref}); error in points", flush=True)
+    if not args.json:
+        print(f"compliance on {args.count} unseen photos (seed {args.seed}; gondola -> "
+              f"{dets['light'].ref}, endcap -> {dets['heavy'].ref}); error in points",
+              flush=True)
     scores = evaluate_compliance(dets, count=args.count, seed=args.seed,
-                                 max_long_side=args.max_side, namer=_namer(m.root, args.threads))
-    print(scores.format())
+                                 max_long_side=args.max_side, namer=_namer(m.root, args.threads),
+                                 progress=not args.json)
+    print(json.dumps({"seed": args.seed, "light": dets["light"].ref,
+                      "heavy": dets["heavy"].ref, "displays": scores.rows()})
+          if args.json else scores.format())
     return 0
 
 
@@ -540,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=4000)
     p.add_argument("--models", type=Path, default=None, help="models root directory")
     p.add_argument("--write-card", action="store_true", help="store the figures in card.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--input", choices=("normalized", "raw"), default="normalized",
                    help="normalized: as the pipeline feeds the detector; raw: upright only")
     p.set_defaults(func=_eval)
@@ -550,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=9002)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-side", type=int, default=4000)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_eval_compliance)
 
     p = sub.add_parser("eval-real", help="class-agnostic mAP, recall, precision and latency "

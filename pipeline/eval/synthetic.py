@@ -182,11 +182,11 @@ class ComplianceScores:
     oos: dict[str, _Counts]
     misplaced: dict[str, _Counts]
 
-    def format(self) -> str:
-        lines = [f"  {'display':8} {'photos':>6} {'err p50':>8} {'err p90':>8} {'OOS P':>6} "
-                 f"{'OOS R':>6} {'misp P':>7} {'misp R':>7}"]
-        kinds = [*self.errors, "all"]
-        for kind in kinds:
+    def rows(self) -> dict[str, dict[str, float]]:
+        """Per display kind and ``all``: photos, error p50/p90 (points), out-of-stock and
+        misplaced precision and recall."""
+        out = {}
+        for kind in [*self.errors, "all"]:
             if kind == "all":
                 errs = [e for v in self.errors.values() for e in v]
                 oos, mis = _Counts(), _Counts()
@@ -196,10 +196,21 @@ class ComplianceScores:
                     mis.tp, mis.fp, mis.fn = mis.tp + c.tp, mis.fp + c.fp, mis.fn + c.fn
             else:
                 errs, oos, mis = self.errors[kind], self.oos[kind], self.misplaced[kind]
+            out[kind] = {"photos": float(len(errs)),
+                         "error_p50": float(np.percentile(errs, 50)),
+                         "error_p90": float(np.percentile(errs, 90)),
+                         "oos_precision": oos.precision, "oos_recall": oos.recall,
+                         "misplaced_precision": mis.precision, "misplaced_recall": mis.recall}
+        return out
+
+    def format(self) -> str:
+        lines = [f"  {'display':8} {'photos':>6} {'err p50':>8} {'err p90':>8} {'OOS P':>6} "
+                 f"{'OOS R':>6} {'misp P':>7} {'misp R':>7}"]
+        for kind, r in self.rows().items():
             lines.append(
-                f"  {kind:8} {len(errs):6d} {np.percentile(errs, 50):8.2f} "
-                f"{np.percentile(errs, 90):8.2f} {oos.precision:6.3f} {oos.recall:6.3f} "
-                f"{mis.precision:7.3f} {mis.recall:7.3f}")
+                f"  {kind:8} {int(r['photos']):6d} {r['error_p50']:8.2f} {r['error_p90']:8.2f} "
+                f"{r['oos_precision']:6.3f} {r['oos_recall']:6.3f} "
+                f"{r['misplaced_precision']:7.3f} {r['misplaced_recall']:7.3f}")
         return "\n".join(lines)
 
 
