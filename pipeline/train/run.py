@@ -3,10 +3,13 @@
 Usage::
 
     python -m pipeline.train.run --grocery DIR [--steps N] [--threads T] [--out models]
+                                 [--init PATH.onnx|imagenet]
 
 ``DIR`` is a checkout of marcusklasson/GroceryStoreDataset (MIT): its iconic packshots and its
 train-split photos are the real product imagery pasted into the training shelves. One network
-is trained and exported twice: ``product-light`` at 640 and ``product-heavy`` at 960 pixels.
+is trained and exported twice: ``product-light`` at 768 and ``product-heavy`` at 1152 pixels.
+The recipe goes on from the model its ``init`` names (version 2 from version 1), or starts
+from ImageNet's backbone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.settings import REPO_ROOT
 from pipeline.train.data import make_batch
 from pipeline.train.loss import focal_loss, giou_loss
 from pipeline.train.net import STRIDE, ExportWrapper, ProductNet
@@ -124,15 +128,17 @@ def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
         "output": {"scores": "scores [1, 1, H/4, W/4] sigmoid, class-agnostic product",
                    "boxes": "boxes [1, 4, H/4, W/4] x1 y1 x2 y2 in input pixels",
                    "stride": STRIDE},
-        "postprocess": {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 600},
+        "postprocess": {"score_threshold": recipe.score_threshold, "iou_threshold": 0.5,
+                        "max_detections": 600},
         "tiling": None,
         "training": {"command": command, "seed": recipe.seed, "recipe": recipe.to_json(),
                      "data": "pipeline.train.shelves.render_shelf: dense shelves cut and pasted "
                              "from real product imagery (packshots, label textures from "
-                             "in-store photos, drawn packs) with boards, price tags, signs, "
-                             "gaps, stacking, perspective, camera effects and JPEG; plus "
-                             "pipeline.synth.world photos; lighting normalized as the "
-                             "pipeline does",
+                             "in-store photos, drawn packs) stretched to the thin and wide "
+                             "aspects of real packs, with boards, price tags, signs, gaps, "
+                             "stacking, the building around the fixture, perspective, camera "
+                             "effects and JPEG; plus pipeline.synth.world photos; lighting "
+                             "normalized as the pipeline does",
                      "sources": DATA_SOURCES, **info},
         "metrics": {},
         "sha256": sha,
@@ -147,10 +153,11 @@ def checkpoint_info(path: Path, log: Path | None, recipe: Recipe) -> dict[str, o
     step = int(path.stem.removeprefix("step"))
     info: dict[str, object] = {"steps": step, "images_seen": step * recipe.batch,
                                "schedule_steps": recipe.steps}
-    if log is not None and log.is_file():
+    if log is not None and log.is_file():  # the last step logged before the checkpoint
         for line in log.read_text().splitlines():
             parts = line.split()
-            if line.startswith(f"[{recipe.name}] step {step - 1}/") and "min" in parts:
+            if (line.startswith(f"[{recipe.name}] step ") and "min" in parts
+                    and int(parts[2].split("/")[0]) < step):
                 info["minutes"] = float(parts[parts.index("min") - 1])
     return info
 
@@ -163,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                          "https://github.com/marcusklasson/GroceryStoreDataset)")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--init", type=Path, default=None,
-                    help="go on training this export (a model.onnx of this recipe's network) "
-                         "instead of starting from ImageNet")
+    ap.add_argument("--init", default=None,
+                    help="the export to go on training (a model.onnx of this network), or "
+                         "'imagenet' to start afresh; default: the recipe's "
+                         "(models/<recipe.init>/model.onnx)")
     ap.add_argument("--lr", type=float, default=None, help="override the recipe's peak rate")
     ap.add_argument("--version", default=None, help="override the recipe's model version")
     ap.add_argument("--out", type=Path, default=Path("models"))
@@ -191,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.selection:
             info["selection"] = args.selection
     else:
+        init = (None if args.init == "imagenet" else Path(args.init) if args.init
+                else REPO_ROOT / "models" / recipe.init / "model.onnx" if recipe.init else None)
         bank = ProductBank.from_grocery_store(args.grocery)
-        net, info = train(recipe, bank, steps, args.checkpoints, init=args.init)
-        if args.init is not None:
-            info["initialised_from"] = str(args.init)
+        net, info = train(recipe, bank, steps, args.checkpoints, init=init)
+        info["initialised_from"] = str(init) if init else "ImageNet"
     for name, size in recipe.exports:
         path = export(net, recipe, name, size, args.out / name / recipe.version, info, cmd)
         print(f"wrote {path}")

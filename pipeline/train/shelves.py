@@ -76,18 +76,46 @@ def _tiles(rng: np.random.Generator, W: int, H: int) -> Image:
                       np.uint8)
 
 
+def _structures(rng: np.random.Generator, image: Image) -> None:
+    """The building around the fixture: ducts, beams, pillars, doors and window frames, big
+    flat-shaded shapes with hard edges that are not products."""
+    H, W = image.shape[:2]
+    for _ in range(int(rng.integers(1, 5))):
+        w, h = int(W * rng.uniform(0.1, 0.7)), int(H * rng.uniform(0.05, 0.5))
+        x, y = int(rng.integers(-w // 3, W)), int(rng.integers(-h // 3, H))
+        base = rng.integers(40, 250, 3).astype(np.float32)
+        quad = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
+        quad += rng.uniform(-0.15, 0.15, (4, 2)).astype(np.float32) * np.array([w, h],
+                                                                              np.float32)
+        mask = np.zeros((H, W), np.uint8)
+        cv2.fillConvexPoly(mask, quad.astype(np.int32), 255)
+        t = np.linspace(float(rng.uniform(0.6, 1.0)), float(rng.uniform(0.8, 1.15)), W,
+                        dtype=np.float32)
+        shaded = np.clip(base[None, None, :] * t[None, :, None], 0, 255).astype(np.uint8)
+        on = mask > 0
+        image[on] = np.broadcast_to(shaded, (H, W, 3))[on]
+        if rng.random() < 0.6:
+            edge = tuple(int(v) for v in rng.integers(0, 256, 3))
+            cv2.polylines(image, [quad.astype(np.int32)], True, edge, int(rng.integers(1, 4)))
+
+
 def _background(rng: np.random.Generator, W: int, H: int, bank: ProductBank) -> Image:
-    """The store behind and around the fixture: walls, ceiling, floor, blurred clutter."""
+    """The store behind and around the fixture: walls, ceiling, floor, blurred clutter and
+    the building's structures."""
     if rng.random() < 0.3:
-        return _tiles(rng, W, H)
-    if rng.random() < 0.4:
+        bg = _tiles(rng, W, H)
+    elif rng.random() < 0.4:
         tex = bank.textures[int(rng.integers(len(bank.textures)))]
-        bg = cv2.GaussianBlur(cv2.resize(tex, (W, H)), (0, 0), float(rng.uniform(6, 20)))
-        return np.asarray(bg, np.uint8)
-    top, bottom = rng.integers(30, 240, 3), rng.integers(30, 240, 3)
-    t = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
-    bg = top[None, None, :] * (1 - t) + bottom[None, None, :] * t
-    return np.broadcast_to(bg, (H, W, 3)).astype(np.uint8).copy()
+        bg = np.asarray(cv2.GaussianBlur(cv2.resize(tex, (W, H)), (0, 0),
+                                         float(rng.uniform(6, 20))), np.uint8)
+    else:
+        top, bottom = rng.integers(30, 240, 3), rng.integers(30, 240, 3)
+        t = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
+        grad = top[None, None, :] * (1 - t) + bottom[None, None, :] * t
+        bg = np.broadcast_to(grad, (H, W, 3)).astype(np.uint8).copy()
+    if rng.random() < 0.5:
+        _structures(rng, bg)
+    return bg
 
 
 def _price_tags(rng: np.random.Generator, canvas: Image, x0: int, x1: int, y: int, h: int
@@ -153,7 +181,14 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         layers = int(rng.choice((1, 2, 3), p=(0.6, 0.28, 0.12)))
         fill = rng.uniform(0.75, 0.97) if rng.random() < 0.8 else rng.uniform(0.45, 0.75)
         h = max(6, int(row_h * fill / layers))
-        w = max(4, round(mw * h / mh * rng.uniform(0.9, 1.1)))
+        # Real shelves hold more thin packs (bottles, cans, tubes) and wide ones (flat packs,
+        # multipacks, boxes lying down) than the packshots show: a third of the products are
+        # stretched thin (1:5 to 1:1.8), a quarter wide (1.2:1 to 3.2:1).
+        r = rng.random()
+        aspect = (mw / mh * rng.uniform(0.9, 1.1) if r < 0.45
+                  else float(np.exp(rng.uniform(np.log(0.2), np.log(0.55)))) if r < 0.75
+                  else float(np.exp(rng.uniform(np.log(1.2), np.log(3.2)))))
+        w = max(4, round(h * aspect))
         cut = _resized(master, w, h)
         cut = Cutout(_edge_shading(rng, cut.image), cut.mask)
         facings = int(min(12, rng.geometric(0.3)))
@@ -194,7 +229,7 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int) -> Shel
     # The fixture: usually the whole frame, sometimes with store around it.
     fx0 = 0 if rng.random() < 0.7 else int(rng.integers(0, W // 4))
     fx1 = W if rng.random() < 0.7 else W - int(rng.integers(0, W // 4))
-    fy0 = 0 if rng.random() < 0.6 else int(rng.integers(0, H // 4))
+    fy0 = 0 if rng.random() < 0.5 else int(rng.integers(0, H // 2))
     fy1 = H if rng.random() < 0.6 else H - int(rng.integers(0, H // 4))
     back = rng.integers(10, 120, 3)
     canvas[fy0:fy1, fx0:fx1] = back.astype(np.uint8)
