@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from pipeline.detect.card import load_model
 from pipeline.messages import PhotoRef, StageMessage
+from pipeline.settings import get_settings
 from pipeline.storage.keys import artifact_key
+from pipeline.tasks.steps import detections_name
 from tests.conftest import Proc, Stack, start_worker, swapped_worker
 from tests.e2e.helpers import (
     Uploaded,
@@ -33,7 +36,9 @@ from tests.e2e.helpers import (
 )
 
 pytestmark = pytest.mark.usefixtures("pipeline_procs")
-DETECTIONS = "detections.product-light@1.json"
+# The light detector's artifact, named after the version that runs (the latest).
+DETECTIONS = detections_name(load_model(get_settings().models.root,
+                                        get_settings().models.light).ref)
 ARTIFACTS = ("ingest.json", "ingested.jpg", "normalized.jpg", "quality.json", DETECTIONS)
 
 
