@@ -30,8 +30,6 @@ def translate_broker(exc: Exception, what: str) -> Exception:
     return TransientError(f"broker {what}: {type(exc).__name__}: {exc}")
 
 
-
-
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -114,9 +112,6 @@ def count(client: redis.Redis, key: str, ttl_s: int) -> int:
         return int(pipe.execute()[0])
     except RedisError as exc:
         raise _translate(exc, "count") from exc
-
-
-
 
 
 def flag(client: redis.Redis, key: str, ttl_s: int) -> None:
