@@ -38,6 +38,17 @@ class ProductNet(nn.Module):
         last = self.hm[-1]
         assert isinstance(last, nn.Conv2d) and last.bias is not None
         nn.init.constant_(last.bias, -4.6)  # prior 0.01
+        # Set when the weights come from an export (``warmstart.load_export``): its batch
+        # norms are folded, and statistics of small batches would undo the folding.
+        self.batch_norms_frozen = False
+
+    def train(self, mode: bool = True) -> ProductNet:
+        super().train(mode)
+        if self.batch_norms_frozen:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` (N, 3, H, W) in [0, 1] RGB -> heatmap logits and side distances (input px)."""

@@ -57,7 +57,7 @@ def train(recipe: Recipe, bank: ProductBank, steps: int, checkpoints: Path | Non
           log_every: int = 25, init: Path | None = None) -> tuple[ProductNet, dict[str, object]]:
     """Train from ImageNet's backbone, or go on training the export ``init``."""
     from pipeline.train.backbone import load_imagenet
-    from pipeline.train.warmstart import freeze_batch_norms, load_export
+    from pipeline.train.warmstart import load_export
 
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
@@ -76,8 +76,6 @@ def train(recipe: Recipe, bank: ProductBank, steps: int, checkpoints: Path | Non
             g["lr"] = lr_at(recipe, step, steps)
         imgs, hm, dist, w = (torch.from_numpy(a) for a in make_batch(rng, recipe, bank))
         net.train()
-        if init is not None:
-            freeze_batch_norms(net)
         logits, pred = net(imgs)
         l_hm = focal_loss(logits, hm)
         l_box = giou_loss(pred, dist, w)

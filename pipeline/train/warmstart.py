@@ -3,8 +3,8 @@
 The export's convolutions carry their batch norms folded in (``torch.onnx.export`` in eval
 mode folds them). Each convolution of a fresh ``ProductNet`` takes the folded weights, in the
 order the network runs them, and the batch norm after it becomes the identity plus the folded
-bias. Training then keeps every batch norm in eval mode (``freeze_batch_norms``): statistics
-of small batches would undo the folding.
+bias. The network then keeps every batch norm in eval mode while it trains
+(``ProductNet.batch_norms_frozen``): statistics of small batches would undo the folding.
 """
 
 from __future__ import annotations
@@ -80,9 +80,4 @@ def load_export(net: ProductNet, onnx_path: Path) -> None:
             bn.bias.copy_(bias)
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
-
-
-def freeze_batch_norms(net: nn.Module) -> None:
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval()
+    net.batch_norms_frozen = True
