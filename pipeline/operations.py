@@ -144,9 +144,10 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         etag = str(v.get("ETag", "")).strip('"') or None
         due.append((key, version, etag, v))
     ids = [upload_id(s3.raw_bucket, key, version or etag) for key, version, etag, _ in due]
-    known = flagged(redis, [ended_key(i) for i in ids]) if redis is not None else set()
-    for (key, version, etag, v), uid in zip(due, ids, strict=True):
-        if ended_key(uid) in known or store.head(s3.artifacts_bucket, outcome_key(uid)):
+    flags = [ended_key(i) for i in ids]
+    known = flagged(redis, flags) if redis is not None else set()
+    for (key, version, etag, v), uid, flag in zip(due, ids, flags, strict=True):
+        if flag in known or store.head(s3.artifacts_bucket, outcome_key(uid)):
             out.ended += 1
             continue
         msg = build_photo_message(settings, store, bucket=s3.raw_bucket, key=key,
