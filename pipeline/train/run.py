@@ -160,6 +160,15 @@ def checkpoint_info(path: Path, log: Path | None, recipe: Recipe) -> dict[str, o
     return info
 
 
+def _init_path(arg: str | None, recipe: Recipe) -> Path | None:
+    """The export to go on training: ``--init``, else the recipe's; None: from ImageNet."""
+    if arg == "imagenet":
+        return None
+    if arg:
+        return Path(arg)
+    return REPO_ROOT / "models" / recipe.init / "model.onnx" if recipe.init else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.selection:
             info["selection"] = args.selection
     else:
-        init = (None if args.init == "imagenet" else Path(args.init) if args.init
-                else REPO_ROOT / "models" / recipe.init / "model.onnx" if recipe.init else None)
+        init = _init_path(args.init, recipe)
         bank = ProductBank.from_grocery_store(args.grocery)
         net, info = train(recipe, bank, steps, args.checkpoints, init=init)
         info["initialised_from"] = str(init) if init else "ImageNet"
