@@ -8,8 +8,9 @@ On the same generated photos (a mix of 3 to 12 MP, gondolas and endcaps):
 2. **Pipeline at saturation**: the photos put into the running stack at once, the rate at
    which results appear, and its ratio to the floor.
 3. **Paced load** at 50 % and 80 % of that rate: put-to-result p50/p95/p99.
-4. **Bytes-through-broker baseline**: the article's design (``pipeline.tasks.baseline``),
-   the same stage work with base64 photos in every message, on a worker of its own.
+4. **Bytes-through-broker baseline**: the article's design (``pipeline.tasks.baseline``): its
+   five-task chain with the photo base64 in every message and every stage on the full-size
+   image, on a worker of its own.
 5. **Listener alone**: S3 events per second from SQS to enqueued chains.
 6. **Peak RSS** of every worker process, and how the stage work grows with photo size (3,
    12, 24 MP) and with products per photo.
