@@ -4,8 +4,11 @@ Usage::
 
     python -m pipeline.train.embed --grocery DIR [--steps N] [--threads T] [--holdout K]
 
-Only packshots are learnt from: GroceryStoreDataset's 81 iconic images (never its in-store
-photos), the synthetic world's drawn packs, random drawn packs and variants of them. Each step
+EfficientNet-Lite0 with its ImageNet head is fine-tuned (``--steps``, 500 by default; 0
+exports ImageNet's features as they are), its signatures are projected on their principal
+axes over catalog views, and it is quantized to int8. Only packshots are learnt from:
+GroceryStoreDataset's 81 iconic images (never its in-store photos), the synthetic world's
+drawn packs, random drawn packs and variants of them. Each step
 takes a batch of products, renders each as its catalog packshot and twice in store, and pulls
 the views of one product together and those of others apart (supervised contrastive loss).
 ``--holdout K`` leaves K GroceryStore products out, to measure SKUs never trained on.
@@ -41,10 +44,13 @@ from pipeline.train.views import (
     variant,
 )
 
-NAME, VERSION = "sku-embed", "2"
-SIZE = 160  # naming 100 crops stays within 400 ms on two threads
+NAME, VERSION = "sku-embed", "3"
+# Crops are signed at 224 px: ImageNet's features at 160 px name real photos far worse
+# (GroceryStore val top-1 0.25 against 0.34); int8 keeps 100 crops within 400 ms.
+SIZE = 224
 PROJECTED = 256  # signature length after the principal-axes projection
 PROJECTION_VIEWS = 1500
+QUANTIZATION_VIEWS = 200
 SEED = 5
 
 
@@ -130,10 +136,10 @@ def train(grocery: list[Identity], steps: int, products: int, lr: float, frozen:
             el = time.monotonic() - start
             print(f"[embed] step {step}/{steps} loss {loss.item():.3f} "
                   f"{(step + 1) * x.shape[0] / el:.1f} img/s {el / 60:.1f} min", flush=True)
-    info: dict[str, object] = {"steps": steps, "products_per_step": products, "lr": lr,
-                               "frozen_blocks": frozen,
-                               "minutes": round((time.monotonic() - start) / 60, 1),
+    info: dict[str, object] = {"steps": steps, "minutes": round((time.monotonic() - start) / 60, 1),
                                "parameters": sum(p.numel() for p in net.parameters())}
+    if steps:
+        info.update(products_per_step=products, lr=lr, frozen_blocks=frozen)
     return net, info
 
 
@@ -196,16 +202,8 @@ def append_projection(model: onnx.ModelProto, mean: npt.NDArray[np.float32],
     return model
 
 
-def project(out_dir: Path, grocery: list[Identity], dim: int = PROJECTED,
-            views: int = PROJECTION_VIEWS) -> None:
-    """Shorten the exported embedder's signature to ``dim``: principal axes of its embeddings
-    of training views (catalog and in-store views of the training products), which name as
-    well as the full 1,280 channels and make each catalog signature five times smaller."""
-    from pipeline.detect.embedder import Embedder as OnnxEmbedder
-
-    card = json.loads((out_dir / "card.json").read_text())
-    if "projection" in card["training"]:
-        raise SystemExit(f"{out_dir} is projected already: export it again first")
+def training_views(grocery: list[Identity], views: int) -> list[npt.NDArray[np.uint8]]:
+    """Catalog and in-store views of the training products (packshots only), ``SIZE`` square."""
     rng = np.random.default_rng(SEED + 1)
     pool = grocery + drawn_identities()
     images = []
@@ -213,25 +211,84 @@ def project(out_dir: Path, grocery: list[Identity], dim: int = PROJECTED,
         ident = pool[int(rng.integers(len(pool)))] if rng.random() < 0.8 else random_drawn(rng)
         images.append(in_store_view(rng, ident, pool, SIZE) if rng.random() < 0.7
                       else catalog_view(rng, ident, SIZE))
+    return images
+
+
+def _update_card(out_dir: Path, **training: object) -> None:
+    path = out_dir / "model.onnx"
+    card = json.loads((out_dir / "card.json").read_text())
+    card["training"].update(training)
+    card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    card["size_bytes"] = path.stat().st_size
+    (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+
+
+def project(out_dir: Path, images: list[npt.NDArray[np.uint8]], dim: int = PROJECTED) -> None:
+    """Shorten the exported embedder's signature to ``dim``: principal axes of its embeddings
+    of training ``images``, which name as well as the full 1,280 channels and make each
+    catalog signature five times smaller."""
+    from pipeline.detect.embedder import Embedder as OnnxEmbedder
+
+    card = json.loads((out_dir / "card.json").read_text())
+    if "projection" in card["training"]:
+        raise SystemExit(f"{out_dir} is projected already: export it again first")
     embedder = OnnxEmbedder.from_dir(out_dir.parent.parent, out_dir.parent.name, out_dir.name,
                                      intra_op_threads=torch.get_num_threads())
     mean, axes = fit_projection(embedder.embed(images), dim)
     path = out_dir / "model.onnx"
     onnx.save(append_projection(onnx.load(str(path)), mean, axes), str(path))
     card["output"]["dim"] = dim
-    card["training"]["projection"] = {
-        "dim": dim, "views": views,
-        "how": "principal axes of the embeddings of catalog and in-store training views"}
-    card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    card["size_bytes"] = path.stat().st_size
     (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    _update_card(out_dir, projection={
+        "dim": dim, "views": len(images),
+        "how": "principal axes of the embeddings of catalog and in-store training views"})
+
+
+def quantize(out_dir: Path, images: list[npt.NDArray[np.uint8]]) -> None:
+    """Weights and activations to int8 (QDQ, per-channel weights), activation ranges
+    calibrated on training ``images``: twice as fast on CPU and naming as well (ImageNet's
+    features at 224 px: GroceryStore val top-1 0.334 in int8, 0.328 in float)."""
+    import tempfile
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class Views(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.left = iter(images)
+
+        def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+            img = next(self.left, None)
+            if img is None:
+                return None
+            x = img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+            return {"crops": np.ascontiguousarray(x)}
+
+    path = out_dir / "model.onnx"
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(path), str(prepared))
+        quantize_static(str(prepared), str(path), Views(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+    _update_card(out_dir, quantization={
+        "format": "QDQ, int8 per-channel weights, uint8 activations",
+        "calibration_views": len(images)})
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grocery", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=500,
+                    help="fine-tuning steps on packshot views; 0 keeps ImageNet's features "
+                    "(GroceryStore val top-5 0.608 against 0.557 after 500 steps, but the "
+                    "synthetic world's look-alikes are lost: gondola mAP 0.716 against 0.879)")
     ap.add_argument("--products", type=int, default=20, help="products per step (3 views each)")
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--frozen", type=int, default=8, help="backbone blocks kept as trained "
@@ -241,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--version", default=VERSION)
     ap.add_argument("--project-only", action="store_true",
-                    help="only add the projection to the export already under --out")
+                    help="only project and quantize the export already under --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     grocery, held = grocery_identities(args.grocery, args.holdout)
@@ -252,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python -m pipeline.train.embed " + " ".join(argv if argv is not None
                                                             else sys.argv[1:])
         export(net, out_dir, info, cmd)
-    project(out_dir, grocery)
+    project(out_dir, training_views(grocery, PROJECTION_VIEWS))
+    quantize(out_dir, training_views(grocery, QUANTIZATION_VIEWS))
     print(f"wrote {out_dir / 'model.onnx'}")
     return 0
 
