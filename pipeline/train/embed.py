@@ -85,6 +85,11 @@ def supcon_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float) -> 
     return -(log_prob * pos).sum(1).div(pos.sum(1).clamp(min=1)).mean()
 
 
+def _tensor(view: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """A BGR view ``(S, S, 3)`` as the network takes it: ``(3, S, S)`` RGB in [0, 1]."""
+    return np.ascontiguousarray(view[:, :, ::-1].transpose(2, 0, 1), np.float32) / 255.0
+
+
 def make_batch(rng: np.random.Generator, grocery: list[Identity], drawn: list[Identity],
                products: int) -> tuple[torch.Tensor, torch.Tensor]:
     pool = grocery + drawn
@@ -101,7 +106,7 @@ def make_batch(rng: np.random.Generator, grocery: list[Identity], drawn: list[Id
             ident = variant(rng, pool)
         for img in (catalog_view(rng, ident, SIZE), in_store_view(rng, ident, pool, SIZE),
                     in_store_view(rng, ident, pool, SIZE)):
-            views.append(img[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0)
+            views.append(_tensor(img))
             labels.append(k)
     return torch.from_numpy(np.stack(views)), torch.tensor(labels)
 
@@ -214,10 +219,14 @@ def training_views(grocery: list[Identity], views: int) -> list[npt.NDArray[np.u
     return images
 
 
-def _update_card(out_dir: Path, **training: object) -> None:
+def _update_card(out_dir: Path, training: dict[str, object], output_dim: int | None = None
+                 ) -> None:
+    """Record a change of the exported model in its card, with the model's new hash."""
     path = out_dir / "model.onnx"
     card = json.loads((out_dir / "card.json").read_text())
     card["training"].update(training)
+    if output_dim is not None:
+        card["output"]["dim"] = output_dim
     card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     card["size_bytes"] = path.stat().st_size
     (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
@@ -237,11 +246,10 @@ def project(out_dir: Path, images: list[npt.NDArray[np.uint8]], dim: int = PROJE
     mean, axes = fit_projection(embedder.embed(images), dim)
     path = out_dir / "model.onnx"
     onnx.save(append_projection(onnx.load(str(path)), mean, axes), str(path))
-    card["output"]["dim"] = dim
-    (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
-    _update_card(out_dir, projection={
+    _update_card(out_dir, {"projection": {
         "dim": dim, "views": len(images),
-        "how": "principal axes of the embeddings of catalog and in-store training views"})
+        "how": "principal axes of the embeddings of catalog and in-store training views"}},
+        output_dim=dim)
 
 
 def quantize(out_dir: Path, images: list[npt.NDArray[np.uint8]]) -> None:
@@ -266,8 +274,7 @@ def quantize(out_dir: Path, images: list[npt.NDArray[np.uint8]]) -> None:
             img = next(self.left, None)
             if img is None:
                 return None
-            x = img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-            return {"crops": np.ascontiguousarray(x)}
+            return {"crops": _tensor(img)[None]}
 
     path = out_dir / "model.onnx"
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,9 +283,9 @@ def quantize(out_dir: Path, images: list[npt.NDArray[np.uint8]]) -> None:
         quantize_static(str(prepared), str(path), Views(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
-    _update_card(out_dir, quantization={
+    _update_card(out_dir, {"quantization": {
         "format": "QDQ, int8 per-channel weights, uint8 activations",
-        "calibration_views": len(images)})
+        "calibration_views": len(images)}})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python -m pipeline.train.embed " + " ".join(argv if argv is not None
                                                             else sys.argv[1:])
         export(net, out_dir, info, cmd)
-    project(out_dir, training_views(grocery, PROJECTION_VIEWS))
-    quantize(out_dir, training_views(grocery, QUANTIZATION_VIEWS))
+    views = training_views(grocery, PROJECTION_VIEWS)
+    project(out_dir, views)
+    quantize(out_dir, views[:QUANTIZATION_VIEWS])
     print(f"wrote {out_dir / 'model.onnx'}")
     return 0
 
