@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipeline.core.detections import nms
+from pipeline.core.letterbox import letterbox, unletterbox_boxes
 
 SIZE = 640  # the detector's square input
-PAD = 114  # Ultralytics' letterbox grey
 CONF, IOU, MAX_BOXES = 0.25, 0.7, 1000  # Ultralytics' prediction defaults, 1,000 boxes
 
 
-def box_photo(run: object, image: np.ndarray) -> np.ndarray:
+def box_photo(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
     """``(N, 4)`` x1 y1 x2 y2 in the photo's stored pixels."""
-    h, w = image.shape[:2]
-    r = SIZE / max(h, w)
-    nh, nw = round(h * r), round(w * r)
-    py, px = (SIZE - nh) // 2, (SIZE - nw) // 2
-    canvas = np.full((SIZE, SIZE, 3), PAD, np.uint8)
-    canvas[py:py + nh, px:px + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    canvas, info = letterbox(image, target_wh=(SIZE, SIZE))  # Ultralytics' grey 114
     x = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32)[None] / 255.0
-    y = run(x)  # type: ignore[operator]
+    y = run(x)
     y = y[0] if y.shape[1] == 5 else y[0].T
     cx, cy, bw, bh, score = y
     if cx.max() <= 2.0:  # normalized boxes
@@ -46,10 +42,7 @@ def box_photo(run: object, image: np.ndarray) -> np.ndarray:
     keep = score >= CONF
     boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)[keep]
     order = nms(xyxy=boxes, scores=score[keep], iou_threshold=IOU)[:MAX_BOXES]
-    boxes = boxes[order]
-    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - px) / r).clip(0, w)
-    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - py) / r).clip(0, h)
-    return boxes
+    return unletterbox_boxes(boxes[order], info)
 
 
 def main() -> int:
