@@ -1,5 +1,9 @@
 """S3 event notifications as they arrive in SQS bodies, parsed with pydantic.
 
+Three shapes arrive: S3's own notification (``{"Records": [...]}``, keys URL-encoded), the
+same wrapped in an SNS envelope, and S3's EventBridge event (``"detail-type": "Object
+Created"``, one object, its key as stored) routed by an EventBridge rule to the queue.
+
 Bodies come from the network: their size, nesting and record count are capped, and every
 failure to read one is a :class:`MalformedEventError`, never another exception.
 """
@@ -8,7 +12,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from urllib.parse import unquote_plus
+from typing import Any
+from urllib.parse import quote_plus, unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -81,9 +86,41 @@ class _Notification(BaseModel):
     records: list[S3Record] = Field(alias="Records")
 
 
+# EventBridge detail types of S3 and the notification event names they correspond to.
+EVENTBRIDGE_EVENTS = {"Object Created": "ObjectCreated", "Object Deleted": "ObjectRemoved",
+                      "Object Restore Completed": "ObjectRestore"}
+
+
+def _from_eventbridge(doc: dict[str, Any]) -> dict[str, Any]:
+    """An S3 EventBridge event as the one-record notification S3 would have sent: the key
+    URL-encoded as notifications carry it (EventBridge gives it as stored), the reason
+    (``PutObject``, ``CompleteMultipartUpload``...) as the event name's suffix."""
+    detail, kind = doc.get("detail"), doc.get("detail-type")
+    obj = detail.get("object") if isinstance(detail, dict) else None
+    if not isinstance(detail, dict) or not isinstance(obj, dict):
+        raise MalformedEventError("EventBridge event without detail.object")
+    key = obj.get("key")
+    if not isinstance(key, str):
+        raise MalformedEventError("EventBridge event without a string detail.object.key")
+    try:
+        check_key(key)  # before encoding: a lone surrogate cannot be URL-encoded
+    except InvalidKeyError as exc:
+        raise MalformedEventError(f"EventBridge event: {exc}") from exc
+    reason = detail.get("reason")
+    name = EVENTBRIDGE_EVENTS.get(kind, str(kind).replace(" ", "")) if isinstance(
+        kind, str) else "Unknown"
+    return {"eventName": f"{name}:{reason}" if isinstance(reason, str) else name,
+            "eventTime": doc.get("time"),
+            "s3": {"bucket": detail.get("bucket"),
+                   "object": {"key": quote_plus(key, safe="/"), "size": obj.get("size"),
+                              "eTag": obj.get("etag"), "versionId": obj.get("version-id"),
+                              "sequencer": obj.get("sequencer")}}}
+
+
 def parse_body(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
                _envelopes: int = 0) -> list[S3Record]:
-    """Records of an SQS body; ``[]`` for an ``s3:TestEvent``. Unwraps one SNS envelope."""
+    """Records of an SQS body; ``[]`` for an ``s3:TestEvent``. Unwraps one SNS envelope; an
+    EventBridge event of S3 is one record."""
     if not isinstance(body, str):
         raise MalformedEventError("body is not text")
     if len(body) > max_bytes:  # characters bound bytes from below: cheap first check
@@ -103,6 +140,8 @@ def parse_body(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int =
                           _envelopes=1)
     if doc.get("Event") == "s3:TestEvent":
         return []
+    if doc.get("source") == "aws.s3" and "detail-type" in doc:
+        doc = {"Records": [_from_eventbridge(doc)]}
     records = doc.get("Records")
     if isinstance(records, list) and len(records) > max_records:
         raise MalformedEventError(f"{len(records)} records exceed the cap of {max_records}")

@@ -147,6 +147,38 @@ def test_same_object_version_is_enqueued_once(isolated: Isolated) -> None:
 
 
 
+def test_eventbridge_event_enqueues_the_object_once_with_its_notification(
+        isolated: Isolated) -> None:
+    # Given an upload whose key needs encoding, announced by S3's own notification and, as
+    # when an EventBridge rule also targets the queue, by its EventBridge event
+    sqs, s3, raw = isolated.stack.sqs, isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    key = "raw/S1/A1/B1/c1/aisle photo+1.jpg"
+    head = s3.put_object(Bucket=raw, Key=key, Body=b"x")
+    (notification,) = _receive_all(sqs, isolated.queue_url, 2)
+    obj: dict[str, Any] = {"key": key, "size": 1, "etag": head["ETag"].strip('"')}
+    if head.get("VersionId"):
+        obj["version-id"] = head["VersionId"]
+    bridge = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Object Created",
+              "source": "aws.s3", "time": "2024-05-14T08:31:07Z", "region": "us-east-1",
+              "resources": [f"arn:aws:s3:::{raw}"],
+              "detail": {"version": "0", "bucket": {"name": raw}, "reason": "PutObject",
+                         "object": obj}}
+    sqs.send_message(QueueUrl=isolated.queue_url, MessageBody=json.dumps(bridge))
+    (bridged,) = _receive_all(sqs, isolated.queue_url, 2)
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+
+    # When the listener handles the EventBridge event, then the notification
+    listener.handle(bridged)
+    listener.handle(notification)
+
+    # Then the photo is enqueued once, under its stored key, fetchable through its URL
+    assert [m.photo.key for m in done] == [key]
+    assert listener.stats.enqueued == 1 and listener.stats.duplicates == 1
+    assert fetch(done[0].photo.url, max_bytes=1024, timeout_s=5).data == b"x"
+
+
 def test_pollers_in_parallel_enqueue_every_upload_once(isolated: Isolated) -> None:
     # Given thirty uploads, each event sent twice (S3 delivers at least once)
     sqs, s3, raw = isolated.stack.sqs, isolated.stack.s3, isolated.settings.s3.raw_bucket

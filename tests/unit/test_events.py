@@ -267,3 +267,93 @@ def test_object_metadata_adds_only_what_the_key_cannot_say(
     got = base.with_metadata(metadata)
     assert (got.store_format, got.display_type, got.planogram_id) == expected
     assert (got.store, got.bay) == ("S1", "B1")
+
+
+def eventbridge(*, key: str = "raw/store-001/aisle-07/bay-03/cam-2/IMG 0001+a.jpg",
+                detail_type: str = "Object Created", reason: str | None = "PutObject",
+                version_id: str | None = "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd") -> dict[str, Any]:
+    """An S3 event as EventBridge delivers it to an SQS target (key as stored)."""
+    obj: dict[str, Any] = {"key": key, "size": 1843221,
+                           "etag": "0123456789abcdef0123456789abcdef",
+                           "sequencer": "0055AED6DCD90281E5"}
+    if version_id is not None:
+        obj["version-id"] = version_id
+    detail: dict[str, Any] = {"version": "0", "bucket": {"name": BUCKET}, "object": obj,
+                              "request-id": "C3D13FE58DE4C810", "requester": "123456789012",
+                              "source-ip-address": "203.0.113.17"}
+    if reason is not None:
+        detail["reason"] = reason
+    return {"version": "0", "id": "17793124-05d4-b198-2fde-7ededc63b103",
+            "detail-type": detail_type, "source": "aws.s3", "account": "123456789012",
+            "time": "2024-05-14T08:31:07Z", "region": "eu-west-1",
+            "resources": [f"arn:aws:s3:::{BUCKET}"], "detail": detail}
+
+
+@pytest.mark.parametrize("key", [
+    "raw/store-001/aisle-07/bay-03/cam-2/IMG 0001+a.jpg",
+    "raw/café-lyon/a1/b1/c1/pêche%20.jpg",
+    "raw/s/a/b/c/plain.jpg",
+], ids=["space-and-plus", "unicode-and-percent", "plain"])
+def test_eventbridge_event_is_one_record_with_the_stored_key(key: str) -> None:
+    # Given S3 -> EventBridge -> SQS, which carries the key as stored, not URL-encoded
+    raw = json.dumps(eventbridge(key=key))
+
+    # When parsed
+    (rec,) = parse_body(raw)
+
+    # Then it reads as the notification S3 would have sent for the same object
+    assert rec.key == key
+    assert rec.bucket == BUCKET
+    assert rec.event_name == "ObjectCreated:PutObject"
+    assert rec.event_time == datetime(2024, 5, 14, 8, 31, 7, tzinfo=UTC)
+    assert rec.version == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
+    assert rec.s3.object.size == 1843221
+
+
+def test_eventbridge_and_notification_of_one_object_share_its_version() -> None:
+    # Both routes configured: the listener's duplicate check must see one object version
+    (via_bridge,) = parse_body(json.dumps(eventbridge(version_id=None)))
+    (via_sqs,) = parse_body(body(s3_record(key="raw/store-001/aisle-07/bay-03/cam-2/"
+                                           "IMG+0001%2Ba.jpg", version_id=None)))
+
+    assert (via_bridge.bucket, via_bridge.key, via_bridge.version) == \
+        (via_sqs.bucket, via_sqs.key, via_sqs.version)
+
+
+@pytest.mark.parametrize(("detail_type", "reason", "event_name"), [
+    ("Object Created", "CompleteMultipartUpload", "ObjectCreated:CompleteMultipartUpload"),
+    ("Object Created", None, "ObjectCreated"),
+    ("Object Deleted", "DeleteObject", "ObjectRemoved:DeleteObject"),
+    ("Object Tags Added", None, "ObjectTagsAdded"),
+], ids=["multipart", "no-reason", "deleted", "other-kind"])
+def test_eventbridge_event_names(detail_type: str, reason: str | None,
+                                 event_name: str) -> None:
+    (rec,) = parse_body(json.dumps(eventbridge(detail_type=detail_type, reason=reason)))
+
+    assert rec.event_name == event_name
+
+
+def _bridge_without(*path: str) -> str:
+    doc = eventbridge()
+    node: dict[str, Any] = doc
+    for part in path[:-1]:
+        node = node[part]
+    del node[path[-1]]
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("raw", [
+    _bridge_without("detail"),
+    _bridge_without("detail", "object"),
+    _bridge_without("detail", "object", "key"),
+    _bridge_without("detail", "bucket"),
+    json.dumps({**eventbridge(), "detail": "raw/s/a/b/c/f.jpg"}),
+    json.dumps({**eventbridge(), "detail": {**eventbridge()["detail"], "object": {"key": 7}}}),
+    json.dumps(eventbridge(key="raw/s/a/b/c/\ud800.jpg")),
+    json.dumps(eventbridge(key="raw/s/a/b/c/a\nb.jpg")),
+    json.dumps({**eventbridge(), "time": "soon"}),
+], ids=["no-detail", "no-object", "no-key", "no-bucket", "detail-a-string", "key-a-number",
+        "lone-surrogate-key", "control-character-key", "bad-time"])
+def test_malformed_eventbridge_events_are_malformed(raw: str) -> None:
+    with pytest.raises(MalformedEventError):
+        parse_body(raw)
