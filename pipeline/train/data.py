@@ -86,7 +86,7 @@ def make_batch(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) -> B
             img, boxes, _ = random_crop(rng, sample.image, sample.boxes, sample.labels,
                                         recipe.crop)
         else:
-            scene = render_shelf(rng, bank, recipe.crop)
+            scene = render_shelf(rng, bank, recipe.crop, recipe.oblique_share)
             img, boxes = scene.image, scene.boxes
         if rng.random() < 0.5:  # mirror: shelves read the same either way
             img = img[:, ::-1]

@@ -220,8 +220,23 @@ def _view(rng: np.random.Generator, W: int, H: int, amount: float
     return cv2.getPerspectiveTransform(src, dst).astype(np.float64)
 
 
-def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int) -> ShelfScene:
-    """A ``size`` x ``size`` crop of a densely stocked shelf with its product boxes."""
+def _oblique(rng: np.random.Generator, W: int, H: int) -> npt.NDArray[np.float64]:
+    """A view along the aisle: the fixture's far side (the right; batches are mirrored half
+    the time) a third to three quarters as tall as its near side, its facings foreshortened
+    into thin slivers, its boards converging."""
+    a, b = rng.uniform(0.0, 0.25, 2)
+    near = H * (1 + a + b)
+    far = near * float(rng.uniform(0.3, 0.75))
+    top = (H - far) * float(rng.uniform(0.3, 0.7))
+    src = np.array([[0, 0], [W, 0], [W, H], [0, H]], np.float32)
+    dst = np.array([[0, -a * H], [W, top], [W, top + far], [0, H + b * H]], np.float32)
+    return cv2.getPerspectiveTransform(src, dst).astype(np.float64)
+
+
+def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
+                 oblique: float = 0.0) -> ShelfScene:
+    """A ``size`` x ``size`` crop of a densely stocked shelf with its product boxes, seen
+    along the aisle with probability ``oblique``."""
     W = H = size
     canvas = _background(rng, W, H, bank)
     owner = np.full((H, W), -1, np.int32)
@@ -265,8 +280,15 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int) -> Shel
         kept.append((float(cx1), float(cy1), float(cx2), float(cy2)))
     out_boxes = np.array(kept, np.float32).reshape(-1, 4)
     # The camera: a view not square to the shelf, then optics, sensor and JPEG.
-    Hm = _view(rng, W, H, float(rng.uniform(0.0, 0.08)))
-    warped = cv2.warpPerspective(canvas, Hm, (W, H), borderMode=cv2.BORDER_REFLECT)
+    if rng.random() < oblique:
+        # What the fixture no longer covers is the store: ceiling, floor, the aisle beyond.
+        Hm = _oblique(rng, W, H)
+        warped = _background(rng, W, H, bank)
+        cv2.warpPerspective(canvas, Hm, (W, H), dst=warped, borderMode=cv2.BORDER_TRANSPARENT)
+    else:
+        Hm = _view(rng, W, H, float(rng.uniform(0.0, 0.08)))
+        warped = np.asarray(cv2.warpPerspective(canvas, Hm, (W, H),
+                                       borderMode=cv2.BORDER_REFLECT), np.uint8)
     out_boxes = _warp_boxes(Hm, out_boxes, W, H)
     image = apply_effects(np.asarray(warped, np.uint8), draw_effects(rng, 0.8), rng)
     if rng.random() < 0.7:
