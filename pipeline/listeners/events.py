@@ -107,8 +107,8 @@ def _from_eventbridge(doc: dict[str, Any]) -> dict[str, Any]:
     except InvalidKeyError as exc:
         raise MalformedEventError(f"EventBridge event: {exc}") from exc
     reason = detail.get("reason")
-    name = EVENTBRIDGE_EVENTS.get(kind, str(kind).replace(" ", "")) if isinstance(
-        kind, str) else "Unknown"
+    name = EVENTBRIDGE_EVENTS.get(kind, kind.replace(" ", "")) if isinstance(kind, str) \
+        else "Unknown"
     return {"eventName": f"{name}:{reason}" if isinstance(reason, str) else name,
             "eventTime": doc.get("time"),
             "s3": {"bucket": detail.get("bucket"),

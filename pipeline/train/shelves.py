@@ -288,9 +288,9 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
     else:
         Hm = _view(rng, W, H, float(rng.uniform(0.0, 0.08)))
         warped = np.asarray(cv2.warpPerspective(canvas, Hm, (W, H),
-                                       borderMode=cv2.BORDER_REFLECT), np.uint8)
+                                                borderMode=cv2.BORDER_REFLECT), np.uint8)
     out_boxes = _warp_boxes(Hm, out_boxes, W, H)
-    image = apply_effects(np.asarray(warped, np.uint8), draw_effects(rng, 0.8), rng)
+    image = apply_effects(warped, draw_effects(rng, 0.8), rng)
     if rng.random() < 0.7:
         q = int(rng.integers(45, 96))
         enc = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])[1]

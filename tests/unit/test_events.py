@@ -154,13 +154,17 @@ def test_empty_records_list_is_no_records() -> None:
     assert parse_body(json.dumps({"Records": []})) == []
 
 
-def _without(path: tuple[str, ...]) -> str:
-    rec = s3_record()
-    node: dict[str, Any] = rec
+def _dropped(doc: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """``doc`` with the field at ``path`` removed."""
+    node = doc
     for part in path[:-1]:
         node = node[part]
     del node[path[-1]]
-    return body(rec)
+    return doc
+
+
+def _without(path: tuple[str, ...]) -> str:
+    return body(_dropped(s3_record(), path))
 
 
 def _with(path: tuple[str, ...], value: Any) -> str:
@@ -334,12 +338,7 @@ def test_eventbridge_event_names(detail_type: str, reason: str | None,
 
 
 def _bridge_without(*path: str) -> str:
-    doc = eventbridge()
-    node: dict[str, Any] = doc
-    for part in path[:-1]:
-        node = node[part]
-    del node[path[-1]]
-    return json.dumps(doc)
+    return json.dumps(_dropped(eventbridge(), path))
 
 
 @pytest.mark.parametrize("raw", [
