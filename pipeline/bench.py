@@ -238,7 +238,7 @@ def _listener_rate(events: int) -> float:
     from pipeline.listeners.listener import Listener
     from pipeline.storage.provision import apply_spec, load_spec, spec_names
     from pipeline.storage.redis import make_redis
-    from pipeline.tasks.app import app
+    from pipeline.tasks.stages import publish_batch, send_stage
 
     base = get_settings()
     s = base.model_copy(deep=True)
@@ -266,11 +266,9 @@ def _listener_rate(events: int) -> float:
     sink = f"bench-sink-{sfx}"
     redis = make_redis(base.redis.url)
 
-    def enqueue(msg: Any) -> None:
-        app.signature("shelf.ingest", args=(msg.model_dump(mode="json"),), immutable=True,
-                      queue=sink, routing_key=sink).apply_async()
-
-    listener = Listener(s, sqs=sqs, store=ObjectStore(s3), redis=redis, enqueue=enqueue)
+    listener = Listener(s, sqs=sqs, store=ObjectStore(s3), redis=redis,
+                        enqueue=lambda m: send_stage("ingest", m, queue=sink),
+                        batch=publish_batch)
     polling = threading.Thread(target=listener.run, daemon=True)  # its configured pollers
     t0 = time.perf_counter()
     polling.start()

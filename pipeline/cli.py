@@ -247,13 +247,13 @@ def _listen(args: argparse.Namespace) -> int:
     from pipeline.listeners.listener import Listener
     from pipeline.storage.redis import make_redis
     from pipeline.storage.s3 import ObjectStore, make_client
-    from pipeline.tasks.stages import send_stage
+    from pipeline.tasks.stages import publish_batch, send_stage
 
     s = get_settings()
     listener = Listener(s, sqs=make_client(s.aws, "sqs"),
                         store=ObjectStore(make_client(s.aws, "s3")),
                         redis=make_redis(s.redis.url),
-                        enqueue=lambda m: send_stage("ingest", m))
+                        enqueue=lambda m: send_stage("ingest", m), batch=publish_batch)
     listener.install_signal_handlers()
     logging.getLogger(__name__).info("listening on %s", s.sqs.queue)
     stats = listener.run(max_batches=args.max_batches)

@@ -1,11 +1,12 @@
 """SQS long-poll loop: S3 ObjectCreated events -> enqueued photo chains, one per version.
 
-Per record, two Redis round trips: skip the object version if it was already enqueued, else
-hold a short in-progress claim (one script); enqueue; only then mark the version as seen and
-drop the claim (one script). A listener killed in between leaves an expiring claim and an
-undeleted message, so the event comes back and is enqueued again: a duplicate chain, which
-the stages absorb (results are per upload), rather than a lost photo. A message is deleted
-only when none of its records is left to retry, ten at a time at the end of the batch.
+A received batch of up to ten messages costs three Redis round trips, whatever it holds: one
+claims every record's object version unless it was already enqueued (a short in-progress
+claim), one publishes the chains, one marks the versions as seen and drops the claims. A
+listener killed in between leaves expiring claims and undeleted messages, so the events come
+back and are enqueued again: a duplicate chain, which the stages absorb (results are per
+upload), rather than a lost photo. A message is deleted only when none of its records is left
+to retry, ten at a time at the end of the batch.
 
 The listener reads nothing from S3: who sent the photo is the key's to say, and the object's
 user metadata (store format, display type, planogram id) arrives with the photo's bytes in
@@ -30,7 +31,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
 from typing import Any
@@ -44,11 +46,12 @@ from pipeline.listeners.events import S3Record, check_key, parse_body
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import claim_key, inflight_key, parse_raw_key
-from pipeline.storage.redis import claim_unless_done, mark_done, release
+from pipeline.storage.redis import claim_unless_done, mark_done, release_all
 from pipeline.storage.s3 import ObjectStore, translate
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[[StageMessage], None]
+Batch = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass
@@ -64,14 +67,42 @@ class Stats:
     errors: int = 0
 
 
+@dataclass
+class _Item:
+    """One record of a message on its way: sorted, claimed, published, marked as seen."""
+    rec: S3Record
+    key: str
+    seen: str = ""
+    busy: str = ""
+    # unclaimed (to claim), skip, refused; then done, claimed, busy or failed (the claim)
+    state: str = "unclaimed"
+    error: Exception | None = None
+    msg: StageMessage | None = None  # handed to enqueue
+    failed: bool = False  # its batch's publish or mark failed: it comes back
+
+
+@dataclass
+class _Job:
+    """One message of a batch."""
+    m: dict[str, Any]
+    items: list[_Item] = field(default_factory=list)
+    malformed: str | None = None
+    test_event: bool = False
+    keep: bool = False  # a record must come back: leave the message on the queue
+
+
 class Listener:
+    """``enqueue`` hands one chain to the broker; ``batch`` (optional) opens a context in
+    which those hand-overs are buffered and sent together when it closes."""
+
     def __init__(self, settings: Settings, *, sqs: Any, store: ObjectStore, redis: Redis,
-                 enqueue: Enqueue) -> None:
+                 enqueue: Enqueue, batch: Batch = contextlib.nullcontext) -> None:
         self.s = settings
         self.sqs = sqs
         self.store = store
         self.redis = redis
         self.enqueue = enqueue
+        self.batch = batch
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.queue_url = sqs.get_queue_url(QueueName=settings.sqs.queue)["QueueUrl"]
@@ -145,15 +176,9 @@ class Listener:
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, "receive") from exc
         messages = resp.get("Messages", [])
-        received_at = time.monotonic()
         self._local.deferred = []
         try:
-            for i, m in enumerate(messages):
-                if self.stop_event.is_set():
-                    self._return(messages[i:])
-                    break
-                received_at = self._extend_if_slow(messages[i:], received_at)
-                self.handle(m)
+            self.handle_batch(messages)
         finally:
             deferred, self._local.deferred = self._local.deferred, None
             self._delete_batch(deferred)
@@ -161,74 +186,154 @@ class Listener:
 
     def handle(self, m: dict[str, Any]) -> None:
         """One SQS message, whatever it holds; never raises."""
-        self._count("received")
-        try:
-            self._handle(m)
-        except Exception as exc:  # SQS bookkeeping failed: the message comes back later
-            self._count("errors")
-            log.exception("message %s left for redelivery: %s", m.get("MessageId"), exc)
+        self.handle_batch([m])
 
-    def _handle(self, m: dict[str, Any]) -> None:
+    def handle_batch(self, messages: list[dict[str, Any]]) -> None:
+        """The messages of one receive, in order. Their records are claimed in one Redis
+        round trip, their chains published in one, and marked as seen in one. Raises only
+        when SQS does not take back the messages a stop left unhandled."""
+        jobs = [self._prepare(m) for m in messages]
+        token = uuid.uuid4().hex  # owns this batch's claims
+        self._claim([it for j in jobs for it in j.items], token)
+        handled = len(jobs)
+        sent: list[_Item] = []
+        try:
+            with self.batch():
+                since = time.monotonic()
+                for i, job in enumerate(jobs):
+                    if self.stop_event.is_set():
+                        handled = i
+                        break
+                    try:
+                        since = self._extend_if_slow([j.m for j in jobs[i:]], since)
+                    except Exception as exc:  # they may come back meanwhile: duplicates
+                        log.warning("could not extend the batch's visibility: %s", exc)
+                    self.handle_job(job, token)
+                    sent += [it for it in job.items if it.msg is not None]
+        except Exception as exc:  # the flush failed: any of them may be enqueued, or not
+            self._fail(sent, token, exc)
+            sent = []
+        if handled < len(jobs):
+            rest = jobs[handled:]
+            with contextlib.suppress(Exception):  # else they expire with the visibility
+                release_all(self.redis, [it.busy for j in rest for it in j.items
+                                         if it.state == "claimed"], token)
+            self._return([j.m for j in rest])
+        try:
+            mark_done(self.redis, [(it.seen, it.msg.photo.upload_id, it.busy)
+                                   for it in sent if it.msg is not None],
+                      self.s.redis.claim_ttl_s, token)
+        except Exception as exc:
+            self._fail(sent, token, exc)
+            sent = []
+        for it in sent:
+            self._count("enqueued")
+            log.debug("enqueued %s/%s", it.rec.bucket, it.key)  # the stages log each photo
+        for job in jobs[:handled]:
+            if not job.keep and not any(it.failed for it in job.items):
+                self._delete(job.m)
+
+    def _prepare(self, m: dict[str, Any]) -> _Job:
+        """Parse a message and sort its records; no side effects yet."""
         cfg = self.s.sqs
         try:
             records = parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
                                  max_records=cfg.max_records)
         except Exception as exc:  # MalformedEventError, or any surprise from the parser
+            return _Job(m, malformed=f"{type(exc).__name__}: {exc}")
+        return _Job(m, items=[self._sort(rec) for rec in records], test_event=not records)
+
+    def _sort(self, rec: S3Record) -> _Item:
+        s3cfg = self.s.s3
+        try:
+            key = check_key(rec.key)
+            if rec.event_name.startswith("ObjectCreated") and key.startswith(
+                    s3cfg.raw_prefix) and key.lower().endswith(s3cfg.suffixes):
+                if rec.bucket != s3cfg.raw_bucket:
+                    raise PermanentError(f"event for bucket {rec.bucket!r}, not the raw bucket")
+                seen = claim_key(rec.bucket, key, rec.version)
+                return _Item(rec, key, seen, inflight_key(seen))
+            return _Item(rec, key, state="skip")
+        except Exception as exc:  # refused: kept on the DLQ with why
+            return _Item(rec, rec.key, state="refused", error=exc)
+
+    def _claim(self, items: list[_Item], token: str) -> None:
+        wanted = [it for it in items if it.state == "unclaimed"]
+        try:
+            states = claim_unless_done(self.redis, [(it.seen, it.busy) for it in wanted],
+                                       token, self.s.sqs.visibility_timeout_s)
+        except Exception as exc:  # Redis away: every record comes back later
+            for it in wanted:
+                it.state, it.error = "failed", exc
+            return
+        for it, state in zip(wanted, states, strict=True):
+            it.state = state
+
+    def handle_job(self, job: _Job, token: str) -> None:
+        """One message of the batch; never raises. Its enqueued records are marked as seen,
+        and the message deleted, once the whole batch is published."""
+        self._count("received")
+        try:
+            self._handle(job, token)
+        except Exception as exc:  # SQS bookkeeping failed: the message comes back later
+            job.keep = True
+            self._count("errors")
+            log.exception("message %s left for redelivery: %s", job.m.get("MessageId"), exc)
+
+    def _handle(self, job: _Job, token: str) -> None:
+        m = job.m
+        if job.malformed is not None:
             self._count("malformed")
-            self._dead_letter(m, m.get("Body", ""), f"{type(exc).__name__}: {exc}")
-            self._delete(m)
+            self._dead_letter(m, m.get("Body", ""), job.malformed)
             return
-        if not records:
+        if job.test_event:
             self._count("test_events")
-            self._delete(m)
             return
-        retry = False
-        for rec in records:
+        for it in job.items:
+            rec = it.rec
+            if it.state == "skip":
+                self._count("skipped")
+                log.info("skipped %s %s/%s", rec.event_name, rec.bucket, it.key)
+                continue
+            if it.state == "done":
+                self._count("duplicates")
+                log.info("duplicate event for %s/%s@%s", rec.bucket, it.key, rec.version)
+                continue
             try:
-                self.handle_record(rec)
+                self._enqueue(it)
             except TransientError as exc:
-                retry = True
+                job.keep = True
                 self._count("failed")
                 log.warning("record %s/%s not enqueued, will be redelivered: %s",
-                            rec.bucket, _printable(rec.key), exc)
+                            rec.bucket, _printable(it.key), exc)
             except Exception as exc:  # refused (PermanentError) or a bug: keep it, with why
                 self._count("refused")
                 self._dead_letter(m, json.dumps({"Records": [rec.model_dump(
                     mode="json", by_alias=True)]}), f"{type(exc).__name__}: {exc}")
-        if not retry:
-            self._delete(m)
+            if it.state == "claimed" and it.msg is None:
+                with contextlib.suppress(Exception):  # else it expires with the visibility
+                    release_all(self.redis, [it.busy], token)
 
-    def handle_record(self, rec: S3Record) -> None:
-        s3cfg = self.s.s3
-        key = check_key(rec.key)
-        if not rec.event_name.startswith("ObjectCreated") or not key.startswith(
-                s3cfg.raw_prefix) or not key.lower().endswith(s3cfg.suffixes):
-            self._count("skipped")
-            log.info("skipped %s %s/%s", rec.event_name, rec.bucket, key)
-            return
-        if rec.bucket != s3cfg.raw_bucket:
-            raise PermanentError(f"event for bucket {rec.bucket!r}, not the raw bucket")
-        seen = claim_key(rec.bucket, key, rec.version)
-        busy = inflight_key(seen)
-        token = uuid.uuid4().hex
-        state = claim_unless_done(self.redis, seen, busy, token, self.s.sqs.visibility_timeout_s)
-        if state == "done":
-            self._count("duplicates")
-            log.info("duplicate event for %s/%s@%s", rec.bucket, key, rec.version)
-            return
-        if state == "busy":
-            raise InFlightElsewhereError(f"{key} is being enqueued by another listener")
-        try:
-            msg = self.build_message(rec)
-            self.enqueue(msg)
-            mark_done(self.redis, seen, msg.photo.upload_id, self.s.redis.claim_ttl_s, busy,
-                      token)
-        except BaseException:
-            with contextlib.suppress(Exception):  # else it expires with the visibility
-                release(self.redis, busy, token)
-            raise
-        self._count("enqueued")
-        log.debug("enqueued %s/%s", rec.bucket, key)  # one line per photo: the stages log it
+    def _enqueue(self, it: _Item) -> None:
+        if it.error is not None:
+            raise it.error
+        if it.state == "busy":
+            raise InFlightElsewhereError(f"{it.key} is being enqueued by another listener")
+        msg = self.build_message(it.rec)
+        self.enqueue(msg)
+        it.msg = msg
+
+    def _fail(self, sent: list[_Item], token: str, exc: Exception) -> None:
+        """Published records whose batch did not end well: their messages come back and
+        are enqueued again, a duplicate chain at worst, never a lost photo."""
+        for it in sent:
+            self._count("failed")
+            log.warning("record %s/%s may not be enqueued, will be redelivered: %s",
+                        it.rec.bucket, _printable(it.key), exc)
+        for it in sent:
+            it.failed = True
+        with contextlib.suppress(Exception):
+            release_all(self.redis, [it.busy for it in sent], token)
 
     def build_message(self, rec: S3Record) -> StageMessage:
         o = rec.s3.object

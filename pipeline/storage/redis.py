@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import redis
@@ -68,15 +69,20 @@ return 0
 """
 
 
-def claim_unless_done(client: redis.Redis, done: str, key: str, owner: str, ttl_s: int
-                      ) -> Literal["done", "claimed", "busy"]:
-    """One round trip: ``done`` when ``done`` exists; else ``claimed`` when this caller now
-    holds ``key``, ``busy`` when someone else does."""
+def claim_unless_done(client: redis.Redis, claims: Sequence[tuple[str, str]], owner: str,
+                      ttl_s: int) -> list[Literal["done", "claimed", "busy"]]:
+    """One round trip for many ``(done, key)`` pairs: ``done`` when ``done`` exists; else
+    ``claimed`` when ``owner`` now holds ``key``, ``busy`` when someone else does."""
+    if not claims:
+        return []
     try:
-        got = int(client.eval(_CLAIM_UNLESS_DONE, 2, done, key, owner, ttl_s))
+        pipe = client.pipeline(transaction=False)
+        for done, key in claims:
+            pipe.eval(_CLAIM_UNLESS_DONE, 2, done, key, owner, ttl_s)
+        got = pipe.execute()
     except RedisError as exc:
         raise _translate(exc, "claim") from exc
-    return "done" if got < 0 else "claimed" if got else "busy"
+    return ["done" if int(g) < 0 else "claimed" if int(g) else "busy" for g in got]
 
 
 _MARK_DONE = """
@@ -86,13 +92,32 @@ return 1
 """
 
 
-def mark_done(client: redis.Redis, done: str, value: str, ttl_s: int, key: str, owner: str
-              ) -> None:
-    """One round trip: set ``done`` and drop this caller's claim on ``key``."""
+def mark_done(client: redis.Redis, marks: Sequence[tuple[str, str, str]], ttl_s: int,
+              owner: str) -> None:
+    """One round trip for many ``(done, value, key)``: set ``done`` to ``value`` and drop
+    ``owner``'s claim on ``key``."""
+    if not marks:
+        return
     try:
-        client.eval(_MARK_DONE, 2, done, key, value, ttl_s, owner)
+        pipe = client.pipeline(transaction=False)
+        for done, value, key in marks:
+            pipe.eval(_MARK_DONE, 2, done, key, value, ttl_s, owner)
+        pipe.execute()
     except RedisError as exc:
         raise _translate(exc, "mark") from exc
+
+
+def release_all(client: redis.Redis, keys: Sequence[str], owner: str) -> None:
+    """:func:`release` for many keys in one round trip."""
+    if not keys:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.eval(_RELEASE_IF_OWNER, 1, key, owner)
+        pipe.execute()
+    except RedisError as exc:
+        raise _translate(exc, "release") from exc
 
 
 def ttl_s(client: redis.Redis, key: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -18,7 +19,7 @@ from pipeline.listeners.listener import Listener
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.download import fetch
-from pipeline.storage.keys import claim_key
+from pipeline.storage.keys import claim_key, inflight_key
 from pipeline.storage.provision import apply_spec, load_spec, spec_names
 from tests.conftest import Stack
 
@@ -105,6 +106,52 @@ def test_sigterm_finishes_current_message_and_returns_the_rest(isolated: Isolate
     assert len(enqueued) == 1
     # The two unprocessed messages are visible again at once, not after the timeout
     assert _visible(isolated) == 2
+    # and their claims were dropped: the next listener enqueues them, none held as busy
+    listener.stop_event.clear()
+    listener.enqueue = enqueued.append
+    while len(enqueued) < 3 and time.time() < deadline:
+        listener.poll_once()
+    assert sorted(m.photo.key for m in enqueued) == [f"raw/S1/A1/B1/c1/p{i}.jpg"
+                                                     for i in range(3)]
+    assert listener.stats.failed == 0 and _visible(isolated) == 0
+
+
+def test_a_batch_whose_publish_fails_is_kept_whole_with_its_claims_dropped(
+        isolated: Isolated) -> None:
+    # Given three uploads received in one batch, and a broker that takes their chains but
+    # fails to confirm the batch (the connection drops on the flush)
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    for i in range(3):
+        s3.put_object(Bucket=raw, Key=f"raw/S1/A1/B1/c1/f{i}.jpg", Body=b"x")
+    got = _receive_all(isolated.stack.sqs, isolated.queue_url, 3)
+    assert len(got) == 3
+    records = [r for m in got for r in parse_body(m["Body"])]
+
+    @contextlib.contextmanager
+    def lost_flush() -> Iterator[None]:
+        yield
+        raise TransientError("broker flush: connection reset")
+
+    sent: list[StageMessage] = []
+    listener = _listener(isolated, sent.append)
+    listener.batch = lost_flush
+
+    # When the listener handles the batch
+    listener.handle_batch(got)
+
+    # Then every record counts as failed, none as seen, none left claimed, none deleted
+    assert listener.stats.failed == 3 and listener.stats.enqueued == 0
+    redis = isolated.stack.redis
+    for r in records:
+        seen = claim_key(r.bucket, r.key, r.version)
+        assert not redis.exists(seen) and not redis.exists(inflight_key(seen))
+    # And handled again with the broker back, all three are enqueued, once each
+    done: list[StageMessage] = []
+    listener.enqueue, listener.batch = done.append, contextlib.nullcontext
+    listener.handle_batch(got)
+    assert sorted(m.photo.key for m in done) == [f"raw/S1/A1/B1/c1/f{i}.jpg" for i in range(3)]
+    assert listener.stats.enqueued == 3 and listener.stats.duplicates == 0
 
 
 def test_failed_enqueue_keeps_message_and_releases_claim(isolated: Isolated) -> None:
@@ -264,7 +311,7 @@ def test_lost_redis_reply_after_enqueue_enqueues_again_never_loses(isolated: Iso
     listener.s.sqs.visibility_timeout_s = 1
     import pipeline.listeners.listener as mod
 
-    real_mark = mod.mark_done
+    real_mark = mod.mark_done  # all of a batch's marks, one round trip
 
     def lost(*_a: Any, **_k: Any) -> None:
         raise TransientError("redis reply lost")
