@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ from botocore.exceptions import (
 
 from pipeline.errors import ObjectNotFoundError, PermanentError, TransientError
 from pipeline.settings import AwsSettings
+from pipeline.storage.presign import SigningKeys, presign_get_url
 
 _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
@@ -67,6 +69,19 @@ class ObjectStore:
     def __init__(self, client: Any) -> None:
         self.client = client
 
+    def _signing(self) -> tuple[str, str, Any] | None:
+        """What :func:`presign_get_url` needs, when this client signs as it does (SigV4,
+        path-style, with credentials); None sends pre-signing through botocore."""
+        meta = getattr(self.client, "meta", None)
+        credentials = getattr(getattr(self.client, "_request_signer", None), "_credentials",
+                              None)
+        if meta is None or credentials is None or not meta.region_name:
+            return None
+        cfg = meta.config
+        if cfg.signature_version != "s3v4" or (cfg.s3 or {}).get("addressing_style") != "path":
+            return None
+        return str(meta.endpoint_url), str(meta.region_name), credentials
+
     def get_bytes(self, bucket: str, key: str) -> bytes:
         try:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
@@ -104,6 +119,14 @@ class ObjectStore:
 
     def presign_get(self, bucket: str, key: str, expiry_s: int,
                     version_id: str | None = None) -> str:
+        fast = self._signing()
+        if fast is not None:
+            endpoint_url, region, credentials = fast
+            frozen = credentials.get_frozen_credentials()  # refreshed when they expire
+            return presign_get_url(
+                endpoint_url=endpoint_url, region=region, bucket=bucket, key=key,
+                keys=SigningKeys(frozen.access_key, frozen.secret_key, frozen.token),
+                expiry_s=expiry_s, now=datetime.now(UTC), version_id=version_id)
         params = {"Bucket": bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
