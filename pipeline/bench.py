@@ -281,7 +281,18 @@ def _listener_rate(events: int) -> float:
     redis.delete(sink)
     for url in urls.values():
         sqs.delete_queue(QueueUrl=url)
+    _drop_bucket(s3, s.s3.raw_bucket)
     return rate
+
+
+def _drop_bucket(s3: Any, bucket: str) -> None:
+    """Delete ``bucket`` with every version in it (each run would leave one behind)."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        gone = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if gone:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": gone, "Quiet": True})
+    s3.delete_bucket(Bucket=bucket)
 
 
 # -- 6. memory ------------------------------------------------------------------------------
