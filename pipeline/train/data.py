@@ -14,10 +14,6 @@ from pipeline.train.shelves import render_shelf
 
 PAD_VALUE = 114
 
-Batch = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32],
-              npt.NDArray[np.float32]]
-
-
 def random_crop(rng: np.random.Generator, image: npt.NDArray[np.uint8],
                 boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size: int
                 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -74,27 +70,25 @@ def targets(boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size:
     return hm, dist, weight
 
 
-def make_batch(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) -> Batch:
-    """Images ``(B, 3, S, S)`` RGB in [0, 1] and class-agnostic targets: dense shelves cut
-    and pasted from real product imagery, and a share of the synthetic world's photos."""
-    imgs, hms, dists, ws = [], [], [], []
-    for _ in range(recipe.batch):
-        if rng.random() < recipe.synthetic_share:
-            display = DISPLAYS[int(rng.integers(len(DISPLAYS)))]
-            long_side = int(rng.uniform(*recipe.synthetic_long_side))
-            sample = make_sample(rng, display, long_side)
-            img, boxes, _ = random_crop(rng, sample.image, sample.boxes, sample.labels,
-                                        recipe.crop)
-        else:
-            scene = render_shelf(rng, bank, recipe.crop, recipe.oblique_share)
-            img, boxes = scene.image, scene.boxes
-        if rng.random() < 0.5:  # mirror: shelves read the same either way
-            img = img[:, ::-1]
-            boxes = boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) \
-                + np.array([recipe.crop, 0, recipe.crop, 0], np.float32)
-        hm, dist, w = targets(boxes, np.zeros(len(boxes), np.int64), recipe.crop, 1)
-        imgs.append(img[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0)
-        hms.append(hm)
-        dists.append(dist)
-        ws.append(w)
-    return np.stack(imgs), np.stack(hms), np.stack(dists), np.stack(ws)
+Example = tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.float32],
+                npt.NDArray[np.float32]]
+
+
+def make_example(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) -> Example:
+    """One image ``(3, S, S)`` RGB uint8 and its class-agnostic targets: a dense shelf cut
+    and pasted from real product imagery, or (a share of them) a synthetic world photo."""
+    if rng.random() < recipe.synthetic_share:
+        display = DISPLAYS[int(rng.integers(len(DISPLAYS)))]
+        long_side = int(rng.uniform(*recipe.synthetic_long_side))
+        sample = make_sample(rng, display, long_side)
+        img, boxes, _ = random_crop(rng, sample.image, sample.boxes, sample.labels,
+                                    recipe.crop)
+    else:
+        scene = render_shelf(rng, bank, recipe.crop, recipe.oblique_share)
+        img, boxes = scene.image, scene.boxes
+    if rng.random() < 0.5:  # mirror: shelves read the same either way
+        img = img[:, ::-1]
+        boxes = boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) \
+            + np.array([recipe.crop, 0, recipe.crop, 0], np.float32)
+    hm, dist, w = targets(boxes, np.zeros(len(boxes), np.int64), recipe.crop, 1)
+    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)), hm, dist, w

@@ -20,18 +20,20 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from pipeline.settings import REPO_ROOT
-from pipeline.train.data import make_batch
+from pipeline.train.data import make_example
 from pipeline.train.loss import focal_loss, giou_loss
 from pipeline.train.net import STRIDE, ExportWrapper, ProductNet
 from pipeline.train.products import ProductBank
-from pipeline.train.recipe import PRODUCT, Recipe
+from pipeline.train.recipe import PRODUCT, RECIPES, Recipe
 
 DATA_SOURCES = [
     {"name": "GroceryStoreDataset", "url": "https://github.com/marcusklasson/GroceryStoreDataset",
@@ -53,52 +55,158 @@ def lr_at(recipe: Recipe, step: int, steps: int) -> float:
     return recipe.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(recipe: Recipe, bank: ProductBank, steps: int, checkpoints: Path | None = None,
-          log_every: int = 25, init: Path | None = None) -> tuple[ProductNet, dict[str, object]]:
-    """Train from ImageNet's backbone, or go on training the export ``init``."""
+class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """Training examples drawn forever; each loader worker loads the product imagery and
+    draws its own examples with its own seed."""
+
+    def __init__(self, recipe: Recipe, grocery: Path):
+        self.recipe, self.grocery = recipe, grocery
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None:  # one thread each: the workers are as many as the cores
+            torch.set_num_threads(1)
+            cv2.setNumThreads(1)
+        bank = ProductBank.from_grocery_store(self.grocery)
+        rng = np.random.default_rng([self.recipe.seed, info.id if info is not None else 0])
+        while True:
+            yield make_example(rng, self.recipe, bank)
+
+
+def _same_stream(recipes: list[Recipe]) -> None:
+    keys = ("crop", "batch", "synthetic_share", "synthetic_long_side", "oblique_share",
+            "mirror_replay", "seed")
+    first = recipes[0].to_json()
+    for r in recipes[1:]:
+        other = r.to_json()
+        if any(first[k] != other[k] for k in keys):
+            raise ValueError(f"recipes {recipes[0].version} and {r.version} draw different "
+                             f"training images ({', '.join(keys)} must agree)")
+
+
+@dataclass
+class Arm:
+    """One recipe's network and optimizer; several train side by side on the same images."""
+
+    recipe: Recipe
+    net: ProductNet
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+
+
+def _arm(recipe: Recipe, init: Path | None, device: torch.device) -> Arm:
     from pipeline.train.backbone import load_imagenet
     from pipeline.train.warmstart import load_export
 
     torch.manual_seed(recipe.seed)
-    rng = np.random.default_rng(recipe.seed)
     net = ProductNet(recipe.neck)
     if init is not None:
         load_export(net, init)
     else:
         load_imagenet(net.backbone)
     net.backbone.freeze(recipe.frozen_blocks)
+    net.to(device)
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4)
+    return Arm(recipe, net, torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4), params)
+
+
+def _mirrored(imgs: torch.Tensor, hm: torch.Tensor, dist: torch.Tensor, w: torch.Tensor
+              ) -> tuple[torch.Tensor, ...]:
+    """The batch seen in a mirror: left and right side distances swap."""
+    return imgs.flip(-1), hm.flip(-1), dist.flip(-1)[:, [2, 1, 0, 3]], w.flip(-1)
+
+
+def _step(arm: Arm, lr: float, imgs: torch.Tensor, hm: torch.Tensor, dist: torch.Tensor,
+          w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step; the losses stay on the device (reading them waits for it)."""
+    for g in arm.opt.param_groups:
+        g["lr"] = lr
+    arm.net.train()
+    with torch.autocast(imgs.device.type, dtype=torch.bfloat16,
+                        enabled=imgs.device.type == "cuda"):
+        logits, pred = arm.net(imgs)
+    l_hm = focal_loss(logits.float(), hm)
+    l_box = giou_loss(pred.float(), dist, w)
+    loss = l_hm + 2.0 * l_box
+    arm.opt.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    torch.nn.utils.clip_grad_norm_(arm.params, 10.0)
+    arm.opt.step()
+    return loss.detach(), l_hm.detach(), l_box.detach()
+
+
+def _save(arm: Arm, folder: Path, step: int) -> None:
+    """Half-precision weights (what the export needs, half the bytes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if v.is_floating_point() else v
+             for k, v in arm.net.state_dict().items()}
+    torch.save({k: v.cpu() for k, v in state.items()},
+               folder / f"{arm.recipe.version}-step{step}.pt")
+
+
+def train(recipes: list[Recipe], grocery: Path, steps: int, inits: list[Path | None], *,
+          checkpoints: Path | None = None, checkpoint_every: int = 250, log_every: int = 25,
+          device: str = "cpu", workers: int = 0, budget_minutes: float | None = None
+          ) -> tuple[list[ProductNet], dict[str, object]]:
+    """Train each recipe (from ImageNet's backbone, or going on from its ``inits`` export) on
+    one stream of rendered images. With ``budget_minutes``, the step count is cut, once the
+    loader is up to speed (before the warm-up ends, so the schedule is the same as a run
+    given that count), to what fits the budget."""
+    _same_stream(recipes)
+    dev = torch.device(device)
+    torch.backends.cudnn.benchmark = True
+    arms = [_arm(r, init, dev) for r, init in zip(recipes, inits, strict=True)]
+    lead = recipes[0]
+    # Workers are spawned, not forked: a fork inherits OpenCV's and PyTorch's thread pools
+    # in whatever state they were, and can hang in them.
+    loader = torch.utils.data.DataLoader(
+        ShelfStream(lead, grocery), batch_size=lead.batch, num_workers=workers,
+        multiprocessing_context="spawn" if workers else None, pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
+    batches = iter(loader)
     start = time.monotonic()
     images_seen = 0
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(recipe, step, steps)
-        imgs, hm, dist, w = (torch.from_numpy(a) for a in make_batch(rng, recipe, bank))
-        net.train()
-        logits, pred = net(imgs)
-        l_hm = focal_loss(logits, hm)
-        l_box = giou_loss(pred, dist, w)
-        loss = l_hm + 2.0 * l_box
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-        images_seen += imgs.shape[0]
-        if step % log_every == 0 or step == steps - 1:
-            el = time.monotonic() - start
-            print(f"[{recipe.name}] step {step}/{steps} loss {loss.item():.3f} "
-                  f"hm {l_hm.item():.3f} box {l_box.item():.3f} "
-                  f"lr {lr_at(recipe, step, steps):.2e} {images_seen / el:.1f} img/s "
-                  f"{el / 60:.1f} min", flush=True)
-        if checkpoints is not None and (step + 1) % 250 == 0:
-            checkpoints.mkdir(parents=True, exist_ok=True)
-            torch.save(net.state_dict(), checkpoints / f"step{step + 1}.pt")
+    step = 0
+    clock: tuple[int, float] | None = None  # a step and when it began, to time the loader
+    fitted = budget_minutes is None
+    while step < steps:
+        if not fitted and clock is None and step >= 30:
+            clock = (step, time.monotonic())
+        elif not fitted and clock is not None and step >= 120:
+            assert budget_minutes is not None
+            rate = (step - clock[0]) / (time.monotonic() - clock[1])
+            left = budget_minutes * 60 - (time.monotonic() - start)
+            steps = min(steps, step + int(rate * left))
+            fitted = True
+            print(f"[{lead.name}] {rate:.2f} steps/s: {steps} steps fit the budget", flush=True)
+        batch = [t.to(dev, non_blocking=True) for t in next(batches)]
+        batch[0] = (batch[0].float() / 255.0).contiguous(memory_format=torch.channels_last)
+        views = [batch, list(_mirrored(*batch))] if lead.mirror_replay else [batch]
+        for view in views:
+            if step >= steps:
+                break
+            for arm in arms:
+                lr = lr_at(arm.recipe, step, steps)
+                loss, l_hm, l_box = _step(arm, lr, *view)
+                if step % log_every == 0 or step == steps - 1:
+                    el = time.monotonic() - start
+                    print(f"[{lead.name}] {arm.recipe.version} step {step}/{steps} "
+                          f"loss {loss.item():.3f} hm {l_hm.item():.3f} "
+                          f"box {l_box.item():.3f} lr {lr:.2e} "
+                          f"{images_seen / max(el, 1e-9):.1f} img/s {el / 60:.1f} min",
+                          flush=True)
+            step += 1
+            if checkpoints is not None and (step % checkpoint_every == 0 or step == steps):
+                for arm in arms:
+                    _save(arm, checkpoints, step)
+        images_seen += lead.batch
     info: dict[str, object] = {
-        "steps": steps, "images_seen": images_seen,
-        "minutes": round((time.monotonic() - start) / 60, 1),
-        "parameters": sum(p.numel() for p in net.parameters())}
-    return net, info
+        "steps": steps, "batch": lead.batch, "images_rendered": images_seen,
+        "minutes": round((time.monotonic() - start) / 60, 1), "device": device,
+        "parameters": sum(p.numel() for p in arms[0].net.parameters())}
+    nets = [arm.net.cpu() for arm in arms]
+    return nets, info
 
 
 def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
@@ -146,17 +254,23 @@ def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
     return onnx_path
 
 
+def checkpoint_step(path: Path) -> tuple[str, int]:
+    """The recipe version and the step of a checkpoint ``<version>-step<N>.pt``."""
+    version, _, step = path.stem.rpartition("-step")
+    return version, int(step)
+
+
 def checkpoint_info(path: Path, log: Path | None, recipe: Recipe) -> dict[str, object]:
-    """Steps, images and minutes up to the checkpoint ``step<N>.pt``, from the run's log."""
-    step = int(path.stem.removeprefix("step"))
-    info: dict[str, object] = {"steps": step, "images_seen": step * recipe.batch,
-                               "schedule_steps": recipe.steps}
+    """Steps, images and minutes up to the checkpoint, from the run's log."""
+    _, step = checkpoint_step(path)
+    info: dict[str, object] = {"steps": step, "batch": recipe.batch}
     if log is not None and log.is_file():  # the last step logged before the checkpoint
+        prefix = f"[{recipe.name}] {recipe.version} step "
         for line in log.read_text().splitlines():
             parts = line.split()
-            if (line.startswith(f"[{recipe.name}] step ") and "min" in parts
-                    and int(parts[2].split("/")[0]) < step):
+            if line.startswith(prefix) and "min" in parts and int(parts[3].split("/")[0]) < step:
                 info["minutes"] = float(parts[parts.index("min") - 1])
+                info["schedule_steps"] = int(parts[3].split("/")[1])
     return info
 
 
@@ -175,8 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grocery", type=Path, required=True,
                     help="GroceryStoreDataset checkout (git clone "
                          "https://github.com/marcusklasson/GroceryStoreDataset)")
+    ap.add_argument("--recipe", action="append", default=None, choices=sorted(RECIPES),
+                    help="the recipe (version) to train; given several times, they train side "
+                         f"by side on the same images (default: {PRODUCT.version})")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes rendering training images (0: the training process)")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="cut the step count to what fits this many minutes of training")
     ap.add_argument("--init", default=None,
                     help="the export to go on training (a model.onnx of this network), or "
                          "'imagenet' to start afresh; default: the recipe's "
@@ -185,34 +307,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default=None, help="override the recipe's model version")
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--checkpoints", type=Path, default=None,
-                    help="save the weights into this folder every 250 steps (step<N>.pt)")
+                    help="save the weights into this folder (<version>-step<N>.pt)")
+    ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--from-checkpoint", type=Path, default=None,
-                    help="export these weights (a step<N>.pt of --checkpoints) instead of "
-                         "training")
+                    help="export these weights (a <version>-step<N>.pt of --checkpoints) "
+                         "instead of training")
     ap.add_argument("--training-log", type=Path, default=None,
                     help="with --from-checkpoint: the training run's log, for the card")
     ap.add_argument("--selection", default=None,
                     help="with --from-checkpoint: why these weights (recorded in the card)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = replace(PRODUCT, lr=args.lr or PRODUCT.lr, version=args.version or PRODUCT.version)
-    steps = args.steps or recipe.steps
+    if args.from_checkpoint:
+        names = [checkpoint_step(args.from_checkpoint)[0]]
+    else:
+        names = args.recipe or [PRODUCT.version]
+    if len(names) > 1 and (args.init or args.lr or args.version):
+        ap.error("--init, --lr and --version apply to one recipe")
+    recipes = [replace(RECIPES[n], lr=args.lr or RECIPES[n].lr,
+                       version=args.version or RECIPES[n].version) for n in names]
+    steps = args.steps or recipes[0].steps
     cmd = "python -m pipeline.train.run " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_checkpoint:
-        net = ProductNet(recipe.neck)
+        net = ProductNet(recipes[0].neck)
         net.load_state_dict(torch.load(args.from_checkpoint, map_location="cpu"))
+        nets = [net]
         info: dict[str, object] = checkpoint_info(args.from_checkpoint, args.training_log,
-                                                  recipe)
+                                                  recipes[0])
         if args.selection:
             info["selection"] = args.selection
+        inits = [_init_path(args.init, recipes[0])]
     else:
-        init = _init_path(args.init, recipe)
-        bank = ProductBank.from_grocery_store(args.grocery)
-        net, info = train(recipe, bank, steps, args.checkpoints, init=init)
-        info["initialised_from"] = str(init) if init else "ImageNet"
-    for name, size in recipe.exports:
-        path = export(net, recipe, name, size, args.out / name / recipe.version, info, cmd)
-        print(f"wrote {path}")
+        inits = [_init_path(args.init, r) for r in recipes]
+        ProductBank.from_grocery_store(args.grocery)  # fails early on a wrong folder
+        nets, info = train(recipes, args.grocery, steps, inits, checkpoints=args.checkpoints,
+                           checkpoint_every=args.checkpoint_every, device=args.device,
+                           workers=args.workers, budget_minutes=args.budget_minutes)
+    for recipe, net, init in zip(recipes, nets, inits, strict=True):
+        run_info = {**info, "initialised_from": str(init) if init else "ImageNet"}
+        for name, size in recipe.exports:
+            path = export(net, recipe, name, size, args.out / name / recipe.version, run_info,
+                          cmd)
+            print(f"wrote {path}")
     return 0
 
 
