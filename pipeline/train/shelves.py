@@ -118,105 +118,18 @@ def _background(rng: np.random.Generator, W: int, H: int, bank: ProductBank) -> 
     return bg
 
 
-_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX)
-# Tag stock as stores print it (BGR): white, yellow, orange, red, green.
-_TAG_STOCK = ((250, 250, 250), (235, 240, 240), (60, 230, 250), (40, 170, 250), (50, 50, 220),
-              (90, 190, 90))
-
-
-def _price(rng: np.random.Generator) -> str:
-    units, cents = int(rng.integers(0, 20)), int(rng.integers(0, 100))
-    r = rng.random()
-    if r < 0.5:
-        return f"{units}.{cents:02d}"
-    if r < 0.7:
-        return f"${units}.{cents:02d}"
-    if r < 0.85:
-        return f"{int(rng.integers(2, 5))}/${int(rng.integers(2, 10))}"
-    return f"{cents:02d}"
-
-
-def _fit_text(rng: np.random.Generator, canvas: Image, text: str, x: int, y: int, w: int, h: int,
-              colour: tuple[int, int, int]) -> None:
-    """``text`` as large as fits the ``w`` x ``h`` box at ``(x, y)``, bold."""
-    font = _FONTS[int(rng.integers(len(_FONTS)))]
-    (tw, th), _ = cv2.getTextSize(text, font, 1.0, 2)
-    scale = min(0.9 * w / max(tw, 1), 0.8 * h / max(th, 1))
-    if scale * th < 3:  # too small to read: a smudge of ink
-        cv2.rectangle(canvas, (x + w // 6, y + h // 4), (x + w - w // 6, y + h - h // 4),
-                      colour, -1)
-        return
-    thick = max(1, round(scale * float(rng.uniform(1.5, 3.0))))
-    (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
-    cv2.putText(canvas, text, (x + max(0, (w - tw) // 2), y + (h + th) // 2), font, scale, colour,
-                thick, cv2.LINE_AA)
-
-
-def _price_tag(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32], x: int,
-               y: int, w: int, h: int) -> None:
-    """One shelf-edge label: a big price, small print, sometimes a banner and a barcode."""
-    H, W = owner.shape
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
-    if x1 <= x0 or y1 <= y0:
-        return
-    stock = _TAG_STOCK[int(rng.choice(len(_TAG_STOCK), p=(0.4, 0.15, 0.2, 0.1, 0.1, 0.05)))]
-    tag = np.empty((h, w, 3), np.uint8)
-    tag[:] = np.array(stock, np.uint8)
-    top = 0
-    if rng.random() < 0.35:  # a coloured banner (sale, member price)
-        top = max(1, int(h * rng.uniform(0.15, 0.3)))
-        tag[:top] = rng.integers(0, 256, 3).astype(np.uint8)
-    ink = (30, 30, 30) if rng.random() < 0.75 else (30, 30, 200)
-    left = 0
-    if rng.random() < 0.4 and w > 3 * h // 2:  # a barcode and small print on the left
-        left = int(w * rng.uniform(0.25, 0.4))
-        for bx in range(2, left - 2, max(1, int(rng.integers(1, 3)))):
-            if rng.random() < 0.5:
-                cv2.line(tag, (bx, h - max(2, h // 3)), (bx, h - 2), (20, 20, 20), 1)
-        for k in range(int(rng.integers(1, 3))):
-            ly = top + 2 + k * max(2, h // 6)
-            cv2.line(tag, (2, ly), (left - 2, ly), (60, 60, 60), 1)
-    _fit_text(rng, tag, _price(rng), left, top, w - left, h - top, ink)
-    canvas[y0:y1, x0:x1] = tag[y0 - y:y1 - y, x0 - x:x1 - x]
-    owner[y0:y1, x0:x1] = -1
-
-
-def _price_tags(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32], x0: int,
-                x1: int, y: int, board: int, row_h: int) -> None:
-    """Labels along a shelf edge at ``y``: most fill the edge, some hang below it, over the
-    top of the row beneath."""
-    x = x0 + int(rng.integers(0, max(1, row_h)))
+def _price_tags(rng: np.random.Generator, canvas: Image, x0: int, x1: int, y: int, h: int
+                ) -> None:
+    x = x0 + int(rng.integers(0, 40))
+    colour = (255, 255, 255) if rng.random() < 0.7 else (60, 230, 250)
     while x < x1:
-        h = board if rng.random() < 0.7 else int(board * rng.uniform(1.5, 2.8))
-        h = max(4, h)
-        w = int(h * rng.uniform(1.3, 2.8))
-        _price_tag(rng, canvas, owner, x, y, w, h)
-        x += w + int(row_h * rng.uniform(0.2, 2.5))
-
-
-def _talker(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32], x: int,
-            y: int, size: int) -> None:
-    """A shelf talker: a small printed card on a stalk at the shelf edge, tilted, over the
-    products."""
-    H, W = owner.shape
-    w, h = int(size * rng.uniform(0.6, 1.4)), int(size * rng.uniform(0.5, 1.0))
-    card = np.empty((h, w, 3), np.uint8)
-    card[:] = rng.integers(0, 256, 3).astype(np.uint8)
-    r, g, b = (int(v) for v in rng.integers(0, 256, 3))
-    _fit_text(rng, card, ("SALE", "NEW", "2X", "4X", "%", "-30%", "BUY 1", "DEAL")[
-        int(rng.integers(8))], 0, 0, w, h, (r, g, b))
-    mask = np.zeros((h, w), np.uint8)
-    if rng.random() < 0.5:
-        mask[:] = 255
-    else:
-        cv2.ellipse(mask, (w // 2, h // 2), (w // 2, h // 2), 0, 0, 360, 255, -1)
-    angle = float(rng.uniform(-35, 35))
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    m[:, 2] += np.array([x - w / 2, y - h * float(rng.uniform(0.0, 1.0))])
-    warped = cv2.warpAffine(card, m, (W, H))
-    cover = cv2.warpAffine(mask, m, (W, H)) > 127
-    canvas[cover] = warped[cover]
-    owner[cover] = -1
+        w = int(h * rng.uniform(1.2, 2.6))
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
+        for k in range(int(rng.integers(1, 4))):
+            ly = y + int(h * (0.25 + 0.25 * k))
+            cv2.line(canvas, (x + 2, ly), (x + int(w * rng.uniform(0.3, 0.9)), ly),
+                     (30, 30, 30), 1)
+        x += w + int(rng.integers(h, 8 * h))
 
 
 def _sign(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32]) -> None:
@@ -338,7 +251,6 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
     board_colour = rng.integers(150, 256, 3) if rng.random() < 0.7 else rng.integers(0, 256, 3)
     mean_row = size * rng.uniform(0.08, 0.35)
     y = fy0 - int(rng.uniform(0, mean_row))
-    edges: list[tuple[int, int, int]] = []  # each shelf edge: its top, height, row height
     while y < fy1:
         row_h = int(max(14, mean_row * rng.uniform(0.8, 1.25)))
         board = max(3, int(row_h * rng.uniform(0.08, 0.22)))
@@ -354,14 +266,8 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
             canvas[by0:by1, fx0:fx1] = board_colour.astype(np.uint8)
             owner[by0:by1, fx0:fx1] = -1
             if rng.random() < 0.85:
-                edges.append((base, board, row_h))
+                _price_tags(rng, canvas, fx0, fx1, base + 1, max(2, board - 2))
         y = base + board
-    # Labels and talkers hang over the rows below their shelf edge: drawn once all are.
-    for base, board, row_h in edges:
-        _price_tags(rng, canvas, owner, fx0, fx1, base, board, row_h)
-        for _ in range(int(rng.poisson(0.3))):
-            _talker(rng, canvas, owner, int(rng.integers(fx0, fx1)), base + board,
-                    int(row_h * rng.uniform(0.3, 0.7)))
     for _ in range(int(rng.poisson(0.4))):
         _sign(rng, canvas, owner)
     # Frame edges, boards and signs hide what they cover: keep products that still show.
