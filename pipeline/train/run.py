@@ -75,7 +75,7 @@ class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 
 def _same_stream(recipes: list[Recipe]) -> None:
     keys = ("crop", "batch", "synthetic_share", "synthetic_long_side", "oblique_share",
-            "mirror_replay", "seed")
+            "seed")
     first = recipes[0].to_json()
     for r in recipes[1:]:
         other = r.to_json()
@@ -109,12 +109,6 @@ def _arm(recipe: Recipe, init: Path | None, device: torch.device) -> Arm:
     net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     params = [p for p in net.parameters() if p.requires_grad]
     return Arm(recipe, net, torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4), params)
-
-
-def _mirrored(imgs: torch.Tensor, hm: torch.Tensor, dist: torch.Tensor, w: torch.Tensor
-              ) -> tuple[torch.Tensor, ...]:
-    """The batch seen in a mirror: left and right side distances swap."""
-    return imgs.flip(-1), hm.flip(-1), dist.flip(-1)[:, [2, 1, 0, 3]], w.flip(-1)
 
 
 def _step(arm: Arm, lr: float, imgs: torch.Tensor, hm: torch.Tensor, dist: torch.Tensor,
@@ -182,27 +176,22 @@ def train(recipes: list[Recipe], grocery: Path, steps: int, inits: list[Path | N
             print(f"[{lead.name}] {rate:.2f} steps/s: {steps} steps fit the budget", flush=True)
         batch = [t.to(dev, non_blocking=True) for t in next(batches)]
         batch[0] = (batch[0].float() / 255.0).contiguous(memory_format=torch.channels_last)
-        views = [batch, list(_mirrored(*batch))] if lead.mirror_replay else [batch]
-        for view in views:
-            if step >= steps:
-                break
-            for arm in arms:
-                lr = lr_at(arm.recipe, step, steps)
-                loss, l_hm, l_box = _step(arm, lr, *view)
-                if step % log_every == 0 or step == steps - 1:
-                    el = time.monotonic() - start
-                    print(f"[{lead.name}] {arm.recipe.version} step {step}/{steps} "
-                          f"loss {loss.item():.3f} hm {l_hm.item():.3f} "
-                          f"box {l_box.item():.3f} lr {lr:.2e} "
-                          f"{images_seen / max(el, 1e-9):.1f} img/s {el / 60:.1f} min",
-                          flush=True)
-            step += 1
-            if checkpoints is not None and (step % checkpoint_every == 0 or step == steps):
-                for arm in arms:
-                    _save(arm, checkpoints, step)
         images_seen += lead.batch
+        for arm in arms:
+            lr = lr_at(arm.recipe, step, steps)
+            loss, l_hm, l_box = _step(arm, lr, *batch)
+            if step % log_every == 0 or step == steps - 1:
+                el = time.monotonic() - start
+                print(f"[{lead.name}] {arm.recipe.version} step {step}/{steps} "
+                      f"loss {loss.item():.3f} hm {l_hm.item():.3f} box {l_box.item():.3f} "
+                      f"lr {lr:.2e} {images_seen / max(el, 1e-9):.1f} img/s {el / 60:.1f} min",
+                      flush=True)
+        step += 1
+        if checkpoints is not None and (step % checkpoint_every == 0 or step == steps):
+            for arm in arms:
+                _save(arm, checkpoints, step)
     info: dict[str, object] = {
-        "steps": steps, "batch": lead.batch, "images_rendered": images_seen,
+        "steps": steps, "batch": lead.batch, "images_seen": images_seen,
         "minutes": round((time.monotonic() - start) / 60, 1), "device": device,
         "parameters": sum(p.numel() for p in arms[0].net.parameters())}
     nets = [arm.net.cpu() for arm in arms]
