@@ -2,14 +2,16 @@
 
 Usage::
 
-    python -m pipeline.train.run --grocery DIR [--steps N] [--threads T] [--out models]
-                                 [--init PATH.onnx|imagenet]
+    python -m pipeline.train.run --grocery DIR [--recipe V ...] [--steps N] [--threads T]
+                                 [--device cuda --workers N] [--budget-minutes M]
+                                 [--out models] [--init PATH.onnx|imagenet]
 
 ``DIR`` is a checkout of marcusklasson/GroceryStoreDataset (MIT): its iconic packshots and its
 train-split photos are the real product imagery pasted into the training shelves. One network
 is trained and exported twice: ``product-light`` at 768 and ``product-heavy`` at 1152 pixels.
-The recipe goes on from the model its ``init`` names (version 2 from version 1), or starts
-from ImageNet's backbone.
+The recipe goes on from the model its ``init`` names (version 3 from version 2), or starts
+from ImageNet's backbone. On a GPU, ``--workers`` processes render the shelves (rendering,
+not the network, is then what limits the pace).
 """
 
 from __future__ import annotations
