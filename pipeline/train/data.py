@@ -14,6 +14,7 @@ from pipeline.train.shelves import render_shelf
 
 PAD_VALUE = 114
 
+
 def random_crop(rng: np.random.Generator, image: npt.NDArray[np.uint8],
                 boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size: int
                 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int64]]:

@@ -22,6 +22,7 @@ def test_forgotten_photos_are_worked_on_again(stack: Stack) -> None:
     floor.forget()
     assert floor.rt.ledger.get("ingest", sha) is None
     _, again = floor.run(photo)
-    # Then every stage ran again and found the same products
+    # Then its stages ran again (each marks its photo done after its work) and found the same
+    # products
     assert all(floor.rt.ledger.get(stage, sha) is not None for stage in ("ingest", "normalize"))
     assert again == found > 0
