@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.settings import REPO_ROOT
-from pipeline.train.data import make_example
+from pipeline.train.data import Example, make_example
 from pipeline.train.loss import focal_loss, giou_loss
 from pipeline.train.net import STRIDE, ExportWrapper, ProductNet
 from pipeline.train.products import ProductBank
@@ -58,18 +58,18 @@ def lr_at(recipe: Recipe, step: int, steps: int) -> float:
 
 
 class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
-    """Training examples drawn forever; each loader worker loads the product imagery and
-    draws its own examples with its own seed."""
+    """Training examples drawn forever, each loader worker with its own seed. In the training
+    process it draws from ``bank``; a spawned worker loads the product imagery itself."""
 
-    def __init__(self, recipe: Recipe, grocery: Path):
-        self.recipe, self.grocery = recipe, grocery
+    def __init__(self, recipe: Recipe, grocery: Path, bank: ProductBank | None = None):
+        self.recipe, self.grocery, self.bank = recipe, grocery, bank
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+    def __iter__(self) -> Iterator[Example]:
         info = torch.utils.data.get_worker_info()
         if info is not None:  # one thread each: the workers are as many as the cores
             torch.set_num_threads(1)
             cv2.setNumThreads(1)
-        bank = ProductBank.from_grocery_store(self.grocery)
+        bank = self.bank or ProductBank.from_grocery_store(self.grocery)
         rng = np.random.default_rng([self.recipe.seed, info.id if info is not None else 0])
         while True:
             yield make_example(rng, self.recipe, bank)
@@ -78,10 +78,8 @@ class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 def _same_stream(recipes: list[Recipe]) -> None:
     keys = ("crop", "batch", "synthetic_share", "synthetic_long_side", "oblique_share",
             "seed")
-    first = recipes[0].to_json()
     for r in recipes[1:]:
-        other = r.to_json()
-        if any(first[k] != other[k] for k in keys):
+        if any(getattr(recipes[0], k) != getattr(r, k) for k in keys):
             raise ValueError(f"recipes {recipes[0].version} and {r.version} draw different "
                              f"training images ({', '.join(keys)} must agree)")
 
@@ -135,20 +133,21 @@ def _step(arm: Arm, lr: float, imgs: torch.Tensor, hm: torch.Tensor, dist: torch
 def _save(arm: Arm, folder: Path, step: int) -> None:
     """Half-precision weights (what the export needs, half the bytes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.half() if v.is_floating_point() else v
-             for k, v in arm.net.state_dict().items()}
-    torch.save({k: v.cpu() for k, v in state.items()},
+    torch.save({k: (v.half() if v.is_floating_point() else v).cpu()
+                for k, v in arm.net.state_dict().items()},
                folder / f"{arm.recipe.version}-step{step}.pt")
 
 
-def train(recipes: list[Recipe], grocery: Path, steps: int, inits: list[Path | None], *,
+def train(recipes: list[Recipe], bank: ProductBank, grocery: Path, steps: int,
+          inits: list[Path | None], *,
           checkpoints: Path | None = None, checkpoint_every: int = 250, log_every: int = 25,
           device: str = "cpu", workers: int = 0, budget_minutes: float | None = None
           ) -> tuple[list[ProductNet], dict[str, object]]:
     """Train each recipe (from ImageNet's backbone, or going on from its ``inits`` export) on
-    one stream of rendered images. With ``budget_minutes``, the step count is cut, once the
-    loader is up to speed (before the warm-up ends, so the schedule is the same as a run
-    given that count), to what fits the budget."""
+    one stream of shelves rendered from ``bank`` (loader workers load theirs from
+    ``grocery``). With ``budget_minutes``, the step count is cut, once the loader is up to
+    speed (before the warm-up ends, so the schedule is the same as a run given that count),
+    to what fits the budget."""
     _same_stream(recipes)
     dev = torch.device(device)
     torch.backends.cudnn.benchmark = True
@@ -157,24 +156,22 @@ def train(recipes: list[Recipe], grocery: Path, steps: int, inits: list[Path | N
     # Workers are spawned, not forked: a fork inherits OpenCV's and PyTorch's thread pools
     # in whatever state they were, and can hang in them.
     loader = torch.utils.data.DataLoader(
-        ShelfStream(lead, grocery), batch_size=lead.batch, num_workers=workers,
-        multiprocessing_context="spawn" if workers else None, pin_memory=dev.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
+        ShelfStream(lead, grocery, None if workers else bank), batch_size=lead.batch,
+        num_workers=workers, multiprocessing_context="spawn" if workers else None,
+        pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None,
+        persistent_workers=workers > 0)
     batches = iter(loader)
     start = time.monotonic()
     images_seen = 0
     step = 0
-    clock: tuple[int, float] | None = None  # a step and when it began, to time the loader
-    fitted = budget_minutes is None
+    clock = 0.0  # when step 30 began: the loader's pace is timed from there to step 120
     while step < steps:
-        if not fitted and clock is None and step >= 30:
-            clock = (step, time.monotonic())
-        elif not fitted and clock is not None and step >= 120:
-            assert budget_minutes is not None
-            rate = (step - clock[0]) / (time.monotonic() - clock[1])
+        if budget_minutes is not None and step == 30:
+            clock = time.monotonic()
+        elif budget_minutes is not None and step == 120:
+            rate = 90 / (time.monotonic() - clock)
             left = budget_minutes * 60 - (time.monotonic() - start)
             steps = min(steps, step + int(rate * left))
-            fitted = True
             print(f"[{lead.name}] {rate:.2f} steps/s: {steps} steps fit the budget", flush=True)
         batch = [t.to(dev, non_blocking=True) for t in next(batches)]
         batch[0] = (batch[0].float() / 255.0).contiguous(memory_format=torch.channels_last)
@@ -252,7 +249,7 @@ def checkpoint_step(path: Path) -> tuple[str, int]:
 
 
 def checkpoint_info(path: Path, log: Path | None, recipe: Recipe) -> dict[str, object]:
-    """Steps, images and minutes up to the checkpoint, from the run's log."""
+    """Steps, batch, minutes and the schedule's length up to the checkpoint, from the run's log."""
     _, step = checkpoint_step(path)
     info: dict[str, object] = {"steps": step, "batch": recipe.batch}
     if log is not None and log.is_file():  # the last step logged before the checkpoint
@@ -330,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         inits = [_init_path(args.init, recipes[0])]
     else:
         inits = [_init_path(args.init, r) for r in recipes]
-        ProductBank.from_grocery_store(args.grocery)  # fails early on a wrong folder
-        nets, info = train(recipes, args.grocery, steps, inits, checkpoints=args.checkpoints,
+        bank = ProductBank.from_grocery_store(args.grocery)
+        nets, info = train(recipes, bank, args.grocery, steps, inits, checkpoints=args.checkpoints,
                            checkpoint_every=args.checkpoint_every, device=args.device,
                            workers=args.workers, budget_minutes=args.budget_minutes)
     for recipe, net, init in zip(recipes, nets, inits, strict=True):
