@@ -12,6 +12,13 @@ drawn packs, random drawn packs and variants of them. Each step
 takes a batch of products, renders each as its catalog packshot and twice in store, and pulls
 the views of one product together and those of others apart (supervised contrastive loss).
 ``--holdout K`` leaves K GroceryStore products out, to measure SKUs never trained on.
+
+``--blend ALPHA --source V`` makes no new training: it mixes the exported version ``V``'s
+weights with ImageNet's, ``ALPHA * V + (1 - ALPHA) * ImageNet`` layer by layer (a
+weight-space ensemble, Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"), then
+projects and quantizes the mix like a trained export. Fine-tuning on packshots alone learns
+the synthetic world's look-alikes but forgets what names real photos (loose fruit and
+vegetables above all); the mix keeps most of both.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from pipeline.core.packshot import cut_out
+from pipeline.train.blend import conv_weights, mix_convs
 from pipeline.train.net import Embedder
 from pipeline.train.products import MASTER_HEIGHT, _resize_height
 from pipeline.train.views import (
@@ -111,15 +119,21 @@ def make_batch(rng: np.random.Generator, grocery: list[Identity], drawn: list[Id
     return torch.from_numpy(np.stack(views)), torch.tensor(labels)
 
 
-def train(grocery: list[Identity], steps: int, products: int, lr: float, frozen: int,
-          log_every: int = 25) -> tuple[Embedder, dict[str, object]]:
+def imagenet_embedder() -> Embedder:
+    """The embedder as ImageNet trained it: Lite0 and its ImageNet head."""
     from pipeline.train.backbone import load_imagenet, load_imagenet_head
 
-    torch.manual_seed(SEED)
-    rng = np.random.default_rng(SEED)
     net = Embedder()
     load_imagenet(net.backbone)
     load_imagenet_head(net.head, net.bn)
+    return net
+
+
+def train(grocery: list[Identity], steps: int, products: int, lr: float, frozen: int,
+          log_every: int = 25) -> tuple[Embedder, dict[str, object]]:
+    torch.manual_seed(SEED)
+    rng = np.random.default_rng(SEED)
+    net = imagenet_embedder()
     net.backbone.freeze(frozen)  # keep ImageNet's general features: little data here
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -205,6 +219,28 @@ def append_projection(model: onnx.ModelProto, mean: npt.NDArray[np.float32],
     out.type.tensor_type.shape.dim[1].dim_value = axes.shape[0]
     onnx.checker.check_model(model)
     return model
+
+
+def blend(source: Path, out_dir: Path, alpha: float, command: str) -> None:
+    """Write to ``out_dir`` (float, not yet projected) ImageNet's embedder with every Conv's
+    weight and bias replaced by ``alpha * source + (1 - alpha) * ImageNet``. Both exports
+    fold batch norms into their convolutions, so the mix is of the layers as they run."""
+    if not 0 <= alpha <= 1:
+        raise SystemExit(f"--blend {alpha}: give a weight between 0 and 1")
+    try:
+        theirs = conv_weights(onnx.load(str(source / "model.onnx")))
+        export(imagenet_embedder(), out_dir, {"steps": 0}, command)
+        model = onnx.load(str(out_dir / "model.onnx"))
+        mix_convs(model, theirs, alpha)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot blend {source} with ImageNet's embedder: {exc}") from exc
+    onnx.save(model, str(out_dir / "model.onnx"))
+    source_card = json.loads((source / "card.json").read_text())
+    _update_card(out_dir, {"blend": {
+        "alpha": alpha, "source": f"{source_card['name']}/{source_card['version']}",
+        "source_training": source_card["training"].get("command"),
+        "how": "alpha * source + (1 - alpha) * ImageNet, each convolution's weight and "
+               "bias (batch norms folded), the source dequantized"}})
 
 
 def training_views(grocery: list[Identity], views: int) -> list[npt.NDArray[np.uint8]]:
@@ -306,15 +342,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default=VERSION)
     ap.add_argument("--project-only", action="store_true",
                     help="only project and quantize the export already under --out")
+    ap.add_argument("--blend", type=float, metavar="ALPHA",
+                    help="train nothing: mix --source's weights with ImageNet's, ALPHA of "
+                    "the source (0.5 by `make models`)")
+    ap.add_argument("--source", default=VERSION, help="the version --blend mixes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     grocery, held = grocery_identities(args.grocery, args.holdout)
     out_dir = args.out / NAME / args.version
-    if not args.project_only:
+    cmd = "python -m pipeline.train.embed " + " ".join(argv if argv is not None
+                                                        else sys.argv[1:])
+    if args.blend is not None:
+        if args.version == args.source:
+            raise SystemExit("--blend writes a new version: give --version other than --source")
+        blend(args.out / NAME / args.source, out_dir, args.blend, cmd)
+    elif not args.project_only:
         net, info = train(grocery, args.steps, args.products, args.lr, args.frozen)
         info["held_out"] = held
-        cmd = "python -m pipeline.train.embed " + " ".join(argv if argv is not None
-                                                            else sys.argv[1:])
         export(net, out_dir, info, cmd)
     views = training_views(grocery, PROJECTION_VIEWS)
     project(out_dir, views)
