@@ -6,8 +6,14 @@
    every true product box cropped from the photo as the detect stage sees it, signed and
    ranked against the enrolled packshots; for each threshold, the share of crops named right
    (a known product as its SKU, an unknown one as ``unknown``).
+3. With ``--unknown-shelves DIR``: real shelf photos of products the catalog does not hold
+   (e.g. SKU-110K photos against the synthetic catalog); every product the light detector
+   finds is signed as the detect stage signs it, and for each threshold the share of them
+   that gets a catalog SKU's name (all wrongly) is printed. A store whose catalog covers few
+   of its products needs this share low more than the synthetic share high.
 
-    python scripts/calibrate_recognition.py --grocery DIR [--photos 60] [--json]
+    python scripts/calibrate_recognition.py --grocery DIR [--photos 60]
+        [--unknown-shelves DIR] [--json]
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.recognition import candidates, choose, crop_box, similarity
+from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots, weights_from
-from pipeline.eval.recognition import evaluate_recognition
+from pipeline.eval.recognition import IMAGE_SUFFIXES, evaluate_recognition
 from pipeline.eval.synthetic import prepare
+from pipeline.image import prepare_for_detection
 from pipeline.settings import get_settings
 from pipeline.synth.catalog import UNKNOWN_SKU
 from pipeline.synth.enrol import catalog_images
@@ -78,12 +86,42 @@ def threshold_on_shelves(embedder: Embedder, photos: int, seed: int) -> dict[flo
     return out
 
 
+def false_names_on_real(embedder: Embedder, folder: Path) -> dict[float, float]:
+    s = get_settings()
+    weights = weights_from(s.recognition)
+    gallery = gallery_from_packshots(embedder, catalog_images())
+    detector = Detector.from_dir(s.models.root, s.models.light, intra_op_threads=2)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"{folder}: no photos")
+    best: list[float] = []
+    for path in paths:
+        image, _ = prepare_for_detection(path.read_bytes(), long_side=s.ingest.working_long_side,
+                                         jpeg_quality=s.ingest.jpeg_quality)
+        found = detector.detect(image)
+        crops = [crop_box(image, b, 0.0)
+                 for b, score in zip(found.xyxy, found.scores, strict=True)
+                 if score >= s.compliance.min_score]
+        emb, colours, aspects = crop_signatures(embedder, crops)
+        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
+                            weights=weights)
+        best += [c[0][1] for c in candidates(scores, gallery, 1)]
+    out = {}
+    for t in THRESHOLDS:
+        out[t] = round(sum(b >= t for b in best) / max(1, len(best)), 4)
+        print(f"threshold {t:.2f}: {out[t]:.3f} of {len(best)} real products not in the "
+              f"catalog named as one of its SKUs ({len(paths)} photos)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grocery", type=Path, required=True)
     ap.add_argument("--photos", type=int, default=60)
     ap.add_argument("--seed", type=int, default=9100)
+    ap.add_argument("--unknown-shelves", type=Path,
+                    help="real shelf photos of products the catalog does not hold")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     s = get_settings()
@@ -92,8 +130,11 @@ def main() -> None:
     threshold = threshold_on_shelves(embedder, args.photos, args.seed)
     best_colour = max(colour, key=lambda k: colour[k])
     best_threshold = max(threshold, key=lambda k: threshold[k])
-    summary = {"colour_weight": colour, "threshold": threshold,
-               "best_colour_weight": best_colour, "best_threshold": best_threshold}
+    summary: dict[str, object] = {
+        "colour_weight": colour, "threshold": threshold, "best_colour_weight": best_colour,
+        "best_threshold": best_threshold}
+    if args.unknown_shelves is not None:
+        summary["false_names_on_real"] = false_names_on_real(embedder, args.unknown_shelves)
     print(json.dumps(summary) if args.json else
           f"best colour weight {best_colour} (val top-1 {colour[best_colour]}), best "
           f"threshold {best_threshold} ({threshold[best_threshold]} of shelf crops right)")
