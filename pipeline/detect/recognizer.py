@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -24,6 +25,7 @@ from pipeline.errors import CatalogError
 from pipeline.settings import RecognitionSettings
 from pipeline.storage.catalog import CatalogEntry, CatalogStore, Signature
 
+log = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
 IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}
 
@@ -33,11 +35,20 @@ class Recognizer:
         self.embedder = embedder
         self.catalog = catalog
         self.weights = weights
+        self._checked: str | None = None  # the catalog version last checked for stale SKUs
 
     def candidates(self, image: Image, boxes: npt.NDArray[np.float32], k: int
                    ) -> tuple[str, list[list[tuple[str, float]]]]:
         """The catalog's version and the ``k`` most similar SKUs of each box of ``image``."""
         index = self.catalog.index()
+        if index.version != self._checked:
+            self._checked = index.version
+            stale = index.signed_by_others(self.embedder.ref)
+            if stale:
+                log.warning("%d catalog SKUs were signed by another embedder (%s) and cannot "
+                            "be named by %s: run `shelf catalog resign`", sum(stale.values()),
+                            ", ".join(f"{e}: {n}" for e, n in sorted(stale.items())),
+                            self.embedder.ref)
         if len(boxes) == 0:
             return index.version, []
         emb, colours, aspects = crop_signatures(self.embedder,

@@ -60,6 +60,14 @@ class CatalogIndex(BaseModel):
                        np.array([s.colour for _, s in rows], np.float32),
                        np.array([s.aspect for _, s in rows], np.float32))
 
+    def signed_by_others(self, embedder: str) -> dict[str, int]:
+        """How many SKUs each embedder other than ``embedder`` signed (they go unnamed)."""
+        out: dict[str, int] = {}
+        for e in self.entries:
+            if e.embedder != embedder:
+                out[e.embedder] = out.get(e.embedder, 0) + 1
+        return out
+
     def brands(self) -> dict[str, str]:
         return {e.sku: e.brand or e.sku for e in self.entries}
 

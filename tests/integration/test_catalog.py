@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 
@@ -60,6 +61,29 @@ def test_skus_of_an_earlier_embedder_are_signed_again_from_their_packshots(
     assert index.brands()["old-2"] == "B2"
     assert {e.sku: e.name for e in index.entries}["old-1"] == "pack 1"
     assert recognizer.sign_again() == (0, 3)
+
+
+def test_skus_only_another_embedder_can_compare_are_reported_once_per_catalog_version(
+        recognizer: Recognizer, caplog: pytest.LogCaptureFixture) -> None:
+    catalog = recognizer.catalog
+    recognizer.enrol("current", [("a.png", _packshot(0))], brand="B0", name=None)
+    key = catalog.put_image("old-1", 0, _packshot(1), ".png")
+    catalog.put(CatalogEntry(
+        sku="old-1", embedder="sku-embed/0", added_at=datetime.now(UTC),
+        signatures=[Signature(source=key, embedding=[1.0, 0.0], colour=[1.0], aspect=0.5)]))
+    image = np.full((200, 200, 3), 128, np.uint8)
+    boxes = np.array([[10, 10, 90, 150]], np.float32)
+    with caplog.at_level(logging.WARNING, logger="pipeline.detect.recognizer"):
+        recognizer.candidates(image, boxes, 3)
+        recognizer.candidates(image, boxes, 3)
+    stale = [r.getMessage() for r in caplog.records if "another embedder" in r.getMessage()]
+    assert stale == [f"1 catalog SKUs were signed by another embedder (sku-embed/0: 1) and "
+                     f"cannot be named by {recognizer.embedder.ref}: run `shelf catalog resign`"]
+    caplog.clear()
+    recognizer.sign_again()
+    with caplog.at_level(logging.WARNING, logger="pipeline.detect.recognizer"):
+        recognizer.candidates(image, boxes, 3)
+    assert not [r for r in caplog.records if "another embedder" in r.getMessage()]
 
 
 def test_a_missing_packshot_is_a_clear_error(recognizer: Recognizer) -> None:
