@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only project and quantize the export already under --out")
     ap.add_argument("--blend", type=float, metavar="ALPHA",
                     help="train nothing: mix --source's weights with ImageNet's, ALPHA of "
-                    "the source (0.5 by `make models`)")
+                    "the source (0.65 by `make models`)")
     ap.add_argument("--source", default=VERSION, help="the version --blend mixes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
