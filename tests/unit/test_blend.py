@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.train.blend import conv_weights, mix_convs
+from pipeline.train.int8 import quantize_qdq
 
 RNG = np.random.default_rng(0)
 
@@ -52,26 +53,14 @@ def test_float_weights_are_read_in_graph_order(bias: bool) -> None:
 
 
 def test_quantized_weights_are_read_through_their_dequantization(tmp_path: Path) -> None:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.left = iter([{"x": RNG.random((1, 3, 8, 8), np.float32)} for _ in range(4)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.left, None)
-
     float_path, int8_path = tmp_path / "f.onnx", tmp_path / "q.onnx"
     onnx.save(two_convs(2), str(float_path))
-    quantize_static(str(float_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    exact, read = conv_weights(onnx.load(str(float_path))), conv_weights(onnx.load(str(int8_path)))
+    onnx.save(two_convs(2), str(int8_path))
+    quantize_qdq(int8_path, ({"x": RNG.random((1, 3, 8, 8), np.float32)} for _ in range(4)))
+    quantized = onnx.load(str(int8_path))
+    fed = {n.output[0] for n in quantized.graph.node if n.op_type == "DequantizeLinear"}
+    assert all(n.input[1] in fed for n in quantized.graph.node if n.op_type == "Conv")
+    exact, read = conv_weights(onnx.load(str(float_path))), conv_weights(quantized)
     for mine, theirs in zip(exact, read, strict=True):
         for a, b in zip(mine, theirs, strict=True):
             # int8 per output channel: within half a quantization step of the float weight
