@@ -23,7 +23,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.core.recognition import candidates, choose, crop_box, similarity
+from pipeline.core.recognition import Gallery, candidates, choose, crop_box, similarity
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots, weights_from
@@ -54,10 +54,10 @@ def colour_weight_on_val(embedder: Embedder, grocery: Path) -> dict[float, float
     return out
 
 
-def threshold_on_shelves(embedder: Embedder, photos: int, seed: int) -> dict[float, float]:
+def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed: int
+                         ) -> dict[float, float]:
     s = get_settings()
     weights = weights_from(s.recognition)
-    gallery = gallery_from_packshots(embedder, catalog_images())
     truths: list[str] = []
     cands: list[list[tuple[str, float]]] = []
     planned_sets: list[set[str]] = []
@@ -86,10 +86,10 @@ def threshold_on_shelves(embedder: Embedder, photos: int, seed: int) -> dict[flo
     return out
 
 
-def false_names_on_real(embedder: Embedder, folder: Path) -> dict[float, float]:
+def false_names_on_real(embedder: Embedder, gallery: Gallery, folder: Path
+                        ) -> dict[float, float]:
     s = get_settings()
     weights = weights_from(s.recognition)
-    gallery = gallery_from_packshots(embedder, catalog_images())
     detector = Detector.from_dir(s.models.root, s.models.light, intra_op_threads=2)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
@@ -127,14 +127,16 @@ def main() -> None:
     s = get_settings()
     embedder = Embedder.from_dir(s.models.root, s.recognition.embedder, intra_op_threads=2)
     colour = colour_weight_on_val(embedder, args.grocery)
-    threshold = threshold_on_shelves(embedder, args.photos, args.seed)
+    gallery = gallery_from_packshots(embedder, catalog_images())  # the synthetic catalog
+    threshold = threshold_on_shelves(embedder, gallery, args.photos, args.seed)
     best_colour = max(colour, key=lambda k: colour[k])
     best_threshold = max(threshold, key=lambda k: threshold[k])
     summary: dict[str, object] = {
         "colour_weight": colour, "threshold": threshold, "best_colour_weight": best_colour,
         "best_threshold": best_threshold}
     if args.unknown_shelves is not None:
-        summary["false_names_on_real"] = false_names_on_real(embedder, args.unknown_shelves)
+        summary["false_names_on_real"] = false_names_on_real(embedder, gallery,
+                                                           args.unknown_shelves)
     print(json.dumps(summary) if args.json else
           f"best colour weight {best_colour} (val top-1 {colour[best_colour]}), best "
           f"threshold {best_threshold} ({threshold[best_threshold]} of shelf crops right)")
