@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
@@ -62,11 +63,7 @@ class CatalogIndex(BaseModel):
 
     def signed_by_others(self, embedder: str) -> dict[str, int]:
         """How many SKUs each embedder other than ``embedder`` signed (they go unnamed)."""
-        out: dict[str, int] = {}
-        for e in self.entries:
-            if e.embedder != embedder:
-                out[e.embedder] = out.get(e.embedder, 0) + 1
-        return out
+        return dict(Counter(e.embedder for e in self.entries if e.embedder != embedder))
 
     def brands(self) -> dict[str, str]:
         return {e.sku: e.brand or e.sku for e in self.entries}
