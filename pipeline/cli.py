@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--models", type=Path, default=None, help="models root directory")
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--format", choices=("auto", "voc", "yolo", "coco"), default="auto")
+    p.add_argument("--format", choices=("auto", "voc", "yolo", "coco", "csv"), default="auto")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     p.add_argument("--limit", type=int, default=None, help="at most this many photos")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -1,21 +1,31 @@
-"""Labelled photo folders on disk: YOLO, Pascal VOC or COCO, read as class-agnostic boxes.
+"""Labelled photo folders on disk: YOLO, Pascal VOC, COCO or CSV, read as class-agnostic boxes.
 
-- ``yolo``: ``images/*.jpg|png`` and ``labels/<stem>.txt`` (``class cx cy w h``, normalized);
-- ``voc``: ``*.xml`` annotations (``Annotations/`` or beside the images) naming their file;
-- ``coco``: one ``*.json`` with ``images`` and ``annotations`` (``bbox`` = x, y, w, h).
+- ``yolo``: each image's ``<stem>.txt`` (``class cx cy w h``, normalized; a polygon row
+  ``class x1 y1 x2 y2 ...`` counts as its bounding box), found where Ultralytics looks, in
+  the ``labels`` folder that mirrors the image's ``images`` folder (``images/test/a.jpg`` ->
+  ``labels/test/a.txt``, ``test/images/a.jpg`` -> ``test/labels/a.txt``), else in
+  ``labels/`` under the root, else beside the image;
+- ``voc``: ``*.xml`` annotations (``Annotations/`` or beside the images) naming their file
+  (or, when that name is not found, sharing the annotation's stem);
+- ``coco``: ``*.json`` with ``images`` and ``annotations`` (``bbox`` = x, y, w, h), at the
+  root, in ``annotations/`` or, when neither has one, anywhere below;
+- ``csv``: SKU-110K's rows ``image_name,x1,y1,x2,y2[,class,image_width,image_height]``,
+  with or without a header.
 
 Boxes come back in the stored image's pixels (EXIF orientation is not applied: the datasets
-label stored pixels).
+label stored pixels). A folder whose labels cannot be matched to its images is refused with
+a :class:`DatasetError` rather than scored as photos without products.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,9 +33,9 @@ import numpy.typing as npt
 from pipeline.errors import DatasetError
 from pipeline.image import image_size
 
-Format = Literal["auto", "yolo", "voc", "coco"]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
+Format = Literal["auto", "yolo", "voc", "coco", "csv"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -34,43 +44,101 @@ class LabelledImage:
     boxes: npt.NDArray[np.float32]  # (N, 4) x1 y1 x2 y2 in stored pixels
 
 
-def detect_format(root: Path) -> Literal["yolo", "voc", "coco"]:
-    if (root / "labels").is_dir():
+def _label_dirs(root: Path) -> list[Path]:
+    return [p for p in root.rglob("labels") if p.is_dir() and any(p.rglob("*.txt"))]
+
+
+def _csv_files(root: Path) -> list[Path]:
+    return sorted(root.glob("*.csv")) or sorted((root / "annotations").glob("*.csv"))
+
+
+def _coco_files(root: Path, deep: bool = True) -> list[Path]:
+    return (sorted(root.glob("*.json")) or sorted((root / "annotations").glob("*.json"))
+            or (sorted(root.rglob("*.json")) if deep else []))
+
+
+def detect_format(root: Path) -> Literal["yolo", "voc", "coco", "csv"]:
+    if _label_dirs(root):
         return "yolo"
-    if any(root.glob("*.json")) or any((root / "annotations").glob("*.json")):
+    if _coco_files(root, deep=False):
         return "coco"
     if any(root.rglob("*.xml")):
         return "voc"
-    raise DatasetError(f"{root}: no labels/ (yolo), *.json (coco) or *.xml (voc) found")
+    if _coco_files(root):
+        return "coco"
+    if _csv_files(root):
+        return "csv"
+    raise DatasetError(f"{root}: no labels/ folder (yolo), *.json (coco), *.xml (voc) or "
+                       "*.csv (SKU-110K rows) found")
 
 
 def _images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _yolo_label(root: Path, image: Path) -> Path | None:
+    """Where a YOLO label of ``image`` is: the mirrored ``labels`` folder, ``root/labels``,
+    or beside the image."""
+    parts = image.relative_to(root).parts
+    tried = []
+    if "images" in parts[:-1]:
+        i = len(parts) - 2 - parts[:-1][::-1].index("images")
+        tried.append(root.joinpath(*parts[:i], "labels", *parts[i + 1:-1], f"{image.stem}.txt"))
+    tried += [root / "labels" / f"{image.stem}.txt", image.with_suffix(".txt")]
+    return next((p for p in tried if p.is_file()), None)
+
+
+def yolo_boxes(text: str, width: int, height: int) -> list[Box]:
+    """Pixel boxes of a YOLO label file: box rows and polygon rows, other lines skipped."""
+    rows = []
+    for line in text.splitlines():
+        try:
+            values = [float(v) for v in line.split()[1:]]
+        except ValueError:
+            continue
+        if len(values) in (4, 5):  # cx cy w h [confidence]
+            cx, cy, bw, bh = values[:4]
+            rows.append(((cx - bw / 2) * width, (cy - bh / 2) * height,
+                         (cx + bw / 2) * width, (cy + bh / 2) * height))
+        elif len(values) >= 6 and len(values) % 2 == 0:  # a polygon x1 y1 x2 y2 ...
+            xs, ys = values[0::2], values[1::2]
+            rows.append((min(xs) * width, min(ys) * height, max(xs) * width,
+                         max(ys) * height))
+    return rows
 
 
 def _yolo(root: Path) -> Iterator[LabelledImage]:
-    images = root / "images" if (root / "images").is_dir() else root
-    for path in _images(images):
-        label = root / "labels" / f"{path.stem}.txt"
-        w, h = image_size(path.read_bytes())
-        rows = []
-        if label.is_file():
-            for line in label.read_text().splitlines():
-                parts = line.split()
-                if len(parts) < 5:
-                    continue
-                cx, cy, bw, bh = (float(v) for v in parts[1:5])
-                rows.append(((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w,
-                             (cy + bh / 2) * h))
+    found = 0
+    images = [p for p in _images(root) if "labels" not in p.relative_to(root).parts[:-1]]
+    for path in images:
+        label = _yolo_label(root, path)
+        rows: list[Box] = []
+        if label is not None:
+            found += 1
+            try:
+                w, h = image_size(path.read_bytes())
+            except (OSError, SyntaxError, ValueError):
+                w = h = 0  # unreadable: the evaluation names it and leaves it out
+            rows = yolo_boxes(label.read_text(errors="replace"), w, h)
         yield LabelledImage(path, np.array(rows, np.float32).reshape(-1, 4))
+    if images and not found:
+        raise DatasetError(f"{root}: no YOLO label file found for any of {len(images)} "
+                           "images (looked for labels/<same path>/<stem>.txt, "
+                           "labels/<stem>.txt and <stem>.txt beside each image)")
 
 
 def _voc(root: Path) -> Iterator[LabelledImage]:
-    by_name = {p.name: p for p in _images(root)}
+    images = _images(root)
+    by_name = {p.name: p for p in images}
+    by_stem = {p.stem: p for p in images}
     for xml in sorted(root.rglob("*.xml")):
-        tree = ET.parse(xml).getroot()
-        name = tree.findtext("filename") or f"{xml.stem}.jpg"
-        path = by_name.get(name) or by_name.get(Path(name).name)
+        try:
+            tree = ET.parse(xml).getroot()
+        except ET.ParseError as exc:
+            raise DatasetError(f"{xml}: not readable VOC XML: {exc}") from exc
+        name = Path((tree.findtext("filename") or "").strip()).name
+        path = by_name.get(name) or by_stem.get(Path(name).stem) or by_stem.get(xml.stem)
         if path is None:
             continue
         rows = []
@@ -84,21 +152,45 @@ def _voc(root: Path) -> Iterator[LabelledImage]:
 
 
 def _coco(root: Path) -> Iterator[LabelledImage]:
-    files = sorted(root.glob("*.json")) or sorted((root / "annotations").glob("*.json"))
-    by_name = {p.name: p for p in _images(root)}
-    for f in files:
-        doc = json.loads(f.read_text())
+    images = _images(root)
+    by_rel = {p.relative_to(root).as_posix(): p for p in images}
+    by_name = {p.name: p for p in images}
+    for f in _coco_files(root):
+        try:
+            doc = json.loads(f.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{f}: not readable JSON: {exc}") from exc
         if not isinstance(doc, dict) or "images" not in doc:
             continue
-        boxes: dict[int, list[tuple[float, float, float, float]]] = {}
+        boxes: dict[Any, list[Box]] = {}
         for a in doc.get("annotations", []):
-            x, y, w, h = (float(v) for v in a["bbox"])
-            boxes.setdefault(int(a["image_id"]), []).append((x, y, x + w, y + h))
+            bbox = a.get("bbox") or []
+            if len(bbox) != 4:
+                continue
+            x, y, w, h = (float(v) for v in bbox)
+            boxes.setdefault(a["image_id"], []).append((x, y, x + w, y + h))
         for im in doc["images"]:
-            path = by_name.get(Path(str(im["file_name"])).name)
+            name = str(im["file_name"]).replace("\\", "/")
+            path = by_rel.get(name) or by_name.get(Path(name).name)
             if path is not None:
-                yield LabelledImage(path, np.array(boxes.get(int(im["id"]), []),
+                yield LabelledImage(path, np.array(boxes.get(im["id"], []),
                                                    np.float32).reshape(-1, 4))
+
+
+def _csv(root: Path) -> Iterator[LabelledImage]:
+    by_name = {p.name: p for p in _images(root)}
+    boxes: dict[str, list[Box]] = {}
+    for f in _csv_files(root):
+        with f.open(newline="") as fh:
+            for row in csv.reader(fh):
+                try:
+                    name, x1, y1, x2, y2 = row[0].strip(), *(float(v) for v in row[1:5])
+                except (ValueError, IndexError):
+                    continue  # a header or a short row
+                boxes.setdefault(Path(name).name, []).append((x1, y1, x2, y2))
+    for name, rows in sorted(boxes.items()):
+        if name in by_name:
+            yield LabelledImage(by_name[name], np.array(rows, np.float32).reshape(-1, 4))
 
 
 def load_dataset(root: Path, fmt: Format = "auto") -> list[LabelledImage]:
@@ -106,7 +198,7 @@ def load_dataset(root: Path, fmt: Format = "auto") -> list[LabelledImage]:
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory")
     kind = detect_format(root) if fmt == "auto" else fmt
-    reader = {"yolo": _yolo, "voc": _voc, "coco": _coco}[kind]
+    reader = {"yolo": _yolo, "voc": _voc, "coco": _coco, "csv": _csv}[kind]
     items = list(reader(root))
     if not items:
         raise DatasetError(f"{root}: no labelled images found as {kind}")

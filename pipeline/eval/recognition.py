@@ -9,6 +9,7 @@ group of the queries folder (e.g. Fruit, Packages, Vegetables).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -38,11 +39,12 @@ class RecognitionReport:
     top5: float
     groups: dict[str, dict[str, float]]
     ms_per_crop: float
+    skipped: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {"embedder": self.embedder, "gallery": self.gallery, "queries": self.queries,
                 "top1": self.top1, "top5": self.top5, "groups": self.groups,
-                "ms_per_crop": self.ms_per_crop}
+                "ms_per_crop": self.ms_per_crop, "skipped": self.skipped}
 
     def format(self) -> str:
         lines = [f"{self.embedder}: {self.queries} queries against {self.gallery} packshots",
@@ -51,6 +53,8 @@ class RecognitionReport:
             lines.append(f"  {g:13} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}  "
                          f"({int(v['queries'])} queries)")
         lines.append(f"  {self.ms_per_crop:.2f} ms per crop (signature)")
+        if self.skipped:
+            lines.append(f"  {self.skipped} unreadable query photos left out")
         return "\n".join(lines)
 
 
@@ -100,9 +104,15 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
     hits1: dict[str, list[bool]] = defaultdict(list)
     hits5: dict[str, list[bool]] = defaultdict(list)
     spent = 0.0
+    skipped = 0
     for path, sku, group in queries:
-        image, _ = prepare_for_detection(path.read_bytes(), long_side=long_side,
-                                         jpeg_quality=jpeg_quality)
+        try:
+            image, _ = prepare_for_detection(path.read_bytes(), long_side=long_side,
+                                             jpeg_quality=jpeg_quality)
+        except (OSError, ValueError) as exc:
+            print(f"eval-recognition: {path}: left out, {exc}", file=sys.stderr)
+            skipped += 1
+            continue
         image = query_crop(image, crop, detector)
         t0 = time.perf_counter()
         emb, colours, aspects = crop_signatures(embedder, [image])
@@ -112,9 +122,12 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
         best = [sku for sku, _ in candidates(scores, gallery, 5)[0]]
         hits1[group].append(best[0] == sku)
         hits5[group].append(sku in best)
+    if not hits1:
+        raise DatasetError(f"{queries_dir}: none of its {len(queries)} photos decodes")
     all1 = [h for v in hits1.values() for h in v]
     all5 = [h for v in hits5.values() for h in v]
     groups = {g: {"top1": float(np.mean(hits1[g])), "top5": float(np.mean(hits5[g])),
                   "queries": float(len(hits1[g]))} for g in hits1}
     return RecognitionReport(embedder.ref, len(gallery), len(all1), float(np.mean(all1)),
-                             float(np.mean(all5)), groups, spent / max(1, len(all1)) * 1000)
+                             float(np.mean(all5)), groups, spent / max(1, len(all1)) * 1000,
+                             skipped)

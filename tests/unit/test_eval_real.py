@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from pipeline.cli import main
-from pipeline.datasets import load_dataset
+from pipeline.datasets import load_dataset, yolo_boxes
 from pipeline.detect.register import register_model
 from pipeline.errors import DatasetError
 from tests.unit.onnx_models import constant_model
@@ -31,10 +31,7 @@ def _photo(path: Path) -> None:
 def yolo(root: Path) -> Path:
     _photo(root / "images" / "a.jpg")
     (root / "labels").mkdir()
-    w, h = SIZE
-    (root / "labels" / "a.txt").write_text("".join(
-        f"0 {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n"
-        for x1, y1, x2, y2 in BOXES))
+    (root / "labels" / "a.txt").write_text(_yolo_rows())
     return root
 
 
@@ -59,7 +56,66 @@ def coco(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("make", [yolo, voc, coco], ids=["yolo", "voc", "coco"])
+def _yolo_rows() -> str:
+    w, h = SIZE
+    return "".join(f"0 {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n"
+                   for x1, y1, x2, y2 in BOXES)
+
+
+def yolo_ultralytics(root: Path) -> Path:
+    """images/<split>/ mirrored by labels/<split>/, as Ultralytics lays a data set out."""
+    _photo(root / "images" / "test" / "a.jpg")
+    (root / "labels" / "test").mkdir(parents=True)
+    (root / "labels" / "test" / "a.txt").write_text(_yolo_rows())
+    return root
+
+
+def yolo_roboflow(root: Path) -> Path:
+    """<split>/images/ beside <split>/labels/, polygon rows, a stray classes file."""
+    _photo(root / "test" / "images" / "a.jpg")
+    (root / "test" / "labels").mkdir(parents=True)
+    w, h = SIZE
+    (root / "test" / "labels" / "a.txt").write_text("".join(
+        f"0 {x1 / w} {y1 / h} {x2 / w} {y1 / h} {x2 / w} {y2 / h} {x1 / w} {y2 / h}\n"
+        for x1, y1, x2, y2 in BOXES) + "a stray line\n")
+    (root / "test" / "classes.txt").write_text("product\n")
+    return root
+
+
+def voc_renamed(root: Path) -> Path:
+    """An annotation whose <filename> names a file that is not there (renamed images)."""
+    voc(root)
+    xml = root / "Annotations" / "a.xml"
+    xml.write_text(xml.read_text().replace("<filename>a.jpg</filename>",
+                                           "<filename>IMG_0001.JPG</filename>"))
+    return root
+
+
+def coco_nested(root: Path) -> Path:
+    """Roboflow's COCO export: the annotations file among the images, string image ids."""
+    _photo(root / "test" / "a.jpg")
+    anns = [{"id": i, "image_id": "a", "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+            for i, (x1, y1, x2, y2) in enumerate(BOXES)] + [{"id": 9, "image_id": "a",
+                                                             "bbox": []}]
+    (root / "test" / "_annotations.coco.json").write_text(json.dumps(
+        {"images": [{"id": "a", "file_name": "test/a.jpg"}], "annotations": anns}))
+    return root
+
+
+def sku110k_csv(root: Path) -> Path:
+    """SKU-110K's own rows, no header: name, x1, y1, x2, y2, class, width, height."""
+    _photo(root / "images" / "a.jpg")
+    (root / "annotations_test.csv").write_text("".join(
+        f"a.jpg,{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f},object,{SIZE[0]},{SIZE[1]}\n"
+        for x1, y1, x2, y2 in BOXES) + "missing.jpg,1,2,3,4,object,10,10\n")
+    return root
+
+
+LAYOUTS = [yolo, yolo_ultralytics, yolo_roboflow, voc, voc_renamed, coco, coco_nested,
+           sku110k_csv]
+
+
+@pytest.mark.parametrize("make", LAYOUTS, ids=[f.__name__ for f in LAYOUTS])
 def test_formats_read_the_same_boxes(tmp_path: Path, make: object) -> None:
     root = make(tmp_path)  # type: ignore[operator]
 
@@ -69,9 +125,38 @@ def test_formats_read_the_same_boxes(tmp_path: Path, make: object) -> None:
     np.testing.assert_allclose(items[0].boxes, BOXES, atol=1e-3)
 
 
+@pytest.mark.parametrize(("rows", "expected"), [
+    ("0 0.5 0.5 0.2 0.4", [(160, 90, 240, 210)]),
+    ("3 0.5 0.5 0.2 0.4 0.87", [(160, 90, 240, 210)]),  # a prediction's confidence
+    ("0 0.1 0.2 0.3 0.2 0.2 0.6", [(40, 60, 120, 180)]),  # a triangle
+    ("0 0.5 0.5\n\n# comment\nx y z w h", []),
+], ids=["box", "box-confidence", "polygon", "junk"])
+def test_yolo_rows(rows: str, expected: list[tuple[float, ...]]) -> None:
+    np.testing.assert_allclose(np.array(yolo_boxes(rows, *SIZE)).reshape(-1, 4),
+                               np.array(expected, np.float64).reshape(-1, 4), atol=1e-6)
+
+
 def test_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DatasetError):
         load_dataset(tmp_path)
+
+
+def test_yolo_labels_that_match_no_image_are_refused(tmp_path: Path) -> None:
+    _photo(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "b.txt").write_text(_yolo_rows())
+
+    with pytest.raises(DatasetError, match="no YOLO label file"):
+        load_dataset(tmp_path)
+
+
+def test_yolo_image_without_label_has_no_products(tmp_path: Path) -> None:
+    yolo(tmp_path)
+    _photo(tmp_path / "images" / "empty.jpg")
+
+    items = {i.path.name: i for i in load_dataset(tmp_path, "yolo")}
+
+    assert items["a.jpg"].boxes.shape == (2, 4) and items["empty.jpg"].boxes.shape == (0, 4)
 
 
 def _model_finding(tmp_path: Path, boxes: list[tuple[float, float, float, float]]) -> Path:
@@ -109,3 +194,20 @@ def test_eval_real_json(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert report["precision"] == pytest.approx(precision)
     assert report["map50"] == pytest.approx(recall, abs=0.02)
     assert report["p50_ms"] > 0
+
+
+def test_eval_real_leaves_out_a_photo_that_does_not_decode(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = yolo(tmp_path / "data")
+    (data / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (data / "labels" / "broken.txt").write_text(_yolo_rows())
+    models = _model_finding(tmp_path, BOXES)
+
+    assert main(["eval-real", "--model", "m", "--models", str(models), "--data", str(data),
+                 "--json", "--threads", "1"]) == 0
+
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["images"] == 2 and report["skipped"] == 1 and report["truths"] == 2
+    assert report["recall50"] == pytest.approx(1.0)
+    assert "broken.jpg: left out" in captured.err
