@@ -164,16 +164,18 @@ def _coco(root: Path) -> Iterator[LabelledImage]:
             continue
         boxes: dict[Any, list[Box]] = {}
         for a in doc.get("annotations", []):
-            bbox = a.get("bbox") or []
-            if len(bbox) != 4:
-                continue
+            bbox = a.get("bbox") if isinstance(a, dict) else None
+            if not isinstance(bbox, list) or len(bbox) != 4 or "image_id" not in a:
+                continue  # no box (a caption, a keypoint set) or no image
             x, y, w, h = (float(v) for v in bbox)
             boxes.setdefault(a["image_id"], []).append((x, y, x + w, y + h))
         for im in doc["images"]:
+            if not isinstance(im, dict) or "file_name" not in im:
+                continue
             name = str(im["file_name"]).replace("\\", "/")
             path = by_rel.get(name) or by_name.get(Path(name).name)
             if path is not None:
-                yield LabelledImage(path, np.array(boxes.get(im["id"], []),
+                yield LabelledImage(path, np.array(boxes.get(im.get("id"), []),
                                                    np.float32).reshape(-1, 4))
 
 

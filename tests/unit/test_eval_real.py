@@ -95,10 +95,11 @@ def coco_nested(root: Path) -> Path:
     """Roboflow's COCO export: the annotations file among the images, string image ids."""
     _photo(root / "test" / "a.jpg")
     anns = [{"id": i, "image_id": "a", "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1]}
-            for i, (x1, y1, x2, y2) in enumerate(BOXES)] + [{"id": 9, "image_id": "a",
-                                                             "bbox": []}]
+            for i, (x1, y1, x2, y2) in enumerate(BOXES)]
+    anns += [{"id": 9, "image_id": "a", "bbox": []}, {"id": 10, "caption": "a shelf"}]
     (root / "test" / "_annotations.coco.json").write_text(json.dumps(
-        {"images": [{"id": "a", "file_name": "test/a.jpg"}], "annotations": anns}))
+        {"images": [{"id": "a", "file_name": "test/a.jpg"}, {"id": "b"}],
+         "annotations": anns}))
     return root
 
 
