@@ -116,3 +116,18 @@ def test_a_conv_fed_by_anything_but_a_weight_is_refused() -> None:
     model.graph.node[1].input[1] = "w1_copy"
     with pytest.raises(ValueError, match="neither a weight"):
         conv_weights(model)
+
+
+def test_the_shipped_embedder_computes_alike_on_every_cpu() -> None:
+    """Its int8 weights keep 7 bits: no VPMADDUBSW pair sum can saturate on a CPU without
+    VNNI, so an AVX2 worker signs a crop as a VNNI worker does."""
+    from pipeline.detect.embedder import load_embedder
+    from pipeline.settings import get_settings
+
+    s = get_settings()
+    files = load_embedder(s.models.root, s.recognition.embedder, verify_sha256=True)
+    model = onnx.load(str(files.onnx_path))
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer
+               if i.data_type == TensorProto.INT8]
+    assert len(weights) >= 40  # every convolution and the projection
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
