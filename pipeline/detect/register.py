@@ -178,6 +178,28 @@ def _box_convention(boxes: npt.NDArray[np.float32], size_wh: tuple[int, int], bo
                              "pass --boxes pixels or --boxes normalized")
 
 
+SEVEN_BIT = 64  # |int8 weight| at most this: no uint8 x int8 pair sum overflows int16
+
+
+def saturation_note(proto: onnx.ModelProto) -> str | None:
+    """A warning when the graph's int8 weights use all 8 bits. On x86 CPUs without VNNI
+    (AVX2; AMD before Zen 4) ONNX Runtime adds each pair of uint8 x int8 products into a
+    saturating 16-bit integer, so such a model computes differently there, and finds less,
+    than on the CPU it was checked on; 7-bit weights cannot overflow."""
+    widest = 0
+    for init in proto.graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8:
+            values = onnx.numpy_helper.to_array(init)
+            if values.size:
+                widest = max(widest, int(np.abs(values.astype(np.int32)).max()))
+    if widest <= SEVEN_BIT:
+        return None
+    return (f"int8 weights up to {widest}: on CPUs without VNNI (AVX2) ONNX Runtime's uint8 x "
+            "int8 products can saturate and the model may find less there than here; "
+            "quantize with 7-bit weights (onnxruntime quantize_static(..., reduce_range=True)) "
+            "or register the float model")
+
+
 def inspect_model(path: Path, *, boxes: Boxes = "auto", size_wh: tuple[int, int] | None = None
                   ) -> Inspection:
     """Read, check and probe ``path``; raises :class:`ModelRejectedError` with the reason."""
@@ -187,6 +209,8 @@ def inspect_model(path: Path, *, boxes: Boxes = "auto", size_wh: tuple[int, int]
         raise ModelRejectedError(f"{path} is not an ONNX model: {exc}") from exc
     meta = read_metadata(proto)
     notes: list[str] = []
+    if (warning := saturation_note(proto)) is not None:
+        notes.append(warning)
     names = parse_names(meta["names"]) if "names" in meta else None
     if names is not None:
         notes.append(f"{len(names)} class names from metadata")

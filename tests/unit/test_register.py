@@ -142,6 +142,24 @@ def test_explicit_boxes_flag_wins_over_the_probe(tmp_path: Path) -> None:
     assert info.normalized_boxes is True
 
 
+@pytest.mark.parametrize(("widest", "warned"), [(None, False), (64, False), (-65, True),
+                                               (127, True)],
+                         ids=["float", "7-bit", "8-bit-negative", "8-bit"])
+def test_int8_weights_that_can_saturate_without_vnni_are_noted(
+        tmp_path: Path, widest: int | None, warned: bool) -> None:
+    model = onnx.load(str(ultralytics(tmp_path, normalized=False)))
+    if widest is not None:  # a quantized weight among the initializers
+        w = np.array([[3, -7, widest, 0]], np.int8)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(w, "conv_w_quantized"))
+
+    info = inspect_model(save(tmp_path, model, "q.onnx"))
+
+    notes = [n for n in info.notes if "VNNI" in n]
+    assert bool(notes) is warned
+    if warned:
+        assert f"up to {abs(widest or 0)}" in notes[0] and "reduce_range" in notes[0]
+
+
 def _classifier(tmp_path: Path) -> Path:
     return save(tmp_path, constant_model([np.zeros((1, 1000), np.float32)],
                                          input_shape=[1, 3, 224, 224]))
