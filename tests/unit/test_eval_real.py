@@ -70,6 +70,13 @@ def yolo_ultralytics(root: Path) -> Path:
     return root
 
 
+def yolo_with_renders(root: Path) -> Path:
+    """Photos under images/ and, beside them, rendered predictions that are not data."""
+    yolo(root)
+    _photo(root / "runs" / "predict" / "a.jpg")
+    return root
+
+
 def yolo_roboflow(root: Path) -> Path:
     """<split>/images/ beside <split>/labels/, polygon rows, a stray classes file."""
     _photo(root / "test" / "images" / "a.jpg")
@@ -112,8 +119,8 @@ def sku110k_csv(root: Path) -> Path:
     return root
 
 
-LAYOUTS = [yolo, yolo_ultralytics, yolo_roboflow, voc, voc_renamed, coco, coco_nested,
-           sku110k_csv]
+LAYOUTS = [yolo, yolo_ultralytics, yolo_with_renders, yolo_roboflow, voc, voc_renamed, coco,
+           coco_nested, sku110k_csv]
 
 
 @pytest.mark.parametrize("make", LAYOUTS, ids=[f.__name__ for f in LAYOUTS])
