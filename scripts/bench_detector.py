@@ -19,10 +19,15 @@ import time
 import numpy as np
 
 from pipeline.core.letterbox import letterbox
-from pipeline.core.recognition import candidates, crop_box, similarity
+from pipeline.core.recognition import crop_box
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
-from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots, weights_from
+from pipeline.detect.recognizer import (
+    crop_signatures,
+    gallery_from_packshots,
+    rank_crops,
+    weights_from,
+)
 from pipeline.eval.synthetic import prepare
 from pipeline.settings import get_settings
 from pipeline.synth.enrol import catalog_images
@@ -81,10 +86,7 @@ def bench_naming(images: list[np.ndarray], detector: str, threads: int, repeats:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        emb, colours, aspects = crop_signatures(embedder, crops)
-        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
-                            weights=weights)
-        candidates(scores, gallery, s.recognition.candidates)
+        rank_crops(embedder, crops, gallery, weights, s.recognition.candidates)
         times.append((time.perf_counter() - t0) * 1000)
     return {"embedder": embedder.ref, "crops": len(crops), "gallery": len(gallery),
             "p50_ms": round(statistics.median(times), 1), "p95_ms": round(_p95(times), 1)}

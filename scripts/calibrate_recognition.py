@@ -23,10 +23,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.core.recognition import Gallery, candidates, choose, crop_box, similarity
+from pipeline.core.recognition import Gallery, choose, crop_box
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
-from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots, weights_from
+from pipeline.detect.recognizer import gallery_from_packshots, rank_crops, weights_from
 from pipeline.eval.recognition import IMAGE_SUFFIXES, evaluate_recognition
 from pipeline.eval.synthetic import prepare
 from pipeline.image import prepare_for_detection
@@ -69,10 +69,7 @@ def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed
         assert isinstance(objects, list) and isinstance(plan, dict)
         planned = {p["sku"] for shelf in plan["shelves"] for p in shelf["positions"]}
         crops = [crop_box(image, [v * scale for v in o["box"]], 0.0) for o in objects]
-        emb, colours, aspects = crop_signatures(embedder, crops)
-        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
-                            weights=weights)
-        cands += candidates(scores, gallery, s.recognition.candidates)
+        cands += rank_crops(embedder, crops, gallery, weights, s.recognition.candidates)
         truths += [str(o["sku"]) for o in objects]
         planned_sets += [planned] * len(objects)
     out = {}
@@ -102,10 +99,7 @@ def false_names_on_real(embedder: Embedder, gallery: Gallery, folder: Path
         crops = [crop_box(image, b, 0.0)
                  for b, score in zip(found.xyxy, found.scores, strict=True)
                  if score >= s.compliance.min_score]
-        emb, colours, aspects = crop_signatures(embedder, crops)
-        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
-                            weights=weights)
-        best += [c[0][1] for c in candidates(scores, gallery, 1)]
+        best += [c[0][1] for c in rank_crops(embedder, crops, gallery, weights, 1)]
     out = {}
     for t in THRESHOLDS:
         out[t] = round(sum(b >= t for b in best) / max(1, len(best)), 4)

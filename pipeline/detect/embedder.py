@@ -95,11 +95,15 @@ class Embedder:
         boxed, _ = letterbox(crop, target_wh=(spec.size, spec.size), pad_value=spec.pad_value)
         return np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1), np.float32) / 255.0
 
+    @property
+    def dim(self) -> int:
+        """D, the length of a signature."""
+        return int(self.session.get().get_outputs()[0].shape[1])
+
     def embed(self, crops: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         """``(N, D)`` unit vectors for N crops."""
         if not crops:
-            dim = int(self.session.get().get_outputs()[0].shape[1])
-            return np.zeros((0, dim), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         name = self.files.card.input.name
         out = []
         for i in range(0, len(crops), BATCH):

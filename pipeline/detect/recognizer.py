@@ -35,28 +35,31 @@ class Recognizer:
         self.embedder = embedder
         self.catalog = catalog
         self.weights = weights
-        self._checked: str | None = None  # the catalog version last checked for stale SKUs
+        self._gallery: tuple[str, Gallery] | None = None  # per catalog version
 
-    def candidates(self, image: Image, boxes: npt.NDArray[np.float32], k: int
-                   ) -> tuple[str, list[list[tuple[str, float]]]]:
-        """The catalog's version and the ``k`` most similar SKUs of each box of ``image``."""
+    def gallery(self) -> tuple[str, Gallery]:
+        """The catalog's version and its signatures this embedder can compare, built once
+        per version (a large catalog costs tens of milliseconds to gather): SKUs that another
+        embedder signed are counted in a warning then."""
         index = self.catalog.index()
-        if index.version != self._checked:
-            self._checked = index.version
+        if self._gallery is None or self._gallery[0] != index.version:
             stale = index.signed_by_others(self.embedder.ref)
             if stale:
                 log.warning("%d catalog SKUs were signed by another embedder (%s) and cannot "
                             "be named by %s: run `shelf catalog resign`", sum(stale.values()),
                             ", ".join(f"{e}: {n}" for e, n in sorted(stale.items())),
                             self.embedder.ref)
+            self._gallery = (index.version, index.gallery(self.embedder.ref, self.embedder.dim))
+        return self._gallery
+
+    def candidates(self, image: Image, boxes: npt.NDArray[np.float32], k: int
+                   ) -> tuple[str, list[list[tuple[str, float]]]]:
+        """The catalog's version and the ``k`` most similar SKUs of each box of ``image``."""
+        version, gallery = self.gallery()
         if len(boxes) == 0:
-            return index.version, []
-        emb, colours, aspects = crop_signatures(self.embedder,
-                                                [crop_box(image, b, 0.0) for b in boxes])
-        gallery = index.gallery(self.embedder.ref, emb.shape[1])
-        scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
-                            weights=self.weights)
-        return index.version, candidates(scores, gallery, k)
+            return version, []
+        return version, rank_crops(self.embedder, [crop_box(image, b, 0.0) for b in boxes],
+                                   gallery, self.weights, k)
 
     def enrol(self, sku: str, images: Sequence[tuple[str, bytes]], *, brand: str | None,
               name: str | None) -> CatalogEntry:
@@ -115,6 +118,15 @@ def crop_signatures(embedder: Embedder, crops: Sequence[Image]
     colours = np.array([colour_signature(c) for c in crops], np.float32).reshape(len(crops), -1)
     aspects = np.array([c.shape[1] / max(1, c.shape[0]) for c in crops], np.float32)
     return emb, colours, aspects
+
+
+def rank_crops(embedder: Embedder, crops: Sequence[Image], gallery: Gallery, weights: Weights,
+               k: int) -> list[list[tuple[str, float]]]:
+    """The ``k`` SKUs of ``gallery`` most similar to each crop, with their scores."""
+    emb, colours, aspects = crop_signatures(embedder, crops)
+    scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
+                        weights=weights)
+    return candidates(scores, gallery, k)
 
 
 SHELF_VIEW_HEIGHT = 40  # pixels: how small a product often is in a shelf photo

@@ -16,14 +16,12 @@ from pipeline.core.metrics import DetectionScores, Truth, evaluate_detections
 from pipeline.core.recognition import (
     Gallery,
     Weights,
-    candidates,
     choose,
     crop_box,
-    similarity,
 )
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
-from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots
+from pipeline.detect.recognizer import gallery_from_packshots, rank_crops
 from pipeline.image import decode_upright, prepare_for_detection
 from pipeline.synth.catalog import LABELS, UNKNOWN_SKU
 from pipeline.synth.enrol import catalog_images
@@ -71,13 +69,11 @@ class SyntheticNamer:
             return Detections(found.xyxy, found.scores, np.array(ids, np.int64))
         if self.embedder is None or self.gallery is None:
             raise ValueError(f"{det.ref} finds products: naming them needs an embedder")
-        emb, colours, aspects = crop_signatures(
-            self.embedder, [crop_box(image, b, 0.0) for b in found.xyxy])
-        scores = similarity(embeddings=emb, colours=colours, aspects=aspects,
-                            gallery=self.gallery, weights=self.weights)
+        ranked = rank_crops(self.embedder, [crop_box(image, b, 0.0) for b in found.xyxy],
+                            self.gallery, self.weights, self.k)
         ids = [index.get(choose(c, planned=planned, threshold=self.weights.threshold).sku,
                          index[UNKNOWN_SKU])
-               for c in candidates(scores, self.gallery, self.k)]
+               for c in ranked]
         return Detections(found.xyxy, found.scores, np.array(ids, np.int64).reshape(-1))
 
 
