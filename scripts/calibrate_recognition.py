@@ -24,10 +24,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.recognition import Gallery, choose, crop_box
+from pipeline.datasets import IMAGE_SUFFIXES
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import gallery_from_packshots, rank_crops, weights_from
-from pipeline.eval.recognition import IMAGE_SUFFIXES, evaluate_recognition
+from pipeline.eval.recognition import evaluate_recognition
 from pipeline.eval.synthetic import prepare
 from pipeline.image import prepare_for_detection
 from pipeline.settings import get_settings

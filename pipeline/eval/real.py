@@ -9,7 +9,6 @@ decode is left out, named on stderr and counted in ``skipped``, rather than endi
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pipeline.core.metrics import Truth, evaluate_detections
 from pipeline.datasets import Format, load_dataset
 from pipeline.detect.detector import Detector
 from pipeline.errors import DatasetError
-from pipeline.image import prepare_for_detection
+from pipeline.eval import read_photo
 
 CURVE_THRESHOLD = 0.05  # lowest score kept for the precision-recall curve
 
@@ -62,14 +61,13 @@ def evaluate_real(detector: Detector, data: Path, fmt: Format = "auto", *,
     skipped = 0
     for item in items:
         # Labels are on the stored pixels: no EXIF rotation.
-        try:
-            image, scale = prepare_for_detection(item.path.read_bytes(), long_side=long_side,
-                                                 jpeg_quality=jpeg_quality, orientation=1,
-                                                 normalize=detector.files.normalized_lighting)
-        except (OSError, ValueError) as exc:
-            print(f"eval-real: {item.path}: left out, {exc}", file=sys.stderr)
+        photo = read_photo(item.path, "eval-real", long_side=long_side,
+                           jpeg_quality=jpeg_quality, orientation=1,
+                           normalize=detector.files.normalized_lighting)
+        if photo is None:
             skipped += 1
             continue
+        image, scale = photo
         t0 = time.perf_counter()
         found = detector.detect(image, score_threshold=min(CURVE_THRESHOLD, thr))
         latency.append((time.perf_counter() - t0) * 1000)

@@ -9,7 +9,6 @@ group of the queries folder (e.g. Fruit, Packages, Vegetables).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -20,13 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.core.recognition import Weights, candidates, crop_box, similarity
+from pipeline.datasets import IMAGE_SUFFIXES
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots
 from pipeline.errors import DatasetError
-from pipeline.image import prepare_for_detection
+from pipeline.eval import read_photo
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 Crop = Literal["none", "center", "detector"]
 
 
@@ -106,14 +105,12 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
     spent = 0.0
     skipped = 0
     for path, sku, group in queries:
-        try:
-            image, _ = prepare_for_detection(path.read_bytes(), long_side=long_side,
-                                             jpeg_quality=jpeg_quality)
-        except (OSError, ValueError) as exc:
-            print(f"eval-recognition: {path}: left out, {exc}", file=sys.stderr)
+        photo = read_photo(path, "eval-recognition", long_side=long_side,
+                           jpeg_quality=jpeg_quality)
+        if photo is None:
             skipped += 1
             continue
-        image = query_crop(image, crop, detector)
+        image = query_crop(photo[0], crop, detector)
         t0 = time.perf_counter()
         emb, colours, aspects = crop_signatures(embedder, [image])
         spent += time.perf_counter() - t0
