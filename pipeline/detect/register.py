@@ -181,17 +181,19 @@ def _box_convention(boxes: npt.NDArray[np.float32], size_wh: tuple[int, int], bo
 SEVEN_BIT = 64  # |int8 weight| at most this: no uint8 x int8 pair sum overflows int16
 
 
+def widest_int8_weight(proto: onnx.ModelProto) -> int:
+    """The largest magnitude among the graph's int8 initializers (0 when it has none)."""
+    return max((int(np.abs(onnx.numpy_helper.to_array(i).astype(np.int32)).max())
+                for i in proto.graph.initializer
+                if i.data_type == onnx.TensorProto.INT8 and np.prod(i.dims) > 0), default=0)
+
+
 def saturation_note(proto: onnx.ModelProto) -> str | None:
     """A warning when the graph's int8 weights use all 8 bits. On x86 CPUs without VNNI
     (AVX2; AMD before Zen 4) ONNX Runtime adds each pair of uint8 x int8 products into a
     saturating 16-bit integer, so such a model computes differently there, and finds less,
     than on the CPU it was checked on; 7-bit weights cannot overflow."""
-    widest = 0
-    for init in proto.graph.initializer:
-        if init.data_type == onnx.TensorProto.INT8:
-            values = onnx.numpy_helper.to_array(init)
-            if values.size:
-                widest = max(widest, int(np.abs(values.astype(np.int32)).max()))
+    widest = widest_int8_weight(proto)
     if widest <= SEVEN_BIT:
         return None
     return (f"int8 weights up to {widest}: on CPUs without VNNI (AVX2) ONNX Runtime's uint8 x "

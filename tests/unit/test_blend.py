@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.detect.register import widest_int8_weight
 from pipeline.train.blend import conv_weights, mix_convs
 from pipeline.train.int8 import quantize_qdq
 
@@ -62,10 +63,7 @@ def test_quantized_weights_are_read_through_their_dequantization(tmp_path: Path)
     assert all(n.input[1] in fed for n in quantized.graph.node if n.op_type == "Conv")
     # Weights within [-64, 64]: a pair of uint8 x int8 products stays within int16, so CPUs
     # without VNNI (VPMADDUBSW saturates the pair's sum) compute what VNNI CPUs compute.
-    weights = [numpy_helper.to_array(i) for i in quantized.graph.initializer
-               if numpy_helper.to_array(i).dtype == np.int8]
-    assert weights and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
-    assert max(np.abs(w.astype(np.int32)).max() for w in weights) == 64
+    assert widest_int8_weight(quantized) == 64
     exact, read = conv_weights(onnx.load(str(float_path))), conv_weights(quantized)
     for mine, theirs in zip(exact, read, strict=True):
         for a, b in zip(mine, theirs, strict=True):
@@ -127,7 +125,5 @@ def test_the_shipped_embedder_computes_alike_on_every_cpu() -> None:
     s = get_settings()
     files = load_embedder(s.models.root, s.recognition.embedder, verify_sha256=True)
     model = onnx.load(str(files.onnx_path))
-    weights = [numpy_helper.to_array(i) for i in model.graph.initializer
-               if i.data_type == TensorProto.INT8]
-    assert len(weights) >= 40  # every convolution and the projection
-    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert sum(i.data_type == TensorProto.INT8 for i in model.graph.initializer) >= 40
+    assert 0 < widest_int8_weight(model) <= 64  # every convolution and the projection
