@@ -110,10 +110,11 @@ def yolo_boxes(text: str, width: int, height: int) -> list[Box]:
 
 def _yolo(root: Path) -> Iterator[LabelledImage]:
     found = 0
-    images = [p for p in _images(root) if "labels" not in p.relative_to(root).parts[:-1]]
-    if any("images" in p.relative_to(root).parts[:-1] for p in images):
+    folders = {p: p.relative_to(root).parts[:-1] for p in _images(root)}
+    images = [p for p, dirs in folders.items() if "labels" not in dirs]
+    if any("images" in folders[p] for p in images):
         # An Ultralytics layout: its photos are under images/, whatever else lies beside.
-        images = [p for p in images if "images" in p.relative_to(root).parts[:-1]]
+        images = [p for p in images if "images" in folders[p]]
     for path in images:
         label = _yolo_label(root, path)
         rows: list[Box] = []
