@@ -125,6 +125,7 @@ def _eval_real(args: argparse.Namespace) -> int:
 
 
 def _eval_recognition(args: argparse.Namespace) -> int:
+    from pipeline.core.recognition import REFERENCE_K
     from pipeline.detect.embedder import Embedder
     from pipeline.detect.recognizer import weights_from
     from pipeline.eval.recognition import evaluate_recognition
@@ -142,7 +143,8 @@ def _eval_recognition(args: argparse.Namespace) -> int:
     return _print_report("eval-recognition", args.json, lambda: evaluate_recognition(
         embedder, args.gallery, args.queries, weights=weights_from(s.recognition),
         long_side=s.ingest.working_long_side, jpeg_quality=s.ingest.jpeg_quality,
-        limit=args.limit, crop=args.crop, detector=detector))
+        limit=args.limit, crop=args.crop, detector=detector, reference_dir=args.reference,
+        reference_k=args.reference_k or REFERENCE_K))
 
 
 def _catalog(args: argparse.Namespace) -> int:
@@ -584,6 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", choices=("none", "center", "detector"), default="none",
                    help="what of a query photo is named: all of it, its central half, or the "
                         "product the light detector finds nearest the centre")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="unlabelled photos from the same stores (not the queries): lower each "
+                        "packshot's scores by its resemblance to in-store photos in general")
+    p.add_argument("--reference-k", type=int, default=None,
+                   help="nearest reference photos averaged per packshot (default 100)")
     p.add_argument("--models", type=Path, default=None, help="models root directory")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=None)

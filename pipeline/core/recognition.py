@@ -11,7 +11,7 @@ arrays in, names out.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -38,6 +38,8 @@ class Gallery:
     embeddings: Array  # (G, D) unit vectors
     colours: Array  # (G, HUE_BINS * SAT_BINS + 1) histograms summing to 1
     aspects: Array  # (G,) width / height
+    # (G,) subtracted from each row's scores (hubness; see reference_offsets); None: none
+    offsets: Array | None = None
 
     @staticmethod
     def empty(dim: int) -> Gallery:
@@ -47,6 +49,11 @@ class Gallery:
 
     def __len__(self) -> int:
         return len(self.skus)
+
+    def with_offsets(self, offsets: Array | None) -> Gallery:
+        if offsets is not None and offsets.shape != (len(self),):
+            raise ValueError(f"{offsets.shape} offsets for a gallery of {len(self)} rows")
+        return replace(self, offsets=offsets)
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,29 @@ def similarity(*, embeddings: Array, colours: Array, aspects: Array, gallery: Ga
     ratio = np.abs(np.log(np.maximum(aspects[:, None], 1e-3)
                           / np.maximum(gallery.aspects[None, :], 1e-3)))
     out = weights.embed * cos + weights.colour * inter - weights.aspect * ratio
+    if gallery.offsets is not None:
+        out = out - gallery.offsets[None, :]
     return np.asarray(out, np.float32)
+
+
+REFERENCE_K = 100  # nearest reference photos averaged per gallery row
+
+
+def reference_offsets(reference_scores: Array, k: int = REFERENCE_K) -> Array:
+    """Per gallery row, how much to take off its scores so that no packshot wins merely by
+    looking like any in-store photo: ``reference_scores`` ``(R, G)`` are the similarities
+    (:func:`similarity`, no offsets) of R unlabelled photos from the stores to the G gallery
+    rows. A packshot shot like an in-store photo (a pile of fruit in a crate) is near every
+    query and becomes a hub that takes their names; its mean similarity to its ``k`` nearest
+    reference photos measures that (cross-domain similarity local scaling, Lample et al.
+    2018). The offsets are centred on their mean, so scores keep the scale the unknown
+    threshold was calibrated on."""
+    if reference_scores.ndim != 2 or reference_scores.shape[0] == 0:
+        raise ValueError(f"reference scores must be (R > 0, G), got {reference_scores.shape}")
+    k = max(1, min(k, reference_scores.shape[0]))
+    top = -np.partition(-reference_scores, k - 1, axis=0)[:k]
+    r = top.mean(axis=0)
+    return np.asarray(r - r.mean(), np.float32)
 
 
 def best_per_sku(scores: Array, skus: Sequence[str]) -> tuple[list[str], Array]:

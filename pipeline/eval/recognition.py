@@ -5,6 +5,11 @@ Both folders hold one sub-folder per SKU (its name is the SKU id), at any depth:
 the pipeline prepares a photo (upright, working size, lighting normalized), signed like a
 crop and ranked against the gallery's packshots. Figures are given overall and per top-level
 group of the queries folder (e.g. Fruit, Packages, Vegetables).
+
+With a reference folder (unlabelled photos from the same stores, none of them queries), each
+packshot's scores are lowered by how much it resembles in-store photos in general
+(:func:`pipeline.core.recognition.reference_offsets`), so that a packshot that looks like
+any in-store photo stops taking the names of the others.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.core.recognition import Weights, candidates, crop_box, similarity
+from pipeline.core.recognition import (
+    REFERENCE_K,
+    Weights,
+    candidates,
+    crop_box,
+    reference_offsets,
+    similarity,
+)
 from pipeline.datasets import IMAGE_SUFFIXES
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
@@ -39,14 +51,18 @@ class RecognitionReport:
     groups: dict[str, dict[str, float]]
     ms_per_crop: float
     skipped: int = 0
+    reference: int = 0  # unlabelled reference photos the gallery's offsets came from
 
     def to_json(self) -> dict[str, object]:
         return {"embedder": self.embedder, "gallery": self.gallery, "queries": self.queries,
                 "top1": self.top1, "top5": self.top5, "groups": self.groups,
-                "ms_per_crop": self.ms_per_crop, "skipped": self.skipped}
+                "ms_per_crop": self.ms_per_crop, "skipped": self.skipped,
+                "reference": self.reference}
 
     def format(self) -> str:
-        lines = [f"{self.embedder}: {self.queries} queries against {self.gallery} packshots",
+        against = f" (offsets from {self.reference} reference photos)" if self.reference else ""
+        lines = [f"{self.embedder}: {self.queries} queries against {self.gallery} packshots"
+                 f"{against}",
                  f"  all{'':10} top-1 {self.top1:.3f}  top-5 {self.top5:.3f}"]
         for g, v in sorted(self.groups.items()):
             lines.append(f"  {g:13} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}  "
@@ -55,6 +71,16 @@ class RecognitionReport:
         if self.skipped:
             lines.append(f"  {self.skipped} unreadable query photos left out")
         return "\n".join(lines)
+
+
+def reference_images(root: Path) -> list[Path]:
+    """Every image under ``root``, at any depth; folder names, if any, are not read."""
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory")
+    out = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not out:
+        raise DatasetError(f"{root}: no images")
+    return out
 
 
 def labelled_images(root: Path) -> list[tuple[Path, str, str]]:
@@ -91,7 +117,8 @@ def query_crop(image: npt.NDArray[np.uint8], how: Crop, detector: Detector | Non
 def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Path, *,
                          weights: Weights, long_side: int, jpeg_quality: int,
                          limit: int | None = None, crop: Crop = "none",
-                         detector: Detector | None = None) -> RecognitionReport:
+                         detector: Detector | None = None, reference_dir: Path | None = None,
+                         reference_k: int = REFERENCE_K) -> RecognitionReport:
     import cv2
 
     weights = replace(weights, aspect=0.0) if crop != "detector" else weights
@@ -100,6 +127,25 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
                  if (image := cv2.imread(str(path), cv2.IMREAD_COLOR)) is not None]
     gallery = gallery_from_packshots(embedder, packshots)
     queries = labelled_images(queries_dir)[:limit]
+    used = 0
+    if reference_dir is not None:
+        photos = reference_images(reference_dir)
+        if {p.resolve() for p in photos} & {q.resolve() for q, _, _ in queries}:
+            raise DatasetError(f"{reference_dir} holds query photos: the reference must be "
+                               "other photos from the stores")
+        rows = []
+        for path in photos:
+            photo = read_photo(path, "eval-recognition", long_side=long_side,
+                               jpeg_quality=jpeg_quality)
+            if photo is not None:
+                emb, colours, aspects = crop_signatures(
+                    embedder, [query_crop(photo[0], crop, detector)])
+                rows.append(similarity(embeddings=emb, colours=colours, aspects=aspects,
+                                       gallery=gallery, weights=weights)[0])
+        if not rows:
+            raise DatasetError(f"{reference_dir}: none of its {len(photos)} photos decodes")
+        gallery = gallery.with_offsets(reference_offsets(np.stack(rows), reference_k))
+        used = len(rows)
     hits1: dict[str, list[bool]] = defaultdict(list)
     hits5: dict[str, list[bool]] = defaultdict(list)
     spent = 0.0
@@ -127,4 +173,4 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
                   "queries": float(len(hits1[g]))} for g in hits1}
     return RecognitionReport(embedder.ref, len(gallery), len(all1), float(np.mean(all1)),
                              float(np.mean(all5)), groups, spent / max(1, len(all1)) * 1000,
-                             skipped)
+                             skipped, used)

@@ -75,3 +75,30 @@ def test_eval_recognition_json_names_and_leaves_out_broken_photos(
     assert report["top1"] == 1.0 and report["top5"] == 1.0
     assert report["groups"]["Packages"]["queries"] == 4
     assert "broken.jpg: left out" in captured.err
+
+
+def test_eval_recognition_with_a_reference_of_other_store_photos(
+        folders: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    gallery, queries = folders
+    reference = tmp_path / "reference"
+    for i, shade in enumerate((90, 110, 140)):  # empty shelves, no SKU folders needed
+        _write(reference / f"aisle-{i}.jpg", np.full((300, 400, 3), shade, np.uint8))
+
+    assert main(["eval-recognition", "--gallery", str(gallery), "--queries", str(queries),
+                 "--reference", str(reference), "--reference-k", "2", "--threads", "1",
+                 "--json"]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"] == 3
+    assert report["queries"] == 4 and report["top1"] == 1.0
+
+
+def test_a_reference_holding_the_queries_is_refused(
+        folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    gallery, queries = folders
+
+    assert main(["eval-recognition", "--gallery", str(gallery), "--queries", str(queries),
+                 "--reference", str(queries / "Packages"), "--threads", "1"]) != 0
+
+    assert "holds query photos" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+"""Naming maths: scores against the gallery, and the reference offsets that stop hub packshots
+from taking every query's name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.core.recognition import (
+    HUE_BINS,
+    SAT_BINS,
+    Gallery,
+    Weights,
+    candidates,
+    reference_offsets,
+    similarity,
+)
+
+BINS = HUE_BINS * SAT_BINS + 1
+EMBED_ONLY = Weights(embed=1.0, colour=0.0, aspect=0.0)
+
+
+def _unit(*rows: list[float]) -> np.ndarray:
+    a = np.array(rows, np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def _gallery(skus: tuple[str, ...], embeddings: np.ndarray) -> Gallery:
+    n = len(skus)
+    return Gallery(skus, embeddings, np.full((n, BINS), 1 / BINS, np.float32),
+                   np.ones(n, np.float32))
+
+
+def _scores(queries: np.ndarray, gallery: Gallery) -> np.ndarray:
+    n = len(queries)
+    return similarity(embeddings=queries, colours=np.full((n, BINS), 1 / BINS, np.float32),
+                      aspects=np.ones(n, np.float32), gallery=gallery, weights=EMBED_ONLY)
+
+
+@pytest.mark.parametrize(("scores", "k", "expected"), [
+    # the second row is near every reference photo: it is lowered, the others raised
+    ([[0.2, 0.9, 0.1], [0.3, 0.8, 0.1]], 2, [-0.15, 0.45, -0.3]),
+    # k is the nearest photos per row, not all of them
+    ([[0.9, 0.1], [0.1, 0.1], [0.1, 0.1]], 1, [0.4, -0.4]),
+    ([[0.9, 0.1], [0.1, 0.1], [0.1, 0.1]], 3, [0.1333, -0.1333]),
+    # k larger than the reference: all of it
+    ([[0.5, 0.3]], 100, [0.1, -0.1]),
+    # rows alike: nothing to correct
+    ([[0.4, 0.4], [0.6, 0.6]], 2, [0.0, 0.0]),
+])
+def test_reference_offsets(scores: list[list[float]], k: int, expected: list[float]) -> None:
+    got = reference_offsets(np.array(scores, np.float32), k)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert abs(float(got.mean())) < 1e-6  # centred: scores keep their scale
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3,)])
+def test_reference_offsets_need_photos(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="reference scores"):
+        reference_offsets(np.zeros(shape, np.float32))
+
+
+def test_offsets_stop_a_hub_packshot_from_taking_the_name() -> None:
+    # "pile" looks like any in-store photo (close to their common direction), "lemon" is the
+    # product; a lemon photo from the store shares that common look.
+    gallery = _gallery(("pile", "lemon"), _unit([1.0, 0.15, 0.1], [0.5, 1.0, 0.0]))
+    query = _unit([0.9, 0.45, 0.0])
+    assert candidates(_scores(query, gallery), gallery, 1)[0][0][0] == "pile"
+
+    reference = _unit([1.0, 0.0, 0.0], [1.0, 0.0, 0.3], [1.0, 0.2, -0.3], [0.9, -0.1, 0.2])
+    offsets = reference_offsets(_scores(reference, gallery), k=4)
+    corrected = gallery.with_offsets(offsets)
+
+    assert candidates(_scores(query, corrected), corrected, 1)[0][0][0] == "lemon"
+    np.testing.assert_allclose(_scores(query, corrected),
+                               _scores(query, gallery) - offsets[None, :], atol=1e-6)
+
+
+def test_offsets_must_match_the_gallery() -> None:
+    gallery = _gallery(("a", "b"), _unit([1.0, 0.0], [0.0, 1.0]))
+    with pytest.raises(ValueError, match="offsets for a gallery of 2 rows"):
+        gallery.with_offsets(np.zeros(3, np.float32))
