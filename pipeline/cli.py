@@ -147,10 +147,31 @@ def _eval_recognition(args: argparse.Namespace) -> int:
         reference_k=args.reference_k or REFERENCE_K))
 
 
+def _reference_photos(paths: list[Path]) -> list[Path]:
+    """The images named or under the folders named, at most ``MAX_REFERENCE``, evenly
+    chosen in sorted order."""
+    import numpy as np
+
+    from pipeline.datasets import IMAGE_SUFFIXES
+    from pipeline.detect.recognizer import MAX_REFERENCE
+    from pipeline.errors import CatalogError
+
+    found: list[Path] = []
+    for p in paths:
+        found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) \
+            if p.is_dir() else [p]
+    if not found:
+        raise CatalogError("reference: give store photos, or folders holding them")
+    keep = np.unique(np.linspace(0, len(found) - 1, min(len(found), MAX_REFERENCE))
+                     .round().astype(int))
+    return [found[i] for i in keep]
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from pipeline.detect.embedder import Embedder
     from pipeline.detect.recognizer import Recognizer, weights_from
     from pipeline.errors import PipelineError
+    from pipeline.eval import read_photo
     from pipeline.storage.catalog import CatalogStore
     from pipeline.storage.s3 import ObjectStore, make_client
 
@@ -163,11 +184,18 @@ def _catalog(args: argparse.Namespace) -> int:
                 print(f"{e.sku:24} {e.brand or '-':16} {len(e.signatures)} packshot(s)  "
                       f"{e.name or ''}  [{e.embedder}]")
             print(f"{len(index.entries)} SKUs")
+            if index.reference:
+                r = index.reference
+                print(f"reference: {r.count} store photos signed by {r.embedder}")
             return 0
         if args.action == "remove":
             for sku in args.args:
                 catalog.remove(sku)
                 print(f"removed {sku}")
+            return 0
+        if args.action == "reference" and args.clear:
+            catalog.clear_reference()
+            print("the catalog has no reference photos now")
             return 0
         embedder = Embedder.from_dir(s.models.root, s.recognition.embedder,
                                      device=s.models.device, intra_op_threads=2)
@@ -180,6 +208,15 @@ def _catalog(args: argparse.Namespace) -> int:
             from pipeline.synth.enrol import enrol_catalog
 
             print(f"enrolled {enrol_catalog(recognizer)} synthetic SKUs")  # demo and tests
+            return 0
+        if args.action == "reference":
+            photos = _reference_photos([Path(p) for p in args.args])
+            count = recognizer.set_reference(
+                photo[0] for p in photos
+                if (photo := read_photo(p, "catalog reference",
+                                        long_side=s.ingest.working_long_side,
+                                        jpeg_quality=s.ingest.jpeg_quality)) is not None)
+            print(f"signed {count} reference photos with {embedder.ref}")
             return 0
         if len(args.args) < 2:
             print("catalog add: give the SKU id and at least one image", file=sys.stderr)
@@ -598,11 +635,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval_recognition)
 
     p = sub.add_parser("catalog", help="the SKU catalog that names detected products")
-    p.add_argument("action", choices=("add", "list", "remove", "resign", "synthetic"),
+    p.add_argument("action", choices=("add", "list", "remove", "resign", "reference",
+                                       "synthetic"),
                    help="add SKU_ID IMAGE...; list; remove SKU_ID...; resign: sign the SKUs "
-                        "of an earlier embedder again from their stored packshots; synthetic: "
-                        "enrol the synthetic world's SKUs")
+                        "of an earlier embedder again from their stored packshots; reference "
+                        "PATH...: unlabelled photos from the stores (product crops or "
+                        "close-ups; files or folders), whose likeness to each packshot "
+                        "offsets its scores, so that no packshot names every product merely "
+                        "by looking like a store photo (--clear: none); synthetic: enrol the "
+                        "synthetic world's SKUs")
     p.add_argument("args", nargs="*")
+    p.add_argument("--clear", action="store_true", help="reference: remove the reference")
     p.add_argument("--brand", default=None)
     p.add_argument("--name", default=None)
     p.set_defaults(func=_catalog)

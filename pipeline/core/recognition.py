@@ -115,6 +115,18 @@ def reference_offsets(reference_scores: Array, k: int = REFERENCE_K) -> Array:
     return np.asarray(r - r.mean(), np.float32)
 
 
+def gallery_offsets(gallery: Gallery, *, embeddings: Array, colours: Array, aspects: Array,
+                    weights: Weights, k: int = REFERENCE_K, chunk: int = 128) -> Array:
+    """:func:`reference_offsets` of ``gallery`` from the signatures of R reference photos,
+    scored ``chunk`` photos at a time (the colour term holds chunk x G x bins floats)."""
+    plain = gallery.with_offsets(None)
+    rows = [similarity(embeddings=embeddings[i:i + chunk], colours=colours[i:i + chunk],
+                       aspects=aspects[i:i + chunk], gallery=plain, weights=weights)
+            for i in range(0, len(embeddings), chunk)]
+    return reference_offsets(np.concatenate(rows) if rows else np.zeros((0, len(gallery)),
+                                                                         np.float32), k)
+
+
 def best_per_sku(scores: Array, skus: Sequence[str]) -> tuple[list[str], Array]:
     """Collapse gallery rows to SKUs: ``(N, S)`` best score per SKU and the SKU order."""
     names = sorted(set(skus))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
 
@@ -18,16 +18,18 @@ from pipeline.core.recognition import (
     candidates,
     colour_signature,
     crop_box,
+    gallery_offsets,
     similarity,
 )
 from pipeline.detect.embedder import Embedder
 from pipeline.errors import CatalogError
 from pipeline.settings import RecognitionSettings
-from pipeline.storage.catalog import CatalogEntry, CatalogStore, Signature
+from pipeline.storage.catalog import CatalogEntry, CatalogStore, Reference, Signature
 
 log = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
 IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}
+MAX_REFERENCE = 3000  # reference photos kept (their signatures: about 1.2 KB each)
 
 
 class Recognizer:
@@ -49,8 +51,32 @@ class Recognizer:
                             "be named by %s: run `shelf catalog resign`", sum(stale.values()),
                             ", ".join(f"{e}: {n}" for e, n in sorted(stale.items())),
                             self.embedder.ref)
-            self._gallery = (index.version, index.gallery(self.embedder.ref, self.embedder.dim))
+            self._gallery = (index.version, self._with_reference(
+                index.reference, index.gallery(self.embedder.ref, self.embedder.dim)))
         return self._gallery
+
+    def _with_reference(self, ref: Reference | None, gallery: Gallery) -> Gallery:
+        """``gallery`` with the hubness offsets of the catalog's reference photos, if any."""
+        if ref is None or not len(gallery):
+            return gallery
+        if ref.embedder != self.embedder.ref:
+            log.warning("the catalog's %d reference photos were signed by %s, not %s: no "
+                        "offsets until `shelf catalog reference` signs them again", ref.count,
+                        ref.embedder, self.embedder.ref)
+            return gallery
+        emb, colours, aspects = self.catalog.reference_arrays(ref)
+        return gallery.with_offsets(gallery_offsets(gallery, embeddings=emb, colours=colours,
+                                                    aspects=aspects, weights=self.weights))
+
+    def set_reference(self, photos: Iterable[Image]) -> int:
+        """Sign unlabelled photos from the stores (crops of products, or close-ups of them)
+        as the catalog's reference, one at a time; returns how many were signed."""
+        parts = [crop_signatures(self.embedder, [photo]) for photo in photos]
+        if not parts:
+            raise CatalogError("give at least one reference photo")
+        emb, colours, aspects = (np.concatenate(p) for p in zip(*parts, strict=True))
+        self.catalog.put_reference(self.embedder.ref, emb, colours, aspects)
+        return len(parts)
 
     def candidates(self, image: Image, boxes: npt.NDArray[np.float32], k: int
                    ) -> tuple[str, list[list[tuple[str, float]]]]:

@@ -28,7 +28,7 @@ from pipeline.core.recognition import (
     Weights,
     candidates,
     crop_box,
-    reference_offsets,
+    gallery_offsets,
     similarity,
 )
 from pipeline.datasets import IMAGE_SUFFIXES
@@ -133,19 +133,17 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
         if {p.resolve() for p in photos} & {q.resolve() for q, _, _ in queries}:
             raise DatasetError(f"{reference_dir} holds query photos: the reference must be "
                                "other photos from the stores")
-        rows = []
-        for path in photos:
-            photo = read_photo(path, "eval-recognition", long_side=long_side,
-                               jpeg_quality=jpeg_quality)
-            if photo is not None:
-                emb, colours, aspects = crop_signatures(
-                    embedder, [query_crop(photo[0], crop, detector)])
-                rows.append(similarity(embeddings=emb, colours=colours, aspects=aspects,
-                                       gallery=gallery, weights=weights)[0])
-        if not rows:
+        signed = [crop_signatures(embedder, [query_crop(photo[0], crop, detector)])
+                  for path in photos
+                  if (photo := read_photo(path, "eval-recognition", long_side=long_side,
+                                          jpeg_quality=jpeg_quality)) is not None]
+        if not signed:
             raise DatasetError(f"{reference_dir}: none of its {len(photos)} photos decodes")
-        gallery = gallery.with_offsets(reference_offsets(np.stack(rows), reference_k))
-        used = len(rows)
+        emb, colours, aspects = (np.concatenate(part) for part in zip(*signed, strict=True))
+        gallery = gallery.with_offsets(gallery_offsets(
+            gallery, embeddings=emb, colours=colours, aspects=aspects, weights=weights,
+            k=reference_k))
+        used = len(signed)
     hits1: dict[str, list[bool]] = defaultdict(list)
     hits5: dict[str, list[bool]] = defaultdict(list)
     spent = 0.0

@@ -7,11 +7,16 @@ Layout under ``s3://{config bucket}/catalog/``:
 - ``images/{sku}/{n}.{ext}``: the packshots as given, so the catalog can be signed again
   when the embedder changes;
 - ``index.json``: every SKU in one object, rebuilt after each change, which the detect stage
-  reads (and re-reads only when its ETag changes).
+  reads (and re-reads only when its ETag changes);
+- ``reference.npz`` and ``reference.json``: optionally, the signatures of unlabelled photos
+  from the stores and what signed them, from which each gallery row's hubness offset is
+  computed (:func:`pipeline.core.recognition.gallery_offsets`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 import threading
 import time
@@ -19,6 +24,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, Field, ValidationError
 
 from pipeline.core.recognition import Gallery
@@ -28,6 +34,8 @@ from pipeline.storage.s3 import ObjectStore
 SKU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 PREFIX = "catalog/"
 INDEX_KEY = PREFIX + "index.json"
+REFERENCE_KEY = PREFIX + "reference.npz"
+REFERENCE_META_KEY = PREFIX + "reference.json"
 
 
 
@@ -47,9 +55,23 @@ class CatalogEntry(BaseModel):
     added_at: datetime
 
 
+class Reference(BaseModel):
+    """Unlabelled photos from the stores, signed by ``embedder`` (``reference.npz``)."""
+
+    embedder: str
+    count: int = Field(gt=0)
+    sha256: str
+    built_at: datetime
+
+
+ReferenceArrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
+                        npt.NDArray[np.float32]]
+
+
 class CatalogIndex(BaseModel):
     built_at: datetime
     entries: list[CatalogEntry]
+    reference: Reference | None = None
 
     def gallery(self, embedder: str, dim: int) -> Gallery:
         """The signatures made by ``embedder`` (others cannot be compared)."""
@@ -125,8 +147,60 @@ class CatalogStore:
                                    ) from exc
         return sorted(out, key=lambda e: e.sku)
 
+    def put_reference(self, embedder: str, embeddings: npt.NDArray[np.float32],
+                      colours: npt.NDArray[np.float32], aspects: npt.NDArray[np.float32]
+                      ) -> CatalogIndex:
+        """Store the reference photos' signatures (replacing any) and rebuild the index."""
+        if not len(embeddings) or not len(embeddings) == len(colours) == len(aspects):
+            raise CatalogError(f"reference of {len(embeddings)} embeddings, {len(colours)} "
+                               f"colours and {len(aspects)} aspects")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, embeddings=embeddings.astype(np.float32),
+                            colours=colours.astype(np.float32),
+                            aspects=aspects.astype(np.float32))
+        data = buf.getvalue()
+        meta = Reference(embedder=embedder, count=len(embeddings),
+                         sha256=hashlib.sha256(data).hexdigest(), built_at=datetime.now(UTC))
+        self.store.put_bytes(self.bucket, REFERENCE_KEY, data, "application/octet-stream")
+        self.store.put_json(self.bucket, REFERENCE_META_KEY, meta.model_dump(mode="json"))
+        return self.reindex()
+
+    def clear_reference(self) -> CatalogIndex:
+        self.store.delete(self.bucket, REFERENCE_META_KEY)
+        self.store.delete(self.bucket, REFERENCE_KEY)
+        return self.reindex()
+
+    def reference(self) -> Reference | None:
+        try:
+            return Reference.model_validate(self.store.get_json(self.bucket, REFERENCE_META_KEY))
+        except ObjectNotFoundError:
+            return None
+        except (ValidationError, ValueError) as exc:
+            raise CatalogError(f"unreadable catalog reference: {exc}") from exc
+
+    def reference_arrays(self, ref: Reference) -> ReferenceArrays:
+        """The signatures ``ref`` describes: embeddings, colours, aspects."""
+        try:
+            data = self.store.get_bytes(self.bucket, REFERENCE_KEY)
+        except ObjectNotFoundError as exc:
+            raise CatalogError(f"catalog reference s3://{self.bucket}/{REFERENCE_KEY} is "
+                               "missing") from exc
+        if hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise CatalogError("the catalog reference changed since the index was built: "
+                               "run `shelf catalog reference` again")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                out = (np.asarray(z["embeddings"], np.float32),
+                       np.asarray(z["colours"], np.float32), np.asarray(z["aspects"], np.float32))
+        except (ValueError, KeyError, OSError) as exc:
+            raise CatalogError(f"unreadable catalog reference: {exc}") from exc
+        if not len(out[0]) == len(out[1]) == len(out[2]) == ref.count:
+            raise CatalogError("catalog reference arrays do not match its description")
+        return out
+
     def reindex(self) -> CatalogIndex:
-        index = CatalogIndex(built_at=datetime.now(UTC), entries=self.entries())
+        index = CatalogIndex(built_at=datetime.now(UTC), entries=self.entries(),
+                             reference=self.reference())
         self.store.put_json(self.bucket, INDEX_KEY, index.model_dump(mode="json"))
         return index
 

@@ -93,3 +93,47 @@ def test_a_missing_packshot_is_a_clear_error(recognizer: Recognizer) -> None:
                               colour=[1.0], aspect=1.0)]))
     with pytest.raises(CatalogError, match="missing"):
         recognizer.sign_again()
+
+
+def _in_store(i: int, size: int, shade: int) -> np.ndarray:
+    """Packshot ``i`` as a store photo shows it: smaller, on a shelf-coloured ground."""
+    image, mask = draw_packshot(CATALOG[i], size)
+    photo = np.full((size + 60, size + 80, 3), shade, np.uint8)
+    h, w = mask.shape
+    region = photo[30:30 + h, 40:40 + w]
+    region[mask > 127] = image[mask > 127]
+    return photo
+
+
+def test_reference_photos_offset_the_packshots_they_resemble(
+        recognizer: Recognizer, caplog: pytest.LogCaptureFixture) -> None:
+    catalog = recognizer.catalog
+    recognizer.enrol("hub", [("a.png", _packshot(0))], brand=None, name=None)
+    recognizer.enrol("other", [("b.png", _packshot(5))], brand=None, name=None)
+    assert recognizer.gallery()[1].offsets is None
+
+    # Store photos that all look like the first packshot make it a hub: its scores go down
+    photos = [_in_store(0, size, shade) for size in (90, 120, 150) for shade in (80, 140)]
+    assert recognizer.set_reference(iter(photos)) == 6
+    index = catalog.index()
+    assert index.reference is not None and index.reference.count == 6
+    assert index.reference.embedder == recognizer.embedder.ref
+    gallery = recognizer.gallery()[1]
+    assert gallery.offsets is not None
+    offsets = dict(zip(gallery.skus, gallery.offsets, strict=True))
+    assert offsets["hub"] > 0 > offsets["other"]
+    assert abs(float(gallery.offsets.mean())) < 1e-5
+
+    # Signed by another embedder, the reference cannot be compared: no offsets, a warning
+    catalog.put_reference("sku-embed/0", np.ones((2, 2), np.float32),
+                          np.ones((2, 1), np.float32), np.ones(2, np.float32))
+    with caplog.at_level(logging.WARNING, logger="pipeline.detect.recognizer"):
+        assert recognizer.gallery()[1].offsets is None
+    assert any("signed by sku-embed/0" in r.getMessage() for r in caplog.records)
+
+    # Cleared: none
+    catalog.clear_reference()
+    assert catalog.index().reference is None
+    assert recognizer.gallery()[1].offsets is None
+    with pytest.raises(CatalogError, match="at least one reference photo"):
+        recognizer.set_reference(iter([]))
