@@ -116,10 +116,13 @@ def reference_offsets(reference_scores: Array, k: int = REFERENCE_K) -> Array:
 
 
 def gallery_offsets(gallery: Gallery, *, embeddings: Array, colours: Array, aspects: Array,
-                    weights: Weights, k: int = REFERENCE_K, chunk: int = 128) -> Array:
+                    weights: Weights, k: int = REFERENCE_K, chunk_bytes: int = 32 << 20
+                    ) -> Array:
     """:func:`reference_offsets` of ``gallery`` from the signatures of R reference photos,
-    scored ``chunk`` photos at a time (the colour term holds chunk x G x bins floats)."""
+    scored a few at a time (the colour term holds photos x G x bins floats: at most
+    ``chunk_bytes`` of them)."""
     plain = gallery.with_offsets(None)
+    chunk = max(1, chunk_bytes // max(1, len(gallery) * colours.shape[1] * 4))
     rows = [similarity(embeddings=embeddings[i:i + chunk], colours=colours[i:i + chunk],
                        aspects=aspects[i:i + chunk], gallery=plain, weights=weights)
             for i in range(0, len(embeddings), chunk)]
