@@ -111,8 +111,9 @@ models: $(VENV)/.train
 eval: $(STAMP)
 	$(VENV)/bin/shelf eval --model product-light --model product-heavy --count 200 --seed 9001 --write-card
 	@if [ -n "$(REAL)" ]; then $(VENV)/bin/shelf eval-real --model product-light --data "$(REAL)"; fi
-	@if [ -f "$(GROCERY)/dataset/classes.csv" ]; then $(VENV)/bin/shelf eval-recognition \
-	  --gallery "$(GROCERY)/dataset/iconic-images-and-descriptions" --queries "$(GROCERY)/dataset/test"; fi
+	@if [ -f "$(GROCERY)/dataset/classes.csv" ]; then for ref in "" "$(GROCERY)/dataset/train"; do \
+	  $(VENV)/bin/shelf eval-recognition --gallery "$(GROCERY)/dataset/iconic-images-and-descriptions" \
+	  --queries "$(GROCERY)/dataset/test" $${ref:+--reference "$$ref"} || exit 1; done; fi
 
 # Starts the local stack if none is running, and stops what it started.
 bench: $(STAMP) sysdeps
