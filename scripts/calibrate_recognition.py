@@ -11,23 +11,37 @@
    finds is signed as the detect stage signs it, and for each threshold the share of them
    that gets a catalog SKU's name (all wrongly) is printed. A store whose catalog covers few
    of its products needs this share low more than the synthetic share high.
+4. With ``--reference DIR``: real shelf photos (none of those of ``--unknown-shelves``) whose
+   products, found by the light detector, become the catalog's reference: steps 2 and 3 then
+   score against the packshots with their reference offsets, as the detect stage does when
+   the catalog has a reference.
 
     python scripts/calibrate_recognition.py --grocery DIR [--photos 60]
-        [--unknown-shelves DIR] [--json]
+        [--unknown-shelves DIR] [--reference DIR] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.core.recognition import Gallery, choose, crop_box
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.core.recognition import Gallery, choose, crop_box, gallery_offsets
 from pipeline.datasets import IMAGE_SUFFIXES
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
-from pipeline.detect.recognizer import gallery_from_packshots, rank_crops, weights_from
+from pipeline.detect.recognizer import (
+    MAX_REFERENCE,
+    crop_signatures,
+    gallery_from_packshots,
+    rank_crops,
+    weights_from,
+)
 from pipeline.eval.recognition import evaluate_recognition
 from pipeline.eval.synthetic import prepare
 from pipeline.image import prepare_for_detection
@@ -84,28 +98,50 @@ def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed
     return out
 
 
-def false_names_on_real(embedder: Embedder, gallery: Gallery, folder: Path
-                        ) -> dict[float, float]:
+def shelf_crops(folder: Path) -> Iterator[list[npt.NDArray[np.uint8]]]:
+    """Per real shelf photo under ``folder``, the products the light detector finds there,
+    cropped as the detect stage crops them."""
     s = get_settings()
-    weights = weights_from(s.recognition)
     detector = Detector.from_dir(s.models.root, s.models.light, intra_op_threads=2)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise SystemExit(f"{folder}: no photos")
-    best: list[float] = []
     for path in paths:
         image, _ = prepare_for_detection(path.read_bytes(), long_side=s.ingest.working_long_side,
                                          jpeg_quality=s.ingest.jpeg_quality)
         found = detector.detect(image)
-        crops = [crop_box(image, b, 0.0)
-                 for b, score in zip(found.xyxy, found.scores, strict=True)
-                 if score >= s.compliance.min_score]
+        yield [crop_box(image, b, 0.0) for b, score in zip(found.xyxy, found.scores, strict=True)
+               if score >= s.compliance.min_score]
+
+
+def with_reference(embedder: Embedder, gallery: Gallery, folder: Path) -> Gallery:
+    """``gallery`` offset by the products of the shelf photos under ``folder`` (at most
+    ``MAX_REFERENCE`` of them), as a catalog reference offsets it."""
+    parts = []
+    for crops in shelf_crops(folder):
+        parts.append(crop_signatures(embedder, crops))
+        if sum(len(p[0]) for p in parts) >= MAX_REFERENCE:
+            break
+    emb, colours, aspects = (np.concatenate(p)[:MAX_REFERENCE] for p in zip(*parts, strict=True))
+    print(f"reference: {len(emb)} products of {len(parts)} shelf photos", flush=True)
+    return gallery.with_offsets(gallery_offsets(gallery, embeddings=emb, colours=colours,
+                                                aspects=aspects,
+                                                weights=weights_from(get_settings().recognition)))
+
+
+def false_names_on_real(embedder: Embedder, gallery: Gallery, folder: Path
+                        ) -> dict[float, float]:
+    weights = weights_from(get_settings().recognition)
+    best: list[float] = []
+    n = 0
+    for crops in shelf_crops(folder):
         best += [c[0][1] for c in rank_crops(embedder, crops, gallery, weights, 1)]
+        n += 1
     out = {}
     for t in THRESHOLDS:
         out[t] = round(sum(b >= t for b in best) / max(1, len(best)), 4)
         print(f"threshold {t:.2f}: {out[t]:.3f} of {len(best)} real products not in the "
-              f"catalog named as one of its SKUs ({len(paths)} photos)", flush=True)
+              f"catalog named as one of its SKUs ({n} photos)", flush=True)
     return out
 
 
@@ -117,12 +153,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=9100)
     ap.add_argument("--unknown-shelves", type=Path,
                     help="real shelf photos of products the catalog does not hold")
+    ap.add_argument("--reference", type=Path,
+                    help="real shelf photos whose products become the catalog's reference")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     s = get_settings()
     embedder = Embedder.from_dir(s.models.root, s.recognition.embedder, intra_op_threads=2)
     colour = colour_weight_on_val(embedder, args.grocery)
     gallery = gallery_from_packshots(embedder, catalog_images())  # the synthetic catalog
+    if args.reference is not None:
+        gallery = with_reference(embedder, gallery, args.reference)
     threshold = threshold_on_shelves(embedder, gallery, args.photos, args.seed)
     best_colour = max(colour, key=lambda k: colour[k])
     best_threshold = max(threshold, key=lambda k: threshold[k])
