@@ -6,13 +6,16 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.settings import get_settings
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from pipeline.eval.synthetic import SyntheticNamer
 
 
@@ -167,6 +170,27 @@ def _reference_photos(paths: list[Path]) -> list[Path]:
     return [found[i] for i in keep]
 
 
+def _products(photos: Iterator[npt.NDArray[np.uint8]]) -> Iterator[npt.NDArray[np.uint8]]:
+    """The products the light detector finds on shelf photos, cropped as the detect stage
+    crops them, at most ``MAX_REFERENCE`` in all."""
+    from pipeline.core.recognition import crop_box
+    from pipeline.detect.detector import Detector
+    from pipeline.detect.recognizer import MAX_REFERENCE
+
+    s = get_settings()
+    detector = Detector.from_dir(s.models.root, s.models.light, device=s.models.device,
+                                 intra_op_threads=2)
+    n = 0
+    for image in photos:
+        found = detector.detect(image)
+        for box, score in zip(found.xyxy, found.scores, strict=True):
+            if score >= s.compliance.min_score:
+                yield crop_box(image, box, 0.0)
+                n += 1
+                if n >= MAX_REFERENCE:
+                    return
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from pipeline.detect.embedder import Embedder
     from pipeline.detect.recognizer import Recognizer, weights_from
@@ -186,7 +210,7 @@ def _catalog(args: argparse.Namespace) -> int:
             print(f"{len(index.entries)} SKUs")
             if index.reference:
                 r = index.reference
-                print(f"reference: {r.count} store photos signed by {r.embedder}")
+                print(f"reference: {r.count} in-store images signed by {r.embedder}")
             return 0
         if args.action == "remove":
             for sku in args.args:
@@ -210,13 +234,13 @@ def _catalog(args: argparse.Namespace) -> int:
             print(f"enrolled {enrol_catalog(recognizer)} synthetic SKUs")  # demo and tests
             return 0
         if args.action == "reference":
-            photos = _reference_photos([Path(p) for p in args.args])
-            count = recognizer.set_reference(
-                photo[0] for p in photos
-                if (photo := read_photo(p, "catalog reference",
-                                        long_side=s.ingest.working_long_side,
-                                        jpeg_quality=s.ingest.jpeg_quality)) is not None)
-            print(f"signed {count} reference photos with {embedder.ref}")
+            photos = (photo[0] for p in _reference_photos([Path(p) for p in args.args])
+                      if (photo := read_photo(p, "catalog reference",
+                                              long_side=s.ingest.working_long_side,
+                                              jpeg_quality=s.ingest.jpeg_quality)) is not None)
+            count = recognizer.set_reference(_products(photos) if args.detect else photos)
+            print(f"signed {count} reference {'products' if args.detect else 'photos'} with "
+                  f"{embedder.ref}")
             return 0
         if len(args.args) < 2:
             print("catalog add: give the SKU id and at least one image", file=sys.stderr)
@@ -646,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "synthetic world's SKUs")
     p.add_argument("args", nargs="*")
     p.add_argument("--clear", action="store_true", help="reference: remove the reference")
+    p.add_argument("--detect", action="store_true",
+                   help="reference: the photos are shelf photos; their products, as the light "
+                        "detector finds them, are the reference")
     p.add_argument("--brand", default=None)
     p.add_argument("--name", default=None)
     p.set_defaults(func=_catalog)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -137,3 +138,29 @@ def test_reference_photos_offset_the_packshots_they_resemble(
     assert recognizer.gallery()[1].offsets is None
     with pytest.raises(CatalogError, match="at least one reference photo"):
         recognizer.set_reference(iter([]))
+
+
+def test_shelf_catalog_reference_from_shelf_photos(
+        stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+    from pipeline.synth.world import make_photo
+
+    for i in range(2):
+        (tmp_path / f"aisle-{i}.jpg").write_bytes(make_photo(4242, i, max_long_side=1400).jpeg)
+    (tmp_path / "notes.txt").write_text("not a photo")  # not an image suffix: not read
+    catalog = CatalogStore(stack.store, stack.settings.s3.config_bucket)
+    try:
+        assert main(["catalog", "reference", str(tmp_path), "--detect"]) == 0
+        out = capsys.readouterr().out
+        count = int(out.split()[1])
+        assert out.startswith("signed ") and "reference products" in out
+        assert count > 2  # the products on two shelf photos, not the photos
+        ref = catalog.index().reference
+        assert ref is not None and ref.count == count
+        assert main(["catalog", "list"]) == 0
+        assert f"reference: {count} in-store images" in capsys.readouterr().out
+    finally:
+        assert main(["catalog", "reference", "--clear"]) == 0
+    assert catalog.index().reference is None
+    assert main(["catalog", "reference"]) == 1
+    assert "give store photos" in capsys.readouterr().err
