@@ -64,7 +64,11 @@ class Recognizer:
                         "offsets until `shelf catalog reference` signs them again", ref.count,
                         ref.embedder, self.embedder.ref)
             return gallery
-        emb, colours, aspects = self.catalog.reference_arrays(ref)
+        try:
+            emb, colours, aspects = self.catalog.reference_arrays(ref)
+        except CatalogError as exc:  # e.g. replaced since this index: names without offsets
+            log.warning("catalog reference not applied: %s", exc)
+            return gallery
         return gallery.with_offsets(gallery_offsets(gallery, embeddings=emb, colours=colours,
                                                     aspects=aspects, weights=self.weights))
 

@@ -125,6 +125,15 @@ def test_reference_photos_offset_the_packshots_they_resemble(
     assert offsets["hub"] > 0 > offsets["other"]
     assert abs(float(gallery.offsets.mean())) < 1e-5
 
+    # Replaced behind the index's back (or unreadable): names without offsets, a warning
+    from pipeline.storage.catalog import REFERENCE_KEY
+
+    catalog.store.put_bytes(catalog.bucket, REFERENCE_KEY, b"not an npz", "x/y")
+    catalog.reindex()
+    with caplog.at_level(logging.WARNING, logger="pipeline.detect.recognizer"):
+        assert recognizer.gallery()[1].offsets is None
+    assert any("reference changed since the index" in r.getMessage() for r in caplog.records)
+
     # Signed by another embedder, the reference cannot be compared: no offsets, a warning
     catalog.put_reference("sku-embed/0", np.ones((2, 2), np.float32),
                           np.ones((2, 1), np.float32), np.ones(2, np.float32))
