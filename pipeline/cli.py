@@ -155,14 +155,13 @@ def _reference_photos(paths: list[Path]) -> list[Path]:
     chosen in sorted order."""
     import numpy as np
 
-    from pipeline.datasets import IMAGE_SUFFIXES
+    from pipeline.datasets import images_under
     from pipeline.detect.recognizer import MAX_REFERENCE
     from pipeline.errors import CatalogError
 
     found: list[Path] = []
     for p in paths:
-        found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) \
-            if p.is_dir() else [p]
+        found += images_under(p) if p.is_dir() else [p]
     if not found:
         raise CatalogError("reference: give store photos, or folders holding them")
     keep = np.unique(np.linspace(0, len(found) - 1, min(len(found), MAX_REFERENCE))
@@ -172,23 +171,15 @@ def _reference_photos(paths: list[Path]) -> list[Path]:
 
 def _products(photos: Iterator[npt.NDArray[np.uint8]]) -> Iterator[npt.NDArray[np.uint8]]:
     """The products the light detector finds on shelf photos, cropped as the detect stage
-    crops them, at most ``MAX_REFERENCE`` in all."""
-    from pipeline.core.recognition import crop_box
+    crops them."""
     from pipeline.detect.detector import Detector
-    from pipeline.detect.recognizer import MAX_REFERENCE
+    from pipeline.detect.recognizer import product_crops
 
     s = get_settings()
     detector = Detector.from_dir(s.models.root, s.models.light, device=s.models.device,
                                  intra_op_threads=2)
-    n = 0
     for image in photos:
-        found = detector.detect(image)
-        for box, score in zip(found.xyxy, found.scores, strict=True):
-            if score >= s.compliance.min_score:
-                yield crop_box(image, box, 0.0)
-                n += 1
-                if n >= MAX_REFERENCE:
-                    return
+        yield from product_crops(detector, image, s.compliance.min_score)
 
 
 def _catalog(args: argparse.Namespace) -> int:

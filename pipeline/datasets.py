@@ -72,7 +72,8 @@ def detect_format(root: Path) -> Literal["yolo", "voc", "coco", "csv"]:
                        "*.csv (SKU-110K rows) found")
 
 
-def _images(root: Path) -> list[Path]:
+def images_under(root: Path) -> list[Path]:
+    """Every image file under ``root``, at any depth, sorted."""
     return sorted(p for p in root.rglob("*")
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
@@ -110,7 +111,7 @@ def yolo_boxes(text: str, width: int, height: int) -> list[Box]:
 
 def _yolo(root: Path) -> Iterator[LabelledImage]:
     found = 0
-    folders = {p: p.relative_to(root).parts[:-1] for p in _images(root)}
+    folders = {p: p.relative_to(root).parts[:-1] for p in images_under(root)}
     images = [p for p, dirs in folders.items() if "labels" not in dirs]
     if any("images" in folders[p] for p in images):
         # An Ultralytics layout: its photos are under images/, whatever else lies beside.
@@ -133,7 +134,7 @@ def _yolo(root: Path) -> Iterator[LabelledImage]:
 
 
 def _voc(root: Path) -> Iterator[LabelledImage]:
-    images = _images(root)
+    images = images_under(root)
     by_name = {p.name: p for p in images}
     by_stem = {p.stem: p for p in images}
     for xml in sorted(root.rglob("*.xml")):
@@ -156,7 +157,7 @@ def _voc(root: Path) -> Iterator[LabelledImage]:
 
 
 def _coco(root: Path) -> Iterator[LabelledImage]:
-    images = _images(root)
+    images = images_under(root)
     by_rel = {p.relative_to(root).as_posix(): p for p in images}
     by_name = {p.name: p for p in images}
     for f in _coco_files(root):
@@ -184,7 +185,7 @@ def _coco(root: Path) -> Iterator[LabelledImage]:
 
 
 def _csv(root: Path) -> Iterator[LabelledImage]:
-    by_name = {p.name: p for p in _images(root)}
+    by_name = {p.name: p for p in images_under(root)}
     boxes: dict[str, list[Box]] = {}
     for f in _csv_files(root):
         with f.open(newline="") as fh:

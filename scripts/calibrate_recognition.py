@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -32,14 +33,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.core.recognition import Gallery, choose, crop_box, gallery_offsets
-from pipeline.datasets import IMAGE_SUFFIXES
+from pipeline.datasets import images_under
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import (
-    MAX_REFERENCE,
-    crop_signatures,
     gallery_from_packshots,
+    product_crops,
     rank_crops,
+    reference_signatures,
     weights_from,
 )
 from pipeline.eval.recognition import evaluate_recognition
@@ -103,27 +104,23 @@ def shelf_crops(folder: Path) -> Iterator[list[npt.NDArray[np.uint8]]]:
     cropped as the detect stage crops them."""
     s = get_settings()
     detector = Detector.from_dir(s.models.root, s.models.light, intra_op_threads=2)
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = images_under(folder)
     if not paths:
         raise SystemExit(f"{folder}: no photos")
     for path in paths:
         image, _ = prepare_for_detection(path.read_bytes(), long_side=s.ingest.working_long_side,
                                          jpeg_quality=s.ingest.jpeg_quality)
-        found = detector.detect(image)
-        yield [crop_box(image, b, 0.0) for b, score in zip(found.xyxy, found.scores, strict=True)
-               if score >= s.compliance.min_score]
+        yield product_crops(detector, image, s.compliance.min_score)
 
 
 def with_reference(embedder: Embedder, gallery: Gallery, folder: Path) -> Gallery:
     """``gallery`` offset by the products of the shelf photos under ``folder`` (at most
     ``MAX_REFERENCE`` of them), as a catalog reference offsets it."""
-    parts = []
-    for crops in shelf_crops(folder):
-        parts.append(crop_signatures(embedder, crops))
-        if sum(len(p[0]) for p in parts) >= MAX_REFERENCE:
-            break
-    emb, colours, aspects = (np.concatenate(p)[:MAX_REFERENCE] for p in zip(*parts, strict=True))
-    print(f"reference: {len(emb)} products of {len(parts)} shelf photos", flush=True)
+    signed = reference_signatures(embedder, itertools.chain.from_iterable(shelf_crops(folder)))
+    if signed is None:
+        raise SystemExit(f"{folder}: no products found")
+    emb, colours, aspects = signed
+    print(f"reference: {len(emb)} products", flush=True)
     return gallery.with_offsets(gallery_offsets(gallery, embeddings=emb, colours=colours,
                                                 aspects=aspects,
                                                 weights=weights_from(get_settings().recognition)))

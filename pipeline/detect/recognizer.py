@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -24,7 +26,16 @@ from pipeline.core.recognition import (
 from pipeline.detect.embedder import Embedder
 from pipeline.errors import CatalogError
 from pipeline.settings import RecognitionSettings
-from pipeline.storage.catalog import CatalogEntry, CatalogStore, Reference, Signature
+from pipeline.storage.catalog import (
+    CatalogEntry,
+    CatalogStore,
+    Reference,
+    ReferenceArrays,
+    Signature,
+)
+
+if TYPE_CHECKING:
+    from pipeline.detect.detector import Detector
 
 log = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
@@ -74,13 +85,12 @@ class Recognizer:
 
     def set_reference(self, photos: Iterable[Image]) -> int:
         """Sign unlabelled photos from the stores (crops of products, or close-ups of them)
-        as the catalog's reference, one at a time; returns how many were signed."""
-        parts = [crop_signatures(self.embedder, [photo]) for photo in photos]
-        if not parts:
+        as the catalog's reference, at most ``MAX_REFERENCE``; returns how many were signed."""
+        signed = reference_signatures(self.embedder, photos)
+        if signed is None:
             raise CatalogError("give at least one reference photo")
-        emb, colours, aspects = (np.concatenate(p) for p in zip(*parts, strict=True))
-        self.catalog.put_reference(self.embedder.ref, emb, colours, aspects)
-        return len(parts)
+        self.catalog.put_reference(self.embedder.ref, *signed)
+        return len(signed[0])
 
     def candidates(self, image: Image, boxes: npt.NDArray[np.float32], k: int
                    ) -> tuple[str, list[list[tuple[str, float]]]]:
@@ -148,6 +158,27 @@ def crop_signatures(embedder: Embedder, crops: Sequence[Image]
     colours = np.array([colour_signature(c) for c in crops], np.float32).reshape(len(crops), -1)
     aspects = np.array([c.shape[1] / max(1, c.shape[0]) for c in crops], np.float32)
     return emb, colours, aspects
+
+
+def reference_signatures(embedder: Embedder, images: Iterable[Image],
+                         limit: int = MAX_REFERENCE) -> ReferenceArrays | None:
+    """Signatures of at most ``limit`` reference images, signed one at a time as they come
+    (a folder of store photos never sits in memory); None when there are none."""
+    parts = []
+    for image in itertools.islice(images, limit):
+        parts.append(crop_signatures(embedder, [image]))
+    if not parts:
+        return None
+    emb, colours, aspects = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return emb, colours, aspects
+
+
+def product_crops(detector: Detector, image: Image, min_score: float) -> list[Image]:
+    """The products ``detector`` finds on ``image`` with at least ``min_score``, cropped as
+    the detect stage crops them for naming."""
+    found = detector.detect(image)
+    return [crop_box(image, b, 0.0)
+            for b, score in zip(found.xyxy, found.scores, strict=True) if score >= min_score]
 
 
 def rank_crops(embedder: Embedder, crops: Sequence[Image], gallery: Gallery, weights: Weights,

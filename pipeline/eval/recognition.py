@@ -31,10 +31,14 @@ from pipeline.core.recognition import (
     gallery_offsets,
     similarity,
 )
-from pipeline.datasets import IMAGE_SUFFIXES
+from pipeline.datasets import images_under
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
-from pipeline.detect.recognizer import crop_signatures, gallery_from_packshots
+from pipeline.detect.recognizer import (
+    crop_signatures,
+    gallery_from_packshots,
+    reference_signatures,
+)
 from pipeline.errors import DatasetError
 from pipeline.eval import read_photo
 
@@ -77,7 +81,7 @@ def reference_images(root: Path) -> list[Path]:
     """Every image under ``root``, at any depth; folder names, if any, are not read."""
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory")
-    out = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    out = images_under(root)
     if not out:
         raise DatasetError(f"{root}: no images")
     return out
@@ -88,8 +92,8 @@ def labelled_images(root: Path) -> list[tuple[Path, str, str]]:
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory")
     out = []
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.parent != root:
+    for p in images_under(root):
+        if p.parent != root:
             rel = p.relative_to(root).parts
             out.append((p, p.parent.name, rel[0] if len(rel) > 2 else p.parent.name))
     if not out:
@@ -133,17 +137,18 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
         if {p.resolve() for p in photos} & {q.resolve() for q, _, _ in queries}:
             raise DatasetError(f"{reference_dir} holds query photos: the reference must be "
                                "other photos from the stores")
-        signed = [crop_signatures(embedder, [query_crop(photo[0], crop, detector)])
-                  for path in photos
-                  if (photo := read_photo(path, "eval-recognition", long_side=long_side,
-                                          jpeg_quality=jpeg_quality)) is not None]
-        if not signed:
+        signed = reference_signatures(
+            embedder, (query_crop(photo[0], crop, detector) for path in photos
+                       if (photo := read_photo(path, "eval-recognition", long_side=long_side,
+                                               jpeg_quality=jpeg_quality)) is not None),
+            limit=len(photos))
+        if signed is None:
             raise DatasetError(f"{reference_dir}: none of its {len(photos)} photos decodes")
-        emb, colours, aspects = (np.concatenate(part) for part in zip(*signed, strict=True))
+        emb, colours, aspects = signed
         gallery = gallery.with_offsets(gallery_offsets(
             gallery, embeddings=emb, colours=colours, aspects=aspects, weights=weights,
             k=reference_k))
-        used = len(signed)
+        used = len(emb)
     hits1: dict[str, list[bool]] = defaultdict(list)
     hits5: dict[str, list[bool]] = defaultdict(list)
     spent = 0.0
