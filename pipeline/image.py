@@ -59,29 +59,33 @@ def sniff_format(data: bytes) -> str:
     raise CorruptImageError("not a JPEG or PNG photo (unknown leading bytes)")
 
 
-def _complete(data: bytes, fmt: str) -> bool:
-    """A PNG has its IEND chunk; a JPEG has an EOI marker after its first scan starts.
+MAX_JPEG_SCANS = 100  # progressive encoders write about 10; each scan is a decode of its own
 
-    The JPEG segments are walked up to the first SOS, so the EOI of a thumbnail inside EXIF
-    does not count; entropy-coded data never holds FF D9, and data a phone appends after
-    the image (motion photos) does not make it incomplete."""
-    if fmt == "PNG":
-        return data.rfind(b"IEND") > 8
+
+def _jpeg_scans(data: bytes) -> int | None:
+    """How many scans the primary image has, or None when it has no EOI after its first scan
+    (truncated).
+
+    The segments are walked up to the first SOS, so the EOI of a thumbnail inside EXIF does
+    not count; the image ends at the first EOI after that, as entropy-coded data never holds
+    FF D9 or FF DA, so what a camera appends after it (motion photos, the extra pictures of
+    an MPO) neither makes it incomplete nor counts."""
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
-            return False
+            return None
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
             continue
         if marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", i) != -1
+            end = data.find(b"\xff\xd9", i)
+            return None if end == -1 else data.count(b"\xff\xda", i, end)
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:
             i += 2
             continue
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return False
+    return None
 
 
 def parse_exif_time(value: object, *, now: datetime) -> datetime | None:
@@ -102,22 +106,30 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
                   now: datetime | None = None) -> ImageFacts:
     """Read and check the headers only; raises :class:`CorruptImageError` with the reason."""
     fmt = sniff_format(data)
-    if not _complete(data, fmt):
+    scans = _jpeg_scans(data) if fmt == "JPEG" else (1 if data.rfind(b"IEND") > 8 else None)
+    if scans is None:
         raise CorruptImageError(f"truncated {fmt}: the file ends before its last marker")
+    if scans > MAX_JPEG_SCANS:
+        # Each scan is decoded in full: thousands of tiny ones hold a worker for minutes.
+        raise CorruptImageError(f"JPEG with {scans} scans (at most {MAX_JPEG_SCANS}): "
+                                "a decoding bomb")
     try:
         with warnings.catch_warnings():
             # Our own pixel cap below decides; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
         with im:
-            if im.format != fmt:
+            # A JPEG that carries more pictures (camera previews, depth maps, gain maps) is
+            # an MPO to Pillow; its first picture is the photo, and that is what is decoded.
+            multi = im.format == "MPO" and fmt == "JPEG"
+            if im.format != fmt and not multi:
                 raise CorruptImageError(f"header says {im.format}, bytes say {fmt}")
             w, h = im.size
             if w * h > max_pixels:
                 raise CorruptImageError(f"{w}x{h} exceeds the {max_pixels}-pixel bomb guard")
             if min(w, h) < min_side or max(w, h) > max_side:
                 raise CorruptImageError(f"{w}x{h} is outside {min_side}..{max_side} pixels")
-            if getattr(im, "is_animated", False):
+            if not multi and getattr(im, "is_animated", False):
                 raise CorruptImageError("animated image: a shelf photo is a single frame")
             # PNG EXIF would make Pillow decode the whole image: only JPEG EXIF is read.
             orientation, taken = _jpeg_exif(im, now or datetime.now(UTC)) if fmt == "JPEG" \

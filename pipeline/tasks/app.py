@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         enable_utc=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A stage killed at the hard time limit goes back to its queue, never acknowledged as
+        # if done: the delivery count then dead-letters it with its reason.
+        task_acks_on_timeout=False,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=c.max_tasks_per_child,
         worker_max_memory_per_child=c.max_memory_per_child_mb * 1024,  # KiB

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import CorruptImageError
-from pipeline.image import decode_upright, inspect_image, parse_exif_time
+from pipeline.image import MAX_JPEG_SCANS, decode_upright, inspect_image, parse_exif_time
 
 LIMITS = {"max_pixels": 50_000_000, "min_side": 320, "max_side": 12_000}
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -91,6 +91,29 @@ def broken_exif() -> bytes:
     return data[:i + 6] + b"\xde\xad\xbe\xef" * 4 + data[i + 22:]
 
 
+def progressive_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).save(buf, "JPEG", quality=85, progressive=True)
+    return buf.getvalue()
+
+
+def scan_bomb(extra: int = 300) -> bytes:
+    """A progressive JPEG with its last scan repeated: every header within bounds, a few KB
+    more, and each copy decoded in full."""
+    data = progressive_jpeg()
+    end = data.rindex(b"\xff\xd9")
+    last = data[data.rindex(b"\xff\xda"):end]
+    return data[:end] + last * extra + data[end:]
+
+
+def multi_picture_jpeg() -> bytes:
+    """A camera JPEG that carries a second picture (MPF): Pillow opens it as an MPO."""
+    buf = io.BytesIO()
+    first, second = Image.fromarray(_pixels()), Image.fromarray(_pixels(320, 240))
+    first.save(buf, "MPO", save_all=True, append_images=[second])
+    return buf.getvalue()
+
+
 REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
     "zero-bytes": (lambda: b"", "empty file"),
     "truncated-jpeg": (lambda: jpeg()[:len(jpeg()) // 2], "truncated JPEG"),
@@ -107,6 +130,7 @@ REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
     "webp-named-jpg": (lambda: b"RIFF\x24\x00\x00\x00WEBPVP8 ", "WebP"),
     "heic-named-jpg": (lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
     "animated-png": (animated_png, "animated"),
+    "jpeg-scan-bomb": (scan_bomb, "scans"),
 }
 
 
@@ -130,6 +154,9 @@ ACCEPTED: dict[str, tuple[Callable[[], bytes], str]] = {
     "png-palette": (lambda: png("P"), "PNG"),
     "jpeg-with-trailer": (lambda: jpeg() + b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 4096, "JPEG"),
     "malformed-exif": (broken_exif, "JPEG"),
+    "progressive-jpeg": (progressive_jpeg, "JPEG"),
+    "jpeg-with-scans-at-the-limit": (lambda: scan_bomb(MAX_JPEG_SCANS - 12), "JPEG"),
+    "multi-picture-jpeg": (multi_picture_jpeg, "JPEG"),
 }
 
 

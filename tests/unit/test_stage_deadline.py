@@ -34,3 +34,16 @@ def test_a_step_within_its_deadline_runs_and_leaves_no_timer() -> None:
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) is before
     time.sleep(0.4)  # nothing fires later
+
+
+@pytest.mark.parametrize("name", ["shelf.ingest", "shelf.normalize", "shelf.detect",
+                                  "shelf.comply", "shelf.aggregate"])
+def test_a_stage_killed_at_its_hard_limit_goes_back_to_its_queue(name: str) -> None:
+    # A native call (a decoder) that outlives the soft deadline is killed at the hard limit;
+    # acknowledged, the photo would vanish with no dead letter. Requeued, each delivery is
+    # counted and the last one is dead-lettered with its reason.
+    from pipeline.tasks.app import app
+
+    task = app.tasks[name]
+    assert task.acks_late and task.reject_on_worker_lost
+    assert task.acks_on_timeout is False
