@@ -7,6 +7,7 @@ bucket and key the message names, carrying a SigV4 signature; redirects are not 
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -71,14 +72,25 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
 
 
+def _content_length(value: str | None) -> int | None:
+    """The declared length, or None when absent; a malformed one is the server's fault."""
+    if value is None:
+        return None
+    try:
+        declared = int(value)
+    except ValueError:
+        raise TransientError(f"download failed: Content-Length {value[:40]!r}") from None
+    if declared < 0:
+        raise TransientError(f"download failed: Content-Length {declared}")
+    return declared
 
 
 def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
     """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims."""
     try:
         with _OPENER.open(url, timeout=timeout_s) as resp:
-            declared = resp.headers.get("Content-Length")
-            if declared is not None and int(declared) > max_bytes:
+            declared = _content_length(resp.headers.get("Content-Length"))
+            if declared is not None and declared > max_bytes:
                 raise TooLargeError(f"object is {declared} bytes, cap is {max_bytes}")
             chunks, total = [], 0
             while True:
@@ -89,6 +101,10 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
                 if total > max_bytes:
                     raise TooLargeError(f"object exceeds the {max_bytes}-byte cap")
                 chunks.append(chunk)
+            if declared is not None and total != declared:
+                # The connection closed early (a proxy, a reset): the photo is not what it
+                # is, and hashing or refusing it as truncated would be wrong. Fetch again.
+                raise TransientError(f"download cut short: {total} of {declared} bytes")
             metadata = {k.lower().removeprefix(META_PREFIX): v for k, v in resp.headers.items()
                         if k.lower().startswith(META_PREFIX)}
             return Download(b"".join(chunks), metadata)
@@ -100,5 +116,6 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
         if exc.code == 429 or exc.code >= 500:
             raise TransientError(f"download failed: HTTP {exc.code}") from exc
         raise PermanentError(f"download failed: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError,
+            OSError) as exc:
         raise TransientError(f"download failed: {exc}") from exc

@@ -1,0 +1,88 @@
+"""Fetching through a URL from a server that misbehaves: short bodies, lying headers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pipeline.errors import TooLargeError, TransientError
+from pipeline.storage.download import fetch
+
+BODY = bytes(range(256)) * 64  # 16 KiB
+
+
+Serve = Callable[[bytes], str]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """``serve(raw)``: the URL of a local server that answers one request with ``raw``
+    (status line, headers and body as given) and closes the connection."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    answers: list[bytes] = []
+
+    def loop() -> None:
+        while True:
+            conn, _ = sock.accept()
+            if not answers:  # the teardown's wake-up call
+                conn.close()
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answers.pop(0))
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+
+    def url(raw: bytes) -> str:
+        answers.append(raw)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/photo.jpg"
+
+    yield url
+    answers.clear()
+    socket.create_connection(sock.getsockname(), timeout=2).close()
+    t.join(timeout=2)
+    sock.close()
+
+
+def _response(body: bytes, length: str | None) -> bytes:
+    head = "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return head.encode() + b"x-amz-meta-store: s1\r\n\r\n" + body
+
+
+def test_a_whole_body_comes_back_with_its_metadata(serve: Serve) -> None:
+    got = fetch(serve(_response(BODY, str(len(BODY)))), max_bytes=1 << 20, timeout_s=5)
+    assert got.data == BODY and got.metadata == {"store": "s1"}
+
+
+def test_a_body_without_a_length_is_read_to_its_end(serve: Serve) -> None:
+    got = fetch(serve(_response(BODY, None)), max_bytes=1 << 20, timeout_s=5)
+    assert got.data == BODY
+
+
+@pytest.mark.parametrize("sent", [0, 1000, len(BODY) - 1])
+def test_a_connection_closed_before_the_declared_length_is_a_transient_fault(
+        serve: Serve, sent: int) -> None:
+    # A proxy or a reset ends the body early: retried, never hashed or refused as truncated.
+    raw = _response(BODY[:sent], str(len(BODY)))
+    with pytest.raises(TransientError, match=f"cut short: {sent} of {len(BODY)}"):
+        fetch(serve(raw), max_bytes=1 << 20, timeout_s=5)
+
+
+@pytest.mark.parametrize("length", ["many", "-5"])
+def test_a_malformed_length_is_a_transient_fault(serve: Serve, length: str) -> None:
+    with pytest.raises(TransientError):
+        fetch(serve(_response(BODY, length)), max_bytes=1 << 20, timeout_s=5)
+
+
+def test_a_body_longer_than_the_cap_is_refused_when_no_length_is_declared(
+        serve: Serve) -> None:
+    with pytest.raises(TooLargeError):
+        fetch(serve(_response(BODY, None)), max_bytes=1000, timeout_s=5)
