@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from pipeline.eval.synthetic import SyntheticNamer
+    from pipeline.image import PreparedPhoto
 
 
 class _Report(Protocol):
@@ -169,7 +170,7 @@ def _reference_photos(paths: list[Path]) -> list[Path]:
     return [found[i] for i in keep]
 
 
-def _products(photos: Iterator[npt.NDArray[np.uint8]]) -> Iterator[npt.NDArray[np.uint8]]:
+def _products(photos: Iterator[PreparedPhoto]) -> Iterator[npt.NDArray[np.uint8]]:
     """The products the light detector finds on shelf photos, cropped as the detect stage
     crops them."""
     from pipeline.detect.detector import Detector
@@ -178,15 +179,16 @@ def _products(photos: Iterator[npt.NDArray[np.uint8]]) -> Iterator[npt.NDArray[n
     s = get_settings()
     detector = Detector.from_dir(s.models.root, s.models.light, device=s.models.device,
                                  intra_op_threads=2)
-    for image in photos:
-        yield from product_crops(detector, image, s.compliance.min_score)
+    for photo in photos:
+        yield from product_crops(detector, photo.seen, s.compliance.min_score,
+                                 photo.photographed)
 
 
 def _catalog(args: argparse.Namespace) -> int:
     from pipeline.detect.embedder import Embedder
     from pipeline.detect.recognizer import Recognizer, weights_from
     from pipeline.errors import PipelineError
-    from pipeline.eval import read_photo
+    from pipeline.eval import read_prepared
     from pipeline.storage.catalog import CatalogStore
     from pipeline.storage.s3 import ObjectStore, make_client
 
@@ -225,11 +227,13 @@ def _catalog(args: argparse.Namespace) -> int:
             print(f"enrolled {enrol_catalog(recognizer)} synthetic SKUs")  # demo and tests
             return 0
         if args.action == "reference":
-            photos = (photo[0] for p in _reference_photos([Path(p) for p in args.args])
-                      if (photo := read_photo(p, "catalog reference",
-                                              long_side=s.ingest.working_long_side,
-                                              jpeg_quality=s.ingest.jpeg_quality)) is not None)
-            count = recognizer.set_reference(_products(photos) if args.detect else photos)
+            photos = (photo for p in _reference_photos([Path(p) for p in args.args])
+                      if (photo := read_prepared(p, "catalog reference",
+                                                 long_side=s.ingest.working_long_side,
+                                                 jpeg_quality=s.ingest.jpeg_quality))
+                      is not None)
+            count = recognizer.set_reference(
+                _products(photos) if args.detect else (p.photographed for p in photos))
             print(f"signed {count} reference {'products' if args.detect else 'photos'} with "
                   f"{embedder.ref}")
             return 0

@@ -239,20 +239,40 @@ def jpeg_roundtrip(image: npt.NDArray[np.uint8], quality: int) -> npt.NDArray[np
     return decode_jpeg(encode_jpeg(image, quality))
 
 
-def prepare_for_detection(data: bytes, *, long_side: int, jpeg_quality: int,
-                          orientation: int | None = None, normalize: bool = True
-                          ) -> tuple[npt.NDArray[np.uint8], float]:
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """A photo as the detect stage has it: ``seen`` is what the detector is fed (lighting
+    normalized or not, as its card asks), ``photographed`` the upright working image with
+    the photo's own colours, from which products are named (packshots are signed as
+    photographed; normalized white balance turns a bin of lemons grey), and ``scale`` the
+    linear scale from the photo's stored pixels."""
+
+    seen: npt.NDArray[np.uint8]
+    photographed: npt.NDArray[np.uint8]
+    scale: float
+
+
+def prepare_photo(data: bytes, *, long_side: int, jpeg_quality: int,
+                  orientation: int | None = None, normalize: bool = True) -> PreparedPhoto:
     """A photo exactly as the detect stage receives it, from its encoded bytes: upright
     (``orientation`` overrides the EXIF one), at the working size, faces blurred and stored
     (ingest), then, for a detector fed normalized lighting (``normalize``), lighting
-    normalized and stored (normalize). Returns the image and its linear scale from the
-    photo's stored pixels. Evaluations and benchmarks use this, so they measure what the
-    pipeline runs."""
+    normalized and stored (normalize). Evaluations and benchmarks use this, so they measure
+    what the pipeline runs."""
     from pipeline.core.lighting import normalize_lighting
     from pipeline.privacy import blur_faces
 
     upright, scale = decode_upright(data, long_side, orientation=orientation)
     ingested = jpeg_roundtrip(blur_faces(upright)[0], jpeg_quality)
-    if not normalize:
-        return ingested, scale
-    return jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality), scale
+    seen = jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality) if normalize \
+        else ingested
+    return PreparedPhoto(seen, ingested, scale)
+
+
+def prepare_for_detection(data: bytes, *, long_side: int, jpeg_quality: int,
+                          orientation: int | None = None, normalize: bool = True
+                          ) -> tuple[npt.NDArray[np.uint8], float]:
+    """What the detector is fed of a photo, and its scale (see ``prepare_photo``)."""
+    p = prepare_photo(data, long_side=long_side, jpeg_quality=jpeg_quality,
+                      orientation=orientation, normalize=normalize)
+    return p.seen, p.scale

@@ -104,7 +104,7 @@ def main() -> None:
     args = ap.parse_args()
 
     long_side = get_settings().ingest.working_long_side
-    images = [prepare(make_photo(args.seed, i, None, 4000).jpeg)[0] for i in range(args.photos)]
+    images = [prepare(make_photo(args.seed, i, None, 4000).jpeg).seen for i in range(args.photos)]
     detectors = bench_detectors(images, args.models, args.threads, args.repeats)
     naming = bench_naming(images, args.models[0], args.threads, args.repeats)
     if args.json:

@@ -45,7 +45,7 @@ from pipeline.detect.recognizer import (
 )
 from pipeline.eval.recognition import evaluate_recognition
 from pipeline.eval.synthetic import prepare
-from pipeline.image import prepare_for_detection
+from pipeline.image import prepare_photo
 from pipeline.settings import get_settings
 from pipeline.synth.catalog import UNKNOWN_SKU
 from pipeline.synth.enrol import catalog_images
@@ -79,7 +79,8 @@ def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed
     planned_sets: list[set[str]] = []
     for i in range(photos):
         photo = make_photo(seed, i, None, 4000)
-        image, scale = prepare(photo.jpeg)
+        prepared = prepare(photo.jpeg)
+        image, scale = prepared.photographed, prepared.scale
         objects = photo.truth["objects"]
         plan = photo.truth["planogram"]
         assert isinstance(objects, list) and isinstance(plan, dict)
@@ -108,9 +109,10 @@ def shelf_crops(folder: Path) -> Iterator[list[npt.NDArray[np.uint8]]]:
     if not paths:
         raise SystemExit(f"{folder}: no photos")
     for path in paths:
-        image, _ = prepare_for_detection(path.read_bytes(), long_side=s.ingest.working_long_side,
-                                         jpeg_quality=s.ingest.jpeg_quality)
-        yield product_crops(detector, image, s.compliance.min_score)
+        photo = prepare_photo(path.read_bytes(), long_side=s.ingest.working_long_side,
+                              jpeg_quality=s.ingest.jpeg_quality,
+                              normalize=detector.files.normalized_lighting)
+        yield product_crops(detector, photo.seen, s.compliance.min_score, photo.photographed)
 
 
 def with_reference(embedder: Embedder, gallery: Gallery, folder: Path) -> Gallery:

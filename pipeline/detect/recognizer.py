@@ -173,11 +173,14 @@ def reference_signatures(embedder: Embedder, images: Iterable[Image],
     return emb, colours, aspects
 
 
-def product_crops(detector: Detector, image: Image, min_score: float) -> list[Image]:
+def product_crops(detector: Detector, image: Image, min_score: float,
+                  photographed: Image | None = None) -> list[Image]:
     """The products ``detector`` finds on ``image`` with at least ``min_score``, cropped as
-    the detect stage crops them for naming."""
+    the detect stage crops them for naming: out of ``photographed`` (the same photo in its
+    own colours) when given."""
     found = detector.detect(image)
-    return [crop_box(image, b, 0.0)
+    source = image if photographed is None else photographed
+    return [crop_box(source, b, 0.0)
             for b, score in zip(found.xyxy, found.scores, strict=True) if score >= min_score]
 
 

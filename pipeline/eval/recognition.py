@@ -40,7 +40,8 @@ from pipeline.detect.recognizer import (
     reference_signatures,
 )
 from pipeline.errors import DatasetError
-from pipeline.eval import read_photo
+from pipeline.eval import read_prepared
+from pipeline.image import PreparedPhoto
 
 Crop = Literal["none", "center", "detector"]
 
@@ -101,15 +102,17 @@ def labelled_images(root: Path) -> list[tuple[Path, str, str]]:
     return out
 
 
-def query_crop(image: npt.NDArray[np.uint8], how: Crop, detector: Detector | None
+def query_crop(photo: PreparedPhoto, how: Crop, detector: Detector | None
                ) -> npt.NDArray[np.uint8]:
-    """What of a query photo is named: the whole photo; its central half; or, as the pipeline
-    does, the product the detector finds nearest the centre (the whole photo if none)."""
+    """What of a query photo is named, in its own colours: the whole photo; its central half;
+    or, as the pipeline does, the product the detector finds nearest the centre (the whole
+    photo if none)."""
+    image = photo.photographed
     h, w = image.shape[:2]
     if how == "center":
         return image[h // 4:h - h // 4, w // 4:w - w // 4]
     if how == "detector" and detector is not None:
-        found = detector.detect(image)
+        found = detector.detect(photo.seen)
         big = [b for b in found.xyxy if (b[2] - b[0]) * (b[3] - b[1]) >= 0.02 * w * h]
         if big:
             centre = np.array([w / 2, h / 2])
@@ -126,6 +129,12 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
     import cv2
 
     weights = replace(weights, aspect=0.0) if crop != "detector" else weights
+    normalize = detector is not None and detector.files.normalized_lighting
+
+    def read(path: Path) -> PreparedPhoto | None:
+        return read_prepared(path, "eval-recognition", long_side=long_side,
+                             jpeg_quality=jpeg_quality, normalize=normalize)
+
     packshots = [(sku, np.asarray(image, np.uint8)) for path, sku, _ in
                  labelled_images(gallery_dir)
                  if (image := cv2.imread(str(path), cv2.IMREAD_COLOR)) is not None]
@@ -138,10 +147,8 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
             raise DatasetError(f"{reference_dir} holds query photos: the reference must be "
                                "other photos from the stores")
         signed = reference_signatures(
-            embedder, (query_crop(photo[0], crop, detector) for path in photos
-                       if (photo := read_photo(path, "eval-recognition", long_side=long_side,
-                                               jpeg_quality=jpeg_quality)) is not None),
-            limit=len(photos))
+            embedder, (query_crop(photo, crop, detector) for path in photos
+                       if (photo := read(path)) is not None), limit=len(photos))
         if signed is None:
             raise DatasetError(f"{reference_dir}: none of its {len(photos)} photos decodes")
         emb, colours, aspects = signed
@@ -154,12 +161,11 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
     spent = 0.0
     skipped = 0
     for path, sku, group in queries:
-        photo = read_photo(path, "eval-recognition", long_side=long_side,
-                           jpeg_quality=jpeg_quality)
+        photo = read(path)
         if photo is None:
             skipped += 1
             continue
-        image = query_crop(photo[0], crop, detector)
+        image = query_crop(photo, crop, detector)
         t0 = time.perf_counter()
         emb, colours, aspects = crop_signatures(embedder, [image])
         spent += time.perf_counter() - t0

@@ -22,7 +22,7 @@ from pipeline.core.recognition import (
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import gallery_from_packshots, rank_crops
-from pipeline.image import decode_upright, prepare_for_detection
+from pipeline.image import PreparedPhoto, decode_upright, prepare_photo
 from pipeline.synth.catalog import LABELS, UNKNOWN_SKU
 from pipeline.synth.enrol import catalog_images
 from pipeline.synth.planogram import DISPLAYS
@@ -61,15 +61,18 @@ class SyntheticNamer:
         if embedder is not None:
             self.gallery = gallery_from_packshots(embedder, catalog_images())
 
-    def name(self, det: Detector, image: npt.NDArray[np.uint8], found: Detections,
+    def name(self, det: Detector, photographed: npt.NDArray[np.uint8], found: Detections,
              planned: set[str]) -> Detections:
+        """``found`` on the photo, named from ``photographed``: the photo in its own colours,
+        as the detect stage names products."""
         index = {sku: i for i, sku in enumerate(LABELS)}
         if not det.files.finds_products:
             ids = [index.get(det.labels[int(c)], index[UNKNOWN_SKU]) for c in found.class_ids]
             return Detections(found.xyxy, found.scores, np.array(ids, np.int64))
         if self.embedder is None or self.gallery is None:
             raise ValueError(f"{det.ref} finds products: naming them needs an embedder")
-        ranked = rank_crops(self.embedder, [crop_box(image, b, 0.0) for b in found.xyxy],
+        ranked = rank_crops(self.embedder,
+                            [crop_box(photographed, b, 0.0) for b in found.xyxy],
                             self.gallery, self.weights, self.k)
         ids = [index.get(choose(c, planned=planned, threshold=self.weights.threshold).sku,
                          index[UNKNOWN_SKU])
@@ -88,8 +91,12 @@ def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side:
     for k_i, kind in enumerate(DISPLAYS):
         for i in range(count):
             photo = make_photo(seed, k_i * 1_000_000 + i, kind, max_long_side)
-            image, scale = (prepare(photo.jpeg) if normalized
-                            else decode_upright(photo.jpeg, _long_side(), resize=False))
+            if normalized:
+                prepared = prepare(photo.jpeg)
+                image, photographed, scale = prepared.seen, prepared.photographed, prepared.scale
+            else:
+                image, scale = decode_upright(photo.jpeg, _long_side(), resize=False)
+                photographed = image
             objects = photo.truth["objects"]
             assert isinstance(objects, list)
             objects = [{**o, "box": [v * scale for v in o["box"]]} for o in objects]
@@ -101,7 +108,7 @@ def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side:
                 found = det.detect(image)
                 elapsed = (time.perf_counter() - t0) * 1000
                 dets, truths, lat = results[det.ref][kind]
-                dets.append(namer.name(det, image, found, planned))
+                dets.append(namer.name(det, photographed, found, planned))
                 truths.append(_truth(objects))
                 lat.append(elapsed)
             if progress and (i + 1) % 20 == 0:
@@ -143,13 +150,12 @@ def _long_side() -> int:
     return get_settings().ingest.working_long_side
 
 
-def prepare(data: bytes) -> tuple[npt.NDArray[np.uint8], float]:
-    """A generated photo as the detect stage receives it (see ``prepare_for_detection``)."""
+def prepare(data: bytes) -> PreparedPhoto:
+    """A generated photo as the detect stage receives it (see ``prepare_photo``)."""
     from pipeline.settings import get_settings
 
     cfg = get_settings().ingest
-    return prepare_for_detection(data, long_side=cfg.working_long_side,
-                                 jpeg_quality=cfg.jpeg_quality)
+    return prepare_photo(data, long_side=cfg.working_long_side, jpeg_quality=cfg.jpeg_quality)
 
 
 @dataclass
@@ -228,12 +234,13 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         kind = DISPLAYS[i % len(DISPLAYS)]
         photo = make_photo(seed, 2_000_000 + i, kind, max_long_side)
         truth = photo.truth
-        image, scale = prepare(photo.jpeg)
+        prepared = prepare(photo.jpeg)
+        image, scale = prepared.seen, prepared.scale
         det = detectors["heavy" if kind == "endcap" else "light"]
         found = det.detect(image, score_threshold=cfg.evidence_score)
         plan = Planogram.model_validate(truth["planogram"])
         planned = {p.sku for shelf in plan.shelves for p in shelf.positions}
-        named = namer.name(det, image, found, planned)
+        named = namer.name(det, prepared.photographed, found, planned)
         detected = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                              sku=LABELS[int(c)], score=float(s))
                     for b, s, c in zip(named.xyxy, named.scores, named.class_ids, strict=True)]

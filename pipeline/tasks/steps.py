@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pipeline import metrics
 from pipeline.core.lighting import measure_quality, normalize_lighting
@@ -160,13 +161,19 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
     if mark is not None and mark.get("catalog") == catalog:
         metrics.ARTIFACTS_SKIPPED.labels("detect").inc()
     else:
-        seen = "normalized.jpg" if detector.files.normalized_lighting else "ingested.jpg"
-        image = decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, seen)))
+        def artifact(name: str) -> npt.NDArray[np.uint8]:
+            return decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, name)))
+
+        normalized = detector.files.normalized_lighting
+        image = artifact("normalized.jpg" if normalized else "ingested.jpg")
         found = detector.detect(image, score_threshold=s.compliance.evidence_score)
         firm = np.nonzero(found.scores >= s.compliance.min_score)[0]
         cands: dict[int, list[tuple[str, float]]] = {}
         if recognizer is not None:
-            catalog, per_box = recognizer.candidates(image, found.xyxy[firm],
+            # Named in the photo's own colours, as packshots are signed: normalized white
+            # balance makes produce and packs of one colour look alike.
+            photographed = artifact("ingested.jpg") if normalized else image
+            catalog, per_box = recognizer.candidates(photographed, found.xyxy[firm],
                                                      s.recognition.candidates)
             cands = dict(zip(firm.tolist(), per_box, strict=True))
         labels = detector.labels

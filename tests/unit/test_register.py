@@ -342,3 +342,51 @@ def test_detect_stage_feeds_the_working_image_the_card_asks_for(
     # Then the detector saw the image its card names
     doc = store.get_json(bucket, out.artifacts["detections"].key)
     assert doc["image_size"] == seen_wh and doc["model"] == "byo/1"
+
+
+def _pack(bgr: tuple[int, int, int], w: int = 320, h: int = 240) -> npt.NDArray[np.uint8]:
+    """A striped pack of one colour: two SKUs differ only in it."""
+    out = np.empty((h, w, 3), np.uint8)
+    out[:] = bgr
+    out[:, ::16] = (np.array(bgr) * 0.5).astype(np.uint8)
+    return out
+
+
+def test_products_are_named_in_the_photos_own_colours(tmp_path: Path) -> None:
+    # Given a product detector fed normalized lighting, and a catalog of two packs alike but
+    # for their colour: lemon yellow and the grey that white balance makes of a yellow bin
+    from pipeline.core.lighting import normalize_lighting
+    from pipeline.settings import REPO_ROOT
+
+    models = tmp_path / "models"
+    dest, _ = register_model(ultralytics(tmp_path, normalized=False), models=models)
+    card = json.loads((dest / "card.json").read_text())
+    card["input"]["lighting"] = "normalized"
+    (dest / "card.json").write_text(json.dumps(card))
+    (models / "sku-embed").symlink_to(REPO_ROOT / "models" / "sku-embed")
+    base = get_settings()
+    settings = base.model_copy(update={"models": base.models.model_copy(
+        update={"root": models, "light": "byo", "device": "cpu"})})
+    store, sha = MemoryStore(), "cd" * 32
+    rt = Runtime(settings, store, None, 0, MemoryLedger())  # type: ignore[arg-type]
+    yellow = _pack((40, 210, 230))
+    grey = normalize_lighting(yellow)
+    assert abs(int(grey[..., 0].mean()) - int(grey[..., 2].mean())) < 30  # it is grey
+    for sku, image in (("lemon-pack", yellow), ("grey-pack", grey)):
+        rt.recognizer().enrol(sku, [(f"{sku}.png", encode_jpeg(image, 95))], brand=None, name=None)
+    # and a shelf photo full of the yellow pack, stored as ingest and normalize store it
+    photo = np.tile(_pack((40, 210, 230), 64, 96), (5, 10, 1))
+    bucket = settings.s3.artifacts_bucket
+    for name, image in (("ingested.jpg", photo), ("normalized.jpg", normalize_lighting(photo))):
+        store.put_bytes(bucket, artifact_key(sha, name), encode_jpeg(image, 92), "image/jpeg")
+    msg = StageMessage(photo=PhotoRef(bucket="raw", key="s1/a1/b1/c1/p.jpg"), sha256=sha,
+                       route="light")
+
+    # When the detect stage runs
+    out = steps.detect(msg, rt)
+
+    # Then the detector saw the normalized image, and its product is named as photographed
+    doc = store.get_json(bucket, out.artifacts["detections"].key)
+    assert doc["image_size"] == [640, 480]
+    best = [c[0] for c in doc["detections"][0]["candidates"]]
+    assert best[0] == "lemon-pack", doc["detections"][0]["candidates"]
