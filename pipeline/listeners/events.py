@@ -11,6 +11,7 @@ failure to read one is a :class:`MalformedEventError`, never another exception.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
@@ -22,8 +23,6 @@ from pipeline.errors import InvalidKeyError, MalformedEventError
 MAX_BODY_BYTES = 256 * 1024  # SQS message maximum
 MAX_RECORDS = 100
 MAX_KEY_BYTES = 1024  # S3 object key maximum
-
-
 
 
 def check_key(key: str) -> str:
@@ -82,10 +81,6 @@ class S3Record(BaseModel):
         return o.version_id or (o.etag or "").strip('"') or o.sequencer or "unversioned"
 
 
-class _Notification(BaseModel):
-    records: list[S3Record] = Field(alias="Records")
-
-
 # EventBridge detail types of S3 and the notification event names they correspond to.
 EVENTBRIDGE_EVENTS = {"Object Created": "ObjectCreated", "Object Deleted": "ObjectRemoved",
                       "Object Restore Completed": "ObjectRestore"}
@@ -117,10 +112,26 @@ def _from_eventbridge(doc: dict[str, Any]) -> dict[str, Any]:
                               "sequencer": obj.get("sequencer")}}}
 
 
-def parse_body(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
-               _envelopes: int = 0) -> list[S3Record]:
-    """Records of an SQS body; ``[]`` for an ``s3:TestEvent``. Unwraps one SNS envelope; an
-    EventBridge event of S3 is one record."""
+@dataclass(frozen=True)
+class RefusedRecord:
+    """A record of a notification that is not an S3 record: as it came, and why."""
+
+    raw: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    records: list[S3Record]
+    refused: list[RefusedRecord]
+
+
+def parse_message(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
+                  _envelopes: int = 0) -> ParsedBody:
+    """The records of an SQS body, each read on its own: one malformed record is refused
+    with its reason and the others go on. No records for an ``s3:TestEvent``. Unwraps one
+    SNS envelope; an EventBridge event of S3 is one record. A body that is not a
+    notification at all raises :class:`MalformedEventError`."""
     if not isinstance(body, str):
         raise MalformedEventError("body is not text")
     if len(body) > max_bytes:  # characters bound bytes from below: cheap first check
@@ -136,17 +147,34 @@ def parse_body(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int =
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
         if _envelopes:
             raise MalformedEventError("SNS envelope inside an SNS envelope")
-        return parse_body(doc["Message"], max_bytes=max_bytes, max_records=max_records,
-                          _envelopes=1)
+        return parse_message(doc["Message"], max_bytes=max_bytes, max_records=max_records,
+                             _envelopes=1)
     if doc.get("Event") == "s3:TestEvent":
-        return []
+        return ParsedBody([], [])
     if doc.get("source") == "aws.s3" and "detail-type" in doc:
         doc = {"Records": [_from_eventbridge(doc)]}
     records = doc.get("Records")
-    if isinstance(records, list) and len(records) > max_records:
+    if not isinstance(records, list):
+        raise MalformedEventError("not an S3 event notification: no list of Records")
+    if len(records) > max_records:
         raise MalformedEventError(f"{len(records)} records exceed the cap of {max_records}")
-    try:
-        return _Notification.model_validate(doc).records
-    except (ValidationError, RecursionError) as exc:
-        detail = exc.errors()[:3] if isinstance(exc, ValidationError) else "nested too deeply"
-        raise MalformedEventError(f"not an S3 event notification: {detail}") from exc
+    good: list[S3Record] = []
+    refused: list[RefusedRecord] = []
+    for raw in records:
+        try:
+            good.append(S3Record.model_validate(raw))
+        except (ValidationError, RecursionError) as exc:
+            detail = exc.errors()[:3] if isinstance(exc, ValidationError) \
+                else "nested too deeply"
+            refused.append(RefusedRecord(raw, f"not an S3 event record: {detail}"))
+    return ParsedBody(good, refused)
+
+
+def parse_body(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS
+               ) -> list[S3Record]:
+    """Records of an SQS body, all or nothing (tools that read bodies they wrote); ``[]``
+    for an ``s3:TestEvent``."""
+    parsed = parse_message(body, max_bytes=max_bytes, max_records=max_records)
+    if parsed.refused:
+        raise MalformedEventError(parsed.refused[0].reason)
+    return parsed.records

@@ -42,7 +42,7 @@ from redis import Redis
 
 from pipeline import metrics
 from pipeline.errors import InFlightElsewhereError, PermanentError, TransientError
-from pipeline.listeners.events import S3Record, check_key, parse_body
+from pipeline.listeners.events import RefusedRecord, S3Record, check_key, parse_message
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import claim_key, inflight_key, parse_raw_key
@@ -87,6 +87,7 @@ class _Job:
     m: dict[str, Any]
     items: list[_Item] = field(default_factory=list)
     malformed: str | None = None
+    refused: list[RefusedRecord] = field(default_factory=list)  # records that are not S3's
     test_event: bool = False
     keep: bool = False  # a record must come back: leave the message on the queue
 
@@ -237,11 +238,12 @@ class Listener:
         """Parse a message and sort its records; no side effects yet."""
         cfg = self.s.sqs
         try:
-            records = parse_body(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
-                                 max_records=cfg.max_records)
+            parsed = parse_message(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
+                                   max_records=cfg.max_records)
         except Exception as exc:  # MalformedEventError, or any surprise from the parser
             return _Job(m, malformed=f"{type(exc).__name__}: {exc}")
-        return _Job(m, items=[self._sort(rec) for rec in records], test_event=not records)
+        return _Job(m, items=[self._sort(rec) for rec in parsed.records],
+                    refused=parsed.refused, test_event=not parsed.records and not parsed.refused)
 
     def _sort(self, rec: S3Record) -> _Item:
         s3cfg = self.s.s3
@@ -258,16 +260,29 @@ class Listener:
             return _Item(rec, rec.key, state="refused", error=exc)
 
     def _claim(self, items: list[_Item], token: str) -> None:
-        wanted = [it for it in items if it.state == "unclaimed"]
+        first: dict[str, _Item] = {}
+        copies: list[_Item] = []
+        for it in items:
+            if it.state == "unclaimed":
+                if it.seen in first:  # the same version twice in one batch
+                    copies.append(it)
+                else:
+                    first[it.seen] = it
+        wanted = list(first.values())
         try:
             states = claim_unless_done(self.redis, [(it.seen, it.busy) for it in wanted],
                                        token, self.s.sqs.visibility_timeout_s)
         except Exception as exc:  # Redis away: every record comes back later
-            for it in wanted:
+            for it in wanted + copies:
                 it.state, it.error = "failed", exc
             return
         for it, state in zip(wanted, states, strict=True):
             it.state = state
+        for it in copies:
+            # Enqueued once, by the first; if that one fails, its message comes back.
+            leader = first[it.seen]
+            it.state, it.error = ("done" if leader.state == "claimed" else leader.state,
+                                  leader.error)
 
     def handle_job(self, job: _Job, token: str) -> None:
         """One message of the batch; never raises. Its enqueued records are marked as seen,
@@ -289,6 +304,9 @@ class Listener:
         if job.test_event:
             self._count("test_events")
             return
+        for bad in job.refused:  # each on its own: the message's good records go on
+            self._count("malformed")
+            self._dead_letter(m, json.dumps({"Records": [bad.raw]}), bad.reason)
         for it in job.items:
             rec = it.rec
             if it.state == "skip":
@@ -374,14 +392,16 @@ class Listener:
         log.warning("event %s to the DLQ: %s", m.get("MessageId"), reason)
         data = body if isinstance(body, str) else repr(body)
         data = data.encode("utf-8", "backslashreplace").decode("utf-8")
-        if len(data.encode()) > self.s.sqs.max_body_bytes:
+        source = _printable(str(m.get("MessageId")))
+        # SQS counts the attributes (names, types, values) against the size limit too.
+        room = self.s.sqs.max_body_bytes - len(reason.encode()) - len(source.encode()) - 256
+        if len(data.encode()) > room:
             data = json.dumps({"truncated": True, "head": data[:4096]})
         self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=data or "(empty)",
                               MessageAttributes={
                                   "reason": {"DataType": "String", "StringValue": reason},
                                   "source_message_id": {
-                                      "DataType": "String",
-                                      "StringValue": _printable(str(m.get("MessageId")))}})
+                                      "DataType": "String", "StringValue": source}})
 
     def _return(self, messages: list[dict[str, Any]]) -> None:
         """Hand unprocessed messages back at once (visibility 0) instead of hiding them."""

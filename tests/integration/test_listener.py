@@ -300,6 +300,48 @@ def test_poison_messages_never_stop_the_loop(isolated: Isolated) -> None:
     assert _visible(isolated) == 0
 
 
+def test_a_bad_record_or_a_repeated_one_never_holds_back_the_good_ones(
+        isolated: Isolated) -> None:
+    # Given one message holding a photo's record twice and a record that is not S3's, a
+    # second message holding the same photo again, and a body just under the size limit
+    sqs, raw = isolated.stack.sqs, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    good = {"eventName": "ObjectCreated:Put", "eventTime": "2026-12-01T10:00:00Z",
+            "s3": {"bucket": {"name": raw},
+                   "object": {"key": "raw/S1/A1/B1/c1/twice.jpg", "eTag": "e1"}}}
+    bad = {"eventName": 3, "s3": "nothing"}
+    sqs.send_message(QueueUrl=isolated.queue_url,
+                     MessageBody=json.dumps({"Records": [good, bad, good]}))
+    sqs.send_message(QueueUrl=isolated.queue_url, MessageBody=json.dumps({"Records": [good]}))
+    near_limit = "x" * (isolated.settings.sqs.max_body_bytes - 100)
+    sqs.send_message(QueueUrl=isolated.queue_url, MessageBody=near_limit)
+    got = _receive_all(sqs, isolated.queue_url, 2)
+    assert len(got) == 3
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+
+    # When the listener handles them in one batch
+    listener.handle_batch(got)
+
+    # Then the photo is enqueued once, its copies count as duplicates, nothing waits for
+    # redelivery, and each refusal is on the DLQ with its reason
+    assert [m.photo.key for m in done] == ["raw/S1/A1/B1/c1/twice.jpg"]
+    st = listener.stats
+    assert (st.duplicates, st.failed, st.malformed) == (2, 0, 2)
+    dead = {m["MessageAttributes"]["reason"]["StringValue"]: m["Body"]
+            for m in _dlq_messages(isolated)}
+    assert len(dead) == 2
+    record = next(b for r, b in dead.items() if "not an S3 event record" in r)
+    assert json.loads(record) == {"Records": [bad]}
+    body = next(b for r, b in dead.items() if "not JSON" in r)
+    assert json.loads(body)["truncated"] is True
+    time.sleep(1)
+    attrs = sqs.get_queue_attributes(QueueUrl=isolated.queue_url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert attrs == {"ApproximateNumberOfMessages": "0",
+                     "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
 def test_lost_redis_reply_after_enqueue_enqueues_again_never_loses(isolated: Isolated,
                                                                   monkeypatch: Any) -> None:
     # Given the enqueue succeeds but marking the version as seen fails (Redis reply lost)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import PermanentError
-from pipeline.listeners.events import MalformedEventError, S3Record, parse_body
+from pipeline.listeners.events import MalformedEventError, S3Record, parse_body, parse_message
 
 BUCKET = "shelf-raw-eu"
 
@@ -356,3 +356,17 @@ def _bridge_without(*path: str) -> str:
 def test_malformed_eventbridge_events_are_malformed(raw: str) -> None:
     with pytest.raises(MalformedEventError):
         parse_body(raw)
+
+
+@pytest.mark.parametrize("bad", [{"eventName": 3}, "a string", None, [1, 2],
+                                 {"eventName": "ObjectCreated:Put", "s3": {"bucket": {}}}],
+                         ids=["name-not-text", "string", "null", "list", "no-object"])
+def test_a_bad_record_is_refused_alone_and_the_others_are_read(bad: object) -> None:
+    good = {"eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b"}, "object": {"key": "raw/s/a/b/c/x.jpg"}}}
+    parsed = parse_message(json.dumps({"Records": [good, bad, good]}))
+    assert [r.key for r in parsed.records] == ["raw/s/a/b/c/x.jpg"] * 2
+    assert [r.raw for r in parsed.refused] == [bad]
+    assert "not an S3 event record" in parsed.refused[0].reason
+    with pytest.raises(MalformedEventError, match="not an S3 event record"):
+        parse_body(json.dumps({"Records": [good, bad]}))  # all or nothing for tools
