@@ -24,7 +24,8 @@ from pipeline.core.recognition import (
     similarity,
 )
 from pipeline.detect.embedder import Embedder
-from pipeline.errors import CatalogError
+from pipeline.errors import CatalogError, CorruptImageError
+from pipeline.image import inspect_image
 from pipeline.settings import RecognitionSettings
 from pipeline.storage.catalog import (
     CatalogEntry,
@@ -107,11 +108,11 @@ class Recognizer:
         sigs = []
         for n, (filename, data) in enumerate(images):
             suffix = IMAGE_SUFFIXES.get(PurePath(filename).suffix.lower())
-            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if suffix is None or decoded is None:
+            if suffix is None:
                 raise CatalogError(f"{filename}: not a readable JPEG or PNG packshot")
+            decoded = decode_packshot(data, filename)
             key = self.catalog.put_image(sku, n, data, suffix)
-            sigs += self._sign(key, np.asarray(decoded, np.uint8))
+            sigs += self._sign(key, decoded)
         if not sigs:
             raise CatalogError(f"{sku}: give at least one packshot")
         entry = CatalogEntry(sku=sku, brand=brand, name=name, embedder=self.embedder.ref,
@@ -130,11 +131,8 @@ class Recognizer:
                 continue
             sigs = []
             for key in dict.fromkeys(s.source for s in entry.signatures):
-                image = cv2.imdecode(np.frombuffer(self.catalog.get_image(key), np.uint8),
-                                     cv2.IMREAD_COLOR)
-                if image is None:
-                    raise CatalogError(f"{entry.sku}: stored packshot {key} is unreadable")
-                sigs += self._sign(key, np.asarray(image, np.uint8))
+                sigs += self._sign(key, decode_packshot(self.catalog.get_image(key),
+                                                        f"{entry.sku}: stored packshot {key}"))
             self.catalog.put(entry.model_copy(update={"embedder": self.embedder.ref,
                                                       "signatures": sigs}), reindex=False)
             done += 1
@@ -148,6 +146,34 @@ class Recognizer:
                           colour=[round(float(v), 6) for v in colour],
                           aspect=round(float(aspect), 4))
                 for emb, colour, aspect in packshot_signatures(self.embedder, image)]
+
+
+PACKSHOT_MAX_PIXELS = 50_000_000  # a packshot is a product photo, not a poster
+PACKSHOT_MAX_SIDE = 12_000
+
+
+def decode_packshot(data: bytes, name: str) -> Image:
+    """A packshot's BGR pixels: its headers checked first (no decompression bomb reaches
+    the decoder), a transparent backdrop made white as a studio's is (the backdrop that
+    ``cut_out`` removes), grey or 16-bit images made 8-bit colour."""
+    try:
+        inspect_image(data, max_pixels=PACKSHOT_MAX_PIXELS, min_side=1,
+                      max_side=PACKSHOT_MAX_SIDE)
+    except CorruptImageError as exc:
+        raise CatalogError(f"{name}: not a usable JPEG or PNG packshot: {exc}") from exc
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise CatalogError(f"{name}: not a readable JPEG or PNG packshot")
+    image = np.asarray(raw)
+    if image.dtype == np.uint16:
+        image = (image.astype(np.uint32) // 257).astype(np.uint8)
+    if image.ndim == 2:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        white = np.full_like(image[:, :, :3], 255, np.float32)
+        return np.asarray(np.round(image[:, :, :3] * alpha + white * (1 - alpha)), np.uint8)
+    return np.asarray(image[:, :, :3], np.uint8)
 
 
 def crop_signatures(embedder: Embedder, crops: Sequence[Image]

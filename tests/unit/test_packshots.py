@@ -1,0 +1,70 @@
+"""Packshots as users bring them: transparent PNGs, grey and 16-bit images, hostile files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.core.packshot import cut_out
+from pipeline.detect.recognizer import decode_packshot
+from pipeline.errors import CatalogError
+
+
+def product_on(background: tuple[int, int, int, int]) -> bytes:
+    """A red pack of 60 x 120 pixels in a 200 x 200 PNG, on ``background`` (RGBA)."""
+    im = Image.new("RGBA", (200, 200), background)
+    im.paste((200, 30, 30, 255), (70, 40, 130, 160))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_transparent_backdrop_is_cut_out_as_a_white_one() -> None:
+    # A transparent pixel's colour is whatever the editor left there, black most often
+    clear = decode_packshot(product_on((0, 0, 0, 0)), "clear.png")
+    white = decode_packshot(product_on((255, 255, 255, 255)), "white.png")
+    assert np.array_equal(clear, white)
+    cut = cut_out(clear)
+    assert cut is not None and cut.image.shape[:2] == (120, 60)
+
+
+def _png(mode: str) -> bytes:
+    im = Image.open(io.BytesIO(product_on((255, 255, 255, 255)))).convert("RGB")
+    if mode == "16-bit":
+        ok, enc = cv2.imencode(".png", np.asarray(im)[:, :, ::-1].astype(np.uint16) * 257)
+        assert ok
+        return bytes(enc.tobytes())
+    buf = io.BytesIO()
+    im.convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "16-bit", "RGB", "P"])
+def test_grey_16_bit_and_palette_packshots_are_colour_8_bit(mode: str) -> None:
+    out = decode_packshot(_png(mode), f"{mode}.png")
+    assert out.shape == (200, 200, 3) and out.dtype == np.uint8
+    assert out[0, 0].min() >= 250  # the white backdrop stays white
+    assert out[100, 100, 2] > 150 or mode == "L"  # and the red pack red
+
+
+def test_a_packshot_claiming_a_bomb_of_pixels_is_refused_unread() -> None:
+    _, enc = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
+    data = bytearray(enc.tobytes())
+    i = data.index(b"\xff\xc0")
+    data[i + 5:i + 9] = struct.pack(">HH", 30_000, 30_000)
+    t0 = time.perf_counter()
+    with pytest.raises(CatalogError, match=r"bomb\.png: not a usable"):
+        decode_packshot(bytes(data), "bomb.png")
+    assert time.perf_counter() - t0 < 1.0  # refused from its header
+
+
+@pytest.mark.parametrize("data", [b"", b"GIF89a\x01\x00", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+def test_files_that_are_no_packshot_are_a_catalog_error(data: bytes) -> None:
+    with pytest.raises(CatalogError):
+        decode_packshot(data, "x.png")
