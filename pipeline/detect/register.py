@@ -31,6 +31,7 @@ from pipeline.errors import ModelRejectedError
 
 Boxes = Literal["auto", "pixels", "normalized"]
 DEFAULT_SIZE = 640
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096  # a detector's input, whatever a file claims
 STRIDES = (8, 16, 32)  # YOLOv8/YOLO11 detection heads
 RTDETR_MAX_QUERIES = 1000
 
@@ -65,7 +66,11 @@ def parse_names(text: str) -> list[str]:
         raise ModelRejectedError(f"metadata 'names' is not a dict of class names: {text[:80]!r}"
                                  ) from exc
     if isinstance(value, dict):
-        keys = sorted(int(k) for k in value)
+        try:
+            keys = sorted(int(k) for k in value)
+        except (TypeError, ValueError) as exc:
+            raise ModelRejectedError(f"metadata 'names' has keys that are not class indices: "
+                                     f"{text[:80]!r}") from exc
         if keys != list(range(len(keys))):
             raise ModelRejectedError("metadata 'names' must cover class indices 0..N-1")
         return [str(value[k]) for k in keys]
@@ -80,11 +85,12 @@ def parse_imgsz(text: str) -> tuple[int, int] | None:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value, value
-    if isinstance(value, list | tuple) and len(value) == 2:
+    if isinstance(value, list | tuple) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
         return int(value[1]), int(value[0])
-    return None
+    return None  # unreadable: the graph or the default decides
 
 
 def _dims(value_info: Any) -> list[int | str]:
@@ -228,6 +234,9 @@ def inspect_model(path: Path, *, boxes: Boxes = "auto", size_wh: tuple[int, int]
                                    notes)
     if size_wh is not None:
         size = size_wh
+    if not all(MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in size):
+        raise ModelRejectedError(f"input size {size[0]}x{size[1]} is outside "
+                                 f"{MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} pixels a side")
     elem = inputs[0].type.tensor_type.elem_type
     dtype = {1: "tensor(float)", 2: "tensor(uint8)", 10: "tensor(float16)"}.get(
         elem, f"element type {elem}")

@@ -270,9 +270,30 @@ def test_parse_names(text: str, expected: list[str]) -> None:
     assert parse_names(text) == expected
 
 
+@pytest.mark.parametrize("text", ["{'a': 'x'}", "{0: 'a', 2: 'c'}", "{None: 'x'}", "42",
+                                  "__import__('os')"])
+def test_names_that_are_no_class_list_are_refused_with_a_reason(text: str) -> None:
+    with pytest.raises(ModelRejectedError, match="metadata 'names'"):
+        parse_names(text)
+
+
+@pytest.mark.parametrize("imgsz", ["[100000, 100000]", "[8, 8]"])
+def test_an_input_size_no_detector_has_is_refused_before_any_probe(
+        tmp_path: Path, imgsz: str) -> None:
+    # A dynamic graph whose metadata claims a size: probing 100000 x 100000 would ask for
+    # 30 GB of pixels
+    out = yolo_columns(1, normalized=False)
+    model = with_metadata(constant_model([out], input_shape=[1, 3, "h", "w"]),
+                          names="{0: 'object'}", imgsz=imgsz, task="detect")
+    with pytest.raises(ModelRejectedError, match=r"outside 32\.\.4096"):
+        register_model(save(tmp_path, model), models=tmp_path / "m")
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("[640, 640]", (640, 640)), ("[480, 640]", (640, 480)), ("320", (320, 320)),
-    ("garbage", None), ("[1, 2, 3]", None)])
+    ("garbage", None), ("[1, 2, 3]", None), ("['a', 640]", None), ("[True, 640]", None),
+    ("{1: 2}", None)])
 def test_parse_imgsz(text: str, expected: tuple[int, int] | None) -> None:
     assert parse_imgsz(text) == expected
 
