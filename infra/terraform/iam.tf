@@ -46,6 +46,12 @@ data "aws_iam_policy_document" "listener" {
     resources = [local.raw_objects]
   }
   statement {
+    # Without it S3 answers a photo deleted before ingest with 403, which reads as an
+    # expired URL and is retried; with it, 404: "photo no longer exists", at once.
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.shelf["raw"].arn]
+  }
+  statement {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.shelf.arn]
   }
@@ -66,8 +72,9 @@ data "aws_iam_policy_document" "worker" {
   }
   statement {
     actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.shelf["artifacts"].arn, aws_s3_bucket.shelf["results"].arn,
-    aws_s3_bucket.shelf["config"].arn]
+    # raw: so a photo deleted before its fetch is a 404 (gone), not a 403 (retried)
+    resources = [aws_s3_bucket.shelf["raw"].arn, aws_s3_bucket.shelf["artifacts"].arn,
+    aws_s3_bucket.shelf["results"].arn, aws_s3_bucket.shelf["config"].arn]
   }
   statement {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]

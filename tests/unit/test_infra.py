@@ -120,3 +120,24 @@ def test_terraform_matches_the_local_stack_spec() -> None:
                          ids=lambda p: Path(p).name)
 def test_prometheus_files_parse(path: Path) -> None:
     assert yaml.safe_load(path.read_text())
+
+
+def _policy(tf: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    for block in tf["data"]:
+        docs = block.get("aws_iam_policy_document", {})
+        if name in docs:
+            return list(docs[name]["statement"])
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("role", ["listener", "worker"])
+def test_roles_that_fetch_photos_may_list_the_raw_bucket(role: str) -> None:
+    # S3 answers a missing key with 403 to a caller that may not list the bucket: a photo
+    # deleted before its fetch would be retried as an expired URL instead of reported gone.
+    tf = terraform()
+    statements = _policy(tf, role)
+    reads = [s for s in statements if "s3:GetObject" in s["actions"]
+             and "${local.raw_objects}" in s["resources"]]
+    lists = [s for s in statements if "s3:ListBucket" in s["actions"]
+             and '${aws_s3_bucket.shelf["raw"].arn}' in s["resources"]]
+    assert reads and lists
