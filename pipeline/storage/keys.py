@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from pipeline.errors import InvalidKeyError
+
 
 @dataclass(frozen=True)
 class CameraKey:
@@ -59,6 +61,21 @@ def result_key(*, store: str, date: str, aisle: str, upload_id: str) -> str:
     two results."""
     return (f"compliance/store={partition_value(store)}/date={date}/"
             f"aisle={partition_value(aisle)}/{upload_id}.json")
+
+
+MAX_S3_KEY_BYTES = 1024
+
+
+def check_result_room(key: str, prefix: str = "raw/") -> None:
+    """Refuse, before any work, a raw key whose store or aisle would make its result's key
+    longer than S3 allows (partition values are percent-encoded: up to 9 bytes a letter)."""
+    cam = parse_raw_key(key, prefix)
+    longest = result_key(store=cam.store if cam else "unknown", date="0000-00-00",
+                         aisle=cam.aisle if cam else "unknown", upload_id="0" * 32)
+    size = len(longest.encode())
+    if size > MAX_S3_KEY_BYTES:
+        raise InvalidKeyError(f"store and aisle of this key would make a result key of {size} "
+                              f"bytes (S3 allows {MAX_S3_KEY_BYTES})")
 
 
 def outcome_key(upload_id: str) -> str:

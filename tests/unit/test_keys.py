@@ -8,9 +8,11 @@ from urllib.parse import unquote
 
 import pytest
 
+from pipeline.errors import InvalidKeyError
 from pipeline.storage.keys import (
     CameraKey,
     artifact_key,
+    check_result_room,
     claim_key,
     dead_letter_key,
     parse_raw_key,
@@ -155,3 +157,22 @@ def test_claim_key_quotes_bucket_and_key() -> None:
     assert version == "3HL4kqtJ"
     assert re.fullmatch(r"[A-Za-z0-9._~%-]+", key_part), key_part
     assert unquote(key_part) == key
+
+
+@pytest.mark.parametrize(("store", "fits"), [
+    ("S1", True), ("x" * 900, True), (" " * 330, False), ("магазин" * 30, False),
+    ("a" * 1000, False)], ids=["short", "900-plain", "330-spaces", "cyrillic", "1000-plain"])
+def test_a_raw_key_whose_result_key_cannot_exist_is_refused_up_front(store: str,
+                                                                     fits: bool) -> None:
+    key = f"raw/{store}/A1/B1/c1/p.jpg"
+    if len(key.encode()) > 1024:
+        pytest.skip("the raw key itself is over S3's limit")
+    if fits:
+        check_result_room(key)
+        cam = parse_raw_key(key)
+        assert cam is not None
+        assert len(result_key(store=cam.store, date="2026-12-05", aisle=cam.aisle,
+                              upload_id="f" * 32).encode()) <= 1024
+    else:
+        with pytest.raises(InvalidKeyError, match="result key of"):
+            check_result_room(key)
