@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 from pipeline.settings import get_settings
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
 
+    from pipeline.detect.recognizer import View
     from pipeline.eval.synthetic import SyntheticNamer
     from pipeline.image import PreparedPhoto
 
@@ -170,7 +169,7 @@ def _reference_photos(paths: list[Path]) -> list[Path]:
     return [found[i] for i in keep]
 
 
-def _products(photos: Iterator[PreparedPhoto]) -> Iterator[npt.NDArray[np.uint8]]:
+def _products(photos: Iterator[PreparedPhoto]) -> Iterator[View]:
     """The products the light detector finds on shelf photos, cropped as the detect stage
     crops them."""
     from pipeline.detect.detector import Detector
@@ -180,8 +179,7 @@ def _products(photos: Iterator[PreparedPhoto]) -> Iterator[npt.NDArray[np.uint8]
     detector = Detector.from_dir(s.models.root, s.models.light, device=s.models.device,
                                  intra_op_threads=2)
     for photo in photos:
-        yield from product_crops(detector, photo.seen, s.compliance.min_score,
-                                 photo.photographed)
+        yield from product_crops(detector, photo, s.compliance.min_score)
 
 
 def _catalog(args: argparse.Namespace) -> int:
@@ -233,7 +231,8 @@ def _catalog(args: argparse.Namespace) -> int:
                                                  jpeg_quality=s.ingest.jpeg_quality))
                       is not None)
             count = recognizer.set_reference(
-                _products(photos) if args.detect else (p.photographed for p in photos))
+                _products(photos) if args.detect else ((p.normalized, p.photographed)
+                                                       for p in photos))
             print(f"signed {count} reference {'products' if args.detect else 'photos'} with "
                   f"{embedder.ref}")
             return 0

@@ -241,38 +241,42 @@ def jpeg_roundtrip(image: npt.NDArray[np.uint8], quality: int) -> npt.NDArray[np
 
 @dataclass(frozen=True)
 class PreparedPhoto:
-    """A photo as the detect stage has it: ``seen`` is what the detector is fed (lighting
-    normalized or not, as its card asks), ``photographed`` the upright working image with
-    the photo's own colours, from which products are named (packshots are signed as
-    photographed; normalized white balance turns a bin of lemons grey), and ``scale`` the
-    linear scale from the photo's stored pixels."""
+    """A photo as the detect stage has it: ``photographed``, the upright working image in
+    the photo's own colours (ingest's artifact), ``normalized``, the same with its lighting
+    normalized (normalize's), and ``scale``, the linear scale from the photo's stored
+    pixels. A detector is fed one of them, as its card asks; a product is named from both:
+    its embedding from the normalized one (print and form without the store's colour cast),
+    its colours from the photographed one (white balance turns a bin of lemons grey)."""
 
-    seen: npt.NDArray[np.uint8]
     photographed: npt.NDArray[np.uint8]
+    normalized: npt.NDArray[np.uint8]
     scale: float
+
+    def seen(self, normalized_lighting: bool = True) -> npt.NDArray[np.uint8]:
+        """What a detector fed normalized lighting, or not, is given."""
+        return self.normalized if normalized_lighting else self.photographed
 
 
 def prepare_photo(data: bytes, *, long_side: int, jpeg_quality: int,
-                  orientation: int | None = None, normalize: bool = True) -> PreparedPhoto:
+                  orientation: int | None = None) -> PreparedPhoto:
     """A photo exactly as the detect stage receives it, from its encoded bytes: upright
     (``orientation`` overrides the EXIF one), at the working size, faces blurred and stored
-    (ingest), then, for a detector fed normalized lighting (``normalize``), lighting
-    normalized and stored (normalize). Evaluations and benchmarks use this, so they measure
-    what the pipeline runs."""
+    (ingest), and its lighting normalized and stored (normalize). Evaluations and benchmarks
+    use this, so they measure what the pipeline runs."""
     from pipeline.core.lighting import normalize_lighting
     from pipeline.privacy import blur_faces
 
     upright, scale = decode_upright(data, long_side, orientation=orientation)
     ingested = jpeg_roundtrip(blur_faces(upright)[0], jpeg_quality)
-    seen = jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality) if normalize \
-        else ingested
-    return PreparedPhoto(seen, ingested, scale)
+    return PreparedPhoto(ingested, jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality),
+                         scale)
 
 
 def prepare_for_detection(data: bytes, *, long_side: int, jpeg_quality: int,
                           orientation: int | None = None, normalize: bool = True
                           ) -> tuple[npt.NDArray[np.uint8], float]:
-    """What the detector is fed of a photo, and its scale (see ``prepare_photo``)."""
+    """What a detector is fed of a photo (lighting normalized unless ``normalize`` is
+    false), and its scale (see ``prepare_photo``)."""
     p = prepare_photo(data, long_side=long_side, jpeg_quality=jpeg_quality,
-                      orientation=orientation, normalize=normalize)
-    return p.seen, p.scale
+                      orientation=orientation)
+    return p.seen(normalize), p.scale

@@ -19,16 +19,18 @@ import time
 import numpy as np
 
 from pipeline.core.letterbox import letterbox
-from pipeline.core.recognition import crop_box
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import (
+    View,
     crop_signatures,
+    crop_views,
     gallery_from_packshots,
     rank_crops,
     weights_from,
 )
 from pipeline.eval.synthetic import prepare
+from pipeline.image import PreparedPhoto
 from pipeline.settings import get_settings
 from pipeline.synth.enrol import catalog_images
 from pipeline.synth.world import make_photo
@@ -70,13 +72,13 @@ def bench_detectors(images: list[np.ndarray], names: list[str], threads: int, re
     return out
 
 
-def bench_naming(images: list[np.ndarray], detector: str, threads: int, repeats: int
+def bench_naming(photos: list[PreparedPhoto], detector: str, threads: int, repeats: int
                  ) -> dict[str, object]:
     s = get_settings()
     det = Detector.from_dir(s.models.root, detector, intra_op_threads=threads)
-    crops = []
-    for img in images:
-        crops += [crop_box(img, b, 0.0) for b in det.detect(img).xyxy]
+    crops: list[View] = []
+    for p in photos:
+        crops += crop_views(p.normalized, p.photographed, det.detect(p.normalized).xyxy)
     crops = (crops * (CROPS // max(1, len(crops)) + 1))[:CROPS]
     embedder = Embedder.from_dir(s.models.root, s.recognition.embedder,
                                  intra_op_threads=threads)
@@ -104,9 +106,10 @@ def main() -> None:
     args = ap.parse_args()
 
     long_side = get_settings().ingest.working_long_side
-    images = [prepare(make_photo(args.seed, i, None, 4000).jpeg).seen for i in range(args.photos)]
+    photos = [prepare(make_photo(args.seed, i, None, 4000).jpeg) for i in range(args.photos)]
+    images = [p.normalized for p in photos]
     detectors = bench_detectors(images, args.models, args.threads, args.repeats)
-    naming = bench_naming(images, args.models[0], args.threads, args.repeats)
+    naming = bench_naming(photos, args.models[0], args.threads, args.repeats)
     if args.json:
         print(json.dumps({"threads": args.threads, "images": len(images),
                           "detectors": detectors, "naming": naming}))

@@ -29,14 +29,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
-from pipeline.core.recognition import Gallery, choose, crop_box, gallery_offsets
+from pipeline.core.recognition import Gallery, choose, gallery_offsets
 from pipeline.datasets import images_under
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import (
+    View,
+    crop_views,
     gallery_from_packshots,
     product_crops,
     rank_crops,
@@ -80,12 +79,13 @@ def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed
     for i in range(photos):
         photo = make_photo(seed, i, None, 4000)
         prepared = prepare(photo.jpeg)
-        image, scale = prepared.photographed, prepared.scale
+        scale = prepared.scale
         objects = photo.truth["objects"]
         plan = photo.truth["planogram"]
         assert isinstance(objects, list) and isinstance(plan, dict)
         planned = {p["sku"] for shelf in plan["shelves"] for p in shelf["positions"]}
-        crops = [crop_box(image, [v * scale for v in o["box"]], 0.0) for o in objects]
+        crops = crop_views(prepared.normalized, prepared.photographed,
+                           [[v * scale for v in o["box"]] for o in objects])
         cands += rank_crops(embedder, crops, gallery, weights, s.recognition.candidates)
         truths += [str(o["sku"]) for o in objects]
         planned_sets += [planned] * len(objects)
@@ -100,7 +100,7 @@ def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed
     return out
 
 
-def shelf_crops(folder: Path) -> Iterator[list[npt.NDArray[np.uint8]]]:
+def shelf_crops(folder: Path) -> Iterator[list[View]]:
     """Per real shelf photo under ``folder``, the products the light detector finds there,
     cropped as the detect stage crops them."""
     s = get_settings()
@@ -110,9 +110,8 @@ def shelf_crops(folder: Path) -> Iterator[list[npt.NDArray[np.uint8]]]:
         raise SystemExit(f"{folder}: no photos")
     for path in paths:
         photo = prepare_photo(path.read_bytes(), long_side=s.ingest.working_long_side,
-                              jpeg_quality=s.ingest.jpeg_quality,
-                              normalize=detector.files.normalized_lighting)
-        yield product_crops(detector, photo.seen, s.compliance.min_score, photo.photographed)
+                              jpeg_quality=s.ingest.jpeg_quality)
+        yield product_crops(detector, photo, s.compliance.min_score)
 
 
 def with_reference(embedder: Embedder, gallery: Gallery, folder: Path) -> Gallery:

@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from pipeline.core.recognition import (
     REFERENCE_K,
     Weights,
     candidates,
-    crop_box,
     gallery_offsets,
     similarity,
 )
@@ -35,7 +33,9 @@ from pipeline.datasets import images_under
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import (
+    View,
     crop_signatures,
+    crop_views,
     gallery_from_packshots,
     reference_signatures,
 )
@@ -102,23 +102,22 @@ def labelled_images(root: Path) -> list[tuple[Path, str, str]]:
     return out
 
 
-def query_crop(photo: PreparedPhoto, how: Crop, detector: Detector | None
-               ) -> npt.NDArray[np.uint8]:
-    """What of a query photo is named, in its own colours: the whole photo; its central half;
-    or, as the pipeline does, the product the detector finds nearest the centre (the whole
-    photo if none)."""
-    image = photo.photographed
-    h, w = image.shape[:2]
+def query_crop(photo: PreparedPhoto, how: Crop, detector: Detector | None) -> View:
+    """What of a query photo is named, as ``(normalized, photographed)``: the whole photo;
+    its central half; or, as the pipeline does, the product the detector finds nearest the
+    centre (the whole photo if none)."""
+    h, w = photo.photographed.shape[:2]
+    box: tuple[float, float, float, float] = (0, 0, w, h)
     if how == "center":
-        return image[h // 4:h - h // 4, w // 4:w - w // 4]
+        box = (w // 4, h // 4, w - w // 4, h - h // 4)
     if how == "detector" and detector is not None:
-        found = detector.detect(photo.seen)
+        found = detector.detect(photo.seen(detector.files.normalized_lighting))
         big = [b for b in found.xyxy if (b[2] - b[0]) * (b[3] - b[1]) >= 0.02 * w * h]
         if big:
             centre = np.array([w / 2, h / 2])
             best = min(big, key=lambda b: float(np.hypot(*((b[:2] + b[2:]) / 2 - centre))))
-            return crop_box(image, best, 0.0)
-    return image
+            box = (float(best[0]), float(best[1]), float(best[2]), float(best[3]))
+    return crop_views(photo.normalized, photo.photographed, [box])[0]
 
 
 def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Path, *,
@@ -129,11 +128,10 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
     import cv2
 
     weights = replace(weights, aspect=0.0) if crop != "detector" else weights
-    normalize = detector is not None and detector.files.normalized_lighting
 
     def read(path: Path) -> PreparedPhoto | None:
         return read_prepared(path, "eval-recognition", long_side=long_side,
-                             jpeg_quality=jpeg_quality, normalize=normalize)
+                             jpeg_quality=jpeg_quality)
 
     packshots = [(sku, np.asarray(image, np.uint8)) for path, sku, _ in
                  labelled_images(gallery_dir)
@@ -165,9 +163,9 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
         if photo is None:
             skipped += 1
             continue
-        image = query_crop(photo, crop, detector)
+        view = query_crop(photo, crop, detector)
         t0 = time.perf_counter()
-        emb, colours, aspects = crop_signatures(embedder, [image])
+        emb, colours, aspects = crop_signatures(embedder, [view])
         spent += time.perf_counter() - t0
         scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
                             weights=weights)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from pipeline.core.detections import Detections
 from pipeline.core.metrics import DetectionScores, Truth, evaluate_detections
@@ -17,11 +16,10 @@ from pipeline.core.recognition import (
     Gallery,
     Weights,
     choose,
-    crop_box,
 )
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
-from pipeline.detect.recognizer import gallery_from_packshots, rank_crops
+from pipeline.detect.recognizer import crop_views, gallery_from_packshots, rank_crops
 from pipeline.image import PreparedPhoto, decode_upright, prepare_photo
 from pipeline.synth.catalog import LABELS, UNKNOWN_SKU
 from pipeline.synth.enrol import catalog_images
@@ -61,10 +59,10 @@ class SyntheticNamer:
         if embedder is not None:
             self.gallery = gallery_from_packshots(embedder, catalog_images())
 
-    def name(self, det: Detector, photographed: npt.NDArray[np.uint8], found: Detections,
-             planned: set[str]) -> Detections:
-        """``found`` on the photo, named from ``photographed``: the photo in its own colours,
-        as the detect stage names products."""
+    def name(self, det: Detector, photo: PreparedPhoto, found: Detections, planned: set[str]
+             ) -> Detections:
+        """``found`` on ``photo``, named from its normalized and photographed images, as the
+        detect stage names products."""
         index = {sku: i for i, sku in enumerate(LABELS)}
         if not det.files.finds_products:
             ids = [index.get(det.labels[int(c)], index[UNKNOWN_SKU]) for c in found.class_ids]
@@ -72,7 +70,7 @@ class SyntheticNamer:
         if self.embedder is None or self.gallery is None:
             raise ValueError(f"{det.ref} finds products: naming them needs an embedder")
         ranked = rank_crops(self.embedder,
-                            [crop_box(photographed, b, 0.0) for b in found.xyxy],
+                            crop_views(photo.normalized, photo.photographed, found.xyxy),
                             self.gallery, self.weights, self.k)
         ids = [index.get(choose(c, planned=planned, threshold=self.weights.threshold).sku,
                          index[UNKNOWN_SKU])
@@ -93,10 +91,10 @@ def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side:
             photo = make_photo(seed, k_i * 1_000_000 + i, kind, max_long_side)
             if normalized:
                 prepared = prepare(photo.jpeg)
-                image, photographed, scale = prepared.seen, prepared.photographed, prepared.scale
+                image, scale = prepared.normalized, prepared.scale
             else:
                 image, scale = decode_upright(photo.jpeg, _long_side(), resize=False)
-                photographed = image
+                prepared = PreparedPhoto(image, image, scale)
             objects = photo.truth["objects"]
             assert isinstance(objects, list)
             objects = [{**o, "box": [v * scale for v in o["box"]]} for o in objects]
@@ -108,7 +106,7 @@ def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side:
                 found = det.detect(image)
                 elapsed = (time.perf_counter() - t0) * 1000
                 dets, truths, lat = results[det.ref][kind]
-                dets.append(namer.name(det, photographed, found, planned))
+                dets.append(namer.name(det, prepared, found, planned))
                 truths.append(_truth(objects))
                 lat.append(elapsed)
             if progress and (i + 1) % 20 == 0:
@@ -235,12 +233,12 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         photo = make_photo(seed, 2_000_000 + i, kind, max_long_side)
         truth = photo.truth
         prepared = prepare(photo.jpeg)
-        image, scale = prepared.seen, prepared.scale
+        image, scale = prepared.normalized, prepared.scale
         det = detectors["heavy" if kind == "endcap" else "light"]
         found = det.detect(image, score_threshold=cfg.evidence_score)
         plan = Planogram.model_validate(truth["planogram"])
         planned = {p.sku for shelf in plan.shelves for p in shelf.positions}
-        named = namer.name(det, prepared.photographed, found, planned)
+        named = namer.name(det, prepared, found, planned)
         detected = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                              sku=LABELS[int(c)], score=float(s))
                     for b, s, c in zip(named.xyxy, named.scores, named.class_ids, strict=True)]

@@ -70,7 +70,7 @@ def detect(self: Task, image_b64: str, sha: str, marker: str) -> None:
     found = det.detect(image)
     boxes = [[float(v) for v in b] for b in found.xyxy]
     if det.files.finds_products:
-        rt.recognizer().candidates(image, found.xyxy, rt.settings.recognition.candidates)
+        rt.recognizer().candidates(image, image, found.xyxy, rt.settings.recognition.candidates)
     _next("baseline.comply", boxes, sha, marker)
 
 

@@ -170,10 +170,11 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
         firm = np.nonzero(found.scores >= s.compliance.min_score)[0]
         cands: dict[int, list[tuple[str, float]]] = {}
         if recognizer is not None:
-            # Named in the photo's own colours, as packshots are signed: normalized white
-            # balance makes produce and packs of one colour look alike.
-            photographed = artifact("ingested.jpg") if normalized else image
-            catalog, per_box = recognizer.candidates(photographed, found.xyxy[firm],
+            # Named from both images: embedded under normalized lighting, coloured as
+            # photographed (see recognizer.crop_signatures).
+            other = artifact("ingested.jpg" if normalized else "normalized.jpg")
+            lit, photographed = (image, other) if normalized else (other, image)
+            catalog, per_box = recognizer.candidates(lit, photographed, found.xyxy[firm],
                                                      s.recognition.candidates)
             cands = dict(zip(firm.tolist(), per_box, strict=True))
         labels = detector.labels

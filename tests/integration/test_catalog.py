@@ -75,15 +75,15 @@ def test_skus_only_another_embedder_can_compare_are_reported_once_per_catalog_ve
     image = np.full((200, 200, 3), 128, np.uint8)
     boxes = np.array([[10, 10, 90, 150]], np.float32)
     with caplog.at_level(logging.WARNING, logger="pipeline.detect.recognizer"):
-        recognizer.candidates(image, boxes, 3)
-        recognizer.candidates(image, boxes, 3)
+        recognizer.candidates(image, image, boxes, 3)
+        recognizer.candidates(image, image, boxes, 3)
     stale = [r.getMessage() for r in caplog.records if "another embedder" in r.getMessage()]
     assert stale == [f"1 catalog SKUs were signed by another embedder (sku-embed/0: 1) and "
                      f"cannot be named by {recognizer.embedder.ref}: run `shelf catalog resign`"]
     caplog.clear()
     recognizer.sign_again()
     with caplog.at_level(logging.WARNING, logger="pipeline.detect.recognizer"):
-        recognizer.candidates(image, boxes, 3)
+        recognizer.candidates(image, image, boxes, 3)
     assert not [r for r in caplog.records if "another embedder" in r.getMessage()]
 
 
@@ -115,7 +115,7 @@ def test_reference_photos_offset_the_packshots_they_resemble(
 
     # Store photos that all look like the first packshot make it a hub: its scores go down
     photos = [_in_store(0, size, shade) for size in (90, 120, 150) for shade in (80, 140)]
-    assert recognizer.set_reference(iter(photos)) == 6
+    assert recognizer.set_reference((p, p) for p in photos) == 6
     index = catalog.index()
     assert index.reference is not None and index.reference.count == 6
     assert index.reference.embedder == recognizer.embedder.ref

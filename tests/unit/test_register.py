@@ -373,16 +373,21 @@ def _pack(bgr: tuple[int, int, int], w: int = 320, h: int = 240) -> npt.NDArray[
     return out
 
 
-def test_products_are_named_in_the_photos_own_colours(tmp_path: Path) -> None:
-    # Given a product detector fed normalized lighting, and a catalog of two packs alike but
-    # for their colour: lemon yellow and the grey that white balance makes of a yellow bin
+@pytest.mark.parametrize("lighting", ["normalized", "original"])
+def test_products_are_named_from_both_images_whatever_the_detector_sees(
+        tmp_path: Path, lighting: str) -> None:
+    # Given a product detector fed one lighting, a catalog of a lemon-yellow pack and the
+    # same pack in grey, and a shelf photo of the yellow one, stored as ingest and normalize
+    # store it (white balance makes the normalized one grey)
     from pipeline.core.lighting import normalize_lighting
+    from pipeline.detect.recognizer import crop_views, rank_crops
+    from pipeline.image import decode_jpeg
     from pipeline.settings import REPO_ROOT
 
     models = tmp_path / "models"
     dest, _ = register_model(ultralytics(tmp_path, normalized=False), models=models)
     card = json.loads((dest / "card.json").read_text())
-    card["input"]["lighting"] = "normalized"
+    card["input"]["lighting"] = lighting
     (dest / "card.json").write_text(json.dumps(card))
     (models / "sku-embed").symlink_to(REPO_ROOT / "models" / "sku-embed")
     base = get_settings()
@@ -390,24 +395,33 @@ def test_products_are_named_in_the_photos_own_colours(tmp_path: Path) -> None:
         update={"root": models, "light": "byo", "device": "cpu"})})
     store, sha = MemoryStore(), "cd" * 32
     rt = Runtime(settings, store, None, 0, MemoryLedger())  # type: ignore[arg-type]
-    yellow = _pack((40, 210, 230))
-    grey = normalize_lighting(yellow)
-    assert abs(int(grey[..., 0].mean()) - int(grey[..., 2].mean())) < 30  # it is grey
-    for sku, image in (("lemon-pack", yellow), ("grey-pack", grey)):
-        rt.recognizer().enrol(sku, [(f"{sku}.png", encode_jpeg(image, 95))], brand=None, name=None)
-    # and a shelf photo full of the yellow pack, stored as ingest and normalize store it
+    for sku, bgr in (("lemon-pack", (40, 210, 230)), ("grey-pack", (150, 150, 150))):
+        rt.recognizer().enrol(sku, [(f"{sku}.jpg", encode_jpeg(_pack(bgr), 95))], brand=None,
+                              name=None)
     photo = np.tile(_pack((40, 210, 230), 64, 96), (5, 10, 1))
     bucket = settings.s3.artifacts_bucket
+    stored = {}
     for name, image in (("ingested.jpg", photo), ("normalized.jpg", normalize_lighting(photo))):
         store.put_bytes(bucket, artifact_key(sha, name), encode_jpeg(image, 92), "image/jpeg")
+        stored[name] = decode_jpeg(store.get_bytes(bucket, artifact_key(sha, name)))
     msg = StageMessage(photo=PhotoRef(bucket="raw", key="s1/a1/b1/c1/p.jpg"), sha256=sha,
                        route="light")
 
     # When the detect stage runs
     out = steps.detect(msg, rt)
 
-    # Then the detector saw the normalized image, and its product is named as photographed
+    # Then its product is embedded under normalized lighting and coloured as photographed,
+    # whichever image the detector was fed
     doc = store.get_json(bucket, out.artifacts["detections"].key)
-    assert doc["image_size"] == [640, 480]
-    best = [c[0] for c in doc["detections"][0]["candidates"]]
-    assert best[0] == "lemon-pack", doc["detections"][0]["candidates"]
+    box = np.array([doc["detections"][0]["box"]], np.float32)
+    gallery, weights, k = rt.recognizer().gallery()[1], rt.recognizer().weights, 3
+
+    def ranked(lit: str, photographed: str) -> list[list[object]]:
+        views = crop_views(stored[lit], stored[photographed], box)
+        return [[sku, score] for sku, score in
+                rank_crops(rt.recognizer().embedder, views, gallery, weights, k)[0]]
+
+    got = doc["detections"][0]["candidates"]
+    assert got == ranked("normalized.jpg", "ingested.jpg")
+    assert got != ranked("ingested.jpg", "ingested.jpg")
+    assert got != ranked("normalized.jpg", "normalized.jpg")
