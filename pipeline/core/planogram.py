@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_SHELVES = 24
 MAX_POSITIONS = 200  # per shelf
 MAX_FACINGS = 100  # per position
+MIN_WIDTH_CM, MAX_WIDTH_CM = 0.1, 10_000.0  # a facing or a fixture; inf and denormals are errors
 MAX_TOTAL_FACINGS = 2000
 
 
@@ -26,7 +27,8 @@ class Position(BaseModel):
 
     sku: str = Field(min_length=1, max_length=128)
     facings: int = Field(default=1, ge=1, le=MAX_FACINGS)
-    width_cm: float | None = Field(default=None, gt=0, description="width of one facing")
+    width_cm: float | None = Field(default=None, ge=MIN_WIDTH_CM, le=MAX_WIDTH_CM,
+                                   description="width of one facing")
 
 
 class Shelf(BaseModel):
@@ -53,7 +55,8 @@ class Planogram(BaseModel):
     aisle: str | None = None
     bay: str | None = None
     display: Literal["gondola", "endcap"] = "gondola"
-    width_cm: float | None = Field(default=None, gt=0, description="fixture width")
+    width_cm: float | None = Field(default=None, ge=MIN_WIDTH_CM, le=MAX_WIDTH_CM,
+                                   description="fixture width")
     shelves: list[Shelf] = Field(min_length=1, max_length=MAX_SHELVES)
 
     @model_validator(mode="after")

@@ -99,8 +99,12 @@ def test_the_synthetic_worlds_planograms_validate() -> None:
     {"shelves": [{"index": 0, "positions": [{"sku": "A", "shelf": 1}]}]},
     {"colour": "red"},
     {"display": "pallet"},
+    {"width_cm": float("inf")},
+    {"width_cm": 1e-320},
+    {"shelves": [{"index": 0, "positions": [{"sku": "A", "width_cm": 1e999}]}]},
 ], ids=["not-from-zero", "index-skipped", "no-shelves", "no-facings", "extra-position-key",
-        "extra-key", "unknown-display"])
+        "extra-key", "unknown-display", "infinite-fixture", "denormal-fixture",
+        "infinite-facing"])
 def test_planograms_that_do_not_validate(change: dict[str, Any]) -> None:
     doc = {"planogram_id": "PG-1", "version": 1,
            "shelves": [{"index": 0, "positions": [{"sku": "A"}]}]} | change
