@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Protocol
 from pipeline.settings import get_settings
 
 if TYPE_CHECKING:
-
     from pipeline.detect.recognizer import View
     from pipeline.eval.synthetic import SyntheticNamer
     from pipeline.image import PreparedPhoto

@@ -270,13 +270,3 @@ def prepare_photo(data: bytes, *, long_side: int, jpeg_quality: int,
     ingested = jpeg_roundtrip(blur_faces(upright)[0], jpeg_quality)
     return PreparedPhoto(ingested, jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality),
                          scale)
-
-
-def prepare_for_detection(data: bytes, *, long_side: int, jpeg_quality: int,
-                          orientation: int | None = None, normalize: bool = True
-                          ) -> tuple[npt.NDArray[np.uint8], float]:
-    """What a detector is fed of a photo (lighting normalized unless ``normalize`` is
-    false), and its scale (see ``prepare_photo``)."""
-    p = prepare_photo(data, long_side=long_side, jpeg_quality=jpeg_quality,
-                      orientation=orientation)
-    return p.seen(normalize), p.scale
