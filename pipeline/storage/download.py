@@ -29,6 +29,17 @@ META_PREFIX = "x-amz-meta-"
 class Download:
     data: bytes
     metadata: dict[str, str]  # the object's user metadata: lower-case names, no prefix
+    etag: str | None = None  # as S3 sent it, without quotes
+
+    def check_version(self, *, version_id: str | None, etag: str | None) -> None:
+        """Refuse bytes of another version than the event announced. A versioned bucket's
+        URL names the version; an unversioned one is overwritten in place, and bytes of a
+        newer upload filed under the older one's id would be counted twice (the newer event
+        brings them again)."""
+        announced = (etag or "").strip('"')
+        if version_id is None and announced and self.etag and announced != self.etag:
+            raise PermanentError(f"the object was replaced since its event (ETag {self.etag}, "
+                                 f"not {announced}): its newer upload carries it")
 
 
 def check_presigned(url: str, *, endpoint_url: str | None, region: str, bucket: str,
@@ -107,7 +118,8 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
                 raise TransientError(f"download cut short: {total} of {declared} bytes")
             metadata = {k.lower().removeprefix(META_PREFIX): v for k, v in resp.headers.items()
                         if k.lower().startswith(META_PREFIX)}
-            return Download(b"".join(chunks), metadata)
+            etag = (resp.headers.get("ETag") or "").strip('"') or None
+            return Download(b"".join(chunks), metadata, etag)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise UrlRejectedError(f"pre-signed URL refused: HTTP {exc.code}") from exc

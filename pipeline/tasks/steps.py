@@ -74,6 +74,7 @@ def captured_date(taken: str | None, msg: StageMessage) -> str:
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
     got = download_photo(msg, rt)
+    got.check_version(version_id=msg.photo.version_id, etag=msg.photo.etag)
     photo = msg.photo.with_metadata(got.metadata)
     return ingest_bytes(got.data, msg.model_copy(update={"photo": photo}), rt)
 

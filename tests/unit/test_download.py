@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipeline.errors import TooLargeError, TransientError
-from pipeline.storage.download import fetch
+from pipeline.errors import PermanentError, TooLargeError, TransientError
+from pipeline.storage.download import Download, fetch
 
 BODY = bytes(range(256)) * 64  # 16 KiB
 
@@ -54,12 +54,12 @@ def _response(body: bytes, length: str | None) -> bytes:
     head = "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
     if length is not None:
         head += f"Content-Length: {length}\r\n"
-    return head.encode() + b"x-amz-meta-store: s1\r\n\r\n" + body
+    return head.encode() + b'ETag: "abc123"\r\nx-amz-meta-store: s1\r\n\r\n' + body
 
 
 def test_a_whole_body_comes_back_with_its_metadata(serve: Serve) -> None:
     got = fetch(serve(_response(BODY, str(len(BODY)))), max_bytes=1 << 20, timeout_s=5)
-    assert got.data == BODY and got.metadata == {"store": "s1"}
+    assert got.data == BODY and got.metadata == {"store": "s1"} and got.etag == "abc123"
 
 
 def test_a_body_without_a_length_is_read_to_its_end(serve: Serve) -> None:
@@ -86,3 +86,21 @@ def test_a_body_longer_than_the_cap_is_refused_when_no_length_is_declared(
         serve: Serve) -> None:
     with pytest.raises(TooLargeError):
         fetch(serve(_response(BODY, None)), max_bytes=1000, timeout_s=5)
+
+
+@pytest.mark.parametrize(("version_id", "announced", "fetched", "ok"), [
+    (None, "abc123", "abc123", True),
+    (None, '"abc123"', "abc123", True),
+    (None, "abc123", "def456", False),  # overwritten in place since its event
+    ("v1", "abc123", "def456", True),  # a versioned URL fetched the announced version
+    (None, None, "def456", True),  # nothing announced: nothing to compare
+    (None, "abc123", None, True),  # nothing sent back: nothing to compare
+])
+def test_bytes_of_another_version_than_announced_are_refused(
+        version_id: str | None, announced: str | None, fetched: str | None, ok: bool) -> None:
+    got = Download(BODY, {}, fetched)
+    if ok:
+        got.check_version(version_id=version_id, etag=announced)
+    else:
+        with pytest.raises(PermanentError, match="replaced since its event"):
+            got.check_version(version_id=version_id, etag=announced)
