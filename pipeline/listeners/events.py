@@ -19,10 +19,10 @@ from urllib.parse import quote_plus, unquote_plus
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import InvalidKeyError, MalformedEventError
+from pipeline.storage.keys import MAX_S3_KEY_BYTES
 
 MAX_BODY_BYTES = 256 * 1024  # SQS message maximum
 MAX_RECORDS = 100
-MAX_KEY_BYTES = 1024  # S3 object key maximum
 
 
 def check_key(key: str) -> str:
@@ -31,8 +31,8 @@ def check_key(key: str) -> str:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidKeyError(f"key is not valid Unicode ({exc.reason})") from exc
-    if size == 0 or size > MAX_KEY_BYTES:
-        raise InvalidKeyError(f"key of {size} bytes (1..{MAX_KEY_BYTES} allowed)")
+    if size == 0 or size > MAX_S3_KEY_BYTES:
+        raise InvalidKeyError(f"key of {size} bytes (1..{MAX_S3_KEY_BYTES} allowed)")
     bad = sorted({f"U+{ord(c):04X}" for c in key if ord(c) < 0x20 or ord(c) == 0x7F})
     if bad:
         raise InvalidKeyError(f"key contains control characters {', '.join(bad[:5])}")

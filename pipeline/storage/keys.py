@@ -8,6 +8,8 @@ from urllib.parse import quote, unquote
 
 from pipeline.errors import InvalidKeyError
 
+MAX_S3_KEY_BYTES = 1024  # S3 object key maximum
+
 
 @dataclass(frozen=True)
 class CameraKey:
@@ -61,9 +63,6 @@ def result_key(*, store: str, date: str, aisle: str, upload_id: str) -> str:
     two results."""
     return (f"compliance/store={partition_value(store)}/date={date}/"
             f"aisle={partition_value(aisle)}/{upload_id}.json")
-
-
-MAX_S3_KEY_BYTES = 1024
 
 
 def check_result_room(key: str, prefix: str = "raw/") -> None:
