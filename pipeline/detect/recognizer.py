@@ -159,11 +159,13 @@ def decode_packshot(data: bytes, name: str) -> Image:
     the decoder), a transparent backdrop made white as a studio's is (the backdrop that
     ``cut_out`` removes), grey or 16-bit images made 8-bit colour."""
     try:
-        inspect_image(data, max_pixels=PACKSHOT_MAX_PIXELS, min_side=1,
-                      max_side=PACKSHOT_MAX_SIDE)
+        facts = inspect_image(data, max_pixels=PACKSHOT_MAX_PIXELS, min_side=1,
+                              max_side=PACKSHOT_MAX_SIDE)
     except CorruptImageError as exc:
         raise CatalogError(f"{name}: not a usable JPEG or PNG packshot: {exc}") from exc
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # A JPEG is decoded upright (its EXIF orientation applied); a PNG as it is, alpha kept.
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8),
+                       cv2.IMREAD_COLOR if facts.format == "JPEG" else cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise CatalogError(f"{name}: not a readable JPEG or PNG packshot")
     image = np.asarray(raw)

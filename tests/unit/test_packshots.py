@@ -68,3 +68,16 @@ def test_a_packshot_claiming_a_bomb_of_pixels_is_refused_unread() -> None:
 def test_files_that_are_no_packshot_are_a_catalog_error(data: bytes) -> None:
     with pytest.raises(CatalogError):
         decode_packshot(data, "x.png")
+
+
+def test_a_phone_packshot_is_read_upright() -> None:
+    # Shot in portrait: stored landscape, with EXIF orientation 6 (rotate 90 degrees)
+    im = Image.new("RGB", (200, 100), (255, 255, 255))
+    im.paste((200, 30, 30), (0, 0, 50, 100))  # red on the stored left = the upright top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    out = decode_packshot(buf.getvalue(), "phone.jpg")
+    assert out.shape[:2] == (200, 100)
+    assert out[10, 50, 2] > 150 and out[190, 50, 2] > 200 and out[190, 50, 1] > 200
