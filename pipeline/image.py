@@ -252,7 +252,7 @@ class PreparedPhoto:
     normalized: npt.NDArray[np.uint8]
     scale: float
 
-    def seen(self, normalized_lighting: bool = True) -> npt.NDArray[np.uint8]:
+    def seen(self, normalized_lighting: bool) -> npt.NDArray[np.uint8]:
         """What a detector fed normalized lighting, or not, is given."""
         return self.normalized if normalized_lighting else self.photographed
 
