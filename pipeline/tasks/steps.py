@@ -7,6 +7,8 @@ keyed by the upload (bucket, key, version), so every upload ends as exactly one 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -48,21 +50,24 @@ log = logging.getLogger(__name__)
 
 def download_photo(msg: StageMessage, rt: Runtime) -> Download:
     """Through the message's pre-signed URL when it is one for the raw bucket; minted from
-    bucket/key when the message carries none or the URL was refused (expired)."""
+    bucket/key when the message carries none or the URL was refused (expired). Bytes of
+    another version than the message announces are refused."""
     s = rt.settings
     p = msg.photo
     if p.bucket != s.s3.raw_bucket:
         raise ForgedUrlError(f"photo in bucket {p.bucket!r}: only the raw bucket is read")
     cfg = s.ingest
+    got = None
     if p.url:
         check_presigned(p.url, endpoint_url=s.aws.endpoint_url, region=s.aws.region,
                         bucket=p.bucket, key=p.key)
-        try:
-            return fetch(p.url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
-        except UrlRejectedError:
-            pass
-    url = rt.store.presign_get(p.bucket, p.key, s.s3.presign_expiry_s, p.version_id)
-    return fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
+        with contextlib.suppress(UrlRejectedError):
+            got = fetch(p.url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
+    if got is None:
+        url = rt.store.presign_get(p.bucket, p.key, s.s3.presign_expiry_s, p.version_id)
+        got = fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
+    got.check_version(version_id=p.version_id, etag=p.etag)
+    return got
 
 
 def captured_date(taken: str | None, msg: StageMessage) -> str:
@@ -74,7 +79,6 @@ def captured_date(taken: str | None, msg: StageMessage) -> str:
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
     got = download_photo(msg, rt)
-    got.check_version(version_id=msg.photo.version_id, etag=msg.photo.etag)
     photo = msg.photo.with_metadata(got.metadata)
     return ingest_bytes(got.data, msg.model_copy(update={"photo": photo}), rt)
 
@@ -162,21 +166,21 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
     if mark is not None and mark.get("catalog") == catalog:
         metrics.ARTIFACTS_SKIPPED.labels("detect").inc()
     else:
+        @functools.cache  # each artifact read once, whichever needs it first
         def artifact(name: str) -> npt.NDArray[np.uint8]:
             return decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, name)))
 
-        normalized = detector.files.normalized_lighting
-        image = artifact("normalized.jpg" if normalized else "ingested.jpg")
+        image = artifact("normalized.jpg" if detector.files.normalized_lighting
+                         else "ingested.jpg")
         found = detector.detect(image, score_threshold=s.compliance.evidence_score)
         firm = np.nonzero(found.scores >= s.compliance.min_score)[0]
         cands: dict[int, list[tuple[str, float]]] = {}
         if recognizer is not None:
             # Named from both images: embedded under normalized lighting, coloured as
             # photographed (see recognizer.crop_signatures).
-            other = artifact("ingested.jpg" if normalized else "normalized.jpg")
-            lit, photographed = (image, other) if normalized else (other, image)
-            catalog, per_box = recognizer.candidates(lit, photographed, found.xyxy[firm],
-                                                     s.recognition.candidates)
+            catalog, per_box = recognizer.candidates(
+                artifact("normalized.jpg"), artifact("ingested.jpg"), found.xyxy[firm],
+                s.recognition.candidates)
             cands = dict(zip(firm.tolist(), per_box, strict=True))
         labels = detector.labels
         doc = {
