@@ -26,7 +26,7 @@ from pipeline.core.recognition import (
 from pipeline.detect.embedder import Embedder
 from pipeline.errors import CatalogError, CorruptImageError
 from pipeline.image import PreparedPhoto, inspect_image
-from pipeline.settings import RecognitionSettings
+from pipeline.settings import RecognitionSettings, get_settings
 from pipeline.storage.catalog import (
     CatalogEntry,
     CatalogStore,
@@ -150,17 +150,15 @@ class Recognizer:
                 for emb, colour, aspect in packshot_signatures(self.embedder, image)]
 
 
-PACKSHOT_MAX_PIXELS = 50_000_000  # a packshot is a product photo, not a poster
-PACKSHOT_MAX_SIDE = 12_000
-
-
 def decode_packshot(data: bytes, name: str) -> Image:
     """A packshot's BGR pixels: its headers checked first (no decompression bomb reaches
     the decoder), a transparent backdrop made white as a studio's is (the backdrop that
-    ``cut_out`` removes), grey or 16-bit images made 8-bit colour."""
+    ``cut_out`` removes), grey or 16-bit images made 8-bit colour. The pixel and side caps
+    are the photos' (``ingest`` settings); a packshot may be small."""
+    limits = get_settings().ingest
     try:
-        facts = inspect_image(data, max_pixels=PACKSHOT_MAX_PIXELS, min_side=1,
-                              max_side=PACKSHOT_MAX_SIDE)
+        facts = inspect_image(data, max_pixels=limits.max_pixels, min_side=1,
+                              max_side=limits.max_side)
     except CorruptImageError as exc:
         raise CatalogError(f"{name}: not a usable JPEG or PNG packshot: {exc}") from exc
     # A JPEG is decoded upright (its EXIF orientation applied); a PNG as it is, alpha kept.
