@@ -172,8 +172,9 @@ def parse_message(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: in
 
 def parse_body(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS
                ) -> list[S3Record]:
-    """Records of an SQS body, all or nothing (tools that read bodies they wrote); ``[]``
-    for an ``s3:TestEvent``."""
+    """Records of an SQS body, all or nothing: every record, or :class:`MalformedEventError`
+    with the first refusal's reason; ``[]`` for an ``s3:TestEvent``. The listener reads
+    records one by one (``parse_message``)."""
     parsed = parse_message(body, max_bytes=max_bytes, max_records=max_records)
     if parsed.refused:
         raise MalformedEventError(parsed.refused[0].reason)
