@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from pipeline.core.recognition import (
     REFERENCE_K,
@@ -36,10 +37,11 @@ from pipeline.detect.recognizer import (
     View,
     crop_signatures,
     crop_views,
+    decode_packshot,
     gallery_from_packshots,
     reference_signatures,
 )
-from pipeline.errors import DatasetError
+from pipeline.errors import CatalogError, DatasetError
 from pipeline.eval import read_prepared
 from pipeline.image import PreparedPhoto
 
@@ -125,17 +127,20 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
                          limit: int | None = None, crop: Crop = "none",
                          detector: Detector | None = None, reference_dir: Path | None = None,
                          reference_k: int = REFERENCE_K) -> RecognitionReport:
-    import cv2
-
     weights = replace(weights, aspect=0.0) if crop != "detector" else weights
 
     def read(path: Path) -> PreparedPhoto | None:
         return read_prepared(path, "eval-recognition", long_side=long_side,
                              jpeg_quality=jpeg_quality)
 
-    packshots = [(sku, np.asarray(image, np.uint8)) for path, sku, _ in
-                 labelled_images(gallery_dir)
-                 if (image := cv2.imread(str(path), cv2.IMREAD_COLOR)) is not None]
+    def packshot(path: Path) -> npt.NDArray[np.uint8] | None:
+        try:  # decoded as the catalog decodes what `shelf catalog add` is given
+            return decode_packshot(path.read_bytes(), str(path))
+        except (OSError, CatalogError):
+            return None
+
+    packshots = [(sku, image) for path, sku, _ in labelled_images(gallery_dir)
+                 if (image := packshot(path)) is not None]
     gallery = gallery_from_packshots(embedder, packshots)
     queries = labelled_images(queries_dir)[:limit]
     used = 0
