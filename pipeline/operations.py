@@ -99,7 +99,9 @@ class Reconciliation:
     ended: int = 0  # with a result or a dead letter
     recent: int = 0  # younger than the grace period: maybe still in flight
     requeued: int = 0  # neither: sent through the pipeline again
-    ignored: int = 0  # not photos the pipeline takes (prefix, suffix, key)
+    # not uploads the pipeline takes: outside the prefix, folder markers, hidden files,
+    # keys off the layout or unreadable (the listener dead-lettered those, saying why)
+    ignored: int = 0
 
 
 def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_s: float,
@@ -115,7 +117,13 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
     from pipeline.errors import InvalidKeyError
     from pipeline.listeners.events import check_key
     from pipeline.listeners.listener import build_photo_message
-    from pipeline.storage.keys import ended_key, outcome_key, upload_id
+    from pipeline.storage.keys import (
+        check_layout,
+        ended_key,
+        is_upload,
+        outcome_key,
+        upload_id,
+    )
     from pipeline.storage.redis import flagged
 
     s3 = settings.s3
@@ -126,10 +134,11 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         key = str(v["Key"])
         try:
             check_key(key)
-        except InvalidKeyError:
-            out.ignored += 1
-            continue
-        if not key.lower().endswith(s3.suffixes):
+            if not is_upload(key, s3.raw_prefix):
+                out.ignored += 1
+                continue
+            check_layout(key, s3.raw_prefix)
+        except InvalidKeyError:  # the listener dead-lettered its event, saying why
             out.ignored += 1
             continue
         modified = v["LastModified"]

@@ -34,7 +34,6 @@ class S3Settings(BaseModel):
     results_bucket: str = "shelf-results"
     config_bucket: str = "shelf-config"
     raw_prefix: str = "raw/"
-    suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png")
     presign_expiry_s: int = Field(default=3600, ge=1, le=604800)  # SigV4 maximum: 7 days
 
 

@@ -138,15 +138,13 @@ resource "aws_sqs_queue_policy" "events" {
 
 resource "aws_s3_bucket_notification" "raw" {
   bucket = aws_s3_bucket.shelf["raw"].id
-  dynamic "queue" {
-    for_each = [".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"]
-    content {
-      id            = "photo-${trimprefix(queue.value, ".")}"
-      queue_arn     = aws_sqs_queue.events.arn
-      events        = ["s3:ObjectCreated:*"]
-      filter_prefix = "raw/"
-      filter_suffix = queue.value
-    }
+  # Every object under raw/, whatever its name: ingest tells a photo by its bytes and
+  # dead-letters the rest with the reason.
+  queue {
+    id            = "shelf-events-uploads"
+    queue_arn     = aws_sqs_queue.events.arn
+    events        = ["s3:ObjectCreated:*"]
+    filter_prefix = "raw/"
   }
   depends_on = [aws_sqs_queue_policy.events]
 }

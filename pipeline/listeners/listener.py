@@ -45,7 +45,14 @@ from pipeline.errors import InFlightElsewhereError, PermanentError, TransientErr
 from pipeline.listeners.events import RefusedRecord, S3Record, check_key, parse_message
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
-from pipeline.storage.keys import check_result_room, claim_key, inflight_key, parse_raw_key
+from pipeline.storage.keys import (
+    check_layout,
+    check_result_room,
+    claim_key,
+    inflight_key,
+    is_upload,
+    parse_raw_key,
+)
 from pipeline.storage.redis import claim_unless_done, mark_done, release_all
 from pipeline.storage.s3 import ObjectStore, translate
 
@@ -249,10 +256,10 @@ class Listener:
         s3cfg = self.s.s3
         try:
             key = check_key(rec.key)
-            if rec.event_name.startswith("ObjectCreated") and key.startswith(
-                    s3cfg.raw_prefix) and key.lower().endswith(s3cfg.suffixes):
+            if rec.event_name.startswith("ObjectCreated") and is_upload(key, s3cfg.raw_prefix):
                 if rec.bucket != s3cfg.raw_bucket:
                     raise PermanentError(f"event for bucket {rec.bucket!r}, not the raw bucket")
+                check_layout(key, s3cfg.raw_prefix)
                 check_result_room(key, s3cfg.raw_prefix)
                 seen = claim_key(rec.bucket, key, rec.version)
                 return _Item(rec, key, seen, inflight_key(seen))

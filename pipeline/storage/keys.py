@@ -11,9 +11,13 @@ from pipeline.errors import InvalidKeyError
 MAX_S3_KEY_BYTES = 1024  # S3 object key maximum
 
 
+RAW_LAYOUT = "{store}/{aisle}/{bay}/{camera}/{file}"  # under the raw prefix
+
+
 @dataclass(frozen=True)
 class CameraKey:
-    """Fields of a raw key ``raw/{store}/{aisle}/{bay}/{camera}/{file}``."""
+    """Fields of a raw key ``raw/{store}/{aisle}/{bay}/{camera}/{file}``; the file may lie
+    in folders of its own under the camera's (``cam-3/2025-06-02/0003.jpg``)."""
 
     store: str
     aisle: str
@@ -23,13 +27,35 @@ class CameraKey:
 
 
 def parse_raw_key(key: str, prefix: str = "raw/") -> CameraKey | None:
-    """Camera fields from a raw key; None when the key does not follow the layout."""
+    """Camera fields from a raw key; None when the key does not follow the layout (fewer
+    than five segments after the prefix, or an empty one)."""
     if not key.startswith(prefix):
         return None
     parts = key[len(prefix):].split("/")
-    if len(parts) != 5 or not all(parts):
+    if len(parts) < 5 or not all(parts):
         return None
-    return CameraKey(*parts)
+    store, aisle, bay, camera = parts[:4]
+    return CameraKey(store, aisle, bay, camera, "/".join(parts[4:]))
+
+
+def is_upload(key: str, prefix: str = "raw/") -> bool:
+    """Whether an object is an upload the pipeline takes: anything under ``prefix`` whatever
+    its name says it is (ingest reads its bytes and dead-letters what it cannot use, with
+    why), except folder markers (keys ending in ``/``) and hidden files (``.DS_Store``,
+    macOS ``._`` resource forks), which uploaders copy along and are not photos."""
+    return (key.startswith(prefix) and not key.endswith("/")
+            and not key.rsplit("/", 1)[-1].startswith("."))
+
+
+def check_layout(key: str, prefix: str = "raw/") -> CameraKey:
+    """The camera fields of an upload's key; :class:`InvalidKeyError` saying the layout
+    when it does not follow it (its store, aisle and bay would be unknown: no planogram, no
+    rollup could ever take it)."""
+    cam = parse_raw_key(key, prefix)
+    if cam is None:
+        raise InvalidKeyError(f"key does not follow {prefix}{RAW_LAYOUT}: store, aisle, bay "
+                              "and camera cannot be told; upload it under that layout")
+    return cam
 
 
 def partition_value(value: str) -> str:

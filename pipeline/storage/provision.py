@@ -70,11 +70,12 @@ def apply_spec(spec: dict[str, Any], *, s3: Any, sqs: Any, region: str,
             "Action": "sqs:SendMessage", "Resource": arn,
             "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}}}]}
         sqs.set_queue_attributes(QueueUrl=urls[queue], Attributes={"Policy": json.dumps(policy)})
+        # Every object under the prefix, whatever its name: ingest tells a photo by its
+        # bytes and dead-letters the rest with why (an iPhone's .HEIC is not lost unseen).
         configs = [{
-            "Id": f"{queue}-{suffix.lstrip('.')}", "QueueArn": arn, "Events": n["events"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": n["prefix"]},
-                                               {"Name": "suffix", "Value": suffix}]}},
-        } for suffix in n["suffixes"]]
+            "Id": f"{queue}-uploads", "QueueArn": arn, "Events": n["events"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": n["prefix"]}]}},
+        }]
         s3.put_bucket_notification_configuration(
             Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configs})
     return urls

@@ -75,15 +75,47 @@ def _listener(iso: Isolated, enqueue: Any) -> Listener:
                     redis=iso.stack.redis, enqueue=enqueue)
 
 
-def test_notification_delivers_created_photos_only(isolated: Isolated) -> None:
+def test_notification_delivers_every_upload_under_the_prefix_whatever_its_name(
+        isolated: Isolated) -> None:
     s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
     _drain_test_event(isolated)
     s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/shelf 1.jpg", Body=b"x")
-    s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/notes.txt", Body=b"x")
+    s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/IMG_0001.HEIC", Body=b"x")
     s3.put_object(Bucket=raw, Key="elsewhere/p.jpg", Body=b"x")
     got = _receive_all(isolated.stack.sqs, isolated.queue_url, 3)
-    keys = [r.key for m in got for r in parse_body(m["Body"])]
-    assert keys == ["raw/S1/A1/B1/c1/shelf 1.jpg"]
+    keys = sorted(r.key for m in got for r in parse_body(m["Body"]))
+    assert keys == ["raw/S1/A1/B1/c1/IMG_0001.HEIC", "raw/S1/A1/B1/c1/shelf 1.jpg"]
+
+
+def test_uploads_of_any_format_go_on_keys_off_the_layout_are_refused_with_why(
+        isolated: Isolated) -> None:
+    # Given a camera's HEIC, a photo in a date folder under its camera, a key with no camera
+    # folder, and a folder marker and a .DS_Store that a sync tool copied along
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    for key in ("raw/S1/A1/B1/c1/IMG_0001.HEIC", "raw/S1/A1/B1/c1/2025-06-02/0003.jpg",
+                "raw/S1/A1/B1/shelf.jpg", "raw/S1/A1/B1/c1/", "raw/S1/A1/B1/c1/.DS_Store"):
+        s3.put_object(Bucket=raw, Key=key, Body=b"x")
+    got = _receive_all(isolated.stack.sqs, isolated.queue_url, 5)
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+
+    # When the listener handles them
+    listener.handle_batch(got)
+
+    # Then the HEIC goes on to ingest (which tells its format by its bytes) and the dated
+    # photo keeps its camera; the key off the layout waits on the DLQ saying the layout; the
+    # marker and the hidden file are no uploads
+    by_key = {m.photo.key: m.photo for m in done}
+    assert sorted(by_key) == ["raw/S1/A1/B1/c1/2025-06-02/0003.jpg",
+                              "raw/S1/A1/B1/c1/IMG_0001.HEIC"]
+    dated = by_key["raw/S1/A1/B1/c1/2025-06-02/0003.jpg"]
+    assert (dated.store, dated.aisle, dated.bay, dated.camera) == ("S1", "A1", "B1", "c1")
+    dead = [(m["MessageAttributes"]["reason"]["StringValue"], m["Body"])
+            for m in _dlq_messages(isolated)]
+    assert len(dead) == 1 and "raw/{store}/{aisle}/{bay}/{camera}/{file}" in dead[0][0]
+    assert [r.key for r in parse_body(dead[0][1])] == ["raw/S1/A1/B1/shelf.jpg"]
+    assert _visible(isolated) == 0
 
 
 def test_sigterm_finishes_current_message_and_returns_the_rest(isolated: Isolated) -> None:

@@ -106,8 +106,11 @@ def test_terraform_matches_the_local_stack_spec() -> None:
     assert f"maxReceiveCount = {queue['redrive']['max_receive_count']}" in events[
         "redrive_policy"]
     notification = _resource(tf, "aws_s3_bucket_notification", "raw")
-    suffixes = notification["dynamic"][0]["queue"]["for_each"]
-    assert sorted(suffixes) == sorted(SPEC["notifications"][0]["suffixes"])
+    queue = notification["queue"][0] if isinstance(notification["queue"], list) else \
+        notification["queue"]
+    spec = SPEC["notifications"][0]
+    assert queue["filter_prefix"] == spec["prefix"] and "filter_suffix" not in queue
+    assert queue["events"] == spec["events"]
     redis = _resource(tf, "aws_elasticache_replication_group", "shelf")
     assert redis["transit_encryption_enabled"] is True
     assert redis["at_rest_encryption_enabled"] is True and "auth_token" in redis

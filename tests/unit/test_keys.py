@@ -12,9 +12,11 @@ from pipeline.errors import InvalidKeyError
 from pipeline.storage.keys import (
     CameraKey,
     artifact_key,
+    check_layout,
     check_result_room,
     claim_key,
     dead_letter_key,
+    is_upload,
     parse_raw_key,
     partition_decode,
     partition_value,
@@ -33,17 +35,44 @@ SHA = hashlib.sha256(b"shelf photo").hexdigest()
     ("RAW/store-001/aisle-07/bay-03/cam-2/IMG_0001.jpg", None),
     ("store-001/raw/aisle-07/bay-03/cam-2/IMG_0001.jpg", None),
     ("raw/store-001/aisle-07/bay-03/IMG_0001.jpg", None),
-    ("raw/store-001/aisle-07/bay-03/cam-2/extra/IMG_0001.jpg", None),
+    ("raw/store-001/aisle-07/bay-03/cam-2/2025-06-02/IMG_0001.jpg",
+     CameraKey("store-001", "aisle-07", "bay-03", "cam-2", "2025-06-02/IMG_0001.jpg")),
+    ("raw/store-001/aisle-07/bay-03/cam-2/2025-06-02//IMG_0001.jpg", None),
     ("raw/", None),
     ("", None),
     ("raw/store-001//bay-03/cam-2/IMG_0001.jpg", None),
     ("raw/store-001/aisle-07/bay-03/cam-2/", None),
     ("raw//store-001/aisle-07/bay-03/cam-2", None),
 ], ids=["valid", "valid-spaces-unicode", "wrong-prefix", "prefix-case-differs",
-        "prefix-not-first", "too-few-segments", "too-many-segments", "prefix-only", "empty",
+        "prefix-not-first", "too-few-segments", "camera-subfolders", "empty-subfolder",
+        "prefix-only", "empty",
         "empty-middle-segment", "trailing-slash", "leading-double-slash"])
 def test_parse_raw_key(key: str, expected: CameraKey | None) -> None:
     assert parse_raw_key(key) == expected
+
+
+@pytest.mark.parametrize(("key", "taken"), [
+    ("raw/S001/A07/B2/cam-3/IMG_0001.jpg", True),
+    ("raw/S001/A07/B2/cam-3/IMG_0001.HEIC", True),  # ingest reads the bytes, says why not
+    ("raw/S001/A07/B2/cam-3/shot.webp", True),
+    ("raw/S001/A07/B2/cam-3/no-extension", True),
+    ("raw/S001/A07/B2/shelf.jpg", True),  # off the layout: taken, then refused with why
+    ("raw/S001/A07/B2/cam-3/", False),  # a console's folder marker
+    ("raw/S001/A07/B2/cam-3/.DS_Store", False),
+    ("raw/S001/A07/B2/cam-3/._IMG_0001.jpg", False),  # macOS resource fork
+    ("uploads/S001/A07/B2/cam-3/IMG_0001.jpg", False),
+])
+def test_every_object_under_the_prefix_is_an_upload_but_markers_and_hidden_files(
+        key: str, taken: bool) -> None:
+    assert is_upload(key) is taken
+
+
+def test_a_key_off_the_layout_is_refused_saying_the_layout() -> None:
+    assert check_layout("raw/S1/A1/B1/c1/f.jpg") == CameraKey("S1", "A1", "B1", "c1", "f.jpg")
+    for key in ("raw/S001/A07/B2/shelf.jpg", "raw//S001/A07/B2/cam-3/f.jpg"):
+        with pytest.raises(InvalidKeyError) as refused:
+            check_layout(key)
+        assert "raw/{store}/{aisle}/{bay}/{camera}/{file}" in str(refused.value)
 
 
 def test_parse_raw_key_honours_a_custom_prefix() -> None:
