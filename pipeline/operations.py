@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from pipeline.storage.keys import dead_letter_key
 from pipeline.storage.s3 import ObjectStore
 from pipeline.tasks.app import ALL_QUEUES, broker_key
 from pipeline.tasks.deadletter import read_letters
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,24 +72,31 @@ def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter]) ->
 def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str | None = None,
                       aisle: str | None = None, bay: str | None = None) -> int:
     """Send each upload still waiting for its bay's planogram back to the comply stage once
-    the planogram is there; returns how many were sent."""
+    a planogram that validates is there (each read once per run; one that does not validate
+    keeps its uploads waiting, not failing every minute); returns how many were sent."""
+    from pipeline.errors import PlanogramError
     from pipeline.messages import StageMessage
-    from pipeline.storage.planograms import planogram_key
+    from pipeline.storage.planograms import load_planogram, planogram_key
     from pipeline.tasks.stages import check_message, send_stage
 
     s3 = settings.s3
     wanted = {"store": store_id, "aisle": aisle, "bay": bay}
     sent = 0
-    present: dict[str, bool] = {}
+    ready: dict[tuple[str, str, str, str], bool] = {}
     for key in store.list_keys(s3.artifacts_bucket, "pending/planogram/"):
         msg = StageMessage.model_validate(store.get_json(s3.artifacts_bucket, key))
         p = msg.photo
         if any(v is not None and getattr(p, k) != v for k, v in wanted.items()):
             continue
-        plan = planogram_key(p)
-        if plan not in present:
-            present[plan] = store.head(s3.config_bucket, plan) is not None
-        if present[plan]:
+        plan = (planogram_key(p), p.store, p.aisle, p.bay)  # a plan may name its bay
+        if plan not in ready:
+            try:
+                ready[plan] = load_planogram(store, s3.config_bucket, p) is not None
+            except PlanogramError as exc:
+                log.warning("uploads of %s/%s/%s keep waiting: %s", p.store, p.aisle, p.bay,
+                            exc)
+                ready[plan] = False
+        if ready[plan]:
             check_message(msg, settings)
             send_stage("comply", msg.model_copy(update={"recompute": True}))
             sent += 1

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.core.recognition import UNKNOWN  # what recognition calls a product it cannot name
 
 # Caps that bound the compliance work per photo (a real bay is far below each).
 MAX_SHELVES = 24
@@ -25,10 +27,19 @@ class Position(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sku: str = Field(min_length=1, max_length=128)
+    sku: str = Field(min_length=1, max_length=128,
+                     description="a JSON string (EAN and UPC codes quoted: as numbers they "
+                                 f"lose leading zeros); not {UNKNOWN!r}")
     facings: int = Field(default=1, ge=1, le=MAX_FACINGS)
     width_cm: float | None = Field(default=None, ge=MIN_WIDTH_CM, le=MAX_WIDTH_CM,
                                    description="width of one facing")
+
+    @field_validator("sku")
+    @classmethod
+    def _not_reserved(cls, sku: str) -> str:
+        if sku == UNKNOWN:  # every product recognition cannot name would count as it
+            raise ValueError(f"{UNKNOWN!r} is what unnamed products are called, not a SKU")
+        return sku
 
 
 class Shelf(BaseModel):
@@ -65,6 +76,8 @@ class Planogram(BaseModel):
         if indexes != list(range(len(indexes))):
             raise ValueError(f"shelf indexes must be 0..{len(indexes) - 1} in order, "
                              f"got {indexes}")
+        if self.planned_facings == 0:  # a draft, or a bay being reset: nothing to comply with
+            raise ValueError("no shelf plans a position")
         if self.planned_facings > MAX_TOTAL_FACINGS:
             raise ValueError(f"{self.planned_facings} planned facings exceed the cap of "
                              f"{MAX_TOTAL_FACINGS}")

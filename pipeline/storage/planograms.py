@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from pipeline.core.planogram import Planogram
 from pipeline.errors import ObjectNotFoundError, PlanogramError
@@ -11,6 +14,30 @@ from pipeline.storage.s3 import ObjectStore
 
 MAX_PLANOGRAM_BYTES = 512 * 1024
 
+
+
+# Byte-order marks, the longest first (UTF-32 LE's begins with UTF-16 LE's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def planogram_text(raw: bytes, where: str) -> str:
+    """A planogram file's text: UTF-8, or what its byte-order mark says (Windows tools write
+    UTF-8 with a BOM, PowerShell 5 UTF-16)."""
+    codec = next((c for bom, c in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise PlanogramError(f"{where} is not {codec.upper()} text (byte {exc.start}): save it "
+                             "as UTF-8") from exc
+
+
+def _problem(error: ErrorDetails) -> str:
+    if error["type"] == "string_type" and error["loc"][-1:] == ("sku",):
+        return "a SKU must be a JSON string: quote EAN and UPC codes (as numbers they lose " \
+               "leading zeros)"
+    return error["msg"]
 
 
 def planogram_key(photo: PhotoRef) -> str:
@@ -37,12 +64,13 @@ def load_planogram(store: ObjectStore, bucket: str, photo: PhotoRef,
         return None
     if len(raw) > max_bytes:
         raise PlanogramError(f"planogram s3://{bucket}/{key} exceeds {max_bytes} bytes")
+    where = f"planogram s3://{bucket}/{key}"
     try:
-        plan = Planogram.model_validate_json(raw)
+        plan = Planogram.model_validate_json(planogram_text(raw, where))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_problem(e)}"
                              for e in exc.errors()[:5])
-        raise PlanogramError(f"invalid planogram s3://{bucket}/{key}: {problems}") from exc
+        raise PlanogramError(f"invalid {where}: {problems}") from exc
     for field in ("store", "aisle", "bay"):
         planned, actual = getattr(plan, field), getattr(photo, field)
         if planned is not None and planned != actual:

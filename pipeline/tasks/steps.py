@@ -27,6 +27,7 @@ from pipeline.errors import (
     CorruptImageError,
     ForgedUrlError,
     PermanentError,
+    PlanogramError,
     TransientError,
     UrlRejectedError,
 )
@@ -222,15 +223,20 @@ def name_detections(det: dict[str, Any], planned: set[str] | None, threshold: fl
 
 def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
     """The upload's result: its products named for its bay and, when the bay has a
-    planogram, the compliance against it; without one, ``compliance: null`` and why, and the
-    upload waits (``pending/``) to be recomputed when the planogram arrives."""
+    planogram, the compliance against it; without one (or with one that does not validate),
+    ``compliance: null`` and why, and the upload waits (``pending/``) to be recomputed when
+    a valid planogram arrives."""
     sha = _sha(msg)
     s = rt.settings
     p = msg.photo
     key = result_key(store=p.store, date=msg.captured_date or "unknown", aisle=p.aisle,
                      upload_id=p.upload_id)
     if msg.recompute or rt.ledger.get("comply", p.upload_id) is None:
-        planogram = load_planogram(rt.store, s.s3.config_bucket, p)
+        try:
+            planogram = load_planogram(rt.store, s.s3.config_bucket, p)
+            why_none = f"no planogram at s3://{s.s3.config_bucket}/{planogram_key(p)}"
+        except PlanogramError as exc:  # the bay's file is broken: the photo's products are
+            planogram, why_none = None, str(exc)  # still a result; it waits for a good one
         ref = msg.artifacts["detections"]
         det = rt.store.get_json(ref.bucket, ref.key)
         planned = ({q.sku for shelf in planogram.shelves for q in shelf.positions}
@@ -255,8 +261,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
         if planogram is None:
             fields.update({
                 "compliance": None,
-                "compliance_reason": f"no planogram at s3://{s.s3.config_bucket}/"
-                                     f"{planogram_key(p)}",
+                "compliance_reason": why_none,
                 "products": [{"box": list(d.box), "sku": d.sku, "brand": brands.get(d.sku, d.sku),
                               "score": d.score} for d in found],
             })

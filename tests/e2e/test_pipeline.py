@@ -27,7 +27,6 @@ from tests.e2e.helpers import (
     photo_bytes,
     put,
     put_photo,
-    put_planogram,
     result_keys,
     versions,
     wait_dead_letter,
@@ -194,15 +193,30 @@ def test_plain_upload_without_planogram_is_a_result_then_recomputed(stack: Stack
     assert "planograms/S005/A01/B9.json" in waiting["compliance_reason"]
     assert waiting["detections"] > 10 and len(waiting["products"]) == waiting["detections"]
     assert not [d for d in dead_letters(stack) if d.message.photo.key == key]
-    # When the planogram arrives and the waiting uploads are recomputed
-    put_planogram(stack, key, truth)
+    # When a planogram that does not validate arrives (PowerShell's UTF-16, an EAN written
+    # as a number), the upload keeps waiting and is not sent round to fail every minute
     from pipeline.operations import recompute_pending
 
-    assert recompute_pending(stack.settings, stack.store, bay="B9") == 1
+    plan_key = "planograms/S005/A01/B9.json"
+    broken = json.loads(json.dumps(truth["planogram"]))
+    broken["shelves"][0]["positions"][0]["sku"] = 7310865004703
+    stack.s3.put_object(Bucket=stack.settings.s3.config_bucket, Key=plan_key,
+                        Body=json.dumps(broken).encode("utf-16"))
+    assert recompute_pending(stack.settings, stack.store, bay="B9") == 0
+    # and a new photo of that bay is a result saying what is wrong with the planogram
+    other = put(stack, "raw/S005/A01/B9/cam1/broken-plan.jpg", photo_bytes(8)[0])
+    refused = wait_result(stack, other)
+    assert refused["compliance"] is None and "quote EAN" in refused["compliance_reason"]
+    # When the planogram is saved right (UTF-8 with the BOM Windows tools write) and the
+    # waiting uploads are recomputed
+    stack.s3.put_object(Bucket=stack.settings.s3.config_bucket, Key=plan_key,
+                        Body=b"\xef\xbb\xbf" + json.dumps(truth["planogram"]).encode())
+    assert recompute_pending(stack.settings, stack.store, bay="B9") == 2
     # Then the same result now carries the compliance against it
     done = wait_result(stack, up, until=lambda r: r["compliance"] is not None)
     assert done["planogram"]["id"] == truth["planogram"]["planogram_id"]
     assert len(result_keys(stack, up)) == 1
+    wait_result(stack, other, until=lambda r: r["compliance"] is not None)
     assert recompute_pending(stack.settings, stack.store) == 0  # nothing waits any more
 
 

@@ -102,9 +102,12 @@ def test_the_synthetic_worlds_planograms_validate() -> None:
     {"width_cm": float("inf")},
     {"width_cm": 1e-320},
     {"shelves": [{"index": 0, "positions": [{"sku": "A", "width_cm": 1e999}]}]},
+    {"shelves": [{"index": 0, "positions": []}, {"index": 1, "positions": []}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": "unknown"}]}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": 7310865004703}]}]},
 ], ids=["not-from-zero", "index-skipped", "no-shelves", "no-facings", "extra-position-key",
         "extra-key", "unknown-display", "infinite-fixture", "denormal-fixture",
-        "infinite-facing"])
+        "infinite-facing", "nothing-planned", "reserved-sku", "sku-as-number"])
 def test_planograms_that_do_not_validate(change: dict[str, Any]) -> None:
     doc = {"planogram_id": "PG-1", "version": 1,
            "shelves": [{"index": 0, "positions": [{"sku": "A"}]}]} | change
