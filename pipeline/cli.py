@@ -240,11 +240,13 @@ def _catalog(args: argparse.Namespace) -> int:
             return 2
         sku, paths = args.args[0], [Path(p) for p in args.args[1:]]
         entry = recognizer.enrol(sku, [(p.name, p.read_bytes()) for p in paths],
-                                 brand=args.brand, name=args.name)
+                                 brand=args.brand, name=args.name, replace=args.replace)
     except (PipelineError, OSError) as exc:
         print(f"catalog {args.action}: {exc}", file=sys.stderr)
         return 1
-    print(f"added {entry.sku} ({len(entry.signatures)} packshots, {entry.embedder})")
+    packshots = len({sig.source for sig in entry.signatures})
+    print(f"{'replaced' if args.replace else 'added'} {len(paths)} packshot(s) of {entry.sku}: "
+          f"{packshots} in all, brand {entry.brand or '-'}, signed by {entry.embedder}")
     return 0
 
 
@@ -666,8 +668,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect", action="store_true",
                    help="reference: the photos are shelf photos; their products, as the light "
                         "detector finds them, are the reference")
-    p.add_argument("--brand", default=None)
-    p.add_argument("--name", default=None)
+    p.add_argument("--brand", default=None, help="add: the SKU's brand (kept if not given)")
+    p.add_argument("--name", default=None, help="add: the SKU's name (kept if not given)")
+    p.add_argument("--replace", action="store_true",
+                   help="add: these packshots only (else they join the SKU's others)")
     p.set_defaults(func=_catalog)
 
     p = sub.add_parser("model", help="register your own ONNX detector, or list models")

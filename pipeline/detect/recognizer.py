@@ -33,6 +33,7 @@ from pipeline.storage.catalog import (
     Reference,
     ReferenceArrays,
     Signature,
+    check_sku,
 )
 
 if TYPE_CHECKING:
@@ -105,21 +106,36 @@ class Recognizer:
                                    gallery, self.weights, k)
 
     def enrol(self, sku: str, images: Sequence[tuple[str, bytes]], *, brand: str | None,
-              name: str | None) -> CatalogEntry:
-        """Sign each packshot and store the SKU; the catalog changes at once, no retraining."""
-        sigs = []
-        for n, (filename, data) in enumerate(images):
+              name: str | None, replace: bool = False) -> CatalogEntry:
+        """Sign each packshot and store the SKU; the catalog changes at once, no retraining.
+        A SKU already in the catalog gains these packshots and keeps its others, and its
+        brand and name unless given; with ``replace`` it holds these packshots only."""
+        check_sku(sku)
+        decoded = []
+        for filename, data in images:  # every packshot checked before anything is stored
             suffix = IMAGE_SUFFIXES.get(PurePath(filename).suffix.lower())
             if suffix is None:
                 raise CatalogError(f"{filename}: not a readable JPEG or PNG packshot")
-            decoded = decode_packshot(data, filename)
-            key = self.catalog.put_image(sku, n, data, suffix)
-            sigs += self._sign(key, decoded)
-        if not sigs:
+            decoded.append((data, suffix, decode_packshot(data, filename)))
+        if not decoded:
             raise CatalogError(f"{sku}: give at least one packshot")
-        entry = CatalogEntry(sku=sku, brand=brand, name=name, embedder=self.embedder.ref,
-                             signatures=sigs, added_at=datetime.now(UTC))
+        old = None if replace else self.catalog.get(sku)
+        sigs = [] if old is None else self._current_signatures(old)
+        taken = {PurePath(k).stem for k in self.catalog.image_keys(sku)} if old else set()
+        numbers = (n for n in itertools.count() if str(n) not in taken)
+        for (data, suffix, image), n in zip(decoded, numbers, strict=False):
+            sigs += self._sign(self.catalog.put_image(sku, n, data, suffix), image)
+        entry = CatalogEntry(
+            sku=sku, brand=brand if brand is not None or old is None else old.brand,
+            name=name if name is not None or old is None else old.name,
+            embedder=self.embedder.ref, signatures=sigs,
+            added_at=old.added_at if old else datetime.now(UTC))
         self.catalog.put(entry)
+        if replace:  # packshots of the SKU's earlier entry, no longer signed
+            used = {s.source for s in sigs}
+            for key in self.catalog.image_keys(sku):
+                if key not in used:
+                    self.catalog.store.delete(self.catalog.bucket, key)
         return entry
 
     def sign_again(self) -> tuple[int, int]:
@@ -131,16 +147,24 @@ class Recognizer:
             if entry.embedder == self.embedder.ref:
                 current += 1
                 continue
-            sigs = []
-            for key in dict.fromkeys(s.source for s in entry.signatures):
-                sigs += self._sign(key, decode_packshot(self.catalog.get_image(key),
-                                                        f"{entry.sku}: stored packshot {key}"))
-            self.catalog.put(entry.model_copy(update={"embedder": self.embedder.ref,
-                                                      "signatures": sigs}), reindex=False)
+            self.catalog.put(entry.model_copy(update={
+                "embedder": self.embedder.ref,
+                "signatures": self._current_signatures(entry)}), reindex=False)
             done += 1
         if done:
             self.catalog.reindex()
         return done, current
+
+    def _current_signatures(self, entry: CatalogEntry) -> list[Signature]:
+        """``entry``'s signatures as this embedder signs: its own if it signed them, else
+        signed again from the stored packshots."""
+        if entry.embedder == self.embedder.ref:
+            return list(entry.signatures)
+        sigs = []
+        for key in dict.fromkeys(s.source for s in entry.signatures):
+            sigs += self._sign(key, decode_packshot(self.catalog.get_image(key),
+                                                    f"{entry.sku}: stored packshot {key}"))
+        return sigs
 
     def _sign(self, key: str, image: Image) -> list[Signature]:
         """The catalog's signatures of the packshot stored at ``key``."""

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field, ValidationError
 
-from pipeline.core.recognition import Gallery
+from pipeline.core.recognition import UNKNOWN, Gallery
 from pipeline.errors import CatalogError, ObjectNotFoundError
 from pipeline.storage.s3 import ObjectStore
 
@@ -100,6 +100,8 @@ def check_sku(sku: str) -> str:
     if not SKU_ID.fullmatch(sku):
         raise CatalogError(f"SKU id {sku!r} must be 1-128 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
+    if sku == UNKNOWN:
+        raise CatalogError(f"SKU id {sku!r} is what unnamed products are called")
     return sku
 
 
@@ -134,8 +136,25 @@ class CatalogStore:
         return self.reindex() if reindex else None
 
     def remove(self, sku: str) -> CatalogIndex:
+        """The SKU and its packshots."""
         self.store.delete(self.bucket, f"{PREFIX}skus/{check_sku(sku)}.json")
+        for key in self.image_keys(sku):
+            self.store.delete(self.bucket, key)
         return self.reindex()
+
+    def get(self, sku: str) -> CatalogEntry | None:
+        key = f"{PREFIX}skus/{check_sku(sku)}.json"
+        try:
+            return CatalogEntry.model_validate(self.store.get_json(self.bucket, key))
+        except ObjectNotFoundError:
+            return None
+        except (ValidationError, ValueError) as exc:
+            raise CatalogError(f"unreadable catalog entry s3://{self.bucket}/{key}: {exc}"
+                               ) from exc
+
+    def image_keys(self, sku: str) -> list[str]:
+        """The keys of the packshots stored for ``sku``."""
+        return list(self.store.list_keys(self.bucket, f"{PREFIX}images/{check_sku(sku)}/"))
 
     def entries(self) -> list[CatalogEntry]:
         out = []

@@ -173,3 +173,36 @@ def test_shelf_catalog_reference_from_shelf_photos(
     assert catalog.index().reference is None
     assert main(["catalog", "reference"]) == 1
     assert "give store photos" in capsys.readouterr().err
+
+
+def test_adding_packshots_to_a_sku_keeps_its_others_and_its_facts(
+        recognizer: Recognizer) -> None:
+    catalog = recognizer.catalog
+    # Given a SKU enrolled with two packshots, a brand and a name
+    recognizer.enrol("7310865004703", [("front.png", _packshot(0)), ("back.png", _packshot(1))],
+                     brand="Oatly", name="Barista 1 l")
+    # When one more packshot is added, with no brand or name given
+    entry = recognizer.enrol("7310865004703", [("top.png", _packshot(2))], brand=None,
+                             name=None)
+    # Then the SKU holds all three, each stored once, and keeps its brand and name
+    images = catalog.image_keys("7310865004703")
+    assert len(images) == 3 and {s.source for s in entry.signatures} == set(images)
+    stored = sorted(catalog.get_image(k) for k in images)
+    assert stored == sorted([_packshot(0), _packshot(1), _packshot(2)])
+    assert (entry.brand, entry.name) == ("Oatly", "Barista 1 l")
+    assert catalog.index().brands()["7310865004703"] == "Oatly"
+    # When it is replaced by one packshot, then that one is all it holds and stores
+    entry = recognizer.enrol("7310865004703", [("new.png", _packshot(3))], brand="Oatly",
+                             name=None, replace=True)
+    assert catalog.image_keys("7310865004703") == [s.source for s in entry.signatures][:1]
+    assert entry.name is None
+    # And removed, nothing of it is left
+    catalog.remove("7310865004703")
+    assert catalog.get("7310865004703") is None and catalog.image_keys("7310865004703") == []
+
+
+def test_the_name_of_unnamed_products_is_no_sku(recognizer: Recognizer) -> None:
+    with pytest.raises(CatalogError, match="what unnamed products are called"):
+        recognizer.enrol("unknown", [("a.png", _packshot(0))], brand=None, name=None)
+    catalog = recognizer.catalog
+    assert list(catalog.store.list_keys(catalog.bucket, "catalog/")) == []
