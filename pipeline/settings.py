@@ -88,6 +88,9 @@ class IngestSettings(BaseModel):
     max_side: int = 12_000
     working_long_side: int = 1280  # what later stages need; larger photos are downscaled
     jpeg_quality: int = 92
+    # An EXIF capture time counts if at most this many days before the upload (else the
+    # upload's day: a camera with a reset clock says 2000-01-01)
+    max_capture_age_days: int = Field(default=30, ge=0)
 
 
 class ModelSettings(BaseModel):

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import hashlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -71,11 +71,20 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
     return got
 
 
-def captured_date(taken: str | None, msg: StageMessage) -> str:
-    """The day the photo was taken (EXIF, when plausible), else the day it was uploaded."""
+def captured_date(taken: str | None, msg: StageMessage, max_age_days: int) -> str:
+    """The day the photo was taken (EXIF), if that is at most ``max_age_days`` before its
+    upload (a backlog from a phone that was offline) and not after it; else the day it was
+    uploaded: a camera whose clock was reset says 2000-01-01 or its build date, and its bay
+    would drop out of the day's rollups."""
+    uploaded = msg.photo.event_time or datetime.now(UTC)
     if taken:
-        return taken[:10]
-    return (msg.photo.event_time or datetime.now(UTC)).strftime("%Y-%m-%d")
+        at = datetime.fromisoformat(taken)
+        if uploaded - timedelta(days=max_age_days) <= at <= uploaded + timedelta(days=1):
+            return taken[:10]
+        log.warning("upload %s: its EXIF time %s is not within %d days before its upload at "
+                    "%s (a camera clock reset?): filed under the upload day",
+                    msg.photo.upload_id, taken, max_age_days, uploaded.isoformat())
+    return uploaded.strftime("%Y-%m-%d")
 
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
@@ -116,7 +125,8 @@ def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
         rt.ledger.put("ingest", sha, meta)  # after the artifacts: marks the stage complete
         rt.keep_image(sha, upright)
     return msg.model_copy(update={"sha256": sha,
-                                  "captured_date": captured_date(meta.get("taken_at"), msg)}
+                                  "captured_date": captured_date(
+                                      meta.get("taken_at"), msg, s.ingest.max_capture_age_days)}
                           ).with_artifact("ingested", ArtifactRef(bucket=bucket, key=image_key))
 
 

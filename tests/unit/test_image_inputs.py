@@ -201,3 +201,23 @@ def test_implausible_capture_dates_are_ignored(value: str, ok: bool) -> None:
     assert (parse_exif_time(value, now=NOW) is not None) is ok
     facts = inspect_image(jpeg(taken=value), now=NOW, **LIMITS)
     assert (facts.taken is not None) is ok
+
+
+@pytest.mark.parametrize(("taken", "uploaded", "day"), [
+    ("2026-11-24T09:30:00+00:00", "2026-11-24T09:31:00+00:00", "2026-11-24"),
+    ("2026-11-23T23:50:00+00:00", "2026-11-24T00:05:00+00:00", "2026-11-23"),  # late upload
+    ("2026-11-01T10:00:00+00:00", "2026-11-24T09:00:00+00:00", "2026-11-01"),  # a backlog
+    ("2000-01-01T00:03:12+00:00", "2026-11-24T09:00:00+00:00", "2026-11-24"),  # clock reset
+    ("2025-11-24T09:30:00+00:00", "2026-11-24T09:31:00+00:00", "2026-11-24"),  # a year off
+    ("2026-11-26T09:30:00+00:00", "2026-11-24T09:31:00+00:00", "2026-11-24"),  # days ahead
+    (None, "2026-11-24T09:31:00+00:00", "2026-11-24"),
+])
+def test_a_photo_is_filed_under_its_capture_day_only_when_the_upload_makes_it_credible(
+        taken: str | None, uploaded: str, day: str) -> None:
+    from pipeline.messages import PhotoRef, StageMessage
+    from pipeline.tasks.steps import captured_date
+
+    msg = StageMessage(photo=PhotoRef(bucket="b", key="raw/S/A/B/c/p.jpg",
+                                      event_time=datetime.fromisoformat(uploaded)))
+
+    assert captured_date(taken, msg, max_age_days=30) == day
