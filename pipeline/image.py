@@ -103,8 +103,9 @@ def parse_exif_time(value: object, *, now: datetime) -> datetime | None:
 
 
 def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
-                  now: datetime | None = None) -> ImageFacts:
-    """Read and check the headers only; raises :class:`CorruptImageError` with the reason."""
+                  max_aspect: float | None = None, now: datetime | None = None) -> ImageFacts:
+    """Read and check the headers only; raises :class:`CorruptImageError` with the reason
+    (with ``max_aspect``, also for a photo longer than that many times its short side)."""
     fmt = sniff_format(data)
     scans = _jpeg_scans(data) if fmt == "JPEG" else (1 if data.rfind(b"IEND") > 8 else None)
     if scans is None:
@@ -129,6 +130,11 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
                 raise CorruptImageError(f"{w}x{h} exceeds the {max_pixels}-pixel bomb guard")
             if min(w, h) < min_side or max(w, h) > max_side:
                 raise CorruptImageError(f"{w}x{h} is outside {min_side}..{max_side} pixels")
+            if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
+                raise CorruptImageError(
+                    f"{w}x{h} is {max(w, h) / min(w, h):.1f} times as long as it is wide (at "
+                    f"most {max_aspect:g}): a panorama of several bays; upload one photo "
+                    "per bay")
             if not multi and getattr(im, "is_animated", False):
                 raise CorruptImageError("animated image: a shelf photo is a single frame")
             # PNG EXIF would make Pillow decode the whole image: only JPEG EXIF is read.
@@ -216,21 +222,41 @@ def decode_reduced(data: bytes, min_long_side: int, size_wh: tuple[int, int] | N
     return np.asarray(arr, np.uint8), arr.shape[1] / full_w
 
 
+WIDE_ASPECT = 2.0  # beyond it, a photo's short side keeps long_side / WIDE_ASPECT pixels
+
+
+def working_long_side(size_wh: tuple[int, int], long_side: int) -> int:
+    """The long side of a photo's working image: ``long_side``, except that a photo more
+    than twice as wide as tall (or tall as wide), a wide bay or a panorama, keeps its short
+    side at ``long_side / 2`` (shrunk to ``long_side`` its products would be a few pixels
+    tall); never more than its own."""
+    w, h = size_wh
+    aspect = max(w, h) / max(1, min(w, h))
+    return min(max(w, h), round(long_side * max(1.0, aspect / WIDE_ASPECT)))
+
+
 def decode_upright(data: bytes, long_side: int, *, size_wh: tuple[int, int] | None = None,
                    orientation: int | None = None, resize: bool = True
                    ) -> tuple[npt.NDArray[np.uint8], float]:
     """Upright pixels at the working size, as ingest stores them: DCT-scaled decode, EXIF
-    orientation applied, then (``resize``) downscaled to ``long_side``.
+    orientation applied, then (``resize``) downscaled to ``long_side`` (more for a wide
+    photo: :func:`working_long_side`).
 
     Returns the image and its linear scale from the full-size photo. Header facts the caller
-    already read (``size_wh``, ``orientation``) are not read again.
+    already read (``size_wh``, ``orientation``) are not read again. Raises ``ValueError``
+    for data that does not decode.
     """
-    stored, scale = decode_reduced(data, long_side, size_wh)
+    try:
+        size = size_wh or image_size(data)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"not a readable image: {exc}") from exc
+    target = working_long_side(size, long_side)
+    stored, scale = decode_reduced(data, target, size)
     o = read_orientation(data) if orientation is None else orientation
     upright = apply_orientation(stored, o)
     if not resize:
         return upright, scale
-    small = resize_long_side(upright, long_side)
+    small = resize_long_side(upright, target)
     return small, scale * small.shape[1] / upright.shape[1]
 
 

@@ -87,6 +87,9 @@ class IngestSettings(BaseModel):
     min_side: int = 320
     max_side: int = 12_000
     working_long_side: int = 1280  # what later stages need; larger photos are downscaled
+    # A photo longer than this many times its short side is a panorama of several bays:
+    # refused (one planogram is one bay)
+    max_aspect: float = Field(default=6.0, ge=1.0)
     jpeg_quality: int = 92
     # An EXIF capture time counts if at most this many days before the upload (else the
     # upload's day: a camera with a reset clock says 2000-01-01)

@@ -26,6 +26,19 @@ def tile_windows(*, size_wh: tuple[int, int], grid: tuple[int, int], overlap: fl
     return [(x1, y1, x2, y2) for y1, y2 in spans(h, rows) for x1, x2 in spans(w, cols)]
 
 
+def strip_grid(size_wh: tuple[int, int], *, max_aspect: float = 2.0) -> tuple[int, int] | None:
+    """``(columns, rows)`` of windows along a photo longer than ``max_aspect`` times its
+    short side (a wide bay, a panorama), each about 1.5 times as long as the short side;
+    None for any other photo. Letterboxed whole into a square input, such a photo would
+    leave its products a few pixels tall."""
+    w, h = size_wh
+    short, long = min(w, h), max(w, h)
+    if long <= max_aspect * short:
+        return None
+    n = int(np.ceil(long / (1.5 * short)))
+    return (n, 1) if w >= h else (1, n)
+
+
 def merge_tiles(parts: list[tuple[tuple[int, int, int, int], Detections]], *,
                 iou_threshold: float, containment_threshold: float = 0.8) -> Detections:
     """Shift each tile's detections by its window and fuse duplicates across tiles.

@@ -13,8 +13,8 @@ from pipeline import metrics
 from pipeline.core.decode import decode_centernet, decode_rtdetr, decode_yolov8
 from pipeline.core.detections import Detections, nms
 from pipeline.core.letterbox import letterbox, unletterbox_boxes
-from pipeline.core.tiling import merge_tiles, tile_windows
-from pipeline.detect.card import ModelFiles, load_model
+from pipeline.core.tiling import merge_tiles, strip_grid, tile_windows
+from pipeline.detect.card import ModelFiles, TilingSpec, load_model
 from pipeline.detect.session import LazySession
 from pipeline.errors import ModelError
 
@@ -132,16 +132,20 @@ class Detector:
 
     def detect(self, image: npt.NDArray[np.uint8], *, score_threshold: float | None = None
                ) -> Detections:
-        """Detect on an upright BGR image ``(H, W, 3)``; tiled when the card asks for it.
+        """Detect on an upright BGR image ``(H, W, 3)``; tiled when the card asks for it, or
+        along a photo more than twice as long as wide (:func:`strip_grid`).
 
         ``score_threshold`` overrides the card's, e.g. to also see weak evidence."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a BGR image (H, W, 3), got {image.shape}")
         thr = self.card.postprocess.score_threshold if score_threshold is None else score_threshold
+        h, w = image.shape[:2]
         tiling = self.card.tiling
         if tiling is None:
-            return self._raw(image, thr)
-        h, w = image.shape[:2]
+            strips = strip_grid((w, h))
+            if strips is None:
+                return self._raw(image, thr)
+            tiling = TilingSpec(grid=strips, overlap=0.2, whole_image=False)
         windows = tile_windows(size_wh=(w, h), grid=tiling.grid, overlap=tiling.overlap)
         parts = [(win, self._raw(image[win[1]:win[3], win[0]:win[2]], thr)) for win in windows]
         if tiling.whole_image:

@@ -105,7 +105,7 @@ def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
     else:
         cfg = s.ingest
         facts = inspect_image(data, max_pixels=cfg.max_pixels, min_side=cfg.min_side,
-                              max_side=cfg.max_side)
+                              max_side=cfg.max_side, max_aspect=cfg.max_aspect)
         try:
             upright, scale = decode_upright(data, cfg.working_long_side, size_wh=facts.size_wh,
                                             orientation=facts.orientation)

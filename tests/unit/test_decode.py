@@ -386,3 +386,18 @@ def test_decode_rtdetr_shape_error() -> None:
     with pytest.raises(DecodeError):
         decode_rtdetr(output=yolo_columns(), num_classes=NC, score_threshold=0.25,
                       input_wh=(320, 320))
+
+
+@pytest.mark.parametrize(("size_wh", "grid"), [
+    ((1280, 960), None),
+    ((960, 1280), None),
+    ((1280, 640), None),  # 2:1 is whole
+    ((1920, 640), (2, 1)),
+    ((3360, 640), (4, 1)),
+    ((640, 1920), (1, 2)),
+])
+def test_a_photo_longer_than_twice_its_width_is_tiled_along(
+        size_wh: tuple[int, int], grid: tuple[int, int] | None) -> None:
+    from pipeline.core.tiling import strip_grid
+
+    assert strip_grid(size_wh) == grid

@@ -221,3 +221,20 @@ def test_a_photo_is_filed_under_its_capture_day_only_when_the_upload_makes_it_cr
                                       event_time=datetime.fromisoformat(uploaded)))
 
     assert captured_date(taken, msg, max_age_days=30) == day
+
+
+@pytest.mark.parametrize(("size_wh", "long_side"), [
+    ((4000, 3000), 1280),  # a phone photo
+    ((3000, 4000), 1280),
+    ((3840, 2160), 1280),  # 16:9, a fixed camera: as before
+    ((4000, 2000), 1280),  # 2:1
+    ((6144, 2048), 1920),  # 3:1, a wide fixture: its short side stays 640
+    ((2048, 10752), 3360),  # 5.25:1 upright
+    ((900, 300), 900),  # never more than its own
+    ((1000, 800), 1000),
+])
+def test_a_wide_photo_keeps_its_short_side_at_the_working_size(
+        size_wh: tuple[int, int], long_side: int) -> None:
+    from pipeline.image import working_long_side
+
+    assert working_long_side(size_wh, 1280) == long_side
