@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import cv2
 import numpy as np
 import numpy.typing as npt
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.core.lighting import resize_long_side
@@ -27,36 +28,54 @@ TAG_DATETIME_ORIGINAL = 0x9003
 EARLIEST_PLAUSIBLE = datetime(2000, 1, 1, tzinfo=UTC)
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# ISO media (``ftyp``) brands of HEIF stills: an iPhone's .HEIC, Android's .heif.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm",
+                         b"hevs", b"mif1", b"msf1"})
 # What else arrives named .jpg, told by its first bytes.
 OTHER_MAGIC = ((b"%PDF", "PDF"), (b"GIF8", "GIF"), (b"RIFF", "WebP/RIFF"), (b"BM", "BMP"),
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"<", "HTML/XML"),
-               (b"\x00\x00\x00", "HEIC/MP4 (ISO media)"), (b"PK\x03\x04", "ZIP"))
-
+               (b"PK\x03\x04", "ZIP"))
 
 
 @dataclass(frozen=True)
 class ImageFacts:
     """What the header says: format, stored size, EXIF orientation and capture time."""
 
-    format: str  # JPEG | PNG
+    format: str  # JPEG | PNG | HEIF
     size_wh: tuple[int, int]
     orientation: int
     taken: datetime | None  # DateTimeOriginal when present and plausible
 
 
+def _ftyp_brands(data: bytes) -> list[bytes]:
+    """The major and compatible brands of an ISO media file's ``ftyp`` box."""
+    size = int.from_bytes(data[:4], "big")
+    box = data[8:min(max(size, 16), 4096, len(data))]
+    return [box[i:i + 4] for i in range(0, len(box) - 3, 4) if i != 4]  # 4..8: minor version
+
+
 def sniff_format(data: bytes) -> str:
-    """JPEG or PNG from the magic bytes; :class:`CorruptImageError` naming anything else."""
+    """JPEG, PNG or HEIF from the magic bytes; :class:`CorruptImageError` naming anything
+    else."""
     if not data:
         raise CorruptImageError("empty file (0 bytes)")
     if data.startswith(JPEG_MAGIC):
         return "JPEG"
     if data.startswith(PNG_MAGIC):
         return "PNG"
+    if data[4:8] == b"ftyp":
+        brands = _ftyp_brands(data)
+        if b"avif" in brands or b"avis" in brands:
+            raise CorruptImageError("an AVIF file, not a JPEG, PNG or HEIC photo")
+        if HEIF_BRANDS.intersection(brands):
+            return "HEIF"
+        raise CorruptImageError("an MP4/ISO media file (a video?), not a JPEG, PNG or HEIC "
+                                "photo")
     head = data[:16].lstrip()
     for magic, name in OTHER_MAGIC:
-        if head.startswith(magic) or (name.startswith("HEIC") and data[4:8] == b"ftyp"):
-            raise CorruptImageError(f"a {name} file, not a JPEG or PNG photo")
-    raise CorruptImageError("not a JPEG or PNG photo (unknown leading bytes)")
+        if head.startswith(magic):
+            raise CorruptImageError(f"a {name} file, not a JPEG, PNG or HEIC photo")
+    raise CorruptImageError("not a JPEG, PNG or HEIC photo (unknown leading bytes)")
 
 
 MAX_JPEG_SCANS = 100  # progressive encoders write about 10; each scan is a decode of its own
@@ -107,6 +126,15 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
     """Read and check the headers only; raises :class:`CorruptImageError` with the reason
     (with ``max_aspect``, also for a photo longer than that many times its short side)."""
     fmt = sniff_format(data)
+    if fmt == "HEIF":
+        heif = _open_heif(data)
+        w, h = heif.size
+        _check_size(w, h, max_pixels=max_pixels, min_side=min_side, max_side=max_side,
+                    max_aspect=max_aspect)
+        # libheif turns the pixels upright by the container's own transforms (irot, imir),
+        # which iPhones write beside an EXIF Orientation saying the same: that one is moot.
+        return ImageFacts("HEIF", (w, h), 1, _exif_taken(heif.info.get("exif"),
+                                                         now or datetime.now(UTC)))
     scans = _jpeg_scans(data) if fmt == "JPEG" else (1 if data.rfind(b"IEND") > 8 else None)
     if scans is None:
         raise CorruptImageError(f"truncated {fmt}: the file ends before its last marker")
@@ -126,15 +154,8 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
             if im.format != fmt and not multi:
                 raise CorruptImageError(f"header says {im.format}, bytes say {fmt}")
             w, h = im.size
-            if w * h > max_pixels:
-                raise CorruptImageError(f"{w}x{h} exceeds the {max_pixels}-pixel bomb guard")
-            if min(w, h) < min_side or max(w, h) > max_side:
-                raise CorruptImageError(f"{w}x{h} is outside {min_side}..{max_side} pixels")
-            if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
-                raise CorruptImageError(
-                    f"{w}x{h} is {max(w, h) / min(w, h):.1f} times as long as it is wide (at "
-                    f"most {max_aspect:g}): a panorama of several bays; upload one photo "
-                    "per bay")
+            _check_size(w, h, max_pixels=max_pixels, min_side=min_side, max_side=max_side,
+                        max_aspect=max_aspect)
             if not multi and getattr(im, "is_animated", False):
                 raise CorruptImageError("animated image: a shelf photo is a single frame")
             # PNG EXIF would make Pillow decode the whole image: only JPEG EXIF is read.
@@ -146,6 +167,53 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
             Image.DecompressionBombError) as exc:
         raise CorruptImageError(f"not a readable {fmt}: {exc}") from exc
     return ImageFacts(fmt, (int(w), int(h)), orientation, taken)
+
+
+def _check_size(w: int, h: int, *, max_pixels: int, min_side: int, max_side: int,
+                max_aspect: float | None) -> None:
+    if w * h > max_pixels:
+        raise CorruptImageError(f"{w}x{h} exceeds the {max_pixels}-pixel bomb guard")
+    if min(w, h) < min_side or max(w, h) > max_side:
+        raise CorruptImageError(f"{w}x{h} is outside {min_side}..{max_side} pixels")
+    if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
+        raise CorruptImageError(
+            f"{w}x{h} is {max(w, h) / min(w, h):.1f} times as long as it is wide (at most "
+            f"{max_aspect:g}): a panorama of several bays; upload one photo per bay")
+
+
+def _open_heif(data: bytes) -> pillow_heif.HeifFile:
+    """A HEIF file's primary image, headers read, pixels not yet decoded."""
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+        heif.size  # noqa: B018 - the primary image's header, read now
+    except (ValueError, RuntimeError, OSError, SyntaxError, EOFError) as exc:
+        raise CorruptImageError(f"unreadable HEIC/HEIF: {exc}") from exc
+    return heif
+
+
+def decode_heif(data: bytes) -> npt.NDArray[np.uint8]:
+    """A HEIF photo's primary image, upright (libheif applies its transforms), as BGR.
+    Raises ``ValueError`` for data that does not decode."""
+    try:
+        rgb = np.asarray(_open_heif(data))
+    except (CorruptImageError, RuntimeError, OSError) as exc:
+        raise ValueError(f"HEIC/HEIF pixels do not decode: {exc}") from exc
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
+        raise ValueError(f"HEIC/HEIF of {rgb.shape} {rgb.dtype} pixels, not 8-bit colour")
+    return np.asarray(cv2.cvtColor(rgb[:, :, :3], cv2.COLOR_RGB2BGR), np.uint8)
+
+
+def _exif_taken(exif: object, now: datetime) -> datetime | None:
+    """A plausible capture time from raw EXIF bytes (a HEIF's); None when there is none."""
+    if not isinstance(exif, bytes) or not exif:
+        return None
+    try:
+        tags = Image.Exif()
+        tags.load(exif)
+        taken = tags.get_ifd(TAG_EXIF_IFD).get(TAG_DATETIME_ORIGINAL)
+    except Exception:  # Pillow raises many kinds on malformed EXIF; it is metadata only
+        return None
+    return parse_exif_time(taken, now=now)
 
 
 def _jpeg_exif(im: Image.Image, now: datetime) -> tuple[int, datetime | None]:
@@ -246,14 +314,18 @@ def decode_upright(data: bytes, long_side: int, *, size_wh: tuple[int, int] | No
     already read (``size_wh``, ``orientation``) are not read again. Raises ``ValueError``
     for data that does not decode.
     """
-    try:
-        size = size_wh or image_size(data)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from exc
+    if data[4:8] == b"ftyp" and sniff_format(data) == "HEIF":
+        upright, scale = decode_heif(data), 1.0  # upright as decoded: no EXIF rotation
+        size = (upright.shape[1], upright.shape[0])
+    else:
+        try:
+            size = size_wh or image_size(data)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise ValueError(f"not a readable image: {exc}") from exc
+        stored, scale = decode_reduced(data, working_long_side(size, long_side), size)
+        o = read_orientation(data) if orientation is None else orientation
+        upright = apply_orientation(stored, o)
     target = working_long_side(size, long_side)
-    stored, scale = decode_reduced(data, target, size)
-    o = read_orientation(data) if orientation is None else orientation
-    upright = apply_orientation(stored, o)
     if not resize:
         return upright, scale
     small = resize_long_side(upright, target)

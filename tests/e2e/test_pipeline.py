@@ -182,6 +182,23 @@ def test_corrupt_jpeg_is_dead_lettered_and_worker_keeps_serving(
     wait_result(stack, put(stack, "raw/S003/A01/B1/cam1/after.jpg", good))
 
 
+def test_an_iphone_heic_upload_is_a_result_like_its_jpeg(stack: Stack) -> None:
+    # Given a bay photographed by an iPhone: HEIC, under its default .HEIC name
+    import pillow_heif
+    from PIL import Image, ImageOps
+
+    data, truth = photo_bytes(9)
+    rgb = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(rgb).save(buf, quality=85)
+    key = "raw/S007/A01/B1/cam1/IMG_0001.HEIC"
+    up = put_photo(stack, key, buf.getvalue(), truth)
+    # Then it becomes a result against the bay's planogram, its products found
+    result = wait_result(stack, up)
+    assert result["compliance"] is not None
+    assert result["detections"] >= 0.8 * len(truth["objects"])
+
+
 def test_plain_upload_without_planogram_is_a_result_then_recomputed(stack: Stack) -> None:
     # Given a plain camera upload into a bay whose planogram was never uploaded
     data, truth = photo_bytes(6)

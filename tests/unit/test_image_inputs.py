@@ -60,6 +60,22 @@ def cmyk_jpeg() -> bytes:
     return buf.getvalue()
 
 
+def heic(w: int = 480, h: int = 360, image: np.ndarray | None = None, **exif: object) -> bytes:
+    """An iPhone-style HEIC: HEVC pixels, EXIF with Orientation (written by pillow-heif as
+    the container's own transform, as iOS does) and DateTimeOriginal."""
+    import pillow_heif
+
+    e = Image.Exif()
+    if "orientation" in exif:
+        e[0x0112] = exif["orientation"]
+    if "taken" in exif:
+        e[0x8769] = {0x9003: exif["taken"]}
+    buf = io.BytesIO()
+    pixels = _pixels(w, h) if image is None else image
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(buf, quality=90, exif=e.tobytes())
+    return buf.getvalue()
+
+
 def jpeg_claiming(w: int, h: int) -> bytes:
     """A small JPEG whose frame header (SOF0) claims ``w`` x ``h``."""
     data = bytearray(jpeg())
@@ -128,7 +144,13 @@ REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
     "html-named-jpg": (lambda: b"\n  <!DOCTYPE html><html><body>hi</body></html>", "HTML"),
     "gif-named-jpg": (lambda: b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "GIF"),
     "webp-named-jpg": (lambda: b"RIFF\x24\x00\x00\x00WEBPVP8 ", "WebP"),
-    "heic-named-jpg": (lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
+    "heic-header-only": (lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+                         "unreadable HEIC"),
+    "heic-truncated": (lambda: heic()[:200], "unreadable HEIC"),
+    "heic-too-small": (lambda: heic(200, 150), "outside 320..12000"),
+    "avif": (lambda: b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "AVIF"),
+    "mp4-named-jpg": (lambda: b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00isommp42", "MP4"),
+    "zero-padded-jpeg": (lambda: b"\x00" * 64 + jpeg(), "unknown leading bytes"),
     "animated-png": (animated_png, "animated"),
     "jpeg-scan-bomb": (scan_bomb, "scans"),
 }
@@ -157,6 +179,7 @@ ACCEPTED: dict[str, tuple[Callable[[], bytes], str]] = {
     "progressive-jpeg": (progressive_jpeg, "JPEG"),
     "jpeg-with-scans-at-the-limit": (lambda: scan_bomb(MAX_JPEG_SCANS - 12), "JPEG"),
     "multi-picture-jpeg": (multi_picture_jpeg, "JPEG"),
+    "heic": (lambda: heic(640, 480), "HEIF"),
 }
 
 
@@ -238,3 +261,23 @@ def test_a_wide_photo_keeps_its_short_side_at_the_working_size(
     from pipeline.image import working_long_side
 
     assert working_long_side(size_wh, 1280) == long_side
+
+
+def test_an_iphone_heic_is_read_upright_with_its_capture_time() -> None:
+    # Given a HEIC photographed with the phone turned (EXIF and container say: rotate 90°)
+    source = np.zeros((360, 480, 3), np.uint8)
+    source[:120, :240] = (0, 0, 255)  # a red block top left, as stored
+    source[240:, 300:] = (255, 0, 0)
+    data = heic(image=source[:, :, ::-1].copy(), orientation=6, taken="2026:11:24 09:30:00")
+
+    # When ingest reads its header and decodes it
+    facts = inspect_image(data, now=NOW, **LIMITS)
+    upright, scale = decode_upright(data, 1280, size_wh=facts.size_wh,
+                                    orientation=facts.orientation)
+
+    # Then it is upright once (not turned twice), dated, and at full scale
+    expected = np.rot90(source, k=-1)  # Orientation 6: turn 90° clockwise
+    assert facts.format == "HEIF" and facts.size_wh == (360, 480)
+    assert facts.taken == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+    assert upright.shape == expected.shape and scale == 1.0
+    assert np.abs(upright.astype(int) - expected.astype(int)).mean() < 8
