@@ -38,13 +38,21 @@ def parse_raw_key(key: str, prefix: str = "raw/") -> CameraKey | None:
     return CameraKey(store, aisle, bay, camera, "/".join(parts[4:]))
 
 
+# What a phone's camera roll or a sync tool copies beside the photos: videos (a Live Photo
+# is a HEIC and a .MOV), edit and metadata sidecars. Never a photo, whatever it holds.
+NOT_PHOTOS = frozenset({".mov", ".mp4", ".m4v", ".3gp", ".aae", ".xmp", ".thm", ".json",
+                        ".txt"})
+
+
 def is_upload(key: str, prefix: str = "raw/") -> bool:
     """Whether an object is an upload the pipeline takes: anything under ``prefix`` whatever
     its name says it is (ingest reads its bytes and dead-letters what it cannot use, with
-    why), except folder markers (keys ending in ``/``) and hidden files (``.DS_Store``,
-    macOS ``._`` resource forks), which uploaders copy along and are not photos."""
-    return (key.startswith(prefix) and not key.endswith("/")
-            and not key.rsplit("/", 1)[-1].startswith("."))
+    why), except folder markers (keys ending in ``/``), hidden files (``.DS_Store``, macOS
+    ``._`` resource forks) and the videos and sidecars of :data:`NOT_PHOTOS`."""
+    name = key.rsplit("/", 1)[-1]
+    suffix = name[name.rfind("."):].lower() if "." in name else ""
+    return (key.startswith(prefix) and not key.endswith("/") and not name.startswith(".")
+            and suffix not in NOT_PHOTOS)
 
 
 def check_layout(key: str, prefix: str = "raw/") -> CameraKey:

@@ -60,6 +60,10 @@ def test_parse_raw_key(key: str, expected: CameraKey | None) -> None:
     ("raw/S001/A07/B2/cam-3/", False),  # a console's folder marker
     ("raw/S001/A07/B2/cam-3/.DS_Store", False),
     ("raw/S001/A07/B2/cam-3/._IMG_0001.jpg", False),  # macOS resource fork
+    ("raw/S001/A07/B2/cam-3/IMG_0001.MOV", False),  # a Live Photo's video
+    ("raw/S001/A07/B2/cam-3/IMG_0001.AAE", False),  # an iPhone edit sidecar
+    ("raw/S001/A07/B2/cam-3/IMG_0001.jpg.xmp", False),
+    ("raw/S001/A07/B2/cam-3/IMG_0001.jpeg", True),
     ("uploads/S001/A07/B2/cam-3/IMG_0001.jpg", False),
 ])
 def test_every_object_under_the_prefix_is_an_upload_but_markers_and_hidden_files(
