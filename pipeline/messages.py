@@ -62,6 +62,7 @@ class StageMessage(BaseModel):
     photo: PhotoRef
     sha256: str | None = None
     captured_date: str | None = None  # YYYY-MM-DD
+    taken_at: str | None = None  # the EXIF capture time, when credible (ISO 8601)
     artifacts: dict[str, ArtifactRef] = Field(default_factory=dict)
     route: str | None = None  # light | heavy
     route_reason: str | None = None

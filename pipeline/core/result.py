@@ -90,7 +90,8 @@ class PhotoResult(_Model):
     bay: str
     camera: str
     date: str | None
-    captured_at: str | None = None
+    captured_at: str | None = None  # when the upload reached S3 (its event time)
+    taken_at: str | None = None  # when the photo was taken (EXIF), if credible
     store_format: str
     display_type: str
     source: Source

@@ -13,13 +13,15 @@ Row = dict[str, Any]
 
 
 def _stamp(r: PhotoResult) -> tuple[bool, str, str, str]:
-    return (r.compliance is not None, r.captured_at or "", r.sha256, r.upload_id)
+    return (r.compliance is not None, r.taken_at or r.captured_at or "", r.sha256, r.upload_id)
 
 
 def latest_per_bay(results: Iterable[PhotoResult]) -> list[PhotoResult]:
     """One result per (store, aisle, bay, date): the latest photo of the day with a
     compliance figure wins, so a re-shot bay (or the same photo uploaded twice) replaces its
-    earlier photo instead of counting twice."""
+    earlier photo instead of counting twice. Latest by when it was taken (EXIF), else by
+    when it was uploaded: a phone that syncs the day's photos at once uploads them in any
+    order."""
     best: dict[tuple[str, str, str, str], PhotoResult] = {}
     for r in results:
         key = (r.store, r.aisle, r.bay, str(r.date))

@@ -71,20 +71,27 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
     return got
 
 
-def captured_date(taken: str | None, msg: StageMessage, max_age_days: int) -> str:
-    """The day the photo was taken (EXIF), if that is at most ``max_age_days`` before its
-    upload (a backlog from a phone that was offline) and not after it; else the day it was
-    uploaded: a camera whose clock was reset says 2000-01-01 or its build date, and its bay
-    would drop out of the day's rollups."""
+def capture_time(taken: str | None, msg: StageMessage, max_age_days: int) -> str | None:
+    """The photo's EXIF capture time if it is at most ``max_age_days`` before its upload (a
+    backlog from a phone that was offline) and not after it; else None: a camera whose
+    clock was reset says 2000-01-01 or its build date."""
+    if not taken:
+        return None
     uploaded = msg.photo.event_time or datetime.now(UTC)
-    if taken:
-        at = datetime.fromisoformat(taken)
-        if uploaded - timedelta(days=max_age_days) <= at <= uploaded + timedelta(days=1):
-            return taken[:10]
-        log.warning("upload %s: its EXIF time %s is not within %d days before its upload at "
-                    "%s (a camera clock reset?): filed under the upload day",
-                    msg.photo.upload_id, taken, max_age_days, uploaded.isoformat())
-    return uploaded.strftime("%Y-%m-%d")
+    at = datetime.fromisoformat(taken)
+    if uploaded - timedelta(days=max_age_days) <= at <= uploaded + timedelta(days=1):
+        return taken
+    log.warning("upload %s: its EXIF time %s is not within %d days before its upload at %s "
+                "(a camera clock reset?): filed under the upload day", msg.photo.upload_id,
+                taken, max_age_days, uploaded.isoformat())
+    return None
+
+
+def captured_date(taken: str | None, msg: StageMessage, max_age_days: int) -> str:
+    """The day the photo was taken (:func:`capture_time`), else the day it was uploaded: a
+    bay filed under its camera's reset clock would drop out of the day's rollups."""
+    at = capture_time(taken, msg, max_age_days)
+    return at[:10] if at else (msg.photo.event_time or datetime.now(UTC)).strftime("%Y-%m-%d")
 
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
@@ -124,9 +131,9 @@ def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
         rt.store.put_json(bucket, meta_key, meta)
         rt.ledger.put("ingest", sha, meta)  # after the artifacts: marks the stage complete
         rt.keep_image(sha, upright)
-    return msg.model_copy(update={"sha256": sha,
-                                  "captured_date": captured_date(
-                                      meta.get("taken_at"), msg, s.ingest.max_capture_age_days)}
+    taken = capture_time(meta.get("taken_at"), msg, s.ingest.max_capture_age_days)
+    day = taken[:10] if taken else captured_date(None, msg, s.ingest.max_capture_age_days)
+    return msg.model_copy(update={"sha256": sha, "captured_date": day, "taken_at": taken}
                           ).with_artifact("ingested", ArtifactRef(bucket=bucket, key=image_key))
 
 
@@ -258,6 +265,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
             "sha256": sha, "upload_id": p.upload_id, "store": p.store, "aisle": p.aisle,
             "bay": p.bay, "camera": p.camera, "date": msg.captured_date,
             "captured_at": p.event_time.isoformat() if p.event_time else None,
+            "taken_at": msg.taken_at,
             "store_format": p.store_format, "display_type": p.display_type,
             "source": {"bucket": p.bucket, "key": p.key, "version_id": p.version_id},
             "route": det.get("route"), "route_reason": det.get("route_reason"),

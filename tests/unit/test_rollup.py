@@ -1,0 +1,39 @@
+"""Which photo of a bay's day counts in the rollups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.core.result import PhotoResult
+from pipeline.core.rollup import latest_per_bay
+
+
+def _result(name: str, compliance: float | None, uploaded: str, taken: str | None
+            ) -> PhotoResult:
+    doc: dict[str, Any] = {
+        "sha256": name * 64, "upload_id": name * 32, "store": "S1", "aisle": "A1", "bay": "B1",
+        "camera": "phone-7", "date": "2025-06-02", "captured_at": uploaded, "taken_at": taken,
+        "store_format": "standard", "display_type": "gondola", "detections": 4,
+        "source": {"bucket": "shelf-raw", "key": f"raw/S1/A1/B1/phone-7/{name}.jpg"},
+        "compliance": compliance, "completed_at": uploaded}
+    return PhotoResult.model_validate(doc)
+
+
+@pytest.mark.parametrize(("results", "latest"), [
+    # shot at 09:00 (before restocking) and 17:00, synced at 18:04 in the other order
+    ([("a", 0.25, "2025-06-02T18:04:01+00:00", "2025-06-02T09:00:00+00:00"),
+      ("b", 1.0, "2025-06-02T18:04:00+00:00", "2025-06-02T17:00:00+00:00")], "b"),
+    # no EXIF time: the later upload
+    ([("a", 0.25, "2025-06-02T18:04:01+00:00", None),
+      ("b", 1.0, "2025-06-02T18:04:00+00:00", None)], "a"),
+    # a photo with a compliance figure beats a later one without (no planogram yet)
+    ([("a", 0.5, "2025-06-02T09:00:00+00:00", "2025-06-02T09:00:00+00:00"),
+      ("b", None, "2025-06-02T18:00:00+00:00", "2025-06-02T18:00:00+00:00")], "a"),
+], ids=["synced-out-of-order", "no-exif", "figure-first"])
+def test_the_bay_counts_its_latest_photo_by_when_it_was_taken(
+        results: list[tuple[str, float | None, str, str | None]], latest: str) -> None:
+    chosen = latest_per_bay([_result(*r) for r in results])
+
+    assert [r.upload_id for r in chosen] == [latest * 32]
