@@ -85,3 +85,4 @@ class DeadLetter(BaseModel):
     message: StageMessage
     failed_at: datetime
     replayed_at: datetime | None = None
+    auto_replays: int = 0  # times beat sent it round again by itself (transient faults)

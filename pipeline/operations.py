@@ -10,6 +10,7 @@ from typing import Any
 
 from redis import Redis
 
+from pipeline.errors import PipelineError
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import dead_letter_key
@@ -69,21 +70,71 @@ def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter]) ->
     return len(letters)
 
 
+def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
+                     now: datetime | None = None) -> int:
+    """Send round again each photo dead-lettered by a transient fault (retries spent in an
+    S3 or network outage) ``auto_replay_after_s`` after it failed, at most ``auto_replays``
+    times; then it waits for a person (``shelf dlq replay``). Beat calls it with each
+    reconciliation; the letters come from the Redis index the dead-letter queue's consumer
+    keeps, so a run reads only those due. Returns how many were sent."""
+    from pipeline.tasks.deadletter import read_letter
+    from pipeline.tasks.stages import TRANSIENT_LETTERS
+
+    c = settings.celery
+    at = (now or datetime.now(UTC)).timestamp()
+    due = [m.decode() if isinstance(m, bytes) else str(m)
+           for m in redis.zrangebyscore(TRANSIENT_LETTERS, 0, at - c.auto_replay_after_s)]
+    sent = 0
+    for letter_id in due:
+        letter = read_letter(store, settings.s3.artifacts_bucket, letter_id)
+        redis.zrem(TRANSIENT_LETTERS, letter_id)  # a new failure indexes it again
+        if letter is None or letter.replayed_at is not None or \
+                letter.error_type != "TransientError":
+            continue
+        if letter.auto_replays >= c.auto_replays:
+            log.warning("dead letter %s: %d automatic replays spent, left for a person: %s",
+                        letter_id, letter.auto_replays, letter.error)
+            continue
+        try:
+            sent += replay(settings, store, [letter.model_copy(update={
+                "auto_replays": letter.auto_replays + 1})])
+        except (ValueError, PipelineError) as exc:  # a letter no stage may take: a person's
+            log.error("dead letter %s not sent round again: %s", letter_id, exc)
+    return sent
+
+
 def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str | None = None,
-                      aisle: str | None = None, bay: str | None = None) -> int:
+                      aisle: str | None = None, bay: str | None = None,
+                      redis: Redis | None = None) -> int:
     """Send each upload still waiting for its bay's planogram back to the comply stage once
-    a planogram that validates is there (each read once per run; one that does not validate
-    keeps its uploads waiting, not failing every minute); returns how many were sent."""
+    a planogram that validates is there; returns how many were sent.
+
+    Uploads wait under their planogram's key (``pending_key``): a run lists them and asks
+    S3 once per planogram, and reads the uploads of those that are there only. A planogram
+    that does not validate keeps its uploads waiting, not failing every minute. With
+    ``redis`` (beat), an upload sent is not sent again for ``visibility_timeout_s``, so a
+    backlog is complied once, not once a minute until its first comply has run."""
     from pipeline.errors import PlanogramError
     from pipeline.messages import StageMessage
+    from pipeline.storage.keys import (
+        LEGACY_PENDING_PREFIX,
+        PENDING_PREFIX,
+        pending_planogram,
+    )
     from pipeline.storage.planograms import load_planogram, planogram_key
     from pipeline.tasks.stages import check_message, send_stage
 
     s3 = settings.s3
     wanted = {"store": store_id, "aisle": aisle, "bay": bay}
+    waiting: dict[str, list[str]] = {}
+    for key in store.list_keys(s3.artifacts_bucket, PENDING_PREFIX):
+        waiting.setdefault(pending_planogram(key), []).append(key)
+    there = [k for plan in waiting if store.head(s3.config_bucket, plan) is not None
+             for k in waiting[plan]]
+    legacy = list(store.list_keys(s3.artifacts_bucket, LEGACY_PENDING_PREFIX))
     sent = 0
     ready: dict[tuple[str, str, str, str], bool] = {}
-    for key in store.list_keys(s3.artifacts_bucket, "pending/planogram/"):
+    for key in there + legacy:
         msg = StageMessage.model_validate(store.get_json(s3.artifacts_bucket, key))
         p = msg.photo
         if any(v is not None and getattr(p, k) != v for k, v in wanted.items()):
@@ -96,10 +147,14 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
                 log.warning("uploads of %s/%s/%s keep waiting: %s", p.store, p.aisle, p.bay,
                             exc)
                 ready[plan] = False
-        if ready[plan]:
-            check_message(msg, settings)
-            send_stage("comply", msg.model_copy(update={"recompute": True}))
-            sent += 1
+        if not ready[plan]:
+            continue
+        if redis is not None and not redis.set(f"shelf:recompute-sent:{p.upload_id}", "1",
+                                               nx=True, ex=settings.celery.visibility_timeout_s):
+            continue  # sent by an earlier run; its comply has not run yet
+        check_message(msg, settings)
+        send_stage("comply", msg.model_copy(update={"recompute": True}))
+        sent += 1
     return sent
 
 

@@ -60,15 +60,24 @@ class CelerySettings(BaseModel):
     # A message taken by a worker that then died whole comes back after this: minutes, not an
     # hour. Above the worst stage runtime and the largest countdown (celery#5306, kombu#337).
     visibility_timeout_s: int = 300
-    max_retries: int = 5
+    # Transient faults: 10 retries with base 2 s and cap 60 s wait 3 to 6 minutes in all (an
+    # S3 brownout); a photo still failing is dead-lettered, and sent round again by beat
+    # (reconcile) auto_replays times, auto_replay_after_s after it failed, before a person.
+    max_retries: int = 10
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
+    auto_replays: int = Field(default=3, ge=0)
+    auto_replay_after_s: float = 600.0
     max_deliveries: int = 5  # a message redelivered more often than this is dead-lettered
     # A pool process is replaced after this many tasks, or once its resident memory passes the
     # cap; a new one loads the models again (seconds), so not every few hundred photos.
     max_tasks_per_child: int = 10_000
     max_memory_per_child_mb: int = 3_000
     stage_time_limit_s: int = 120
+    # Beat's own tasks (rollups, recompute, reconcile, replays) read more as the data grows:
+    # limited apart from the stages, and acknowledged on receipt (the next tick runs again),
+    # so a long run is never redelivered past the visibility timeout and run twice.
+    maintenance_time_limit_s: int = Field(default=1800, ge=60)
     aggregate_every_s: int = 300  # beat: rebuild today's and yesterday's rollups
     aggregate_debounce_s: float = 30.0  # a finished photo asks for its day's rebuild this soon
     recompute_every_s: int = 60  # beat: uploads waiting for a planogram, complied once it is there

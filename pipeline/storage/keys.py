@@ -122,9 +122,25 @@ def ended_key(upload_id: str) -> str:
     return f"shelf:ended:{upload_id}"
 
 
-def pending_key(upload_id: str) -> str:
-    """An upload whose bay had no planogram, kept to be recomputed when one arrives."""
-    return f"pending/planogram/{upload_id}.json"
+PENDING_PREFIX = "pending/planograms/"
+LEGACY_PENDING_PREFIX = "pending/planogram/"  # flat, before uploads were kept by planogram
+
+
+def pending_key(planogram_key: str, upload_id: str) -> str:
+    """An upload whose bay had no usable planogram, kept to be recomputed when one arrives:
+    under the planogram's own key (``planograms/{store}/{aisle}/{bay}.json`` or
+    ``planograms/by-id/{id}.json``), so that a bay still waiting costs a listing, not a
+    read of each of its uploads."""
+    if not planogram_key.startswith("planograms/") or not planogram_key.endswith(".json"):
+        raise ValueError(f"not a planogram key: {planogram_key!r}")
+    return f"pending/{planogram_key.removesuffix('.json')}/{upload_id}.json"
+
+
+def pending_planogram(key: str) -> str:
+    """The planogram key a pending upload's key waits for (see :func:`pending_key`)."""
+    if not key.startswith(PENDING_PREFIX):
+        raise ValueError(f"not a pending upload's key: {key!r}")
+    return key.removeprefix("pending/").rsplit("/", 1)[0] + ".json"
 
 
 def dead_letter_key(letter_id: str) -> str:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from pipeline.errors import ObjectNotFoundError
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.storage.keys import dead_letter_key
 from pipeline.storage.s3 import ObjectStore
@@ -37,6 +38,17 @@ def write_letter(store: ObjectStore, bucket: str, letter: DeadLetter) -> str:
     store.put_json(bucket, key, letter.model_dump(mode="json"))
     log.warning("dead letter %s: %s %s: %s", key, letter.stage, letter.error_type, letter.error)
     return key
+
+
+def read_letter(store: ObjectStore, bucket: str, letter_id: str) -> DeadLetter | None:
+    """The letter ``letter_id``; None when there is none (or it does not validate)."""
+    try:
+        return DeadLetter.model_validate(store.get_json(bucket, dead_letter_key(letter_id)))
+    except ObjectNotFoundError:
+        return None
+    except (ValidationError, ValueError) as exc:
+        log.error("dead letter %s is not a valid letter: %s", letter_id, exc)
+        return None
 
 
 def read_letters(store: ObjectStore, bucket: str, *, seen: set[str] | None = None

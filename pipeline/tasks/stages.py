@@ -41,7 +41,7 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.messages import DeadLetter, StageMessage
-from pipeline.settings import Settings
+from pipeline.settings import Settings, get_settings
 from pipeline.storage.keys import parse_raw_key
 from pipeline.storage.redis import (
     claim_or_take_over,
@@ -58,7 +58,7 @@ from pipeline.tasks.app import (
     app,
     soft_limit_s,
 )
-from pipeline.tasks.deadletter import make_letter, write_letter
+from pipeline.tasks.deadletter import make_letter, read_letter, write_letter
 from pipeline.tasks.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,12 @@ def lock_wait_s(client: Redis, lock: str) -> float:
 def dead_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage) -> DeadLetter:
     rt = get_runtime()
     letter = make_letter(stage, exc, attempts, msg)
-    write_letter(rt.store, rt.settings.s3.artifacts_bucket, letter)
+    bucket = rt.settings.s3.artifacts_bucket
+    if isinstance(exc, TransientError):  # it may have been sent round by beat before
+        prior = read_letter(rt.store, bucket, letter.id)
+        if prior is not None:
+            letter = letter.model_copy(update={"auto_replays": prior.auto_replays})
+    write_letter(rt.store, bucket, letter)
     metrics.DEAD_LETTERS.labels(stage, letter.error_type).inc()
     steps.record_outcome(rt, msg, dead_letter=letter.id)
     app.signature("shelf.dead_letter", args=(letter.model_dump(mode="json"),),
@@ -331,7 +336,18 @@ def comply(self: Task, payload: dict[str, Any]) -> None:
     run_stage(self, "comply", payload)
 
 
-@app.task(bind=True, max_retries=10, name="shelf.aggregate")
+TRANSIENT_LETTERS = "shelf:transient_letters"  # letter id -> when it failed
+
+
+# Beat's tasks have limits of their own (see maintenance_time_limit_s). A rollup killed
+# whole goes back to its queue like a stage (a rebuild run twice writes the same bytes); the
+# periodic ones are acknowledged on receipt: the next tick runs them again.
+_MAINTENANCE_LIMIT_S = get_settings().celery.maintenance_time_limit_s
+MAINTENANCE_LIMITS = {"time_limit": _MAINTENANCE_LIMIT_S,
+                      "soft_time_limit": _MAINTENANCE_LIMIT_S - 30}
+
+
+@app.task(bind=True, max_retries=10, name="shelf.aggregate", **MAINTENANCE_LIMITS)
 def aggregate(self: Task, date: str | None = None) -> None:
     """Rebuild one day's rollups (default: today and yesterday, UTC, for late photos)."""
     from datetime import UTC, datetime, timedelta
@@ -360,27 +376,30 @@ def schedule_aggregate(rt: Runtime, date: str) -> None:
                       countdown=delay).apply_async()
 
 
-@app.task(bind=True, max_retries=3, name="shelf.recompute")
+@app.task(bind=True, max_retries=3, name="shelf.recompute", acks_late=False,
+          **MAINTENANCE_LIMITS)
 def recompute(self: Task) -> None:
     """Beat: uploads that waited for a planogram are complied again once it is there."""
     from pipeline.operations import recompute_pending
 
     rt = get_runtime()
     try:
-        n = recompute_pending(rt.settings, rt.store)
+        n = recompute_pending(rt.settings, rt.store, redis=rt.redis)
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=rt.settings.celery.backoff_base_s) from exc
     if n:
         log.info("recompute: %d uploads sent back to comply with their new planogram", n)
 
 
-@app.task(bind=True, max_retries=3, name="shelf.reconcile")
+@app.task(bind=True, max_retries=3, name="shelf.reconcile", acks_late=False,
+          **MAINTENANCE_LIMITS)
 def reconcile(self: Task) -> None:
     """Beat: raw uploads of the last days with neither a result nor a dead letter go
     through the pipeline again."""
     from datetime import timedelta
 
     from pipeline.operations import reconcile as run
+    from pipeline.operations import replay_transient
 
     rt = get_runtime()
     c = rt.settings.celery
@@ -393,6 +412,10 @@ def reconcile(self: Task) -> None:
     log.log(logging.WARNING if r.requeued else logging.INFO,
             "reconcile: %d checked, %d ended, %d recent, %d re-enqueued", r.scanned, r.ended,
             r.recent, r.requeued)
+    replayed = replay_transient(rt.settings, rt.store, rt.redis)
+    if replayed:
+        log.warning("reconcile: %d photos dead-lettered by a transient fault sent round again",
+                    replayed)
 
 
 @app.task(name="shelf.dead_letter")
@@ -401,4 +424,6 @@ def record_dead_letter(payload: dict[str, Any]) -> None:
     letter = DeadLetter.model_validate(payload)
     rt = get_runtime()
     rt.redis.zadd("shelf:dead_letters", {letter.id: letter.failed_at.timestamp()})
+    if letter.error_type == "TransientError":  # beat sends it round again (replay_transient)
+        rt.redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})
     log.warning("dead letter %s (%s: %s)", letter.id, letter.error_type, letter.error)

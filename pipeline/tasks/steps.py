@@ -36,6 +36,7 @@ from pipeline.messages import ArtifactRef, StageMessage
 from pipeline.privacy import blur_faces
 from pipeline.storage.download import Download, check_presigned, fetch
 from pipeline.storage.keys import (
+    LEGACY_PENDING_PREFIX,
     artifact_key,
     ended_key,
     outcome_key,
@@ -275,7 +276,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
             "stage_seconds": msg.stage_seconds,
             "completed_at": datetime.now(UTC).isoformat(),
         }
-        pending = pending_key(p.upload_id)
+        pending = pending_key(planogram_key(p), p.upload_id)
         if planogram is None:
             fields.update({
                 "compliance": None,
@@ -296,6 +297,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
             rt.store.put_json(s.s3.artifacts_bucket, pending, waiting.model_dump(mode="json"))
         elif msg.recompute:
             rt.store.delete(s.s3.artifacts_bucket, pending)
+            rt.store.delete(s.s3.artifacts_bucket, f"{LEGACY_PENDING_PREFIX}{p.upload_id}.json")
         rt.ledger.put("comply", p.upload_id, {"result": key})
         metrics.photo_done(rt.redis, p.event_time.timestamp() if p.event_time else None,
                            planogram is not None)

@@ -209,3 +209,16 @@ def test_a_raw_key_whose_result_key_cannot_exist_is_refused_up_front(store: str,
     else:
         with pytest.raises(InvalidKeyError, match="result key of"):
             check_result_room(key)
+
+
+@pytest.mark.parametrize("plan", ["planograms/S001/A07/B2.json", "planograms/by-id/PG-7.json",
+                                  "planograms/café lyon/a 1/b.1.json"])
+def test_a_pending_upload_is_kept_under_the_planogram_it_waits_for(plan: str) -> None:
+    from pipeline.storage.keys import pending_key, pending_planogram
+
+    key = pending_key(plan, "0" * 32)
+
+    assert key.startswith("pending/planograms/") and key.endswith("/" + "0" * 32 + ".json")
+    assert pending_planogram(key) == plan
+    with pytest.raises(ValueError):
+        pending_key("elsewhere/B2.json", "0" * 32)

@@ -47,3 +47,16 @@ def test_a_stage_killed_at_its_hard_limit_goes_back_to_its_queue(name: str) -> N
     task = app.tasks[name]
     assert task.acks_late and task.reject_on_worker_lost
     assert task.acks_on_timeout is False
+
+
+@pytest.mark.parametrize("name", ["shelf.aggregate", "shelf.recompute", "shelf.reconcile"])
+def test_beat_tasks_that_grow_with_the_data_have_limits_of_their_own(name: str) -> None:
+    from pipeline.settings import get_settings
+    from pipeline.tasks.app import app
+
+    task = app.tasks[name]
+    limit = get_settings().celery.maintenance_time_limit_s
+    assert task.time_limit == limit > get_settings().celery.stage_time_limit_s
+    assert task.soft_time_limit < task.time_limit
+    # periodic ones are taken on receipt: a long run is never redelivered and run twice
+    assert task.acks_late is (name == "shelf.aggregate")

@@ -1,0 +1,128 @@
+"""Beat's maintenance on the in-memory store: photos sent round after transient faults, and
+uploads waiting for their planogram."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.messages import DeadLetter, PhotoRef, StageMessage
+from pipeline.operations import recompute_pending, replay_transient
+from pipeline.settings import Settings
+from pipeline.storage.keys import dead_letter_key, pending_key
+from pipeline.storage.memory import MemoryStore
+from pipeline.tasks.stages import TRANSIENT_LETTERS
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+PLAN = {"planogram_id": "PG-1", "version": 1,
+        "shelves": [{"index": 0, "positions": [{"sku": "A", "facings": 2}]}]}
+
+
+class FakeRedis:
+    """The few Redis calls beat's maintenance makes, in memory."""
+
+    def __init__(self) -> None:
+        self.zsets: dict[str, dict[str, float]] = {}
+        self.keys: set[str] = set()
+
+    def zadd(self, key: str, mapping: dict[str, float]) -> None:
+        self.zsets.setdefault(key, {}).update(mapping)
+
+    def zrangebyscore(self, key: str, low: float, high: float) -> list[bytes]:
+        return [m.encode() for m, v in self.zsets.get(key, {}).items() if low <= v <= high]
+
+    def zrem(self, key: str, member: str) -> None:
+        self.zsets.get(key, {}).pop(member, None)
+
+    def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        if nx and key in self.keys:
+            return False
+        self.keys.add(key)
+        return True
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets: list[str] = []
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        self.gets.append(key)
+        return super().get_bytes(bucket, key)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, StageMessage]]:
+    out: list[tuple[str, StageMessage]] = []
+    monkeypatch.setattr("pipeline.tasks.stages.send_stage",
+                        lambda stage, msg: out.append((stage, msg)))
+    return out
+
+
+def _msg(bay: str, n: int) -> StageMessage:
+    key = f"raw/S1/A1/{bay}/c1/p{n}.jpg"
+    return StageMessage(photo=PhotoRef(bucket="shelf-raw", key=key, version_id=f"v{n}",
+                                       store="S1", aisle="A1", bay=bay, camera="c1"),
+                        sha256=f"{n:064x}", captured_date="2026-12-05", recompute=True)
+
+
+def _letter(n: int, error_type: str, failed_ago_s: float, auto_replays: int = 0) -> DeadLetter:
+    return DeadLetter(id=f"comply-{n:016x}", stage="comply", error_type=error_type,
+                      error="retries exhausted after 11 attempts: SlowDown", attempts=11,
+                      message=_msg("B1", n), failed_at=NOW - timedelta(seconds=failed_ago_s),
+                      auto_replays=auto_replays)
+
+
+def test_photos_dead_lettered_by_a_transient_fault_are_sent_round_a_few_times(
+        sent: list[tuple[str, StageMessage]]) -> None:
+    # Given letters indexed when they failed: an outage's, one too recent, one already sent
+    # round three times, and a corrupt photo's
+    s, store, redis = Settings(), MemoryStore(), FakeRedis()
+    letters = [_letter(1, "TransientError", 1200), _letter(2, "TransientError", 60),
+               _letter(3, "TransientError", 1200, auto_replays=3),
+               _letter(4, "CorruptImageError", 1200)]
+    for letter in letters:
+        store.put_json(s.s3.artifacts_bucket, dead_letter_key(letter.id),
+                       letter.model_dump(mode="json"))
+        redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})
+
+    # When beat's reconciliation runs
+    n = replay_transient(s, store, redis, now=NOW)  # type: ignore[arg-type]
+
+    # Then only the outage's photo goes back to its stage, counted, and the recent one waits
+    assert n == 1 and [(st, m.photo.key) for st, m in sent] == [
+        ("comply", "raw/S1/A1/B1/c1/p1.jpg")]
+    done = DeadLetter.model_validate(store.get_json(s.s3.artifacts_bucket,
+                                                    dead_letter_key(letters[0].id)))
+    assert done.auto_replays == 1 and done.replayed_at is not None
+    assert set(redis.zsets[TRANSIENT_LETTERS]) == {letters[1].id}
+    again = replay_transient(s, store, redis, now=NOW)  # type: ignore[arg-type]
+    assert again == 0  # nothing is sent twice
+
+
+def test_only_the_uploads_of_bays_whose_planogram_arrived_are_read_and_sent_once(
+        sent: list[tuple[str, StageMessage]]) -> None:
+    # Given uploads waiting in two bays, one of which now has its planogram
+    s, store, redis = Settings(), CountingStore(), FakeRedis()
+    for bay, n in (("B1", 1), ("B1", 2), ("B2", 3), ("B2", 4), ("B2", 5)):
+        m = _msg(bay, n)
+        store.put_json(s.s3.artifacts_bucket,
+                       pending_key(f"planograms/S1/A1/{bay}.json", m.photo.upload_id),
+                       m.model_dump(mode="json"))
+    store.put_bytes(s.s3.config_bucket, "planograms/S1/A1/B1.json", json.dumps(PLAN).encode(),
+                    "application/json")
+    store.gets.clear()
+
+    # When beat recomputes twice before any comply has run
+    first = recompute_pending(s, store, redis=redis)  # type: ignore[arg-type]
+    second = recompute_pending(s, store, redis=redis)  # type: ignore[arg-type]
+
+    # Then the two uploads of B1 are sent once, and nothing of B2 was read
+    assert (first, second) == (2, 0)
+    assert sorted(m.photo.key for _, m in sent) == ["raw/S1/A1/B1/c1/p1.jpg",
+                                                    "raw/S1/A1/B1/c1/p2.jpg"]
+    assert not [k for k in store.gets if "/B2/" in k]
+
+
