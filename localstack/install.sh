@@ -26,7 +26,7 @@ py="$(find_python)" || {
   echo "LocalStack needs Python 3.13 (set LOCALSTACK_PYTHON to its interpreter)." >&2
   exit 1
 }
-echo "installing LocalStack with $py into $venv"
+echo "installing LocalStack with $py into $venv" >&2  # stdout names what was started
 rm -rf "$venv"
 "$py" -m venv "$venv"
 log="$venv/install.log"
