@@ -63,7 +63,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, StageMessage]]:
 
 def _msg(bay: str, n: int) -> StageMessage:
     key = f"raw/S1/A1/{bay}/c1/p{n}.jpg"
-    return StageMessage(photo=PhotoRef(bucket="shelf-raw", key=key, version_id=f"v{n}",
+    return StageMessage(photo=PhotoRef(bucket=Settings().s3.raw_bucket, key=key,
+                                       version_id=f"v{n}",
                                        store="S1", aisle="A1", bay=bay, camera="c1"),
                         sha256=f"{n:064x}", captured_date="2026-12-05", recompute=True)
 
