@@ -88,11 +88,15 @@ def capture_time(taken: str | None, msg: StageMessage, max_age_days: int) -> str
     return None
 
 
+def upload_day(msg: StageMessage) -> str:
+    return (msg.photo.event_time or datetime.now(UTC)).strftime("%Y-%m-%d")
+
+
 def captured_date(taken: str | None, msg: StageMessage, max_age_days: int) -> str:
     """The day the photo was taken (:func:`capture_time`), else the day it was uploaded: a
     bay filed under its camera's reset clock would drop out of the day's rollups."""
     at = capture_time(taken, msg, max_age_days)
-    return at[:10] if at else (msg.photo.event_time or datetime.now(UTC)).strftime("%Y-%m-%d")
+    return at[:10] if at else upload_day(msg)
 
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
@@ -133,8 +137,8 @@ def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
         rt.ledger.put("ingest", sha, meta)  # after the artifacts: marks the stage complete
         rt.keep_image(sha, upright)
     taken = capture_time(meta.get("taken_at"), msg, s.ingest.max_capture_age_days)
-    day = taken[:10] if taken else captured_date(None, msg, s.ingest.max_capture_age_days)
-    return msg.model_copy(update={"sha256": sha, "captured_date": day, "taken_at": taken}
+    return msg.model_copy(update={"sha256": sha, "taken_at": taken,
+                                  "captured_date": taken[:10] if taken else upload_day(msg)}
                           ).with_artifact("ingested", ArtifactRef(bucket=bucket, key=image_key))
 
 
