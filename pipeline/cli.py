@@ -23,6 +23,16 @@ class _Report(Protocol):
     def format(self) -> str: ...
 
 
+def _day(value: str) -> str:
+    """A ``--date``: YYYY-MM-DD and nothing else (it names files and S3 keys)."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").strftime("%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
 def _print_report(command: str, as_json: bool, measure: Callable[[], _Report]) -> int:
     """An evaluation's figures as text or one JSON object; a dataset it cannot read exits 2."""
     from pipeline.errors import DatasetError
@@ -506,7 +516,7 @@ def _query(args: argparse.Namespace) -> int:
         return 0
     s = get_settings()
     con = connect(s, ObjectStore(make_client(s.aws, "s3")))
-    print(format_table(*run_query(con, args.sql)))
+    print(format_table(*run_query(con, args.sql, s.query.timeout_s)))
     return 0
 
 
@@ -735,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_recompute)
 
     p = sub.add_parser("aggregate", help="rebuild a day's shelf/aisle/store rollups")
-    p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.add_argument("--date", required=True, type=_day, help="YYYY-MM-DD")
     p.set_defaults(func=_aggregate)
 
     p = sub.add_parser("query", help="SQL over the results prefixes (DuckDB)")
@@ -746,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="static HTML report for a store and day")
     p.add_argument("--store", required=True)
-    p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.add_argument("--date", required=True, type=_day, help="YYYY-MM-DD")
     p.add_argument("--out", type=Path, default=None)
     p.set_defaults(func=_report)
 

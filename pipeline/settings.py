@@ -145,6 +145,14 @@ class RoutingSettings(BaseModel):
     low_contrast: float = 25.0
 
 
+class QuerySettings(BaseModel):
+    """Bounds of one ``shelf query`` (DuckDB): an analyst's query cannot take the host."""
+
+    memory_mb: int = Field(default=2048, ge=64)
+    threads: int = Field(default=2, ge=1)
+    timeout_s: float = Field(default=300.0, gt=0)
+
+
 class MetricsSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=9808, ge=1, le=65535)
@@ -164,6 +172,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     recognition: RecognitionSettings = RecognitionSettings()
     metrics: MetricsSettings = MetricsSettings()
+    query: QuerySettings = QuerySettings()
     compliance: ComplianceSettings = ComplianceSettings()
     run_dir: Path = REPO_ROOT / "run"
 

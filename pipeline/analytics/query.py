@@ -11,6 +11,7 @@ to the results bucket; and the configuration locked before the first query.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -47,7 +48,9 @@ def _httpfs_path() -> Path:
     return found[0]
 
 
-READ_ONLY = {"SELECT", "EXPLAIN"}
+# Only a SELECT: EXPLAIN ANALYZE runs the statement it explains (a COPY TO writes), and the
+# allowed directories, meant for reading, let a COPY write there too.
+READ_ONLY = {"SELECT"}
 
 
 def _lit(value: str) -> str:
@@ -86,27 +89,48 @@ def connect(settings: Settings, store: ObjectStore) -> Any:
                 hive_partitioning = true)""")
     allowed = ", ".join(_lit(f"s3://{bucket}/{p}/") for p in ("compliance", "aggregates"))
     con.execute(f"SET allowed_directories = [{allowed}]")
+    q = settings.query  # one query cannot take the host: memory, cores, no spilling to disk
+    con.execute(f"SET memory_limit = '{int(q.memory_mb)}MB'")
+    con.execute(f"SET threads = {int(q.threads)}")
+    con.execute("SET max_temp_directory_size = '0B'")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
 
 
-def run_query(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read-only query (or a documented example by name)."""
+def run_query(con: Any, sql: str, timeout_s: float | None = None
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only query (or a documented example by name), interrupted after
+    ``timeout_s``."""
     sql = EXAMPLES.get(sql, sql)
+    timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
     try:
         statements = con.extract_statements(sql)
         if len(statements) != 1 or statements[0].type.name not in READ_ONLY:
             kinds = ", ".join(st.type.name for st in statements) or "none"
             raise PermanentError(f"one SELECT query at a time, got: {kinds}")
+        if timer:
+            timer.start()
         cur = con.execute(sql)
+        return [d[0] for d in cur.description], cur.fetchall()
+    except duckdb.InterruptException as exc:
+        raise PermanentError(f"query stopped after {timeout_s:g} s "
+                             "(SHELF_QUERY__TIMEOUT_S)") from exc
     except duckdb.Error as exc:
         raise PermanentError(f"query failed: {exc}") from exc
-    return [d[0] for d in cur.description], cur.fetchall()
+    finally:
+        if timer:
+            timer.cancel()
+
+
+def _shown(value: object) -> str:
+    """A cell as a terminal may print it: control and escape characters spelled out."""
+    text = "" if value is None else str(value)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def format_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
-    cells = [columns] + [["" if v is None else str(v) for v in r] for r in rows]
+    cells = [[_shown(c) for c in columns]] + [[_shown(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -28,11 +28,14 @@ from pipeline.errors import CatalogError, CorruptImageError
 from pipeline.image import PreparedPhoto, inspect_image
 from pipeline.settings import RecognitionSettings, get_settings
 from pipeline.storage.catalog import (
+    MAX_BRAND,
+    MAX_NAME,
     CatalogEntry,
     CatalogStore,
     Reference,
     ReferenceArrays,
     Signature,
+    check_fact,
     check_sku,
 )
 
@@ -111,6 +114,8 @@ class Recognizer:
         A SKU already in the catalog gains these packshots and keeps its others, and its
         brand and name unless given; with ``replace`` it holds these packshots only."""
         check_sku(sku)
+        check_fact(brand, "brand", MAX_BRAND)
+        check_fact(name, "name", MAX_NAME)
         decoded = []
         for filename, data in images:  # every packshot checked before anything is stored
             suffix = IMAGE_SUFFIXES.get(PurePath(filename).suffix.lower())

@@ -46,10 +46,15 @@ class Signature(BaseModel):
     aspect: float = Field(gt=0)
 
 
+# A brand or a name: printable text (no control or terminal escape characters), bounded.
+FACT = r"^[^\x00-\x1f\x7f-\x9f]*$"
+MAX_BRAND, MAX_NAME = 120, 300
+
+
 class CatalogEntry(BaseModel):
     sku: str = Field(pattern=SKU_ID.pattern)
-    brand: str | None = None
-    name: str | None = None
+    brand: str | None = Field(default=None, min_length=1, max_length=MAX_BRAND, pattern=FACT)
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, pattern=FACT)
     embedder: str
     signatures: list[Signature] = Field(min_length=1)
     added_at: datetime
@@ -94,6 +99,16 @@ class CatalogIndex(BaseModel):
     def version(self) -> str:
         """Changes whenever the catalog does."""
         return self.built_at.isoformat()
+
+
+def check_fact(value: str | None, what: str, longest: int) -> str | None:
+    """A SKU's brand or name as given: printable, at most ``longest`` characters."""
+    if value is None:
+        return None
+    if not value.strip() or len(value) > longest or not re.fullmatch(FACT, value):
+        raise CatalogError(f"{what} must be 1-{longest} printable characters (no control or "
+                           f"escape characters), got {value[:40]!r}")
+    return value
 
 
 def check_sku(sku: str) -> str:

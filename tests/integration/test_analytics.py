@@ -102,9 +102,11 @@ def test_documented_queries_answer(stack: Stack, results: tuple[Settings, str]) 
     ("SET enable_external_access = true", "one SELECT"),
     ("SELECT 1; DROP VIEW results", "one SELECT"),
     ("CREATE SECRET s2 (TYPE s3, KEY_ID 'a', SECRET 'b')", "one SELECT"),
+    ("EXPLAIN ANALYZE COPY (SELECT 1) TO 's3://{results}/compliance/pwn.json'", "one SELECT"),
+    ("SET memory_limit = '64GB'", "one SELECT"),
 ], ids=["local-file", "raw-photo", "list-raw-bucket", "raw-over-http", "write-results",
         "write-local", "attach", "install", "load", "unlock", "stacked-statements",
-        "new-secret"])
+        "new-secret", "explain-analyze-writes", "lift-memory-limit"])
 def test_queries_are_read_only_over_the_results(stack: Stack, results: tuple[Settings, str],
                                                 sql: str, reason: str) -> None:
     s, bucket = results
@@ -112,4 +114,17 @@ def test_queries_are_read_only_over_the_results(stack: Stack, results: tuple[Set
     con = connect(s, stack.store)
     with pytest.raises(PermanentError, match=reason):
         run_query(con, sql.format(raw=s.s3.raw_bucket, results=bucket))
+    assert run_query(con, "SELECT count(*) FROM results")[1][0][0] == 4  # still answers
+
+
+def test_a_query_is_bounded_in_memory_cores_and_time(stack: Stack,
+                                                    results: tuple[Settings, str]) -> None:
+    s, _ = results
+    con = connect(s, stack.store)
+    _, rows = run_query(con, "SELECT current_setting('threads'), "
+                             "current_setting('max_temp_directory_size')")
+    assert rows == [(s.query.threads, "0 bytes")]
+    assert run_query(con, "SELECT current_setting('memory_limit')")[1][0][0] != ""
+    with pytest.raises(PermanentError, match=r"stopped after 0\.5 s"):
+        run_query(con, "SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
     assert run_query(con, "SELECT count(*) FROM results")[1][0][0] == 4  # still answers

@@ -206,3 +206,27 @@ def test_the_name_of_unnamed_products_is_no_sku(recognizer: Recognizer) -> None:
         recognizer.enrol("unknown", [("a.png", _packshot(0))], brand=None, name=None)
     catalog = recognizer.catalog
     assert list(catalog.store.list_keys(catalog.bucket, "catalog/")) == []
+
+
+@pytest.mark.parametrize(("brand", "name"), [
+    ("\x1b[2J\x1b[HOatly", None),  # a terminal escape: clears an analyst's screen
+    ("Oatly", "Barista\x07"),
+    ("O" * 5000, None),
+    ("   ", None),
+], ids=["escape-in-brand", "bell-in-name", "too-long", "blank"])
+def test_a_brand_or_name_that_is_not_plain_text_is_refused(
+        recognizer: Recognizer, brand: str, name: str | None) -> None:
+    with pytest.raises(CatalogError, match="printable characters"):
+        recognizer.enrol("7310865004703", [("a.png", _packshot(0))], brand=brand, name=name)
+    assert recognizer.catalog.get("7310865004703") is None
+
+
+@pytest.mark.parametrize("date", ["2025-06-02/../../../x", "yesterday", "2025-13-01"])
+def test_a_report_or_rollup_date_is_a_date(date: str, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    from pipeline.cli import build_parser
+
+    for command in (["report", "--store", "S1", "--date", date], ["aggregate", "--date", date]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(command)
+        assert "is not a date (YYYY-MM-DD)" in capsys.readouterr().err
