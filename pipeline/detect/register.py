@@ -13,11 +13,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +34,12 @@ from pipeline.errors import ModelRejectedError
 Boxes = Literal["auto", "pixels", "normalized"]
 DEFAULT_SIZE = 640
 MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096  # a detector's input, whatever a file claims
+# One probe image, run in a child process: a graph that takes longer, or more memory, than
+# any shelf detector would is refused before a worker ever loads it (workers keep what a run
+# took in ONNX Runtime's arena, photo after photo).
+PROBE_TIMEOUT_S = 120.0
+PROBE_MAX_RSS_MB = 2048
+PROBE_MAX_ADDRESS_MB = 16384  # a hard stop for the child: it cannot map more than this
 STRIDES = (8, 16, 32)  # YOLOv8/YOLO11 detection heads
 RTDETR_MAX_QUERIES = 1000
 
@@ -240,17 +248,8 @@ def inspect_model(path: Path, *, boxes: Boxes = "auto", size_wh: tuple[int, int]
     elem = inputs[0].type.tensor_type.elem_type
     dtype = {1: "tensor(float)", 2: "tensor(uint8)", 10: "tensor(float16)"}.get(
         elem, f"element type {elem}")
-    try:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        session = ort.InferenceSession(proto.SerializeToString(), sess_options=opts,
-                                       providers=["CPUExecutionProvider"])
-        outputs = session.run(None, {inputs[0].name: _tensor(probe_image(size), layout, dtype)})
-    except ModelRejectedError:
-        raise
-    except Exception as exc:  # onnxruntime raises untyped errors
-        raise ModelRejectedError(f"the graph does not run on a {size[0]}x{size[1]} {layout} "
-                                 f"image: {exc}") from exc
+    outputs = probe(proto.SerializeToString(), inputs[0].name,
+                    _tensor(probe_image(size), layout, dtype), f"{size[0]}x{size[1]} {layout}")
     shapes = [tuple(np.asarray(o).shape) for o in outputs]
     fmt, nc, box_cols = _output_layout(outputs, names, size, notes)
     if names is not None and len(names) != nc:
@@ -267,6 +266,62 @@ def inspect_model(path: Path, *, boxes: Boxes = "auto", size_wh: tuple[int, int]
     dynamic = not all(isinstance(v, int) for v in (dims[2:4] if layout == "NCHW" else dims[1:3]))
     return Inspection(fmt, inputs[0].name, layout, size, dtype, labels, normalized, dynamic,
                       task, meta, notes)
+
+
+def _probe_child(conn: Connection, model: bytes, input_name: str, tensor: npt.NDArray[Any],
+                 address_mb: int) -> None:
+    """In the child: run ``model`` once on ``tensor``; send back the outputs and the peak
+    resident memory, or the error."""
+    import resource
+
+    limit = address_mb << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        session = ort.InferenceSession(model, sess_options=opts,
+                                       providers=["CPUExecutionProvider"])
+        outputs = [np.asarray(o) for o in session.run(None, {input_name: tensor})]
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send(("ok", outputs, peak_mb))
+    except BaseException as exc:  # onnxruntime raises untyped errors; MemoryError too
+        conn.send(("error", f"{type(exc).__name__}: {exc}", 0.0))
+    finally:
+        conn.close()
+
+
+def probe(model: bytes, input_name: str, tensor: npt.NDArray[Any], what: str, *,
+          timeout_s: float = PROBE_TIMEOUT_S, max_rss_mb: int = PROBE_MAX_RSS_MB,
+          address_mb: int = PROBE_MAX_ADDRESS_MB) -> list[npt.NDArray[Any]]:
+    """The graph's outputs on one probe image, run in a child process that may take at most
+    ``timeout_s`` and whose memory is bounded; :class:`ModelRejectedError` when it fails,
+    hangs or takes more than ``max_rss_mb``."""
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_probe_child, args=(theirs, model, input_name, tensor,
+                                                   address_mb), daemon=True)
+    child.start()
+    theirs.close()
+    try:
+        if not ours.poll(timeout_s):
+            raise ModelRejectedError(f"the graph did not finish one {what} image in "
+                                     f"{timeout_s:g} s")
+        status, payload, peak_mb = ours.recv()
+    except EOFError as exc:  # the child died without a word (killed for its memory)
+        raise ModelRejectedError(f"the graph's run on a {what} image died (exit code "
+                                 f"{child.exitcode}): it takes more memory than allowed") from exc
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        ours.close()
+    if status != "ok":
+        raise ModelRejectedError(f"the graph does not run on a {what} image: {payload}")
+    if peak_mb > max_rss_mb:
+        raise ModelRejectedError(f"the graph took {peak_mb:,.0f} MB for one {what} image (at "
+                                 f"most {max_rss_mb:,} MB): a worker would keep that, photo "
+                                 "after photo")
+    return list(payload)
 
 
 def _output_layout(outputs: list[Any], names: list[str] | None, size: tuple[int, int],

@@ -425,3 +425,53 @@ def test_products_are_named_from_both_images_whatever_the_detector_sees(
     assert got == ranked("normalized.jpg", "ingested.jpg")
     assert got != ranked("ingested.jpg", "ingested.jpg")
     assert got != ranked("normalized.jpg", "normalized.jpg")
+
+
+def _hostile(kind: str, amount: float) -> bytes:
+    """A graph that is one image in, one tensor out, and on any photo either fills
+    ``amount`` GiB with ones (``memory``) or loops ``amount`` times (``spin``); the amount
+    is scaled by the image's brightest pixel so that nothing is folded at load time."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMax", ["images"], ["mx"], keepdims=0),
+             helper.make_node("Mul", ["mx", "K"], ["kf"]),
+             helper.make_node("Cast", ["kf"], ["k"], to=TensorProto.INT64)]
+    inits = [numpy_helper.from_array(np.array(amount * (2**28 if kind == "memory" else 1),
+                                              np.float32), "K")]
+    if kind == "memory":
+        nodes += [helper.make_node("Reshape", ["k", "one"], ["shape"]),
+                  helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                                   value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1])),
+                  helper.make_node("ReduceSum", ["big"], ["out"], keepdims=1)]
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    else:
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["c"], ["c_out"]),
+             helper.make_node("Add", ["a", "one_f"], ["a_out"])], "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("a_out", TensorProto.FLOAT, [1])],
+            [numpy_helper.from_array(np.ones(1, np.float32), "one_f")])
+        nodes.append(helper.make_node("Loop", ["k", "", "a0"], ["out"], body=body))
+        inits.append(numpy_helper.from_array(np.zeros(1, np.float32), "a0"))
+    graph = helper.make_graph(
+        nodes, kind, [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
+                             ).SerializeToString()
+
+
+@pytest.mark.parametrize(("kind", "amount", "limits", "said"), [
+    ("memory", 1.0, {"max_rss_mb": 512}, "MB for one"),
+    ("spin", 1e12, {"timeout_s": 3.0}, "did not finish one"),
+], ids=["memory-hog", "endless-loop"])
+def test_a_graph_that_hogs_memory_or_never_ends_is_refused_from_its_probe(
+        kind: str, amount: float, limits: dict[str, float], said: str) -> None:
+    from pipeline.detect.register import probe
+
+    image = np.ones((1, 3, 64, 64), np.float32)
+    with pytest.raises(ModelRejectedError, match=said):
+        probe(_hostile(kind, amount), "images", image, "64x64 NCHW", **limits)  # type: ignore[arg-type]
+    assert probe(_hostile("memory", 0.01), "images", image, "64x64 NCHW")[0].shape == (1,)
