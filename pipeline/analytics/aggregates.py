@@ -69,20 +69,24 @@ class ResultCache:
         with self._lock:
             known = self._days.pop((bucket, date), {})
             fresh: dict[str, tuple[str, PhotoResult]] = {}
-            for folder in store.list_prefixes(bucket, "compliance/"):
-                for key, etag in store.list_objects(bucket, f"{folder}date={date}/"):
-                    if not key.endswith(".json"):
-                        continue
-                    hit = known.get(key)
-                    if hit is not None and hit[0] == etag:
-                        fresh[key] = hit
-                        continue
-                    doc = _read_result(store, bucket, key)
-                    if doc is not None:
-                        fresh[key] = (etag, doc.model_copy(update=_NOT_ROLLED_UP))
-            self._days[(bucket, date)] = fresh
-            while len(self._days) > self.DAYS:
-                self._days.pop(next(iter(self._days)))
+            done = False
+            try:
+                for folder in store.list_prefixes(bucket, "compliance/"):
+                    for key, etag in store.list_objects(bucket, f"{folder}date={date}/"):
+                        if not key.endswith(".json"):
+                            continue
+                        hit = known.get(key)
+                        if hit is not None and hit[0] == etag:
+                            fresh[key] = hit
+                            continue
+                        doc = _read_result(store, bucket, key)
+                        if doc is not None:
+                            fresh[key] = (etag, doc.model_copy(update=_NOT_ROLLED_UP))
+                done = True
+            finally:  # a read cut short (an S3 fault, a time limit) keeps what it read
+                self._days[(bucket, date)] = fresh if done else {**known, **fresh}
+                while len(self._days) > self.DAYS:
+                    self._days.pop(next(iter(self._days)))
             return [r for _, r in fresh.values()]
 
 

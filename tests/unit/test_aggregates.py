@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pipeline.analytics.aggregates import ResultCache
 from pipeline.storage.keys import result_key
 from pipeline.storage.memory import MemoryStore
@@ -55,3 +57,23 @@ def test_a_rebuilt_day_reads_only_new_or_rewritten_results() -> None:
     store.delete(BUCKET, b)
     assert {r.sha256[0] for r in cache.day(store, BUCKET, "2026-11-20")} == {"a", "d"}
     assert store.gets == []
+
+
+def test_a_read_cut_short_keeps_what_it_read() -> None:
+    # Given a day of three results and a store that fails (an S3 fault, a time limit) on the
+    # third read
+    class FailingThird(CountingStore):
+        def get_bytes(self, bucket: str, key: str) -> bytes:
+            if len(self.gets) == 2:
+                self.gets.append(key)
+                raise TimeoutError("read cut short")
+            return super().get_bytes(bucket, key)
+
+    store, cache = FailingThird(), ResultCache()
+    keys = [_put(store, f"S{i}", str(i) * 64, "2026-11-20") for i in range(3)]
+    with pytest.raises(TimeoutError):
+        cache.day(store, BUCKET, "2026-11-20")
+    # When the day is read again, then only the result not read yet is read
+    store.gets.clear()
+    assert len(cache.day(store, BUCKET, "2026-11-20")) == 3
+    assert len(store.gets) == 1 and store.gets[0] in keys
