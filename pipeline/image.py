@@ -185,8 +185,10 @@ def _open_heif(data: bytes) -> pillow_heif.HeifFile:
     """A HEIF file's primary image, headers read, pixels not yet decoded."""
     try:
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+        if len(heif) == 0:
+            raise CorruptImageError("unreadable HEIC/HEIF: it holds no image")
         heif.size  # noqa: B018 - the primary image's header, read now
-    except (ValueError, RuntimeError, OSError, SyntaxError, EOFError) as exc:
+    except (ValueError, RuntimeError, OSError, SyntaxError, EOFError, IndexError) as exc:
         raise CorruptImageError(f"unreadable HEIC/HEIF: {exc}") from exc
     return heif
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from redis import Redis
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, TransientError
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import dead_letter_key
@@ -87,19 +87,21 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
     sent = 0
     for letter_id in due:
         letter = read_letter(store, settings.s3.artifacts_bucket, letter_id)
+        if letter is not None and letter.replayed_at is None and \
+                letter.error_type == "TransientError":
+            if letter.auto_replays >= c.auto_replays:
+                log.warning("dead letter %s: %d automatic replays spent, left for a person: "
+                            "%s", letter_id, letter.auto_replays, letter.error)
+            else:
+                try:
+                    sent += replay(settings, store, [letter.model_copy(update={
+                        "auto_replays": letter.auto_replays + 1})])
+                except TransientError as exc:  # the outage goes on: the next run tries again
+                    log.warning("dead letter %s not sent round yet: %s", letter_id, exc)
+                    continue
+                except (ValueError, PipelineError) as exc:  # no stage may take it: a person's
+                    log.error("dead letter %s not sent round again: %s", letter_id, exc)
         redis.zrem(TRANSIENT_LETTERS, letter_id)  # a new failure indexes it again
-        if letter is None or letter.replayed_at is not None or \
-                letter.error_type != "TransientError":
-            continue
-        if letter.auto_replays >= c.auto_replays:
-            log.warning("dead letter %s: %d automatic replays spent, left for a person: %s",
-                        letter_id, letter.auto_replays, letter.error)
-            continue
-        try:
-            sent += replay(settings, store, [letter.model_copy(update={
-                "auto_replays": letter.auto_replays + 1})])
-        except (ValueError, PipelineError) as exc:  # a letter no stage may take: a person's
-            log.error("dead letter %s not sent round again: %s", letter_id, exc)
     return sent
 
 

@@ -150,7 +150,7 @@ class QuerySettings(BaseModel):
 
     memory_mb: int = Field(default=2048, ge=64)
     threads: int = Field(default=2, ge=1)
-    timeout_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=300.0, gt=0, le=86_400)
 
 
 class MetricsSettings(BaseModel):

@@ -12,23 +12,24 @@ LEVELS = ("shelf", "aisle", "store")
 Row = dict[str, Any]
 
 
-def _stamp(r: PhotoResult) -> tuple[bool, str, str, str]:
-    return (r.compliance is not None, r.taken_at or r.captured_at or "", r.sha256, r.upload_id)
-
-
 def latest_per_bay(results: Iterable[PhotoResult]) -> list[PhotoResult]:
     """One result per (store, aisle, bay, date): the latest photo of the day with a
     compliance figure wins, so a re-shot bay (or the same photo uploaded twice) replaces its
-    earlier photo instead of counting twice. Latest by when it was taken (EXIF), else by
-    when it was uploaded: a phone that syncs the day's photos at once uploads them in any
-    order."""
-    best: dict[tuple[str, str, str, str], PhotoResult] = {}
+    earlier photo instead of counting twice. Latest by when it was taken (EXIF) when every
+    photo of the bay's day says so, else by when each was uploaded: a phone that syncs the
+    day's photos at once uploads them in any order, and an EXIF time is the camera's local
+    time, not comparable with an upload's UTC."""
+    days: dict[tuple[str, str, str, str], list[PhotoResult]] = {}
     for r in results:
-        key = (r.store, r.aisle, r.bay, str(r.date))
-        cur = best.get(key)
-        if cur is None or _stamp(r) > _stamp(cur):
-            best[key] = r
-    return [best[k] for k in sorted(best)]
+        days.setdefault((r.store, r.aisle, r.bay, str(r.date)), []).append(r)
+    best = []
+    for key in sorted(days):
+        photos = days[key]
+        taken = all(r.taken_at for r in photos)
+        best.append(max(photos, key=lambda r: (
+            r.compliance is not None, (r.taken_at if taken else r.captured_at) or "",
+            r.sha256, r.upload_id)))
+    return best
 
 
 def _ratio(found: int, planned: int) -> float | None:

@@ -36,7 +36,7 @@ from pipeline.storage.catalog import (
     ReferenceArrays,
     Signature,
     check_fact,
-    check_sku,
+    check_new_sku,
 )
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class Recognizer:
         """Sign each packshot and store the SKU; the catalog changes at once, no retraining.
         A SKU already in the catalog gains these packshots and keeps its others, and its
         brand and name unless given; with ``replace`` it holds these packshots only."""
-        check_sku(sku)
+        check_new_sku(sku)
         check_fact(brand, "brand", MAX_BRAND)
         check_fact(name, "name", MAX_NAME)
         decoded = []

@@ -53,8 +53,8 @@ MAX_BRAND, MAX_NAME = 120, 300
 
 class CatalogEntry(BaseModel):
     sku: str = Field(pattern=SKU_ID.pattern)
-    brand: str | None = Field(default=None, min_length=1, max_length=MAX_BRAND, pattern=FACT)
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, pattern=FACT)
+    brand: str | None = None  # checked when given (check_fact); stored entries read as they are
+    name: str | None = None
     embedder: str
     signatures: list[Signature] = Field(min_length=1)
     added_at: datetime
@@ -115,7 +115,12 @@ def check_sku(sku: str) -> str:
     if not SKU_ID.fullmatch(sku):
         raise CatalogError(f"SKU id {sku!r} must be 1-128 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
-    if sku == UNKNOWN:
+    return sku
+
+
+def check_new_sku(sku: str) -> str:
+    """A SKU id to enrol: :func:`check_sku`, and not what unnamed products are called."""
+    if check_sku(sku) == UNKNOWN:
         raise CatalogError(f"SKU id {sku!r} is what unnamed products are called")
     return sku
 

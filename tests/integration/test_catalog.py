@@ -230,3 +230,16 @@ def test_a_report_or_rollup_date_is_a_date(date: str, capsys: pytest.CaptureFixt
         with pytest.raises(SystemExit):
             build_parser().parse_args(command)
         assert "is not a date (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+def test_entries_stored_before_the_checks_are_read_and_any_sku_can_be_removed(
+        recognizer: Recognizer) -> None:
+    catalog = recognizer.catalog
+    for sku, brand in (("old-blank-brand", ""), ("unknown", "B")):
+        key = catalog.put_image(sku, 0, _packshot(0), ".png")
+        catalog.put(CatalogEntry(
+            sku=sku, brand=brand, embedder="sku-embed/0", added_at=datetime.now(UTC),
+            signatures=[Signature(source=key, embedding=[1.0], colour=[1.0], aspect=1.0)]))
+    assert {e.sku for e in catalog.entries()} == {"old-blank-brand", "unknown"}
+    catalog.remove("unknown")  # enrolled by mistake before it was refused
+    assert [e.sku for e in catalog.entries()] == ["old-blank-brand"]

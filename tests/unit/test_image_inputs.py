@@ -281,3 +281,21 @@ def test_an_iphone_heic_is_read_upright_with_its_capture_time() -> None:
     assert facts.taken == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
     assert upright.shape == expected.shape and scale == 1.0
     assert np.abs(upright.astype(int) - expected.astype(int)).mean() < 8
+
+
+def test_a_heic_with_damaged_headers_is_refused_with_a_reason_never_a_crash() -> None:
+    import random
+
+    base = heic()
+    rnd = random.Random(1)
+    outcomes = set()
+    for _ in range(300):
+        data = bytearray(base)
+        for _ in range(rnd.randint(1, 4)):  # bytes of the boxes that describe the image
+            data[rnd.randrange(8, min(len(data), 600))] = rnd.randrange(256)
+        try:
+            inspect_image(bytes(data), now=NOW, **LIMITS)
+            outcomes.add("read")
+        except CorruptImageError:
+            outcomes.add("refused")
+    assert "refused" in outcomes

@@ -127,3 +127,25 @@ def test_only_the_uploads_of_bays_whose_planogram_arrived_are_read_and_sent_once
     assert not [k for k in store.gets if "/B2/" in k]
 
 
+
+
+def test_a_replay_cut_short_by_the_outage_is_tried_again_on_the_next_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import TransientError
+
+    s, store, redis = Settings(), MemoryStore(), FakeRedis()
+    letter = _letter(1, "TransientError", 1200)
+    store.put_json(s.s3.artifacts_bucket, dead_letter_key(letter.id),
+                   letter.model_dump(mode="json"))
+    redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})
+
+    def broker_down(stage: str, msg: StageMessage) -> None:
+        raise TransientError("broker unreachable")
+
+    monkeypatch.setattr("pipeline.tasks.stages.send_stage", broker_down)
+    assert replay_transient(s, store, redis, now=NOW) == 0  # type: ignore[arg-type]
+    assert set(redis.zsets[TRANSIENT_LETTERS]) == {letter.id}  # still waiting its turn
+    sent: list[str] = []
+    monkeypatch.setattr("pipeline.tasks.stages.send_stage", lambda st, m: sent.append(st))
+    assert replay_transient(s, store, redis, now=NOW) == 1  # type: ignore[arg-type]
+    assert sent == ["comply"] and not redis.zsets[TRANSIENT_LETTERS]

@@ -37,3 +37,13 @@ def test_the_bay_counts_its_latest_photo_by_when_it_was_taken(
     chosen = latest_per_bay([_result(*r) for r in results])
 
     assert [r.upload_id for r in chosen] == [latest * 32]
+
+
+def test_capture_and_upload_times_are_never_compared_with_each_other() -> None:
+    # Given a bay shot at 18:00 local time in a UTC+9 store (EXIF, uploaded 09:02 UTC), then
+    # again at 19:01 local as a PNG, which carries no EXIF time (uploaded 10:01 UTC)
+    first = _result("a", 0.5, "2025-06-02T09:02:00+00:00", "2025-06-02T18:00:00+00:00")
+    second = _result("b", 1.0, "2025-06-02T10:01:00+00:00", None)
+
+    # Then the one uploaded last counts: the EXIF time is local, the upload time UTC
+    assert [r.upload_id for r in latest_per_bay([first, second])] == ["b" * 32]
