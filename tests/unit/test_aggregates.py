@@ -9,18 +9,9 @@ import pytest
 from pipeline.analytics.aggregates import ResultCache
 from pipeline.storage.keys import result_key
 from pipeline.storage.memory import MemoryStore
+from tests.unit.stores import CountingStore
 
 BUCKET = "results"
-
-
-class CountingStore(MemoryStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gets: list[str] = []
-
-    def get_bytes(self, bucket: str, key: str) -> bytes:
-        self.gets.append(key)
-        return super().get_bytes(bucket, key)
 
 
 def _put(store: MemoryStore, shop: str, sha: str, date: str, found: int = 5) -> str:

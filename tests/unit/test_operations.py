@@ -14,6 +14,7 @@ from pipeline.settings import Settings
 from pipeline.storage.keys import dead_letter_key, pending_key
 from pipeline.storage.memory import MemoryStore
 from pipeline.tasks.stages import TRANSIENT_LETTERS
+from tests.unit.stores import CountingStore
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 PLAN = {"planogram_id": "PG-1", "version": 1,
@@ -41,16 +42,6 @@ class FakeRedis:
             return False
         self.keys.add(key)
         return True
-
-
-class CountingStore(MemoryStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gets: list[str] = []
-
-    def get_bytes(self, bucket: str, key: str) -> bytes:
-        self.gets.append(key)
-        return super().get_bytes(bucket, key)
 
 
 @pytest.fixture
