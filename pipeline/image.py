@@ -318,16 +318,16 @@ def decode_upright(data: bytes, long_side: int, *, size_wh: tuple[int, int] | No
     """
     if data[4:8] == b"ftyp" and sniff_format(data) == "HEIF":
         upright, scale = decode_heif(data), 1.0  # upright as decoded: no EXIF rotation
-        size = (upright.shape[1], upright.shape[0])
+        target = working_long_side((upright.shape[1], upright.shape[0]), long_side)
     else:
         try:
             size = size_wh or image_size(data)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ValueError(f"not a readable image: {exc}") from exc
-        stored, scale = decode_reduced(data, working_long_side(size, long_side), size)
+        target = working_long_side(size, long_side)
+        stored, scale = decode_reduced(data, target, size)
         o = read_orientation(data) if orientation is None else orientation
         upright = apply_orientation(stored, o)
-    target = working_long_side(size, long_side)
     if not resize:
         return upright, scale
     small = resize_long_side(upright, target)

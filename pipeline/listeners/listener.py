@@ -259,8 +259,7 @@ class Listener:
             if rec.event_name.startswith("ObjectCreated") and is_upload(key, s3cfg.raw_prefix):
                 if rec.bucket != s3cfg.raw_bucket:
                     raise PermanentError(f"event for bucket {rec.bucket!r}, not the raw bucket")
-                check_layout(key, s3cfg.raw_prefix)
-                check_result_room(key, s3cfg.raw_prefix)
+                check_result_room(check_layout(key, s3cfg.raw_prefix))
                 seen = claim_key(rec.bucket, key, rec.version)
                 return _Item(rec, key, seen, inflight_key(seen))
             return _Item(rec, key, state="skip")

@@ -163,11 +163,14 @@ class CatalogStore:
         return self.reindex()
 
     def get(self, sku: str) -> CatalogEntry | None:
-        key = f"{PREFIX}skus/{check_sku(sku)}.json"
         try:
-            return CatalogEntry.model_validate(self.store.get_json(self.bucket, key))
+            return self._entry(f"{PREFIX}skus/{check_sku(sku)}.json")
         except ObjectNotFoundError:
             return None
+
+    def _entry(self, key: str) -> CatalogEntry:
+        try:
+            return CatalogEntry.model_validate(self.store.get_json(self.bucket, key))
         except (ValidationError, ValueError) as exc:
             raise CatalogError(f"unreadable catalog entry s3://{self.bucket}/{key}: {exc}"
                                ) from exc
@@ -177,13 +180,7 @@ class CatalogStore:
         return list(self.store.list_keys(self.bucket, f"{PREFIX}images/{check_sku(sku)}/"))
 
     def entries(self) -> list[CatalogEntry]:
-        out = []
-        for key in self.store.list_keys(self.bucket, PREFIX + "skus/"):
-            try:
-                out.append(CatalogEntry.model_validate(self.store.get_json(self.bucket, key)))
-            except (ValidationError, ValueError) as exc:
-                raise CatalogError(f"unreadable catalog entry s3://{self.bucket}/{key}: {exc}"
-                                   ) from exc
+        out = [self._entry(key) for key in self.store.list_keys(self.bucket, PREFIX + "skus/")]
         return sorted(out, key=lambda e: e.sku)
 
     def put_reference(self, embedder: str, embeddings: npt.NDArray[np.float32],

@@ -99,12 +99,11 @@ def result_key(*, store: str, date: str, aisle: str, upload_id: str) -> str:
             f"aisle={partition_value(aisle)}/{upload_id}.json")
 
 
-def check_result_room(key: str, prefix: str = "raw/") -> None:
-    """Refuse, before any work, a raw key whose store or aisle would make its result's key
+def check_result_room(cam: CameraKey) -> None:
+    """Refuse, before any work, an upload whose store or aisle would make its result's key
     longer than S3 allows (partition values are percent-encoded: up to 9 bytes a letter)."""
-    cam = parse_raw_key(key, prefix)
-    longest = result_key(store=cam.store if cam else "unknown", date="0000-00-00",
-                         aisle=cam.aisle if cam else "unknown", upload_id="0" * 32)
+    longest = result_key(store=cam.store, date="0000-00-00", aisle=cam.aisle,
+                         upload_id="0" * 32)
     size = len(longest.encode())
     if size > MAX_S3_KEY_BYTES:
         raise InvalidKeyError(f"store and aisle of this key would make a result key of {size} "

@@ -40,14 +40,20 @@ def write_letter(store: ObjectStore, bucket: str, letter: DeadLetter) -> str:
     return key
 
 
+def _letter(store: ObjectStore, bucket: str, key: str) -> DeadLetter | None:
+    """The letter at ``key``; None (logged) when it does not validate."""
+    try:
+        return DeadLetter.model_validate(store.get_json(bucket, key))
+    except (ValidationError, ValueError) as exc:
+        log.error("dead letter %s is not a valid letter, skipped: %s", key, exc)
+        return None
+
+
 def read_letter(store: ObjectStore, bucket: str, letter_id: str) -> DeadLetter | None:
     """The letter ``letter_id``; None when there is none (or it does not validate)."""
     try:
-        return DeadLetter.model_validate(store.get_json(bucket, dead_letter_key(letter_id)))
+        return _letter(store, bucket, dead_letter_key(letter_id))
     except ObjectNotFoundError:
-        return None
-    except (ValidationError, ValueError) as exc:
-        log.error("dead letter %s is not a valid letter: %s", letter_id, exc)
         return None
 
 
@@ -61,7 +67,5 @@ def read_letters(store: ObjectStore, bucket: str, *, seen: set[str] | None = Non
             continue
         if seen is not None:
             seen.add(key)
-        try:
-            yield DeadLetter.model_validate(store.get_json(bucket, key))
-        except (ValidationError, ValueError) as exc:
-            log.error("dead letter %s is not a valid letter, skipped: %s", key, exc)
+        if (letter := _letter(store, bucket, key)) is not None:
+            yield letter

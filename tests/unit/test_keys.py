@@ -201,14 +201,14 @@ def test_a_raw_key_whose_result_key_cannot_exist_is_refused_up_front(store: str,
     if len(key.encode()) > 1024:
         pytest.skip("the raw key itself is over S3's limit")
     if fits:
-        check_result_room(key)
+        check_result_room(check_layout(key))
         cam = parse_raw_key(key)
         assert cam is not None
         assert len(result_key(store=cam.store, date="2026-12-05", aisle=cam.aisle,
                               upload_id="f" * 32).encode()) <= 1024
     else:
         with pytest.raises(InvalidKeyError, match="result key of"):
-            check_result_room(key)
+            check_result_room(check_layout(key))
 
 
 @pytest.mark.parametrize("plan", ["planograms/S001/A07/B2.json", "planograms/by-id/PG-7.json",
