@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import struct
 import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 from PIL import Image
 
@@ -81,3 +83,48 @@ def test_a_phone_packshot_is_read_upright() -> None:
     out = decode_packshot(buf.getvalue(), "phone.jpg")
     assert out.shape[:2] == (200, 100)
     assert out[10, 50, 2] > 150 and out[190, 50, 2] > 200 and out[190, 50, 1] > 200
+
+
+def _backdrop() -> npt.NDArray[np.uint8]:
+    return np.full((200, 200, 3), 255, np.uint8)
+
+
+def white_carton() -> npt.NDArray[np.uint8]:
+    """A white carton (60 x 120) whose shaded sides and label are all that differ from the
+    white backdrop: top and bottom edges are as white as the studio."""
+    img = _backdrop()
+    img[40:160, 70:130] = 250
+    img[40:160, 70:76] = img[40:160, 124:130] = 215  # shaded sides
+    img[100:120, 70:130] = (30, 120, 230)  # an orange label band
+    return img
+
+
+def bottle() -> npt.NDArray[np.uint8]:
+    """A bottle (50 x 140) whose neck is a fifth of its width."""
+    img = _backdrop()
+    img[30:70, 120:130] = (40, 40, 200)  # the neck
+    img[70:170, 100:150] = (40, 40, 200)
+    return img
+
+
+def on_glossy_table() -> npt.NDArray[np.uint8]:
+    """A pack (60 x 100) with a faint narrow reflection under it."""
+    img = _backdrop()
+    img[40:140, 70:130] = (200, 60, 60)
+    img[140:175, 92:108] = (225, 200, 200)
+    return img
+
+
+@pytest.mark.parametrize(("make", "size"), [
+    (white_carton, (120, 60)),
+    (bottle, (140, 50)),
+    (on_glossy_table, (100, 60)),
+])
+def test_a_packshot_is_cut_to_the_whole_product(
+        make: Callable[[], npt.NDArray[np.uint8]], size: tuple[int, int]) -> None:
+    # The aspect ratio read from the cut-out names products apart on the shelf: a carton
+    # cut to its label band, or a bottle without its neck, would be a wide pack.
+    cut = cut_out(make())
+    assert cut is not None
+    assert cut.mask.shape == size
+    assert cut.aspect == pytest.approx(size[1] / size[0])
