@@ -225,7 +225,7 @@ def _catalog(args: argparse.Namespace) -> int:
                                      device=s.models.device, intra_op_threads=2)
         recognizer = Recognizer(embedder, catalog, weights_from(s.recognition))
         if args.action == "resign":
-            again, current = recognizer.sign_again()
+            again, current = recognizer.sign_again(every=args.all)
             print(f"signed {again} SKUs again with {embedder.ref}; {current} already were")
             return 0
         if args.action == "synthetic":
@@ -667,7 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("add", "list", "remove", "resign", "reference",
                                        "synthetic"),
                    help="add SKU_ID IMAGE...; list; remove SKU_ID...; resign: sign the SKUs "
-                        "of an earlier embedder again from their stored packshots; reference "
+                        "of an earlier embedder again from their stored packshots (--all: "
+                        "every SKU); reference "
                         "PATH...: unlabelled photos from the stores (product crops or "
                         "close-ups; files or folders), whose likeness to each packshot "
                         "offsets its scores, so that no packshot names every product merely "
@@ -675,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "synthetic world's SKUs")
     p.add_argument("args", nargs="*")
     p.add_argument("--clear", action="store_true", help="reference: remove the reference")
+    p.add_argument("--all", action="store_true",
+                   help="resign: every SKU, also those this embedder signed (after a release "
+                        "that signs packshots anew)")
     p.add_argument("--detect", action="store_true",
                    help="reference: the photos are shelf photos; their products, as the light "
                         "detector finds them, are the reference")

@@ -143,27 +143,29 @@ class Recognizer:
                     self.catalog.store.delete(self.catalog.bucket, key)
         return entry
 
-    def sign_again(self) -> tuple[int, int]:
+    def sign_again(self, *, every: bool = False) -> tuple[int, int]:
         """Sign every SKU that another embedder signed again, from its stored packshots (a
-        new embedder cannot compare the old signatures); the index is rebuilt once. Returns
-        (signed again, already current)."""
+        new embedder cannot compare the old signatures), or with ``every`` all SKUs (after
+        a release that cuts packshots out or reads their colours anew); the index is rebuilt
+        once. Returns (signed again, already current)."""
         done = current = 0
         for entry in self.catalog.entries():
-            if entry.embedder == self.embedder.ref:
+            if entry.embedder == self.embedder.ref and not every:
                 current += 1
                 continue
             self.catalog.put(entry.model_copy(update={
                 "embedder": self.embedder.ref,
-                "signatures": self._current_signatures(entry)}), reindex=False)
+                "signatures": self._current_signatures(entry, again=every)}), reindex=False)
             done += 1
         if done:
             self.catalog.reindex()
         return done, current
 
-    def _current_signatures(self, entry: CatalogEntry) -> list[Signature]:
-        """``entry``'s signatures as this embedder signs: its own if it signed them, else
-        signed again from the stored packshots."""
-        if entry.embedder == self.embedder.ref:
+    def _current_signatures(self, entry: CatalogEntry, *, again: bool = False
+                            ) -> list[Signature]:
+        """``entry``'s signatures as this embedder signs: its own if it signed them (unless
+        ``again``), else signed again from the stored packshots."""
+        if entry.embedder == self.embedder.ref and not again:
             return list(entry.signatures)
         sigs = []
         for key in dict.fromkeys(s.source for s in entry.signatures):
@@ -278,17 +280,18 @@ def packshot_signatures(embedder: Embedder, image: Image
                         ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
                                         float]]:
     """The packshot's signatures: as photographed, and as small as a shelf photo shows the
-    product (detail lost the same way). Colours and aspect are the product's, cut out of its
-    backdrop (the whole image when it has none)."""
+    product (detail lost the same way), cut to the product as a detector's box is. Colours
+    and aspect are the product's, cut out of its backdrop (the whole image when it has
+    none)."""
     cut = cut_out(image)
     if cut is None:
-        colour, aspect = colour_signature(image), image.shape[1] / image.shape[0]
+        colour, aspect, product = colour_signature(image), image.shape[1] / image.shape[0], image
     else:
-        colour, aspect = colour_signature(cut.image, cut.mask), cut.aspect
-    h, w = image.shape[:2]
+        colour, aspect, product = colour_signature(cut.image, cut.mask), cut.aspect, cut.image
+    h, w = product.shape[:2]
     f = SHELF_VIEW_HEIGHT / h
-    small = np.asarray(cv2.resize(image, (max(2, round(w * f)), SHELF_VIEW_HEIGHT),
-                                  interpolation=cv2.INTER_AREA), np.uint8) if f < 1 else image
+    small = np.asarray(cv2.resize(product, (max(2, round(w * f)), SHELF_VIEW_HEIGHT),
+                                  interpolation=cv2.INTER_AREA), np.uint8) if f < 1 else product
     return [(emb, colour, aspect) for emb in embedder.embed([image, small])]
 
 

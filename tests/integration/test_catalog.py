@@ -64,6 +64,25 @@ def test_skus_of_an_earlier_embedder_are_signed_again_from_their_packshots(
     assert recognizer.sign_again() == (0, 3)
 
 
+def test_every_sku_is_signed_again_when_asked(recognizer: Recognizer) -> None:
+    # Given a SKU the current embedder signed in an earlier release, whose aspect ratio was
+    # read from a wrong cut-out
+    catalog = recognizer.catalog
+    recognizer.enrol("white", [("a.png", _packshot(24))], brand="MILK", name=None)
+    entry = catalog.get("white")
+    assert entry is not None
+    right = entry.signatures[0].aspect
+    catalog.put(entry.model_copy(update={"signatures": [
+        s.model_copy(update={"aspect": 1.77}) for s in entry.signatures]}))
+
+    # When every SKU is signed again
+    assert recognizer.sign_again(every=True) == (1, 0)
+
+    # Then its signatures are read from its packshot again
+    again = catalog.get("white")
+    assert again is not None and {s.aspect for s in again.signatures} == {right}
+
+
 def test_skus_only_another_embedder_can_compare_are_reported_once_per_catalog_version(
         recognizer: Recognizer, caplog: pytest.LogCaptureFixture) -> None:
     catalog = recognizer.catalog
