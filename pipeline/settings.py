@@ -122,9 +122,9 @@ class RecognitionSettings(BaseModel):
     colour_weight: float = Field(default=0.35, ge=0)
     aspect_weight: float = Field(default=0.25, ge=0)
     # Best similarity below this: unknown. scripts/calibrate_recognition.py, sku-embed/5:
-    # 0.859 of synthetic shelf crops named right (0.868 at 0.35), and 0.11 of real
-    # products the catalog lacks named as one of its SKUs (0.42 at 0.35).
-    threshold: float = 0.5
+    # 0.929 of synthetic shelf crops named right (0.933 at 0.5), and 0.091 of real
+    # products the catalog lacks named as one of its SKUs (0.144 at 0.5).
+    threshold: float = 0.55
     candidates: int = Field(default=8, ge=1, le=50)  # kept per product for per-bay naming
     catalog_refresh_s: float = Field(default=5.0, ge=0)  # a worker re-checks the catalog
 
