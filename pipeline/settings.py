@@ -126,6 +126,11 @@ class RecognitionSettings(BaseModel):
     # products the catalog lacks named as one of its SKUs (0.144 at 0.5).
     threshold: float = 0.55
     candidates: int = Field(default=8, ge=1, le=50)  # kept per product for per-bay naming
+    # A product that the planogram would have misplaced, but that scores within this of its
+    # best candidate for the SKU planned where it stands, is named that SKU (0: never; see
+    # recognition.nearly_as_like). `shelf eval-compliance --count 40 --seed 3`, endcaps,
+    # whose look-alike minis are named least surely: see the README's figures.
+    position_margin: float = Field(default=0.1, ge=0, le=1)
     catalog_refresh_s: float = Field(default=5.0, ge=0)  # a worker re-checks the catalog
 
 

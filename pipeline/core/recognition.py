@@ -164,6 +164,19 @@ def choose(cands: Sequence[tuple[str, float]], *, planned: Collection[str] | Non
     return Match(UNKNOWN, cands[0][1] if cands else 0.0, "none")
 
 
+def nearly_as_like(cands: Sequence[tuple[str, float]], match: Match, *, threshold: float,
+                   margin: float) -> frozenset[str]:
+    """The other SKUs a crop named ``match`` is nearly as like: at least ``threshold`` and
+    within ``margin`` of its best candidate. Look-alikes (one product line in two sizes) are
+    told apart by little more than noise; where the planogram places one of these, the
+    shelf check names the crop so (see ``pipeline.core.shelf.evaluate_shelves``) rather
+    than report a misplaced product on a coin toss. Nothing when ``match`` is unknown."""
+    if match.sku == UNKNOWN or margin <= 0 or not cands:
+        return frozenset()
+    floor = max(threshold, cands[0][1] - margin)
+    return frozenset(sku for sku, score in cands if sku != match.sku and score >= floor)
+
+
 def crop_box(image: npt.NDArray[np.uint8], box: Sequence[float], margin: float = 0.05
              ) -> npt.NDArray[np.uint8]:
     """The pixels of ``box`` (x1, y1, x2, y2) with a small margin, clipped to the image."""

@@ -12,11 +12,8 @@ import numpy as np
 
 from pipeline.core.detections import Detections
 from pipeline.core.metrics import DetectionScores, Truth, evaluate_detections
-from pipeline.core.recognition import (
-    Gallery,
-    Weights,
-    choose,
-)
+from pipeline.core.recognition import Gallery, Weights, choose, nearly_as_like
+from pipeline.core.shelf import Detected
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import crop_views, gallery_from_packshots, rank_crops
@@ -64,18 +61,29 @@ class SyntheticNamer:
         """``found`` on ``photo``, named from its normalized and photographed images, as the
         detect stage names products."""
         index = {sku: i for i, sku in enumerate(LABELS)}
+        ids = [index.get(d.sku, index[UNKNOWN_SKU])
+               for d in self.detected(det, photo, found, planned, margin=0.0)]
+        return Detections(found.xyxy, found.scores, np.array(ids, np.int64).reshape(-1))
+
+    def detected(self, det: Detector, photo: PreparedPhoto, found: Detections,
+                 planned: set[str], *, margin: float) -> list[Detected]:
+        """``found`` as the comply stage reads it: each box with its SKU and the SKUs it is
+        nearly as like (within ``margin``)."""
+        boxes = [(float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in found.xyxy]
         if not det.files.finds_products:
-            ids = [index.get(det.labels[int(c)], index[UNKNOWN_SKU]) for c in found.class_ids]
-            return Detections(found.xyxy, found.scores, np.array(ids, np.int64))
+            return [Detected(box=b, sku=det.labels[int(c)], score=float(s))
+                    for b, s, c in zip(boxes, found.scores, found.class_ids, strict=True)]
         if self.embedder is None or self.gallery is None:
             raise ValueError(f"{det.ref} finds products: naming them needs an embedder")
         ranked = rank_crops(self.embedder,
                             crop_views(photo.normalized, photo.photographed, found.xyxy),
                             self.gallery, self.weights, self.k)
-        ids = [index.get(choose(c, planned=planned, threshold=self.weights.threshold).sku,
-                         index[UNKNOWN_SKU])
-               for c in ranked]
-        return Detections(found.xyxy, found.scores, np.array(ids, np.int64).reshape(-1))
+        out = []
+        for b, s, cands in zip(boxes, found.scores, ranked, strict=True):
+            match = choose(cands, planned=planned, threshold=self.weights.threshold)
+            out.append(Detected(box=b, sku=match.sku, score=float(s), alternatives=nearly_as_like(
+                cands, match, threshold=self.weights.threshold, margin=margin)))
+        return out
 
 
 def evaluate(detectors: list[Detector], *, count: int, seed: int, max_long_side: int,
@@ -221,10 +229,11 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
     the generator's truth: compliance error in points, out-of-stock gaps and misplaced SKUs."""
     from pipeline.core.detections import box_iou
     from pipeline.core.planogram import Planogram
-    from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
+    from pipeline.core.shelf import evaluate_shelves, split_by_score
     from pipeline.settings import get_settings
 
     cfg = get_settings().compliance
+    margin = get_settings().recognition.position_margin
 
     scores = ComplianceScores({k: [] for k in DISPLAYS}, {k: _Counts() for k in DISPLAYS},
                               {k: _Counts() for k in DISPLAYS})
@@ -238,10 +247,7 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         found = det.detect(image, score_threshold=cfg.evidence_score)
         plan = Planogram.model_validate(truth["planogram"])
         planned = {p.sku for shelf in plan.shelves for p in shelf.positions}
-        named = namer.name(det, prepared, found, planned)
-        detected = [Detected(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                             sku=LABELS[int(c)], score=float(s))
-                    for b, s, c in zip(named.xyxy, named.scores, named.class_ids, strict=True)]
+        detected = namer.detected(det, prepared, found, planned, margin=margin)
         firm, weak = split_by_score(detected, cfg.min_score)
         report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak,
                                   tuning=cfg.tuning)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from pipeline import metrics
 from pipeline.core.lighting import measure_quality, normalize_lighting
-from pipeline.core.recognition import choose
+from pipeline.core.recognition import choose, nearly_as_like
 from pipeline.core.result import PhotoResult
 from pipeline.core.routing import choose_route
 from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
@@ -225,21 +225,22 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
         "detections", ArtifactRef(bucket=bucket, key=key))
 
 
-def name_detections(det: dict[str, Any], planned: set[str] | None, threshold: float
-                    ) -> list[Detected]:
-    """Each detection with its SKU: named from its candidates for this bay, or as the
-    detector labelled it."""
+def name_detections(det: dict[str, Any], planned: set[str] | None, threshold: float,
+                    margin: float) -> list[Detected]:
+    """Each detection with its SKU: named from its candidates for this bay (with the SKUs it
+    is nearly as like, within ``margin``), or as the detector labelled it."""
     out = []
     for d in det["detections"]:
         b = d["box"]
         box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
         if "candidates" in d:
-            match = choose([(str(c), float(v)) for c, v in d["candidates"]], planned=planned,
-                           threshold=threshold)
-            sku = match.sku
+            cands = [(str(c), float(v)) for c, v in d["candidates"]]
+            match = choose(cands, planned=planned, threshold=threshold)
+            out.append(Detected(box=box, sku=match.sku, score=float(d["score"]),
+                                alternatives=nearly_as_like(cands, match, threshold=threshold,
+                                                            margin=margin)))
         else:
-            sku = str(d["sku"])
-        out.append(Detected(box=box, sku=sku, score=float(d["score"])))
+            out.append(Detected(box=box, sku=str(d["sku"]), score=float(d["score"])))
     return out
 
 
@@ -263,7 +264,8 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
         det = rt.store.get_json(ref.bucket, ref.key)
         planned = ({q.sku for shelf in planogram.shelves for q in shelf.positions}
                    if planogram else None)
-        seen = name_detections(det, planned, s.recognition.threshold)
+        seen = name_detections(det, planned, s.recognition.threshold,
+                               s.recognition.position_margin)
         found, weak = split_by_score(seen, s.compliance.min_score)
         brands = rt.catalog.index().brands()
         fields: dict[str, Any] = {

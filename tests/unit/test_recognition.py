@@ -10,8 +10,11 @@ from pipeline.core.recognition import (
     HUE_BINS,
     SAT_BINS,
     Gallery,
+    Match,
     Weights,
     candidates,
+    choose,
+    nearly_as_like,
     reference_offsets,
     similarity,
 )
@@ -81,3 +84,38 @@ def test_offsets_must_match_the_gallery() -> None:
     gallery = _gallery(("a", "b"), _unit([1.0, 0.0], [0.0, 1.0]))
     with pytest.raises(ValueError, match="offsets for a gallery of 2 rows"):
         gallery.with_offsets(np.zeros(3, np.float32))
+
+
+CANDS = [("SKU-014", 0.93), ("SKU-013", 0.88), ("SKU-001", 0.83), ("SKU-002", 0.60)]
+
+
+@pytest.mark.parametrize(("cands", "planned", "expected"), [
+    (CANDS, None, Match("SKU-014", 0.93, "catalog")),
+    (CANDS, {"SKU-013", "SKU-002"}, Match("SKU-013", 0.88, "planned")),
+    # the bay's best candidate under the threshold: the catalog's best instead
+    ([("SKU-014", 0.93), ("SKU-002", 0.40)], {"SKU-002"}, Match("SKU-014", 0.93, "catalog")),
+    ([("SKU-014", 0.40)], None, Match("unknown", 0.40, "none")),
+    ([], {"SKU-014"}, Match("unknown", 0.0, "none")),
+])
+def test_choose(cands: list[tuple[str, float]], planned: set[str] | None,
+                expected: Match) -> None:
+    assert choose(cands, planned=planned, threshold=0.55) == expected
+
+
+@pytest.mark.parametrize(("cands", "margin", "expected"), [
+    (CANDS, 0.1, {"SKU-013"}),  # the look-alike, 0.05 behind
+    (CANDS, 0.2, {"SKU-013", "SKU-001"}),
+    (CANDS, 0.0, set()),  # off
+    (CANDS, 0.5, {"SKU-013", "SKU-001", "SKU-002"}),
+    ([("SKU-014", 0.60), ("SKU-013", 0.50)], 0.2, set()),  # under the threshold
+    ([("SKU-014", 0.50), ("SKU-013", 0.48)], 0.2, set()),  # unknown: nothing
+])
+def test_nearly_as_like(cands: list[tuple[str, float]], margin: float,
+                        expected: set[str]) -> None:
+    match = choose(cands, planned=None, threshold=0.55)
+    assert nearly_as_like(cands, match, threshold=0.55, margin=margin) == expected
+
+
+def test_a_planned_choice_is_nearly_as_like_the_catalog_best() -> None:
+    match = choose(CANDS, planned={"SKU-013"}, threshold=0.55)
+    assert nearly_as_like(CANDS, match, threshold=0.55, margin=0.1) == {"SKU-014"}

@@ -271,6 +271,27 @@ def test_a_catalog_product_where_another_is_planned_is_misplaced() -> None:
     assert report.gaps == ()
 
 
+@pytest.mark.parametrize(("alternatives", "sku", "status", "compliance"), [
+    (frozenset({"E"}), "E", "in_place", 1.0),  # nearly as like E: named so where E belongs
+    (frozenset({"A", "C"}), "J", "misplaced", 22 / 23),  # nothing planned here
+    (frozenset(), "J", "misplaced", 22 / 23),
+])
+def test_a_look_alike_is_named_by_where_the_plan_puts_it(
+        alternatives: frozenset[str], sku: str, status: str, compliance: float) -> None:
+    # Given J, which recognition names by a hair over E, standing in E's fourth facing
+    dets = scene_with(1, ["E", "E", "E", "J", "F", "F", "G", "G", "G"])
+    j = next(i for i, d in enumerate(dets) if d.sku == "J")  # shelf 1 comes before shelf 2
+    dets[j] = replace(dets[j], alternatives=alternatives)
+
+    report = evaluate_shelves(planogram=PLAN, detections=dets)
+
+    # Then it is E where E is one of its near names, and misplaced J otherwise
+    item = report.items[j]
+    assert (item.sku, item.status, item.shelf, item.position) == (sku, status, 1, 0)
+    assert report.compliance == pytest.approx(compliance)
+    assert position(report, 1, 0).status == ("partial" if status == "misplaced" else "in_place")
+
+
 def test_an_unknown_product_is_reported_as_unknown() -> None:
     report = evaluate_shelves(planogram=PLAN,
                               detections=scene_with(2, ["H", "unknown", "I", "I", "I", "J"]))

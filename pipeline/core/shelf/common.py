@@ -81,11 +81,13 @@ DEFAULT_TUNING = ShelfTuning()
 
 @dataclass(frozen=True)
 class Detected:
-    """One detected product: upright-image box in pixels, catalog SKU (or unknown), score."""
+    """One detected product: upright-image box in pixels, catalog SKU (or unknown), score,
+    and the SKUs it looks nearly as like (``recognition.nearly_as_like``)."""
 
     box: Box
     sku: str
     score: float
+    alternatives: frozenset[str] = frozenset()
 
 
 def _facing_skus(positions: Sequence[Position]) -> list[str]:

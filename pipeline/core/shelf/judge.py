@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -315,8 +315,41 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
     nothing, but a stretch of shelf holding one is not reported as an out-of-stock gap.
     ``tuning``: the core's thresholds and alignment scores (production passes
     ``Settings().compliance.tuning``).
+
+    A product found misplaced where the plan puts a SKU it looks nearly as like (its
+    ``alternatives``) is named that SKU, and the bay judged once more: the planogram tells
+    look-alikes apart where the pixels barely can. One that looks clearly like another SKU
+    stays misplaced.
     """
     dets = list(detections)
+    result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
+    shelf_at = {shelf.index: shelf for shelf in planogram.shelves}
+    renamed = dict[int, str]()
+    for i, item in result.items:
+        if item.status == "misplaced" and item.shelf is not None and item.position is not None:
+            planned = shelf_at[item.shelf].positions[item.position].sku
+            if planned in dets[i].alternatives:
+                renamed.setdefault(i, planned)
+    if renamed:
+        dets = [replace(d, sku=renamed[i], alternatives=frozenset()) if i in renamed else d
+                for i, d in enumerate(dets)]
+        result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
+    return ComplianceReport(
+        planogram_id=planogram.planogram_id, planogram_version=planogram.version,
+        shelves=tuple(result.shelves), items=tuple(i for _, i in result.items),
+        gaps=tuple(result.gaps), osa=_osa(result.shelves), unknown_label=unknown_label,
+        **_share_of_shelf(dets, brand_of or (lambda s: s)))
+
+
+@dataclass
+class _BayResult:
+    shelves: list[ShelfReport]
+    items: list[tuple[int, ItemReport]]  # (detection, its report), by detection
+    gaps: list[GapReport]
+
+
+def _evaluate(planogram: Planogram, dets: list[Detected], unknown_label: str,
+              evidence: Sequence[Box], tuning: ShelfTuning) -> _BayResult:
     shelves = planogram.shelves
     rows = fit_rows(dets, len(shelves), planogram, tuning=tuning)
     widths = planogram.sku_widths()
@@ -326,7 +359,7 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
                          tuning=tuning)
             if dets else [None] * len(shelves))
     occupied = _occupied_by_row(evidence, geos)
-    reports, items, gaps = [], [], []
+    out = _BayResult([], [], [])
     for shelf, members, geo, occ in zip(shelves, rows.members, geos, occupied, strict=True):
         if geo is None:  # nothing seen: no shelf to measure holes on, so nothing is a gap
             res = _ShelfResult([PositionReport(j, p.sku, p.facings, 0, "missing")
@@ -335,20 +368,16 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
             res = _evaluate_shelf(shelf=shelf, members=members, detections=dets, g=g,
                                   width_cm=width_cm, geo=geo, unknown_label=unknown_label,
                                   tuning=tuning, occupied=occ)
-        reports.append(ShelfReport(shelf.index, shelf.planned_facings,
-                                   sum(p.found_facings for p in res.positions), len(members),
-                                   tuple(res.positions)))
-        items.extend(res.items)
-        gaps.extend(res.gaps)
+        out.shelves.append(ShelfReport(shelf.index, shelf.planned_facings,
+                                       sum(p.found_facings for p in res.positions),
+                                       len(members), tuple(res.positions)))
+        out.items.extend(res.items)
+        out.gaps.extend(res.gaps)
     placed = {i for m in rows.members for i in m}
-    items.extend((i, ItemReport(d.box, d.sku, d.score, None, None, "off_shelf"))
-                 for i, d in enumerate(dets) if i not in placed)
-    items.sort(key=lambda t: t[0])
-    return ComplianceReport(
-        planogram_id=planogram.planogram_id, planogram_version=planogram.version,
-        shelves=tuple(reports), items=tuple(i for _, i in items), gaps=tuple(gaps),
-        osa=_osa(reports), unknown_label=unknown_label,
-        **_share_of_shelf(dets, brand_of or (lambda s: s)))
+    out.items.extend((i, ItemReport(d.box, d.sku, d.score, None, None, "off_shelf"))
+                     for i, d in enumerate(dets) if i not in placed)
+    out.items.sort(key=lambda t: t[0])
+    return out
 
 
 def _osa(shelves: Sequence[ShelfReport]) -> dict[str, float]:
