@@ -324,7 +324,7 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
     dets = list(detections)
     result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
     shelf_at = {shelf.index: shelf for shelf in planogram.shelves}
-    renamed = dict[int, str]()
+    renamed: dict[int, str] = {}
     for i, item in result.items:
         if item.status == "misplaced" and item.shelf is not None and item.position is not None:
             planned = shelf_at[item.shelf].positions[item.position].sku
