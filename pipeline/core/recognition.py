@@ -177,6 +177,14 @@ def nearly_as_like(cands: Sequence[tuple[str, float]], match: Match, *, threshol
     return frozenset(sku for sku, score in cands if sku != match.sku and score >= floor)
 
 
+def name_crop(cands: Sequence[tuple[str, float]], *, planned: Collection[str] | None,
+              threshold: float, margin: float) -> tuple[str, frozenset[str]]:
+    """A crop's SKU (:func:`choose`) and the SKUs it is nearly as like
+    (:func:`nearly_as_like`), as the shelf check takes them."""
+    match = choose(cands, planned=planned, threshold=threshold)
+    return match.sku, nearly_as_like(cands, match, threshold=threshold, margin=margin)
+
+
 def crop_box(image: npt.NDArray[np.uint8], box: Sequence[float], margin: float = 0.05
              ) -> npt.NDArray[np.uint8]:
     """The pixels of ``box`` (x1, y1, x2, y2) with a small margin, clipped to the image."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.core.detections import Detections
 from pipeline.core.metrics import DetectionScores, Truth, evaluate_detections
-from pipeline.core.recognition import Gallery, Weights, choose, nearly_as_like
+from pipeline.core.recognition import Gallery, Weights, name_crop
 from pipeline.core.shelf import Detected
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
@@ -80,9 +80,9 @@ class SyntheticNamer:
                             self.gallery, self.weights, self.k)
         out = []
         for b, s, cands in zip(boxes, found.scores, ranked, strict=True):
-            match = choose(cands, planned=planned, threshold=self.weights.threshold)
-            out.append(Detected(box=b, sku=match.sku, score=float(s), alternatives=nearly_as_like(
-                cands, match, threshold=self.weights.threshold, margin=margin)))
+            sku, alternatives = name_crop(cands, planned=planned, margin=margin,
+                                          threshold=self.weights.threshold)
+            out.append(Detected(box=b, sku=sku, score=float(s), alternatives=alternatives))
         return out
 
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from pipeline import metrics
 from pipeline.core.lighting import measure_quality, normalize_lighting
-from pipeline.core.recognition import choose, nearly_as_like
+from pipeline.core.recognition import name_crop
 from pipeline.core.result import PhotoResult
 from pipeline.core.routing import choose_route
 from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
@@ -234,11 +234,10 @@ def name_detections(det: dict[str, Any], planned: set[str] | None, threshold: fl
         b = d["box"]
         box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
         if "candidates" in d:
-            cands = [(str(c), float(v)) for c, v in d["candidates"]]
-            match = choose(cands, planned=planned, threshold=threshold)
-            out.append(Detected(box=box, sku=match.sku, score=float(d["score"]),
-                                alternatives=nearly_as_like(cands, match, threshold=threshold,
-                                                            margin=margin)))
+            sku, alternatives = name_crop([(str(c), float(v)) for c, v in d["candidates"]],
+                                          planned=planned, threshold=threshold, margin=margin)
+            out.append(Detected(box=box, sku=sku, score=float(d["score"]),
+                                alternatives=alternatives))
         else:
             out.append(Detected(box=box, sku=str(d["sku"]), score=float(d["score"])))
     return out

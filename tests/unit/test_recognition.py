@@ -14,6 +14,7 @@ from pipeline.core.recognition import (
     Weights,
     candidates,
     choose,
+    name_crop,
     nearly_as_like,
     reference_offsets,
     similarity,
@@ -119,3 +120,8 @@ def test_nearly_as_like(cands: list[tuple[str, float]], margin: float,
 def test_a_planned_choice_is_nearly_as_like_the_catalog_best() -> None:
     match = choose(CANDS, planned={"SKU-013"}, threshold=0.55)
     assert nearly_as_like(CANDS, match, threshold=0.55, margin=0.1) == {"SKU-014"}
+
+
+def test_name_crop_gives_the_name_and_the_near_names() -> None:
+    assert name_crop(CANDS, planned={"SKU-014"}, threshold=0.55, margin=0.1) == (
+        "SKU-014", frozenset({"SKU-013"}))
