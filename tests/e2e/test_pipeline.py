@@ -562,9 +562,17 @@ def test_worker_logs_are_json_lines_about_the_photo_and_leak_nothing(
     data, truth = photo_bytes(13)
     up = put_photo(stack, "raw/S013/A01/B1/cam1/logged.jpg", data, truth)
     wait_result(stack, up)
-    text = pipeline_procs["cpu"].log.read_text() + pipeline_procs["listener"].log.read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    mine = [d for d in lines if d.get("sha256") == up.sha]
+    # The comply stage logs once its result is written: its line may follow a moment later
+    deadline = time.time() + 15
+    while True:
+        text = (pipeline_procs["cpu"].log.read_text()
+                + pipeline_procs["listener"].log.read_text())
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        mine = [d for d in lines if d.get("sha256") == up.sha]
+        if any(d["stage"] == "comply" and d["message"].endswith(" done") for d in mine) \
+                or time.time() > deadline:
+            break
+        time.sleep(0.2)
     # Then each stage's lines name the photo, the upload, the task and the store
     assert {d["stage"] for d in mine} >= {"normalize", "comply"}
     done = [d for d in mine if d["message"].endswith(" done")]
