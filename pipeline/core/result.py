@@ -63,6 +63,9 @@ class ItemResult(_Model):
     shelf: int | None = None
     position: int | None = None
     status: ItemStatus
+    # Named the SKU planned where it stands, which recognition found it nearly as like as
+    # its best candidate (SHELF_RECOGNITION__POSITION_MARGIN)
+    by_position: bool = False
 
 
 class GapResult(_Model):

@@ -288,6 +288,8 @@ def test_a_look_alike_is_named_by_where_the_plan_puts_it(
     # Then it is E where E is one of its near names, and misplaced J otherwise
     item = report.items[j]
     assert (item.sku, item.status, item.shelf, item.position) == (sku, status, 1, 0)
+    assert item.by_position == (status == "in_place")  # and the result says so
+    assert not any(i.by_position for k, i in enumerate(report.items) if k != j)
     assert report.compliance == pytest.approx(compliance)
     assert position(report, 1, 0).status == ("partial" if status == "misplaced" else "in_place")
 

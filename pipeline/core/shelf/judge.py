@@ -334,6 +334,8 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
         dets = [replace(d, sku=renamed[i], alternatives=frozenset()) if i in renamed else d
                 for i, d in enumerate(dets)]
         result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
+        result.items = [(i, replace(item, by_position=True) if i in renamed else item)
+                        for i, item in result.items]
     return ComplianceReport(
         planogram_id=planogram.planogram_id, planogram_version=planogram.version,
         shelves=tuple(result.shelves), items=tuple(i for _, i in result.items),

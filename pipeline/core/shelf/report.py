@@ -37,10 +37,14 @@ class ItemReport:
     shelf: int | None  # None: on no shelf row (off_shelf)
     position: int | None
     status: str  # in_place | extra | misplaced | unknown | off_shelf
+    # Named by where the plan puts it: recognition found it nearly as like this SKU as the
+    # one it scored best (see ``evaluate_shelves``).
+    by_position: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {"box": _round_box(self.box), "sku": self.sku, "score": round(self.score, 4),
-                "shelf": self.shelf, "position": self.position, "status": self.status}
+                "shelf": self.shelf, "position": self.position, "status": self.status,
+                "by_position": self.by_position}
 
 
 @dataclass(frozen=True)
