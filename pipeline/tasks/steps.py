@@ -88,15 +88,12 @@ def capture_time(taken: str | None, msg: StageMessage, max_age_days: int) -> str
     return None
 
 
-def upload_day(msg: StageMessage) -> str:
-    return (msg.photo.event_time or datetime.now(UTC)).strftime("%Y-%m-%d")
-
-
-def captured_date(taken: str | None, msg: StageMessage, max_age_days: int) -> str:
-    """The day the photo was taken (:func:`capture_time`), else the day it was uploaded: a
-    bay filed under its camera's reset clock would drop out of the day's rollups."""
-    at = capture_time(taken, msg, max_age_days)
-    return at[:10] if at else upload_day(msg)
+def filed_day(taken: str | None, msg: StageMessage) -> str:
+    """The day a photo is filed under: the day it was taken (a :func:`capture_time`), else
+    the day it was uploaded: a bay filed under its camera's reset clock would drop out of
+    the day's rollups."""
+    return taken[:10] if taken else (msg.photo.event_time or datetime.now(UTC)).strftime(
+        "%Y-%m-%d")
 
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
@@ -138,7 +135,7 @@ def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
         rt.keep_image(sha, upright)
     taken = capture_time(meta.get("taken_at"), msg, s.ingest.max_capture_age_days)
     return msg.model_copy(update={"sha256": sha, "taken_at": taken,
-                                  "captured_date": taken[:10] if taken else upload_day(msg)}
+                                  "captured_date": filed_day(taken, msg)}
                           ).with_artifact("ingested", ArtifactRef(bucket=bucket, key=image_key))
 
 

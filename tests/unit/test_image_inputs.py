@@ -238,12 +238,12 @@ def test_implausible_capture_dates_are_ignored(value: str, ok: bool) -> None:
 def test_a_photo_is_filed_under_its_capture_day_only_when_the_upload_makes_it_credible(
         taken: str | None, uploaded: str, day: str) -> None:
     from pipeline.messages import PhotoRef, StageMessage
-    from pipeline.tasks.steps import captured_date
+    from pipeline.tasks.steps import capture_time, filed_day
 
     msg = StageMessage(photo=PhotoRef(bucket="b", key="raw/S/A/B/c/p.jpg",
                                       event_time=datetime.fromisoformat(uploaded)))
 
-    assert captured_date(taken, msg, max_age_days=30) == day
+    assert filed_day(capture_time(taken, msg, max_age_days=30), msg) == day
 
 
 @pytest.mark.parametrize(("size_wh", "long_side"), [
