@@ -68,9 +68,8 @@ def cut_out(image: npt.NDArray[np.uint8], *, white_level: int = 232, part_share:
     filled = inside.any(axis=1)
     spans = np.where(filled, mask.shape[1] - inside[:, ::-1].argmax(axis=1)
                      - inside.argmax(axis=1), 0)
-    rows = np.nonzero(filled)[0]
     cols = np.nonzero(inside.any(axis=0))[0]
-    y0 = int(rows[0])
+    y0 = int(filled.argmax())
     y1 = int(np.nonzero(spans > 0.35 * spans.max())[0][-1]) + 1
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
     return Cutout(np.ascontiguousarray(image[y0:y1, x0:x1]),

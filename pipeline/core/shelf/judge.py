@@ -331,8 +331,7 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
             if planned in dets[i].alternatives:
                 renamed.setdefault(i, planned)
     if renamed:
-        dets = [replace(d, sku=renamed[i], alternatives=frozenset()) if i in renamed else d
-                for i, d in enumerate(dets)]
+        dets = [replace(d, sku=renamed[i]) if i in renamed else d for i, d in enumerate(dets)]
         result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
         result.items = [(i, replace(item, by_position=True) if i in renamed else item)
                         for i, item in result.items]
