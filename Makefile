@@ -103,7 +103,7 @@ models: $(VENV)/.train
 	  "run scripts/fetch_grocery.sh, or make models GROCERY=/path/to/GroceryStoreDataset" >&2; exit 2; }
 	$(PY) -m pipeline.train.run --grocery $(GROCERY) --threads 2
 	$(PY) -m pipeline.train.embed --grocery $(GROCERY) --threads 2
-	$(PY) -m pipeline.train.embed --grocery $(GROCERY) --threads 2 --blend 0.65 --source 3 --version 5
+	$(PY) -m pipeline.train.embed --grocery $(GROCERY) --threads 2 --blend 0.65 --source 6 --version 7
 	$(MAKE) eval
 
 # Synthetic world (closed, with SKU names from recognition); real data when given:

@@ -27,7 +27,7 @@ class Weights:
     embed: float = 1.0
     colour: float = 0.35
     aspect: float = 0.25
-    threshold: float = 0.55  # below: unknown
+    threshold: float = 0.65  # below: unknown
 
 
 @dataclass(frozen=True)

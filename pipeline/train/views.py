@@ -26,6 +26,11 @@ from pipeline.train.products import MASTER_HEIGHT, _jitter_colour, _resize_heigh
 
 Image = npt.NDArray[np.uint8]
 
+# Share of in-store views seen as small as a shelf photo shows a product: the view is shrunk
+# so its long side is FAR_PIXELS and the embedder sees it scaled back up, detail lost.
+FAR_SHARE = 0.2
+FAR_PIXELS = (20, 72)
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -157,7 +162,19 @@ def in_store_view(rng: np.random.Generator, ident: Identity, pool: list[Identity
         view = np.asarray(cv2.imdecode(cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY,
                                                                    q])[1], cv2.IMREAD_COLOR),
                           np.uint8)
+    if rng.random() < FAR_SHARE:
+        view = seen_far(view, float(rng.uniform(*FAR_PIXELS)))
     return letterbox_square(normalize_lighting(view), size)
+
+
+def seen_far(view: Image, long_side: float) -> Image:
+    """``view`` shrunk so its long side is ``long_side`` pixels (as it is when smaller)."""
+    f = long_side / max(view.shape[:2])
+    if f >= 1:
+        return view
+    return np.asarray(cv2.resize(view, (max(2, round(view.shape[1] * f)),
+                                        max(2, round(view.shape[0] * f))),
+                                 interpolation=cv2.INTER_AREA), np.uint8)
 
 
 def catalog_view(rng: np.random.Generator | None, ident: Identity, size: int) -> Image:

@@ -82,8 +82,14 @@ def test_eval_recognition_with_a_reference_of_other_store_photos(
         capsys: pytest.CaptureFixture[str]) -> None:
     gallery, queries = folders
     reference = tmp_path / "reference"
-    for i, shade in enumerate((90, 110, 140)):  # empty shelves, no SKU folders needed
-        _write(reference / f"aisle-{i}.jpg", np.full((300, 400, 3), shade, np.uint8))
+    # Other aisles: shelves of products that are neither SKU, no SKU folders needed.
+    rng = np.random.default_rng(0)
+    for i, shade in enumerate((90, 110, 140)):
+        aisle = np.full((300, 400, 3), shade, np.uint8)
+        for x in range(10, 390, 50):
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            cv2.rectangle(aisle, (x, 40 + 20 * i), (x + 40, 260), colour, -1)
+        _write(reference / f"aisle-{i}.jpg", aisle)
 
     assert main(["eval-recognition", "--gallery", str(gallery), "--queries", str(queries),
                  "--reference", str(reference), "--reference-k", "2", "--threads", "1",

@@ -331,7 +331,7 @@ def test_list_names_the_embedder_and_a_broken_card_in_one_line(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("broken") and "unusable" in lines[0]
-    assert lines[1].startswith("sku-embed/5") and "embedder" in lines[1]
+    assert lines[1].startswith("sku-embed/7") and "embedder" in lines[1]
 
 
 @pytest.mark.parametrize(("lighting", "seen_wh"), [("original", [640, 480]),
