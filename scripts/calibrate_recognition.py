@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -54,6 +55,10 @@ COLOUR_WEIGHTS = (0.0, 0.15, 0.25, 0.35, 0.5, 0.7)
 THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(11))
 
 
+def progress(line: str) -> None:
+    """A figure as it is measured, on stderr: with --json, stdout holds only the object."""
+    print(line, file=sys.stderr, flush=True)
+
 def colour_weight_on_val(embedder: Embedder, grocery: Path) -> dict[float, float]:
     s = get_settings()
     base = weights_from(s.recognition)
@@ -65,7 +70,7 @@ def colour_weight_on_val(embedder: Embedder, grocery: Path) -> dict[float, float
                                  long_side=s.ingest.working_long_side,
                                  jpeg_quality=s.ingest.jpeg_quality)
         out[w] = round(r.top1, 4)
-        print(f"colour weight {w:.2f}: val top-1 {r.top1:.3f}, top-5 {r.top5:.3f}", flush=True)
+        progress(f"colour weight {w:.2f}: val top-1 {r.top1:.3f}, top-5 {r.top5:.3f}")
     return out
 
 
@@ -95,8 +100,7 @@ def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed
                                                              else "unknown")
                     for c, p, sku in zip(cands, planned_sets, truths, strict=True))
         out[t] = round(right / len(truths), 4)
-        print(f"threshold {t:.2f}: {out[t]:.3f} of {len(truths)} shelf crops named right",
-              flush=True)
+        progress(f"threshold {t:.2f}: {out[t]:.3f} of {len(truths)} shelf crops named right")
     return out
 
 
@@ -121,7 +125,7 @@ def with_reference(embedder: Embedder, gallery: Gallery, folder: Path) -> Galler
     if signed is None:
         raise SystemExit(f"{folder}: no products found")
     emb, colours, aspects = signed
-    print(f"reference: {len(emb)} products", flush=True)
+    progress(f"reference: {len(emb)} products")
     return gallery.with_offsets(gallery_offsets(gallery, embeddings=emb, colours=colours,
                                                 aspects=aspects,
                                                 weights=weights_from(get_settings().recognition)))
@@ -138,8 +142,8 @@ def false_names_on_real(embedder: Embedder, gallery: Gallery, folder: Path
     out = {}
     for t in THRESHOLDS:
         out[t] = round(sum(b >= t for b in best) / max(1, len(best)), 4)
-        print(f"threshold {t:.2f}: {out[t]:.3f} of {len(best)} real products not in the "
-              f"catalog named as one of its SKUs ({n} photos)", flush=True)
+        progress(f"threshold {t:.2f}: {out[t]:.3f} of {len(best)} real products not in the "
+                 f"catalog named as one of its SKUs ({n} photos)")
     return out
 
 
