@@ -133,6 +133,10 @@ class RecognitionSettings(BaseModel):
     # (compliance error p90 at 0.1 / 0.15 / 0.2 / 0.25 / 0.3: 7.54 / 5.06 / 4.54 / 3.53 /
     # 3.53 points, misplaced recall 0.886 throughout); see the README's figures.
     position_margin: float = Field(default=0.25, ge=0, le=1)
+    # A product scoring under the threshold (too small or blurred to be named surely) whose
+    # best candidates, above this floor and within the margin, hold the SKU planned where it
+    # stands is named that SKU too. At or above the threshold: never.
+    position_floor: float = Field(default=0.55, ge=0, le=1)
     catalog_refresh_s: float = Field(default=5.0, ge=0)  # a worker re-checks the catalog
 
 

@@ -165,24 +165,36 @@ def choose(cands: Sequence[tuple[str, float]], *, planned: Collection[str] | Non
 
 
 def nearly_as_like(cands: Sequence[tuple[str, float]], match: Match, *, threshold: float,
-                   margin: float) -> frozenset[str]:
+                   margin: float, floor: float | None = None) -> frozenset[str]:
     """The other SKUs a crop named ``match`` is nearly as like: at least ``threshold`` and
     within ``margin`` of its best candidate. Look-alikes (one product line in two sizes) are
     told apart by little more than noise; where the planogram places one of these, the
     shelf check names the crop so (see ``pipeline.core.shelf.evaluate_shelves``) rather
-    than report a misplaced product on a coin toss. Nothing when ``match`` is unknown."""
-    if match.sku == UNKNOWN or margin <= 0 or not cands:
+    than report a misplaced product on a coin toss.
+
+    An unknown crop has none, unless ``floor`` (under ``threshold``) is given: then those
+    at least ``floor`` and within ``margin`` of its best, so that a product too small or
+    blurred to be named surely is named by where it stands when the SKU planned there is
+    among its best candidates."""
+    if margin <= 0 or not cands:
         return frozenset()
-    floor = max(threshold, cands[0][1] - margin)
-    return frozenset(sku for sku, score in cands if sku != match.sku and score >= floor)
+    if match.sku == UNKNOWN:
+        if floor is None or floor >= threshold:
+            return frozenset()
+        lower = max(floor, cands[0][1] - margin)
+    else:
+        lower = max(threshold, cands[0][1] - margin)
+    return frozenset(sku for sku, score in cands if sku != match.sku and score >= lower)
 
 
 def name_crop(cands: Sequence[tuple[str, float]], *, planned: Collection[str] | None,
-              threshold: float, margin: float) -> tuple[str, frozenset[str]]:
+              threshold: float, margin: float, floor: float | None = None
+              ) -> tuple[str, frozenset[str]]:
     """A crop's SKU (:func:`choose`) and the SKUs it is nearly as like
     (:func:`nearly_as_like`), as the shelf check takes them."""
     match = choose(cands, planned=planned, threshold=threshold)
-    return match.sku, nearly_as_like(cands, match, threshold=threshold, margin=margin)
+    return match.sku, nearly_as_like(cands, match, threshold=threshold, margin=margin,
+                                     floor=floor)
 
 
 def crop_box(image: npt.NDArray[np.uint8], box: Sequence[float], margin: float = 0.05

@@ -66,9 +66,10 @@ class SyntheticNamer:
         return Detections(found.xyxy, found.scores, np.array(ids, np.int64).reshape(-1))
 
     def detected(self, det: Detector, photo: PreparedPhoto, found: Detections,
-                 planned: set[str], *, margin: float) -> list[Detected]:
+                 planned: set[str], *, margin: float, floor: float | None = None
+                 ) -> list[Detected]:
         """``found`` as the comply stage reads it: each box with its SKU and the SKUs it is
-        nearly as like (within ``margin``)."""
+        nearly as like (within ``margin``; for an unknown one, above ``floor``)."""
         boxes = [(float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in found.xyxy]
         if not det.files.finds_products:
             return [Detected(box=b, sku=det.labels[int(c)], score=float(s))
@@ -80,7 +81,7 @@ class SyntheticNamer:
                             self.gallery, self.weights, self.k)
         out = []
         for b, s, cands in zip(boxes, found.scores, ranked, strict=True):
-            sku, alternatives = name_crop(cands, planned=planned, margin=margin,
+            sku, alternatives = name_crop(cands, planned=planned, margin=margin, floor=floor,
                                           threshold=self.weights.threshold)
             out.append(Detected(box=b, sku=sku, score=float(s), alternatives=alternatives))
         return out
@@ -234,6 +235,7 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
 
     cfg = get_settings().compliance
     margin = get_settings().recognition.position_margin
+    floor = get_settings().recognition.position_floor
 
     scores = ComplianceScores({k: [] for k in DISPLAYS}, {k: _Counts() for k in DISPLAYS},
                               {k: _Counts() for k in DISPLAYS})
@@ -247,7 +249,7 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         found = det.detect(image, score_threshold=cfg.evidence_score)
         plan = Planogram.model_validate(truth["planogram"])
         planned = {p.sku for shelf in plan.shelves for p in shelf.positions}
-        detected = namer.detected(det, prepared, found, planned, margin=margin)
+        detected = namer.detected(det, prepared, found, planned, margin=margin, floor=floor)
         firm, weak = split_by_score(detected, cfg.min_score)
         report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak,
                                   tuning=cfg.tuning)

@@ -223,16 +223,18 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
 
 
 def name_detections(det: dict[str, Any], planned: set[str] | None, threshold: float,
-                    margin: float) -> list[Detected]:
+                    margin: float, floor: float | None = None) -> list[Detected]:
     """Each detection with its SKU: named from its candidates for this bay (with the SKUs it
-    is nearly as like, within ``margin``), or as the detector labelled it."""
+    is nearly as like, within ``margin``; for an unknown one, above ``floor``), or as the
+    detector labelled it."""
     out = []
     for d in det["detections"]:
         b = d["box"]
         box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
         if "candidates" in d:
             sku, alternatives = name_crop([(str(c), float(v)) for c, v in d["candidates"]],
-                                          planned=planned, threshold=threshold, margin=margin)
+                                          planned=planned, threshold=threshold, margin=margin,
+                                          floor=floor)
             out.append(Detected(box=box, sku=sku, score=float(d["score"]),
                                 alternatives=alternatives))
         else:
@@ -261,7 +263,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
         planned = ({q.sku for shelf in planogram.shelves for q in shelf.positions}
                    if planogram else None)
         seen = name_detections(det, planned, s.recognition.threshold,
-                               s.recognition.position_margin)
+                               s.recognition.position_margin, s.recognition.position_floor)
         found, weak = split_by_score(seen, s.compliance.min_score)
         brands = rt.catalog.index().brands()
         fields: dict[str, Any] = {

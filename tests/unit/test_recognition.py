@@ -117,6 +117,27 @@ def test_nearly_as_like(cands: list[tuple[str, float]], margin: float,
     assert nearly_as_like(cands, match, threshold=0.55, margin=margin) == expected
 
 
+@pytest.mark.parametrize(("cands", "floor", "margin", "expected"), [
+    # unknown (best under 0.55): with a floor, what clears it within the margin of the best
+    ([("SKU-014", 0.50), ("SKU-013", 0.48)], 0.45, 0.2, {"SKU-014", "SKU-013"}),
+    ([("SKU-014", 0.50), ("SKU-013", 0.40)], 0.45, 0.2, {"SKU-014"}),  # under the floor
+    ([("SKU-014", 0.50), ("SKU-013", 0.46)], 0.40, 0.02, {"SKU-014"}),  # outside the margin
+    ([("SKU-014", 0.40)], 0.45, 0.2, set()),  # nothing clears the floor
+    ([("SKU-014", 0.50), ("SKU-013", 0.48)], 0.55, 0.2, set()),  # floor at the threshold: off
+    ([("SKU-014", 0.50), ("SKU-013", 0.48)], None, 0.2, set()),  # no floor: off
+    ([("SKU-014", 0.50), ("SKU-013", 0.48)], 0.45, 0.0, set()),  # no margin: off
+    # a named crop keeps the threshold as its floor
+    ([("SKU-014", 0.60), ("SKU-013", 0.50)], 0.45, 0.2, set()),
+])
+def test_an_unknown_crop_is_nearly_as_like_what_clears_the_floor(
+        cands: list[tuple[str, float]], floor: float | None, margin: float,
+        expected: set[str]) -> None:
+    match = choose(cands, planned=None, threshold=0.55)
+    assert nearly_as_like(cands, match, threshold=0.55, margin=margin, floor=floor) == expected
+    assert name_crop(cands, planned=None, threshold=0.55, margin=margin, floor=floor)[1] == (
+        expected)
+
+
 def test_a_planned_choice_is_nearly_as_like_the_catalog_best() -> None:
     match = choose(CANDS, planned={"SKU-013"}, threshold=0.55)
     assert nearly_as_like(CANDS, match, threshold=0.55, margin=0.1) == {"SKU-014"}
@@ -125,3 +146,18 @@ def test_a_planned_choice_is_nearly_as_like_the_catalog_best() -> None:
 def test_name_crop_gives_the_name_and_the_near_names() -> None:
     assert name_crop(CANDS, planned={"SKU-014"}, threshold=0.55, margin=0.1) == (
         "SKU-014", frozenset({"SKU-013"}))
+
+
+def test_the_comply_stage_passes_the_floor_on_to_each_unknown_product() -> None:
+    from pipeline.tasks.steps import name_detections
+
+    det = {"detections": [
+        {"box": [0, 0, 10, 20], "score": 0.9, "candidates": [["SKU-014", 0.50], ["SKU-013", 0.3]]},
+        {"box": [10, 0, 20, 20], "score": 0.9, "candidates": [["SKU-014", 0.80]]},
+        {"box": [20, 0, 30, 20], "score": 0.8, "sku": "SKU-002"},  # an SKU detector's label
+    ]}
+
+    seen = name_detections(det, {"SKU-014"}, 0.55, 0.1, 0.45)
+    assert [(d.sku, d.alternatives) for d in seen] == [
+        ("unknown", frozenset({"SKU-014"})), ("SKU-014", frozenset()), ("SKU-002", frozenset())]
+    assert name_detections(det, {"SKU-014"}, 0.55, 0.1)[0].alternatives == frozenset()

@@ -304,6 +304,26 @@ def test_an_unknown_product_is_reported_as_unknown() -> None:
     assert report.to_json()["unknown_products"] == 1
 
 
+@pytest.mark.parametrize(("alternatives", "sku", "status"), [
+    (frozenset({"H", "C"}), "H", "in_place"),  # H among its best candidates: named H
+    (frozenset({"C"}), "unknown", "unknown"),  # nothing planned here among them
+    (frozenset(), "unknown", "unknown"),
+])
+def test_an_unknown_product_is_named_by_its_position_when_the_planned_sku_is_near(
+        alternatives: frozenset[str], sku: str, status: str) -> None:
+    # Given a product recognition could not name surely, standing in H's second facing
+    dets = scene_with(2, ["H", "unknown", "I", "I", "I", "J"])
+    u = next(i for i, d in enumerate(dets) if d.sku == "unknown")
+    dets[u] = replace(dets[u], alternatives=alternatives)
+
+    report = evaluate_shelves(planogram=PLAN, detections=dets)
+
+    item = report.items[u]
+    assert (item.sku, item.status, item.position) == (sku, status, 0)
+    assert item.by_position == (status == "in_place")
+    assert position(report, 2, 0).status == ("in_place" if sku == "H" else "partial")
+
+
 def test_an_extra_facing_does_not_lift_compliance_above_full() -> None:
     report = evaluate_shelves(planogram=PLAN,
                               detections=scene_with(0, ["A", "A", "A", "B", "B", "B", "C", "D",

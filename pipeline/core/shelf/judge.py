@@ -316,17 +316,18 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
     ``tuning``: the core's thresholds and alignment scores (production passes
     ``Settings().compliance.tuning``).
 
-    A product found misplaced where the plan puts a SKU it looks nearly as like (its
-    ``alternatives``) is named that SKU, and the bay judged once more: the planogram tells
-    look-alikes apart where the pixels barely can. One that looks clearly like another SKU
-    stays misplaced.
+    A product found misplaced (or unknown) where the plan puts a SKU it looks nearly as like
+    (its ``alternatives``) is named that SKU, and the bay judged once more: the planogram
+    tells look-alikes apart where the pixels barely can. One that looks clearly like another
+    SKU stays misplaced.
     """
     dets = list(detections)
     result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
     shelf_at = {shelf.index: shelf for shelf in planogram.shelves}
     renamed: dict[int, str] = {}
     for i, item in result.items:
-        if item.status == "misplaced" and item.shelf is not None and item.position is not None:
+        if (item.status in ("misplaced", "unknown") and item.shelf is not None
+                and item.position is not None):
             planned = shelf_at[item.shelf].positions[item.position].sku
             if planned in dets[i].alternatives:
                 renamed.setdefault(i, planned)
