@@ -59,6 +59,7 @@ def progress(line: str) -> None:
     """A figure as it is measured, on stderr: with --json, stdout holds only the object."""
     print(line, file=sys.stderr, flush=True)
 
+
 def colour_weight_on_val(embedder: Embedder, grocery: Path) -> dict[float, float]:
     s = get_settings()
     base = weights_from(s.recognition)

@@ -179,11 +179,10 @@ def nearly_as_like(cands: Sequence[tuple[str, float]], match: Match, *, threshol
     if margin <= 0 or not cands:
         return frozenset()
     if match.sku == UNKNOWN:
-        if floor is None or floor >= threshold:
+        if floor is None:
             return frozenset()
-        lower = max(floor, cands[0][1] - margin)
-    else:
-        lower = max(threshold, cands[0][1] - margin)
+        threshold = floor  # its best is under the threshold: a floor above it admits nothing
+    lower = max(threshold, cands[0][1] - margin)
     return frozenset(sku for sku, score in cands if sku != match.sku and score >= lower)
 
 

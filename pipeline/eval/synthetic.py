@@ -233,9 +233,7 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
     from pipeline.core.shelf import evaluate_shelves, split_by_score
     from pipeline.settings import get_settings
 
-    cfg = get_settings().compliance
-    margin = get_settings().recognition.position_margin
-    floor = get_settings().recognition.position_floor
+    cfg, rec = get_settings().compliance, get_settings().recognition
 
     scores = ComplianceScores({k: [] for k in DISPLAYS}, {k: _Counts() for k in DISPLAYS},
                               {k: _Counts() for k in DISPLAYS})
@@ -249,7 +247,8 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         found = det.detect(image, score_threshold=cfg.evidence_score)
         plan = Planogram.model_validate(truth["planogram"])
         planned = {p.sku for shelf in plan.shelves for p in shelf.positions}
-        detected = namer.detected(det, prepared, found, planned, margin=margin, floor=floor)
+        detected = namer.detected(det, prepared, found, planned, margin=rec.position_margin,
+                                  floor=rec.position_floor)
         firm, weak = split_by_score(detected, cfg.min_score)
         report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak,
                                   tuning=cfg.tuning)
