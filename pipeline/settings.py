@@ -121,6 +121,11 @@ class RecognitionSettings(BaseModel):
     embed_weight: float = 1.0
     colour_weight: float = Field(default=0.35, ge=0)
     aspect_weight: float = Field(default=0.25, ge=0)
+    # Near ties (within layout_margin of a product's best score) reordered by where on the
+    # pack its colours are, layout_weight per unit of chroma distance (0: off; see
+    # recognition.rerank_by_layout). Tuned on `shelf eval --seed 7` endcap crops.
+    layout_weight: float = Field(default=0.004, ge=0)
+    layout_margin: float = Field(default=0.05, ge=0, le=1)
     # Best similarity below this: unknown. scripts/calibrate_recognition.py, sku-embed/7:
     # 0.951 of synthetic shelf crops named right (0.950 at 0.55, 0.947 at 0.7), and 0.114
     # of real products the catalog lacks named as one of its SKUs (0.254 at 0.55, 0.063 at

@@ -1,8 +1,11 @@
 """Naming product crops by nearest neighbour in a catalog of packshot signatures.
 
-A signature is what is compared: the embedder's unit vector, a hue-saturation histogram and
-the pack's aspect ratio. The similarity of a crop to a SKU is the best over the SKU's gallery
-images of ``w_embed * cosine + w_colour * histogram intersection - w_aspect * |log ratio|``.
+A signature is what is compared: the embedder's unit vector, a hue-saturation histogram, the
+pack's aspect ratio and its colour layout. The similarity of a crop to a SKU is the best over
+the SKU's gallery images of ``w_embed * cosine + w_colour * histogram intersection - w_aspect *
+|log ratio|``; among the gallery images that score within a small margin of a crop's best,
+those whose colours lie elsewhere on the pack than the crop's lose a little
+(:func:`rerank_by_layout`).
 Each crop keeps its best candidates; it is named from them first among the SKUs its bay
 plans, then from the whole catalog, and ``unknown`` below the calibrated threshold. Pure:
 arrays in, names out.
@@ -19,6 +22,7 @@ import numpy.typing as npt
 
 UNKNOWN = "unknown"
 HUE_BINS, SAT_BINS = 12, 4
+LAYOUT_ROWS = 4  # horizontal bands of a pack whose chroma the layout holds, top to bottom
 Array = npt.NDArray[np.float32]
 
 
@@ -28,6 +32,8 @@ class Weights:
     colour: float = 0.35
     aspect: float = 0.25
     threshold: float = 0.65  # below: unknown
+    layout: float = 0.004  # per unit of CIELAB chroma distance (8-bit a*, b*)
+    layout_margin: float = 0.05  # of a crop's best score: the near ties the layout reorders
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class Gallery:
     aspects: Array  # (G,) width / height
     # (G,) subtracted from each row's scores (hubness; see reference_offsets); None: none
     offsets: Array | None = None
+    # (G, LAYOUT_ROWS * 2) colour layouts (colour_layout), NaN for a row signed without one;
+    # None: none at all
+    layouts: Array | None = None
 
     @staticmethod
     def empty(dim: int) -> Gallery:
@@ -80,9 +89,55 @@ def colour_signature(image: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8] |
     return (out / total if total > 0 else out).astype(np.float32)
 
 
+def colour_layout(image: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8] | None = None
+                  ) -> Array:
+    """Mean chroma (CIELAB a*, b*) of each of ``LAYOUT_ROWS`` horizontal bands of a pack,
+    top to bottom: where on the pack its colours are. Variants of one product line (a white
+    band for a yellow one) have nearly the same colour histogram and another layout.
+    ``image`` is BGR; with ``mask``, only the pixels of the product count."""
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)[:, :, 1:].astype(np.float32)
+    h = lab.shape[0]
+    out = np.empty((LAYOUT_ROWS, 2), np.float32)
+    for r in range(LAYOUT_ROWS):
+        y0 = h * r // LAYOUT_ROWS
+        y1 = max(h * (r + 1) // LAYOUT_ROWS, y0 + 1)
+        band = lab[y0:y1].reshape(-1, 2)
+        if mask is not None:
+            keep = mask[y0:y1].reshape(-1) > 127
+            band = band[keep] if keep.any() else band
+        out[r] = band.mean(axis=0)
+    return out.reshape(-1)
+
+
+def rerank_by_layout(scores: Array, layouts: Array, gallery_layouts: Array, *, weight: float,
+                     margin: float) -> Array:
+    """``scores`` ``(N, G)`` with the near ties of each crop reordered by colour layout.
+
+    Of the gallery rows within ``margin`` of a crop's best score, each loses ``weight``
+    times how much farther its layout is from the crop's than the nearest of them. The row
+    whose layout is nearest keeps its score, and rows farther down, and rows signed without
+    a layout (NaN), are left as they are: a crop's best score never rises, so the unknown
+    threshold keeps its calibration."""
+    if weight <= 0 or scores.size == 0:
+        return scores
+    near = scores >= scores.max(axis=1, keepdims=True) - margin
+    rows, cols = np.nonzero(near)
+    dist = np.abs(layouts[rows] - gallery_layouts[cols]).sum(axis=1) / LAYOUT_ROWS
+    has = ~np.isnan(dist)
+    rows, cols, dist = rows[has], cols[has], dist[has]
+    if not len(dist):
+        return scores
+    nearest = np.full(len(scores), np.inf, np.float32)
+    np.minimum.at(nearest, rows, dist)
+    out = scores.copy()
+    out[rows, cols] -= weight * (dist - nearest[rows])
+    return out
+
+
 def similarity(*, embeddings: Array, colours: Array, aspects: Array, gallery: Gallery,
-               weights: Weights) -> Array:
-    """``(N, G)`` similarity of N crops to every gallery row."""
+               weights: Weights, layouts: Array | None = None) -> Array:
+    """``(N, G)`` similarity of N crops to every gallery row; with the crops' ``layouts``
+    (and a gallery that has them), near ties reordered by :func:`rerank_by_layout`."""
     if len(gallery) == 0 or len(embeddings) == 0:
         return np.zeros((len(embeddings), len(gallery)), np.float32)
     cos = embeddings @ gallery.embeddings.T
@@ -92,7 +147,11 @@ def similarity(*, embeddings: Array, colours: Array, aspects: Array, gallery: Ga
     out = weights.embed * cos + weights.colour * inter - weights.aspect * ratio
     if gallery.offsets is not None:
         out = out - gallery.offsets[None, :]
-    return np.asarray(out, np.float32)
+    scores: Array = np.asarray(out, np.float32)
+    if layouts is not None and gallery.layouts is not None:
+        scores = rerank_by_layout(scores, layouts, gallery.layouts, weight=weights.layout,
+                                  margin=weights.layout_margin)
+    return scores
 
 
 REFERENCE_K = 100  # nearest reference photos averaged per gallery row

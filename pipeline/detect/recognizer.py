@@ -18,6 +18,7 @@ from pipeline.core.recognition import (
     Gallery,
     Weights,
     candidates,
+    colour_layout,
     colour_signature,
     crop_box,
     gallery_offsets,
@@ -177,8 +178,9 @@ class Recognizer:
         """The catalog's signatures of the packshot stored at ``key``."""
         return [Signature(source=key, embedding=[round(float(v), 6) for v in emb],
                           colour=[round(float(v), 6) for v in colour],
-                          aspect=round(float(aspect), 4))
-                for emb, colour, aspect in packshot_signatures(self.embedder, image)]
+                          aspect=round(float(aspect), 4),
+                          layout=[round(float(v), 3) for v in layout])
+                for emb, colour, aspect, layout in packshot_signatures(self.embedder, image)]
 
 
 def decode_packshot(data: bytes, name: str) -> Image:
@@ -242,6 +244,12 @@ def crop_signatures(embedder: Embedder, views: Sequence[View]
     return emb, colours, aspects
 
 
+def crop_layouts(views: Sequence[View]) -> npt.NDArray[np.float32]:
+    """The colour layouts ``(N, LAYOUT_ROWS * 2)`` of N products as photographed: the whole
+    box, as a pack's layout is read from its whole front."""
+    return np.array([colour_layout(v[1]) for v in views], np.float32).reshape(len(views), -1)
+
+
 def reference_signatures(embedder: Embedder, views: Iterable[View],
                          limit: int = MAX_REFERENCE) -> ReferenceArrays | None:
     """Signatures of at most ``limit`` reference products, signed one at a time as they
@@ -269,7 +277,7 @@ def rank_crops(embedder: Embedder, views: Sequence[View], gallery: Gallery, weig
     """The ``k`` SKUs of ``gallery`` most similar to each product, with their scores."""
     emb, colours, aspects = crop_signatures(embedder, views)
     scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
-                        weights=weights)
+                        weights=weights, layouts=crop_layouts(views))
     return candidates(scores, gallery, k)
 
 
@@ -278,21 +286,23 @@ SHELF_VIEW_HEIGHT = 40  # pixels: how small a product often is in a shelf photo
 
 def packshot_signatures(embedder: Embedder, image: Image
                         ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
-                                        float]]:
+                                        float, npt.NDArray[np.float32]]]:
     """The packshot's signatures: as photographed, and as small as a shelf photo shows the
-    product (detail lost the same way), cut to the product as a detector's box is. Colours
-    and aspect are the product's, cut out of its backdrop (the whole image when it has
-    none)."""
+    product (detail lost the same way), cut to the product as a detector's box is. Colours,
+    aspect and colour layout are the product's, cut out of its backdrop (the whole image
+    when it has none)."""
     cut = cut_out(image)
     if cut is None:
         colour, aspect, product = colour_signature(image), image.shape[1] / image.shape[0], image
+        layout = colour_layout(image)
     else:
         colour, aspect, product = colour_signature(cut.image, cut.mask), cut.aspect, cut.image
+        layout = colour_layout(cut.image, cut.mask)
     h, w = product.shape[:2]
     f = SHELF_VIEW_HEIGHT / h
     small = np.asarray(cv2.resize(product, (max(2, round(w * f)), SHELF_VIEW_HEIGHT),
                                   interpolation=cv2.INTER_AREA), np.uint8) if f < 1 else product
-    return [(emb, colour, aspect) for emb in embedder.embed([image, small])]
+    return [(emb, colour, aspect, layout) for emb in embedder.embed([image, small])]
 
 
 def gallery_from_packshots(embedder: Embedder, packshots: Sequence[tuple[str, Image]]
@@ -302,9 +312,11 @@ def gallery_from_packshots(embedder: Embedder, packshots: Sequence[tuple[str, Im
             for sig in packshot_signatures(embedder, image)]
     return Gallery(tuple(sku for sku, _ in rows), np.stack([r[1][0] for r in rows]),
                    np.stack([r[1][1] for r in rows]),
-                   np.array([r[1][2] for r in rows], np.float32))
+                   np.array([r[1][2] for r in rows], np.float32),
+                   layouts=np.stack([r[1][3] for r in rows]))
 
 
 def weights_from(settings: RecognitionSettings) -> Weights:
     return Weights(embed=settings.embed_weight, colour=settings.colour_weight,
-                   aspect=settings.aspect_weight, threshold=settings.threshold)
+                   aspect=settings.aspect_weight, threshold=settings.threshold,
+                   layout=settings.layout_weight, layout_margin=settings.layout_margin)

@@ -35,6 +35,7 @@ from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import (
     View,
+    crop_layouts,
     crop_signatures,
     crop_views,
     decode_packshot,
@@ -171,9 +172,11 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
         view = query_crop(photo, crop, detector)
         t0 = time.perf_counter()
         emb, colours, aspects = crop_signatures(embedder, [view])
+        # A product's colour layout is read from its box: a whole photo's is not the pack's.
+        layouts = crop_layouts([view]) if crop == "detector" else None
         spent += time.perf_counter() - t0
         scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
-                            weights=weights)
+                            weights=weights, layouts=layouts)
         best = [sku for sku, _ in candidates(scores, gallery, 5)[0]]
         hits1[group].append(best[0] == sku)
         hits5[group].append(sku in best)

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field, ValidationError
 
-from pipeline.core.recognition import UNKNOWN, Gallery
+from pipeline.core.recognition import LAYOUT_ROWS, UNKNOWN, Gallery
 from pipeline.errors import CatalogError, ObjectNotFoundError
 from pipeline.storage.s3 import ObjectStore
 
@@ -44,6 +44,9 @@ class Signature(BaseModel):
     embedding: list[float]
     colour: list[float]
     aspect: float = Field(gt=0)
+    # Where on the pack its colours are (pipeline.core.recognition.colour_layout); None in
+    # entries signed before layouts were: `shelf catalog resign --all` adds them.
+    layout: list[float] | None = None
 
 
 # A brand or a name: printable text (no control or terminal escape characters), bounded.
@@ -83,10 +86,14 @@ class CatalogIndex(BaseModel):
         rows = [(e.sku, s) for e in self.entries if e.embedder == embedder for s in e.signatures]
         if not rows:
             return Gallery.empty(dim)
+        width = LAYOUT_ROWS * 2
+        layouts = np.array([s.layout if s.layout is not None and len(s.layout) == width
+                            else [np.nan] * width for _, s in rows], np.float32)
         return Gallery(tuple(sku for sku, _ in rows),
                        np.array([s.embedding for _, s in rows], np.float32),
                        np.array([s.colour for _, s in rows], np.float32),
-                       np.array([s.aspect for _, s in rows], np.float32))
+                       np.array([s.aspect for _, s in rows], np.float32),
+                       layouts=None if np.isnan(layouts).all() else layouts)
 
     def signed_by_others(self, embedder: str) -> dict[str, int]:
         """How many SKUs each embedder other than ``embedder`` signed (they go unnamed)."""

@@ -83,6 +83,34 @@ def test_every_sku_is_signed_again_when_asked(recognizer: Recognizer) -> None:
     assert again is not None and {s.aspect for s in again.signatures} == {right}
 
 
+def test_skus_signed_before_colour_layouts_are_named_without_one_until_signed_again(
+        recognizer: Recognizer) -> None:
+    # Given two SKUs, one signed by an earlier release that stored no colour layout
+    catalog = recognizer.catalog
+    for n, sku in enumerate(("new", "old")):
+        recognizer.enrol(sku, [("a.png", _packshot(n))], brand=None, name=None)
+    old = catalog.get("old")
+    assert old is not None and all(s.layout is not None for s in old.signatures)
+    catalog.put(old.model_copy(update={"signatures": [
+        s.model_copy(update={"layout": None}) for s in old.signatures]}))
+
+    # Then the gallery holds the layouts it has, and none for the old SKU's rows
+    layouts = recognizer.gallery()[1].layouts
+    skus = recognizer.gallery()[1].skus
+    assert layouts is not None
+    assert all(np.isnan(row).all() == (sku == "old") for sku, row in zip(skus, layouts,
+                                                                           strict=True))
+    image = np.full((200, 200, 3), 128, np.uint8)
+    _, ranked = recognizer.candidates(image, image, np.array([[10, 10, 90, 150]],
+                                                              np.float32), 3)
+    assert {sku for sku, _ in ranked[0]} == {"new", "old"}
+
+    # And signing every SKU again gives the old one its layout
+    assert recognizer.sign_again(every=True) == (2, 0)
+    layouts = recognizer.gallery()[1].layouts
+    assert layouts is not None and np.isfinite(layouts).all()
+
+
 def test_skus_only_another_embedder_can_compare_are_reported_once_per_catalog_version(
         recognizer: Recognizer, caplog: pytest.LogCaptureFixture) -> None:
     catalog = recognizer.catalog

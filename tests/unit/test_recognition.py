@@ -1,22 +1,27 @@
-"""Naming maths: scores against the gallery, and the reference offsets that stop hub packshots
-from taking every query's name."""
+"""Naming maths: scores against the gallery, the reference offsets that stop hub packshots
+from taking every query's name, and the colour layout that orders near ties."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from pipeline.core.recognition import (
     HUE_BINS,
+    LAYOUT_ROWS,
     SAT_BINS,
     Gallery,
     Match,
     Weights,
     candidates,
     choose,
+    colour_layout,
     name_crop,
     nearly_as_like,
     reference_offsets,
+    rerank_by_layout,
     similarity,
 )
 
@@ -161,3 +166,98 @@ def test_the_comply_stage_passes_the_floor_on_to_each_unknown_product() -> None:
     assert [(d.sku, d.alternatives) for d in seen] == [
         ("unknown", frozenset({"SKU-014"})), ("SKU-014", frozenset()), ("SKU-002", frozenset())]
     assert name_detections(det, {"SKU-014"}, 0.55, 0.1)[0].alternatives == frozenset()
+
+
+def _pack(band_bgr: tuple[int, int, int], band_row: int, height: int = 40) -> np.ndarray:
+    """A blue pack whose ``band_row``-th quarter is ``band_bgr``."""
+    img = np.zeros((height, 20, 3), np.uint8)
+    img[:] = (160, 40, 20)
+    q = height // 4
+    img[band_row * q:(band_row + 1) * q] = band_bgr
+    return img
+
+
+def test_colour_layout_tells_where_the_band_is() -> None:
+    white_top, yellow_top = _pack((240, 240, 240), 1), _pack((40, 200, 240), 1)
+    yellow_low = _pack((40, 200, 240), 3)
+    lay = {k: colour_layout(v) for k, v in
+           (("white", white_top), ("yellow", yellow_top), ("low", yellow_low))}
+    assert all(v.shape == (LAYOUT_ROWS * 2,) for v in lay.values())
+    dist = {k: float(np.abs(lay["yellow"] - v).sum()) for k, v in lay.items()}
+    assert dist["yellow"] == 0.0
+    assert dist["white"] > 20 and dist["low"] > 20  # another band colour; another place
+    # a grey pixel's chroma is neutral (128); lighting's brightness does not move it
+    np.testing.assert_allclose(colour_layout(np.full((8, 8, 3), 90, np.uint8)), 128, atol=1)
+    np.testing.assert_allclose(colour_layout(np.full((8, 8, 3), 200, np.uint8)), 128, atol=1)
+
+
+def test_colour_layout_reads_the_product_not_its_backdrop() -> None:
+    img = _pack((40, 200, 240), 0)
+    mask = np.full(img.shape[:2], 255, np.uint8)
+    padded = np.full((40, 40, 3), 255, np.uint8)
+    padded[:, 10:30] = img
+    pad_mask = np.zeros((40, 40), np.uint8)
+    pad_mask[:, 10:30] = mask
+    np.testing.assert_allclose(colour_layout(padded, pad_mask), colour_layout(img), atol=0.5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (3, 50)])
+def test_colour_layout_of_a_sliver(size: tuple[int, int]) -> None:
+    out = colour_layout(np.zeros((*size, 3), np.uint8))
+    assert out.shape == (LAYOUT_ROWS * 2,) and np.isfinite(out).all()
+
+
+NAN = float("nan")
+
+
+# Each row's layout is one value repeated in every band and channel: 40 from the crop's is a
+# distance of 80 (a* and b* 40 apart in each band), 0.8 of score at weight 0.01.
+@pytest.mark.parametrize(("scores", "crop", "rows", "expected"), [
+    # a near tie: the row whose layout is nearer keeps its score, the other loses
+    ([[0.90, 0.88]], [0.0], [[40.0], [0.0]], [[0.90 - 0.8, 0.88]]),
+    # not near (beyond the margin): left as it is
+    ([[0.90, 0.70]], [0.0], [[40.0], [0.0]], [[0.90, 0.70]]),
+    # the best already has the nearest layout: nothing moves
+    ([[0.90, 0.88]], [0.0], [[0.0], [40.0]], [[0.90, 0.88 - 0.8]]),
+    # a row signed without a layout is left as it is, and is no yardstick
+    ([[0.90, 0.88, 0.89]], [0.0], [[40.0], [NAN], [20.0]],
+     [[0.90 - 0.4, 0.88, 0.89]]),
+    # no near row has a layout: nothing moves
+    ([[0.90, 0.88]], [0.0], [[NAN], [NAN]], [[0.90, 0.88]]),
+    # crops are reordered each against its own near rows
+    ([[0.90, 0.88], [0.50, 0.52]], [0.0], [[40.0], [0.0]],
+     [[0.90 - 0.8, 0.88], [0.50 - 0.8, 0.52]]),
+])
+def test_rerank_by_layout(scores: list[list[float]], crop: list[float],
+                          rows: list[list[float]], expected: list[list[float]]) -> None:
+    s = np.array(scores, np.float32)
+    crops = np.tile(np.array(crop * LAYOUT_ROWS * 2, np.float32), (len(s), 1))
+    gallery = np.array([r * LAYOUT_ROWS * 2 for r in rows], np.float32)
+    got = rerank_by_layout(s, crops, gallery, weight=0.01, margin=0.05)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (got.max(axis=1) <= s.max(axis=1) + 1e-7).all()  # a best score never rises
+
+
+def test_rerank_by_layout_off_at_weight_zero() -> None:
+    s = np.array([[0.9, 0.88]], np.float32)
+    got = rerank_by_layout(s, np.zeros((1, LAYOUT_ROWS * 2), np.float32),
+                           np.array([[40.0] * LAYOUT_ROWS * 2, [0.0] * LAYOUT_ROWS * 2],
+                                    np.float32), weight=0.0, margin=0.05)
+    np.testing.assert_array_equal(got, s)
+
+
+def test_similarity_orders_look_alikes_by_layout_only_when_both_sides_have_one() -> None:
+    gallery = _gallery(("SKU-009", "SKU-010"), _unit([1.0, 0.0], [1.0, 0.01]))
+    lay = np.stack([colour_layout(_pack((240, 240, 240), 1)),
+                    colour_layout(_pack((40, 200, 240), 1))])
+    crop = colour_layout(_pack((40, 200, 240), 1))[None]
+    query = _unit([1.0, 0.0])
+    weights = replace(EMBED_ONLY, layout=0.004)
+    kw = {"embeddings": query, "colours": np.full((1, BINS), 1 / BINS, np.float32),
+          "aspects": np.ones(1, np.float32), "weights": weights}
+    plain = similarity(gallery=gallery, **kw)
+    assert candidates(plain, gallery, 1)[0][0][0] == "SKU-009"  # the embedding's coin toss
+    with_layouts = replace(gallery, layouts=lay)
+    assert candidates(similarity(gallery=with_layouts, **kw), with_layouts, 1)[0][0][0] == "SKU-009"
+    named = similarity(gallery=with_layouts, layouts=crop, **kw)
+    assert candidates(named, with_layouts, 1)[0][0][0] == "SKU-010"
