@@ -129,7 +129,8 @@ class RecognitionSettings(BaseModel):
     # Best similarity below this: unknown. scripts/calibrate_recognition.py, sku-embed/7
     # with colour layouts: 0.959 of synthetic shelf crops named right (0.957 at 0.55, 0.954
     # at 0.7), and 0.113 of real products the catalog lacks named as one of its SKUs (0.250
-    # at 0.55, 0.062 at 0.7). A store whose catalog covers few of its products is better served higher.
+    # at 0.55, 0.062 at 0.7). A store whose catalog covers few of its products is better
+    # served higher.
     threshold: float = 0.65
     candidates: int = Field(default=8, ge=1, le=50)  # kept per product for per-bay naming
     # A product that the planogram would have misplaced, but that scores within this of its

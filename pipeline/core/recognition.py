@@ -116,14 +116,14 @@ def rerank_by_layout(scores: Array, layouts: Array, gallery_layouts: Array, *, w
     Of the gallery rows within ``margin`` of a crop's best score, each loses ``weight``
     times how much farther its layout is from the crop's than the nearest of them. The row
     whose layout is nearest keeps its score, and rows farther down, and rows signed without
-    a layout (NaN), are left as they are: a crop's best score never rises, so the unknown
-    threshold keeps its calibration."""
+    a layout (NaN, or anything not finite), are left as they are: a crop's best score never
+    rises, so the unknown threshold keeps its calibration."""
     if weight <= 0 or scores.size == 0:
         return scores
     near = scores >= scores.max(axis=1, keepdims=True) - margin
     rows, cols = np.nonzero(near)
     dist = np.abs(layouts[rows] - gallery_layouts[cols]).sum(axis=1) / LAYOUT_ROWS
-    has = ~np.isnan(dist)
+    has = np.isfinite(dist)
     rows, cols, dist = rows[has], cols[has], dist[has]
     if not len(dist):
         return scores

@@ -222,6 +222,9 @@ NAN = float("nan")
     # a row signed without a layout is left as it is, and is no yardstick
     ([[0.90, 0.88, 0.89]], [0.0], [[40.0], [NAN], [20.0]],
      [[0.90 - 0.4, 0.88, 0.89]]),
+    # nor is a row whose layout is not finite
+    ([[0.90, 0.88, 0.89]], [0.0], [[40.0], [float("inf")], [20.0]],
+     [[0.90 - 0.4, 0.88, 0.89]]),
     # no near row has a layout: nothing moves
     ([[0.90, 0.88]], [0.0], [[NAN], [NAN]], [[0.90, 0.88]]),
     # crops are reordered each against its own near rows
