@@ -10,7 +10,9 @@
    (e.g. SKU-110K photos against the synthetic catalog); every product the light detector
    finds is signed as the detect stage signs it, and for each threshold the share of them
    that gets a catalog SKU's name (all wrongly) is printed. A store whose catalog covers few
-   of its products needs this share low more than the synthetic share high.
+   of its products needs this share low more than the synthetic share high. For each
+   position floor, the share of them that naming by position would name (wrongly) were the
+   SKU planned where each stands drawn at random from the catalog.
 4. With ``--reference DIR``: real shelf photos (none of those of ``--unknown-shelves``) whose
    products, found by the light detector, become the catalog's reference: steps 2 and 3 then
    score against the packshots with their reference offsets, as the detect stage does when
@@ -132,20 +134,39 @@ def with_reference(embedder: Embedder, gallery: Gallery, folder: Path) -> Galler
                                                 weights=weights_from(get_settings().recognition)))
 
 
+FLOORS = (0.35, 0.4, 0.45, 0.5, 0.55)
+
+
 def false_names_on_real(embedder: Embedder, gallery: Gallery, folder: Path
-                        ) -> dict[float, float]:
-    weights = weights_from(get_settings().recognition)
-    best: list[float] = []
+                        ) -> tuple[dict[float, float], dict[float, float]]:
+    """For each threshold, the share of real products the catalog lacks that get one of its
+    names; and for each position floor (at the settings' threshold and margin), the share
+    that would be named by position were the SKU planned where each stands drawn at random
+    from the catalog (its candidates near enough, over the catalog's SKU count)."""
+    s = get_settings()
+    weights = weights_from(s.recognition)
+    skus = len(set(gallery.skus))
+    ranked: list[list[tuple[str, float]]] = []
     n = 0
     for crops in shelf_crops(folder):
-        best += [c[0][1] for c in rank_crops(embedder, crops, gallery, weights, 1)]
+        ranked += rank_crops(embedder, crops, gallery, weights, skus)
         n += 1
+    best = [c[0][1] for c in ranked]
     out = {}
     for t in THRESHOLDS:
         out[t] = round(sum(b >= t for b in best) / max(1, len(best)), 4)
         progress(f"threshold {t:.2f}: {out[t]:.3f} of {len(best)} real products not in the "
                  f"catalog named as one of its SKUs ({n} photos)")
-    return out
+    by_position = {}
+    margin, threshold = s.recognition.position_margin, weights.threshold
+    for floor in FLOORS:
+        near = [sum(score >= max(floor, c[0][1] - margin) for _, score in c)
+                for c in ranked if c[0][1] < threshold]
+        by_position[floor] = round(sum(near) / skus / max(1, len(best)), 4)
+        progress(f"position floor {floor:.2f}: {by_position[floor]:.4f} of them named by "
+                 f"position were the planned SKU drawn at random ({sum(k > 0 for k in near)}"
+                 " with a near name)")
+    return out, by_position
 
 
 def main() -> None:
@@ -173,8 +194,9 @@ def main() -> None:
         "colour_weight": colour, "threshold": threshold, "best_colour_weight": best_colour,
         "best_threshold": best_threshold}
     if args.unknown_shelves is not None:
-        summary["false_names_on_real"] = false_names_on_real(embedder, gallery,
-                                                           args.unknown_shelves)
+        named, by_position = false_names_on_real(embedder, gallery, args.unknown_shelves)
+        summary["false_names_on_real"] = named
+        summary["named_by_position_on_real"] = by_position
     print(json.dumps(summary) if args.json else
           f"best colour weight {best_colour} (val top-1 {colour[best_colour]}), best "
           f"threshold {best_threshold} ({threshold[best_threshold]} of shelf crops right)")
