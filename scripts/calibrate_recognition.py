@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.core.recognition import Gallery, choose, gallery_offsets
+from pipeline.core.recognition import UNKNOWN, Gallery, choose, gallery_offsets, nearly_as_like
 from pipeline.datasets import images_under
 from pipeline.detect.detector import Detector
 from pipeline.detect.embedder import Embedder
@@ -160,8 +160,10 @@ def false_names_on_real(embedder: Embedder, gallery: Gallery, folder: Path
     by_position = {}
     margin, threshold = s.recognition.position_margin, weights.threshold
     for floor in FLOORS:
-        near = [sum(score >= max(floor, c[0][1] - margin) for _, score in c)
-                for c in ranked if c[0][1] < threshold]
+        # what the shelf check may name an unknown product by (recognition.nearly_as_like)
+        near = [len(nearly_as_like(c, match, threshold=threshold, margin=margin, floor=floor))
+                for c in ranked
+                if (match := choose(c, planned=None, threshold=threshold)).sku == UNKNOWN]
         by_position[floor] = round(sum(near) / skus / max(1, len(best)), 4)
         progress(f"position floor {floor:.2f}: {by_position[floor]:.4f} of them named by "
                  f"position were the planned SKU drawn at random ({sum(k > 0 for k in near)}"
