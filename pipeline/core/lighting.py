@@ -64,11 +64,12 @@ def normalize_lighting(image: Image) -> Image:
     return clahe_lab(gray_world(image))
 
 
-def resize_long_side(image: Image, long_side: int) -> Image:
-    """Downscale so the long side is at most ``long_side``; never upscale."""
+def resize_long_side(image: Image, long_side: float, *, min_side: int = 1) -> Image:
+    """Downscale so the long side is at most ``long_side``, neither side under ``min_side``
+    pixels; never upscale."""
     h, w = image.shape[:2]
     scale = long_side / max(h, w)
     if scale >= 1.0:
         return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
     return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.core.letterbox import letterbox
-from pipeline.core.lighting import normalize_lighting
+from pipeline.core.lighting import normalize_lighting, resize_long_side
 from pipeline.core.packshot import Cutout, paste
 from pipeline.synth.camera import apply_effects, draw_effects
 from pipeline.synth.catalog import CATALOG, draw_packshot, random_unknown
@@ -163,18 +163,8 @@ def in_store_view(rng: np.random.Generator, ident: Identity, pool: list[Identity
                                                                    q])[1], cv2.IMREAD_COLOR),
                           np.uint8)
     if rng.random() < FAR_SHARE:
-        view = seen_far(view, float(rng.uniform(*FAR_PIXELS)))
+        view = resize_long_side(view, float(rng.uniform(*FAR_PIXELS)), min_side=2)
     return letterbox_square(normalize_lighting(view), size)
-
-
-def seen_far(view: Image, long_side: float) -> Image:
-    """``view`` shrunk so its long side is ``long_side`` pixels (as it is when smaller)."""
-    f = long_side / max(view.shape[:2])
-    if f >= 1:
-        return view
-    return np.asarray(cv2.resize(view, (max(2, round(view.shape[1] * f)),
-                                        max(2, round(view.shape[0] * f))),
-                                 interpolation=cv2.INTER_AREA), np.uint8)
 
 
 def catalog_view(rng: np.random.Generator | None, ident: Identity, size: int) -> Image:

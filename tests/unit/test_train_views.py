@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.core.lighting import resize_long_side
 from pipeline.core.packshot import Cutout
 from pipeline.train import views
-from pipeline.train.views import Identity, in_store_view, seen_far
+from pipeline.train.views import Identity, in_store_view
 
 
 @pytest.mark.parametrize(("shape", "long_side", "expected"), [
@@ -16,10 +17,11 @@ from pipeline.train.views import Identity, in_store_view, seen_far
     ((30, 20, 3), 72.0, (30, 20, 3)),     # already smaller: as it is
     ((400, 3, 3), 20.0, (20, 2, 3)),      # never under two pixels across
 ])
-def test_seen_far_shrinks_to_the_long_side(shape: tuple[int, int, int], long_side: float,
-                                           expected: tuple[int, int, int]) -> None:
+def test_a_far_view_shrinks_to_the_long_side(shape: tuple[int, int, int], long_side: float,
+                                            expected: tuple[int, int, int]) -> None:
+    # as in_store_view shrinks a far view
     view = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
-    assert seen_far(view, long_side).shape == expected
+    assert resize_long_side(view, long_side, min_side=2).shape == expected
 
 
 @pytest.mark.parametrize("seed", range(4))
