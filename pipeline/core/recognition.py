@@ -46,8 +46,8 @@ class Gallery:
     aspects: Array  # (G,) width / height
     # (G,) subtracted from each row's scores (hubness; see reference_offsets); None: none
     offsets: Array | None = None
-    # (G, LAYOUT_ROWS * 2) colour layouts (colour_layout), NaN for a row signed without one;
-    # None: none at all
+    # (G, LAYOUT_ROWS * 2) colour layouts (colour_layout), NaN for a row signed without one
+    # (rerank_by_layout leaves any row that is not finite as it is); None: none at all
     layouts: Array | None = None
 
     @staticmethod

@@ -276,8 +276,11 @@ def rank_crops(embedder: Embedder, views: Sequence[View], gallery: Gallery, weig
                k: int) -> list[list[tuple[str, float]]]:
     """The ``k`` SKUs of ``gallery`` most similar to each product, with their scores."""
     emb, colours, aspects = crop_signatures(embedder, views)
+    # Layouts only where they count: a catalog signed before them, or the weight at 0.
+    layouts = crop_layouts(views) if gallery.layouts is not None and weights.layout > 0 \
+        else None
     scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
-                        weights=weights, layouts=crop_layouts(views))
+                        weights=weights, layouts=layouts)
     return candidates(scores, gallery, k)
 
 
@@ -292,13 +295,9 @@ def packshot_signatures(embedder: Embedder, image: Image
     aspect and colour layout are the product's, cut out of its backdrop (the whole image
     when it has none)."""
     cut = cut_out(image)
-    if cut is None:
-        colour, aspect, product = colour_signature(image), image.shape[1] / image.shape[0], image
-        layout = colour_layout(image)
-    else:
-        colour, aspect, product = colour_signature(cut.image, cut.mask), cut.aspect, cut.image
-        layout = colour_layout(cut.image, cut.mask)
+    product, mask = (image, None) if cut is None else (cut.image, cut.mask)
     h, w = product.shape[:2]
+    colour, layout, aspect = colour_signature(product, mask), colour_layout(product, mask), w / h
     f = SHELF_VIEW_HEIGHT / h
     small = np.asarray(cv2.resize(product, (max(2, round(w * f)), SHELF_VIEW_HEIGHT),
                                   interpolation=cv2.INTER_AREA), np.uint8) if f < 1 else product

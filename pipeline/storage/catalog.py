@@ -89,7 +89,6 @@ class CatalogIndex(BaseModel):
         width = LAYOUT_ROWS * 2
         layouts = np.array([s.layout if s.layout is not None and len(s.layout) == width
                             else [np.nan] * width for _, s in rows], np.float32)
-        layouts[~np.isfinite(layouts).all(axis=1)] = np.nan  # a row is whole or none
         return Gallery(tuple(sku for sku, _ in rows),
                        np.array([s.embedding for _, s in rows], np.float32),
                        np.array([s.colour for _, s in rows], np.float32),
