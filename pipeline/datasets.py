@@ -12,8 +12,11 @@
 - ``csv``: SKU-110K's rows ``image_name,x1,y1,x2,y2[,class,image_width,image_height]``,
   with or without a header.
 
-Boxes come back in the stored image's pixels (EXIF orientation is not applied: the datasets
-label stored pixels). A folder whose labels cannot be matched to its images is refused with
+Boxes come back in the stored image's pixels (EXIF orientation is not applied: most tools
+label stored pixels), except where the labels declare the photo's size (CSV, COCO and VOC
+do) and that size is the stored one turned a quarter, as the photo's EXIF orientation turns
+it: those labels were drawn on the photo as displayed, and the item says so (``upright``). A
+folder whose labels cannot be matched to its images is refused with
 a :class:`DatasetError` rather than scored as photos without products.
 """
 
@@ -31,17 +34,46 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import DatasetError
-from pipeline.image import image_size
+from pipeline.image import image_size, read_orientation
 
 Format = Literal["auto", "yolo", "voc", "coco", "csv"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 Box = tuple[float, float, float, float]
 
 
+QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
 @dataclass(frozen=True)
 class LabelledImage:
     path: Path
-    boxes: npt.NDArray[np.float32]  # (N, 4) x1 y1 x2 y2 in stored pixels
+    boxes: npt.NDArray[np.float32]  # (N, 4) x1 y1 x2 y2
+    # The boxes are on the photo as displayed (EXIF orientation applied), not on its stored
+    # pixels.
+    upright: bool = False
+
+
+def labels_upright(path: Path, declared_wh: tuple[float, float] | None) -> bool:
+    """Whether boxes labelled on a photo of ``declared_wh`` are on ``path`` as displayed
+    rather than as stored: only a quarter turn shows in the size, so true where the declared
+    size is the stored one swapped and the photo's EXIF orientation turns it a quarter."""
+    if declared_wh is None:
+        return False
+    try:
+        data = path.read_bytes()
+        w, h = image_size(data)
+    except (OSError, SyntaxError, ValueError):
+        return False  # unreadable: the evaluation names it and leaves it out
+    declared = (round(declared_wh[0]), round(declared_wh[1]))
+    return w != h and declared == (h, w) and read_orientation(data) in QUARTER_TURNS
+
+
+def _declared(width: object, height: object) -> tuple[float, float] | None:
+    try:
+        w, h = float(str(width)), float(str(height))
+    except ValueError:
+        return None
+    return (w, h) if w > 0 and h > 0 else None
 
 
 def _label_dirs(root: Path) -> list[Path]:
@@ -153,7 +185,9 @@ def _voc(root: Path) -> Iterator[LabelledImage]:
                 continue
             rows.append(tuple(float(bb.findtext(k) or 0) for k in ("xmin", "ymin", "xmax",
                                                                     "ymax")))
-        yield LabelledImage(path, np.array(rows, np.float32).reshape(-1, 4))
+        size = _declared(tree.findtext("size/width"), tree.findtext("size/height"))
+        yield LabelledImage(path, np.array(rows, np.float32).reshape(-1, 4),
+                            labels_upright(path, size))
 
 
 def _coco(root: Path) -> Iterator[LabelledImage]:
@@ -180,13 +214,16 @@ def _coco(root: Path) -> Iterator[LabelledImage]:
             name = str(im["file_name"]).replace("\\", "/")
             path = by_rel.get(name) or by_name.get(Path(name).name)
             if path is not None:
+                size = _declared(im.get("width"), im.get("height"))
                 yield LabelledImage(path, np.array(boxes.get(im.get("id"), []),
-                                                   np.float32).reshape(-1, 4))
+                                                   np.float32).reshape(-1, 4),
+                                    labels_upright(path, size))
 
 
 def _csv(root: Path) -> Iterator[LabelledImage]:
     by_name = {p.name: p for p in images_under(root)}
     boxes: dict[str, list[Box]] = {}
+    sizes: dict[str, tuple[float, float] | None] = {}
     for f in _csv_files(root):
         with f.open(newline="") as fh:
             for row in csv.reader(fh):
@@ -194,10 +231,14 @@ def _csv(root: Path) -> Iterator[LabelledImage]:
                     name, x1, y1, x2, y2 = row[0].strip(), *(float(v) for v in row[1:5])
                 except (ValueError, IndexError):
                     continue  # a header or a short row
-                boxes.setdefault(Path(name).name, []).append((x1, y1, x2, y2))
+                name = Path(name).name
+                boxes.setdefault(name, []).append((x1, y1, x2, y2))
+                if len(row) >= 8:
+                    sizes.setdefault(name, _declared(row[6], row[7]))
     for name, rows in sorted(boxes.items()):
         if name in by_name:
-            yield LabelledImage(by_name[name], np.array(rows, np.float32).reshape(-1, 4))
+            yield LabelledImage(by_name[name], np.array(rows, np.float32).reshape(-1, 4),
+                                labels_upright(by_name[name], sizes.get(name)))
 
 
 def load_dataset(root: Path, fmt: Format = "auto") -> list[LabelledImage]:

@@ -60,9 +60,9 @@ def evaluate_real(detector: Detector, data: Path, fmt: Format = "auto", *,
     latency: list[float] = []
     skipped = 0
     for item in items:
-        # Labels are on the stored pixels: no EXIF rotation.
+        # Labels are on the stored pixels (no EXIF rotation) unless they say otherwise.
         photo = read_photo(item.path, "eval-real", long_side=long_side,
-                           jpeg_quality=jpeg_quality, orientation=1,
+                           jpeg_quality=jpeg_quality, orientation=None if item.upright else 1,
                            normalize=detector.files.normalized_lighting)
         if photo is None:
             skipped += 1

@@ -10,8 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
+from PIL import Image
+
 from pipeline.cli import main
-from pipeline.datasets import load_dataset, yolo_boxes
+from pipeline.core.orientation import apply_orientation
+from pipeline.datasets import labels_upright, load_dataset, yolo_boxes
 from pipeline.detect.register import register_model
 from pipeline.errors import DatasetError
 from tests.unit.onnx_models import constant_model
@@ -219,3 +222,50 @@ def test_eval_real_leaves_out_a_photo_that_does_not_decode(
     assert report["images"] == 2 and report["skipped"] == 1 and report["truths"] == 2
     assert report["recall50"] == pytest.approx(1.0)
     assert "broken.jpg: left out" in captured.err
+
+
+def _turned_photo(path: Path, orientation: int) -> None:
+    """The upright photo of ``_photo``, stored turned so that EXIF ``orientation`` turns it
+    back (6: stored a quarter turn anticlockwise, displayed turned clockwise)."""
+    _photo(path)
+    upright = cv2.imread(str(path))
+    stored = {1: upright, 3: upright[::-1, ::-1], 6: np.rot90(upright, 1),
+              8: np.rot90(upright, -1)}[orientation]
+    assert apply_orientation(np.ascontiguousarray(stored), orientation).shape == upright.shape
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored[:, :, ::-1])).save(path, exif=exif)
+
+
+@pytest.mark.parametrize(("orientation", "declared", "expected"), [
+    (6, (SIZE[0], SIZE[1]), True),  # labelled as displayed, stored turned: upright
+    (8, (SIZE[0], SIZE[1]), True),
+    (6, (SIZE[1], SIZE[0]), False),  # the stored size: labels on the stored pixels
+    (6, None, False),  # no size declared: stored pixels, as most tools label
+    (1, (SIZE[0], SIZE[1]), False),  # no turn: both readings agree
+    (3, (SIZE[0], SIZE[1]), False),  # a half turn does not show in the size
+], ids=["quarter-cw", "quarter-ccw", "stored-size", "undeclared", "no-exif", "half-turn"])
+def test_labels_upright_when_their_size_is_the_displayed_one(
+        tmp_path: Path, orientation: int, declared: tuple[float, float] | None,
+        expected: bool) -> None:
+    path = tmp_path / "a.jpg"
+    _turned_photo(path, orientation)
+
+    assert labels_upright(path, declared) is expected
+
+
+def test_eval_real_reads_labels_of_the_displayed_photo_upright(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SKU-110K rows that declare the displayed size of a photo stored turned a quarter: the
+    photo is scored as displayed, where its boxes are."""
+    data = sku110k_csv(tmp_path / "data")
+    _turned_photo(data / "images" / "a.jpg", 6)
+    models = _model_finding(tmp_path, BOXES)
+
+    assert load_dataset(data)[0].upright
+    assert main(["eval-real", "--model", "m", "--models", str(models), "--data", str(data),
+                 "--json", "--threads", "1"]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["recall50"] == pytest.approx(1.0)
+    assert report["precision"] == pytest.approx(1.0)
