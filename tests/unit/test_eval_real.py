@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-
 from PIL import Image
 
 from pipeline.cli import main
