@@ -85,7 +85,8 @@ def make_example(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) ->
         img, boxes, _ = random_crop(rng, sample.image, sample.boxes, sample.labels,
                                     recipe.crop)
     else:
-        scene = render_shelf(rng, bank, recipe.crop, recipe.oblique_share)
+        scene = render_shelf(rng, bank, recipe.crop, recipe.oblique_share,
+                             recipe.cooler_share, recipe.flat_stacks)
         img, boxes = scene.image, scene.boxes
     if rng.random() < 0.5:  # mirror: shelves read the same either way
         img = img[:, ::-1]

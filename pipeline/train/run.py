@@ -9,7 +9,7 @@ Usage::
 ``DIR`` is a checkout of marcusklasson/GroceryStoreDataset (MIT): its iconic packshots and its
 train-split photos are the real product imagery pasted into the training shelves. One network
 is trained and exported twice: ``product-light`` at 768 and ``product-heavy`` at 1152 pixels.
-The recipe goes on from the model its ``init`` names (version 3 from version 2), or starts
+The recipe goes on from the model its ``init`` names (version 5 from version 3), or starts
 from ImageNet's backbone. On a GPU, ``--workers`` processes render the shelves (rendering,
 not the network, is then what limits the pace).
 """
@@ -77,7 +77,7 @@ class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 
 def _same_stream(recipes: list[Recipe]) -> None:
     keys = ("crop", "batch", "synthetic_share", "synthetic_long_side", "oblique_share",
-            "seed")
+            "cooler_share", "flat_stacks", "seed")
     for r in recipes[1:]:
         if any(getattr(recipes[0], k) != getattr(r, k) for k in keys):
             raise ValueError(f"recipes {recipes[0].version} and {r.version} draw different "
@@ -92,6 +92,22 @@ class Arm:
     net: ProductNet
     opt: torch.optim.Optimizer
     params: list[torch.nn.Parameter]
+    # The weights' moving average (``recipe.ema``), what checkpoints and exports keep.
+    ema: dict[str, torch.Tensor] | None = None
+
+    def update_ema(self) -> None:
+        if self.ema is None:
+            return
+        d = self.recipe.ema
+        with torch.no_grad():
+            for k, v in self.net.state_dict().items():
+                if v.is_floating_point():
+                    self.ema[k].mul_(d).add_(v, alpha=1 - d)
+                else:
+                    self.ema[k].copy_(v)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.ema if self.ema is not None else self.net.state_dict()
 
 
 def _arm(recipe: Recipe, init: Path | None, device: torch.device) -> Arm:
@@ -108,7 +124,10 @@ def _arm(recipe: Recipe, init: Path | None, device: torch.device) -> Arm:
     net.to(device)
     net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     params = [p for p in net.parameters() if p.requires_grad]
-    return Arm(recipe, net, torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4), params)
+    ema = ({k: v.detach().clone() for k, v in net.state_dict().items()} if recipe.ema > 0
+           else None)
+    return Arm(recipe, net, torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4), params,
+               ema)
 
 
 def _step(arm: Arm, lr: float, imgs: torch.Tensor, hm: torch.Tensor, dist: torch.Tensor,
@@ -134,7 +153,7 @@ def _save(arm: Arm, folder: Path, step: int) -> None:
     """Half-precision weights (what the export needs, half the bytes)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({k: (v.half() if v.is_floating_point() else v).cpu()
-                for k, v in arm.net.state_dict().items()},
+                for k, v in arm.weights().items()},
                folder / f"{arm.recipe.version}-step{step}.pt")
 
 
@@ -179,6 +198,7 @@ def train(recipes: list[Recipe], bank: ProductBank, grocery: Path, steps: int,
         for arm in arms:
             lr = lr_at(arm.recipe, step, steps)
             loss, l_hm, l_box = _step(arm, lr, *batch)
+            arm.update_ema()
             if step % log_every == 0 or step == steps - 1:
                 el = time.monotonic() - start
                 print(f"[{lead.name}] {arm.recipe.version} step {step}/{steps} "
@@ -193,6 +213,8 @@ def train(recipes: list[Recipe], bank: ProductBank, grocery: Path, steps: int,
         "steps": steps, "batch": lead.batch, "images_seen": images_seen,
         "minutes": round((time.monotonic() - start) / 60, 1), "device": device,
         "parameters": sum(p.numel() for p in arms[0].net.parameters())}
+    for arm in arms:
+        arm.net.load_state_dict(arm.weights())
     nets = [arm.net.cpu() for arm in arms]
     return nets, info
 
@@ -230,9 +252,10 @@ def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
                              "from real product imagery (packshots, label textures from "
                              "in-store photos, drawn packs) stretched to the thin and wide "
                              "aspects of real packs, with boards, price tags, signs, gaps, "
-                             "stacking, the building around the fixture, perspective, camera "
-                             "effects and JPEG; plus pipeline.synth.world photos; lighting "
-                             "normalized as the pipeline does",
+                             "stacking (flat packs lying down up to four high), the building "
+                             "around the fixture, cooler doors (frames, handles, glare), "
+                             "perspective, camera effects and JPEG; plus pipeline.synth.world "
+                             "photos; lighting normalized as the pipeline does",
                      "sources": DATA_SOURCES, **info},
         "metrics": {},
         "sha256": sha,

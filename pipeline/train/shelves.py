@@ -150,6 +150,66 @@ def _sign(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32])
                 max(0.3, h / 40), tuple(int(v) for v in rng.integers(0, 256, 3)), 2)
 
 
+def _metal(rng: np.random.Generator, w: int, h: int) -> Image:
+    """A door frame or handle: a dark or brushed-metal bar, its highlight along its length."""
+    base = rng.integers(15, 70, 3) if rng.random() < 0.5 else rng.integers(120, 220, 3)
+    xs = np.linspace(-1.0, 1.0, max(1, w), dtype=np.float32)
+    centre = float(rng.uniform(-0.5, 0.5))
+    profile = 0.6 + 0.4 * np.cos(np.clip(xs, -1, 1) * np.pi / 2) \
+        + float(rng.uniform(0.2, 0.8)) * np.exp(-((xs - centre) ** 2) / 0.02)
+    bar = base[None, :].astype(np.float32) * profile[:, None]
+    return np.asarray(np.broadcast_to(np.clip(bar, 0, 255)[None], (max(1, h), max(1, w), 3)),
+                      np.uint8)
+
+
+def _cooler_doors(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32]
+                  ) -> None:
+    """Glass doors in front of the shelves, as in a cooler: vertical frames (and sometimes a
+    rail across) hide what they cover, a handle runs beside a frame, and the glass reflects
+    the store's lights in soft bands. Frames, handles and glare are not products."""
+    H, W = owner.shape
+    pitch = W * float(rng.uniform(0.45, 1.2))
+    x = -float(rng.uniform(0, pitch))
+    while x < W:
+        fw = max(3, int(W * rng.uniform(0.02, 0.09)))
+        x0, x1 = max(0, int(x)), min(W, int(x) + fw)
+        if x1 > x0:
+            canvas[:, x0:x1] = _metal(rng, x1 - x0, H)
+            owner[:, x0:x1] = -1
+        if rng.random() < 0.7:  # the handle of the door beside the frame
+            hw = max(2, int(W * rng.uniform(0.008, 0.02)))
+            hh = int(H * rng.uniform(0.25, 0.7))
+            side = 1 if rng.random() < 0.5 else -1
+            hx = int(x) + (fw + int(W * rng.uniform(0.005, 0.03)) if side > 0
+                           else -hw - int(W * rng.uniform(0.005, 0.03)))
+            hy = int(rng.integers(-hh // 4, max(1, H - hh // 2)))
+            a0, a1, b0, b1 = max(0, hx), min(W, hx + hw), max(0, hy), min(H, hy + hh)
+            if a1 > a0 and b1 > b0:
+                canvas[b0:b1, a0:a1] = _metal(rng, a1 - a0, b1 - b0)
+                owner[b0:b1, a0:a1] = -1
+        x += pitch
+    if rng.random() < 0.4:  # a rail across the doors
+        rh = max(3, int(H * rng.uniform(0.015, 0.05)))
+        y0 = int(rng.integers(0, max(1, H - rh)))
+        canvas[y0:y0 + rh] = _metal(rng, rh, W).transpose(1, 0, 2)
+        owner[y0:y0 + rh] = -1
+
+
+def _glare(rng: np.random.Generator, image: Image) -> Image:
+    """Reflections on glass: soft slanted bands of light over everything behind it."""
+    H, W = image.shape[:2]
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    angle = float(rng.uniform(-0.6, 0.6))
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    light = np.zeros((H, W), np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        c, width = float(rng.uniform(0, W)), float(W * rng.uniform(0.02, 0.15))
+        light += float(rng.uniform(0.15, 0.5)) * np.exp(-((u - c) ** 2) / (2 * width**2))
+    alpha = np.clip(light, 0, 0.7)[:, :, None]
+    out = image.astype(np.float32) * (1 - alpha) + 255.0 * alpha
+    return np.asarray(np.clip(out, 0, 255), np.uint8)
+
+
 def _edge_shading(rng: np.random.Generator, image: Image) -> Image:
     """Packs are solids: their sides turn away from the light and shadow their neighbours,
     so a facing's edges are darker than its middle."""
@@ -168,8 +228,9 @@ def _edge_shading(rng: np.random.Generator, image: Image) -> Image:
 
 def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
               owner: npt.NDArray[np.int32], boxes: list[tuple[int, int, int, int]],
-              x0: int, x1: int, base: int, row_h: int) -> None:
-    """Products standing on a board at ``base``: facings of one product side by side."""
+              x0: int, x1: int, base: int, row_h: int, flat_stacks: float = 0.0) -> None:
+    """Products standing on a board at ``base``: facings of one product side by side; of
+    the wide ones, ``flat_stacks`` are boxes lying down, stacked."""
     x = x0 - int(rng.integers(0, row_h))
     while x < x1:
         if rng.random() < 0.08:  # an out-of-stock gap
@@ -177,10 +238,6 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
             continue
         master = bank.draw(rng)
         mh, mw = master.mask.shape
-        # Stores stack flat packs two or three high; each unit is its own product.
-        layers = int(rng.choice((1, 2, 3), p=(0.6, 0.28, 0.12)))
-        fill = rng.uniform(0.75, 0.97) if rng.random() < 0.8 else rng.uniform(0.45, 0.75)
-        h = max(6, int(row_h * fill / layers))
         # Real shelves hold more thin packs (bottles, cans, tubes) and wide ones (flat packs,
         # multipacks, boxes lying down) than the packshots show: a third of the products are
         # stretched thin (1:5 to 1:1.8), a quarter wide (1.2:1 to 3.2:1).
@@ -188,6 +245,15 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         aspect = (mw / mh * rng.uniform(0.9, 1.1) if r < 0.45
                   else float(np.exp(rng.uniform(np.log(0.2), np.log(0.55)))) if r < 0.75
                   else float(np.exp(rng.uniform(np.log(1.2), np.log(3.2)))))
+        # Stores stack flat packs two or three high; each unit is its own product. Boxes
+        # lying down (toothpaste, tubes, bars: up to 5:1) stack up to four high.
+        if aspect > 1.2 and rng.random() < flat_stacks:
+            aspect = float(np.exp(rng.uniform(np.log(2.0), np.log(5.0))))
+            layers = int(rng.choice((1, 2, 3, 4), p=(0.2, 0.35, 0.3, 0.15)))
+        else:
+            layers = int(rng.choice((1, 2, 3), p=(0.6, 0.28, 0.12)))
+        fill = rng.uniform(0.75, 0.97) if rng.random() < 0.8 else rng.uniform(0.45, 0.75)
+        h = max(6, int(row_h * fill / layers))
         w = max(4, round(h * aspect))
         cut = _resized(master, w, h)
         cut = Cutout(_edge_shading(rng, cut.image), cut.mask)
@@ -234,9 +300,11 @@ def _oblique(rng: np.random.Generator, W: int, H: int) -> npt.NDArray[np.float64
 
 
 def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
-                 oblique: float = 0.0) -> ShelfScene:
+                 oblique: float = 0.0, cooler: float = 0.0, flat_stacks: float = 0.0
+                 ) -> ShelfScene:
     """A ``size`` x ``size`` crop of a densely stocked shelf with its product boxes, seen
-    along the aisle with probability ``oblique``."""
+    along the aisle with probability ``oblique``, behind a cooler's glass doors with
+    probability ``cooler``."""
     W = H = size
     canvas = _background(rng, W, H, bank)
     owner = np.full((H, W), -1, np.int32)
@@ -260,7 +328,7 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
         if ye > ys:
             canvas[ys:ye, fx0:fx1] = (canvas[ys:ye, fx0:fx1].astype(np.float32)
                                       * shadow[ys - y:ye - y]).astype(np.uint8)
-        _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h)
+        _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h, flat_stacks)
         by0, by1 = max(base, 0), min(base + board, H)
         if by1 > by0:
             canvas[by0:by1, fx0:fx1] = board_colour.astype(np.uint8)
@@ -268,6 +336,9 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
             if rng.random() < 0.85:
                 _price_tags(rng, canvas, fx0, fx1, base + 1, max(2, board - 2))
         y = base + board
+    behind_glass = rng.random() < cooler
+    if behind_glass:
+        _cooler_doors(rng, canvas, owner)
     for _ in range(int(rng.poisson(0.4))):
         _sign(rng, canvas, owner)
     # Frame edges, boards and signs hide what they cover: keep products that still show.
@@ -279,6 +350,8 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
             continue
         kept.append((float(cx1), float(cy1), float(cx2), float(cy2)))
     out_boxes = np.array(kept, np.float32).reshape(-1, 4)
+    if behind_glass and rng.random() < 0.8:
+        canvas = _glare(rng, canvas)
     # The camera: a view not square to the shelf, then optics, sensor and JPEG.
     if rng.random() < oblique:
         # What the fixture no longer covers is the store: ceiling, floor, the aisle beyond.

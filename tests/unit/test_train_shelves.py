@@ -1,4 +1,5 @@
-"""Training shelves: every product box lies inside the crop, seen square or along the aisle."""
+"""Training shelves: every product box lies inside the crop, seen square, along the aisle or
+behind a cooler's glass doors; door frames hide what they cover."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from pipeline.core.packshot import Cutout
 from pipeline.train.products import MASTER_HEIGHT, ProductBank
-from pipeline.train.shelves import render_shelf
+from pipeline.train.shelves import _cooler_doors, render_shelf
 
 SIZE = 256
 
@@ -21,15 +22,29 @@ def bank() -> ProductBank:
     return ProductBank(packs, textures)
 
 
-@pytest.mark.parametrize("oblique", [0.0, 1.0])
+@pytest.mark.parametrize(("oblique", "cooler"), [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0),
+                                                 (1.0, 1.0)])
 @pytest.mark.parametrize("seed", [3, 4])
 def test_scenes_keep_their_boxes_inside_the_crop(bank: ProductBank, oblique: float,
-                                                 seed: int) -> None:
+                                                 cooler: float, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for _ in range(4):
-        scene = render_shelf(rng, bank, SIZE, oblique)
+        scene = render_shelf(rng, bank, SIZE, oblique, cooler)
         assert scene.image.shape == (SIZE, SIZE, 3)
         b = scene.boxes
         assert len(b) > 0
         assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
         assert b.min() >= 0 and b.max() <= SIZE
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cooler_door_frames_hide_the_products_behind_them(seed: int) -> None:
+    canvas = np.zeros((SIZE, SIZE, 3), np.uint8)
+    owner = np.zeros((SIZE, SIZE), np.int32)
+
+    _cooler_doors(np.random.default_rng(seed), canvas, owner)
+
+    hidden_columns = (owner == -1).all(axis=0)
+    assert hidden_columns.any()  # at least one frame crosses the crop top to bottom
+    assert (canvas[:, hidden_columns] > 0).any()  # drawn, not left as the shelf was
+    assert (owner >= 0).mean() > 0.5  # the doors are mostly glass

@@ -1,4 +1,5 @@
-"""Recipes that train side by side must draw the same images (needs the ``train`` extras)."""
+"""Recipes that train side by side must draw the same images; the weights' moving average
+(needs the ``train`` extras)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,37 @@ def test_recipes_that_draw_different_images_cannot_share_a_stream() -> None:
     _same_stream([PRODUCT, replace(PRODUCT, version="y", lr=PRODUCT.lr / 2, init=None)])
     with pytest.raises(ValueError, match="draw different training images"):
         _same_stream([PRODUCT, replace(PRODUCT, version="x", crop=PRODUCT.crop + 32)])
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9])
+def test_the_moving_average_follows_the_weights_by_its_decay(decay: float) -> None:
+    from pipeline.train.recipe import PRODUCT
+    from pipeline.train.run import Arm
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    arm = Arm(replace(PRODUCT, ema=decay), net, torch.optim.SGD(net.parameters(), lr=1.0),
+              list(net.parameters()), {k: v.clone() for k, v in before.items()})
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked += 3
+
+    arm.update_ema()
+
+    w = arm.weights()
+    assert torch.allclose(w["0.weight"], before["0.weight"] + (1 - decay))
+    assert int(w["1.num_batches_tracked"]) == 3  # counters are copied, not averaged
+    assert w is arm.ema
+
+
+def test_without_a_moving_average_the_weights_are_the_network_s() -> None:
+    from pipeline.train.recipe import PRODUCT
+    from pipeline.train.run import Arm
+
+    net = torch.nn.Linear(2, 1)
+    arm = Arm(replace(PRODUCT, ema=0.0), net, torch.optim.SGD(net.parameters(), lr=1.0),
+              list(net.parameters()))
+    arm.update_ema()
+
+    assert arm.ema is None
+    assert torch.equal(arm.weights()["weight"], net.weight)
