@@ -165,8 +165,8 @@ def _metal(rng: np.random.Generator, w: int, h: int) -> Image:
 def _cooler_doors(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32]
                   ) -> None:
     """Glass doors in front of the shelves, as in a cooler: vertical frames (and sometimes a
-    rail across) hide what they cover, a handle runs beside a frame, and the glass reflects
-    the store's lights in soft bands. Frames, handles and glare are not products."""
+    rail across) hide what they cover, and a handle runs beside a frame. Frames and handles
+    are not products (the glass's reflections are :func:`_glare`)."""
     H, W = owner.shape
     pitch = W * float(rng.uniform(0.45, 1.2))
     x = -float(rng.uniform(0, pitch))
