@@ -60,12 +60,11 @@ def labels_upright(path: Path, declared_wh: tuple[float, float] | None) -> bool:
     if declared_wh is None:
         return False
     try:
-        data = path.read_bytes()
-        w, h = image_size(data)
+        w, h = image_size(path)
     except (OSError, SyntaxError, ValueError):
         return False  # unreadable: the evaluation names it and leaves it out
     declared = (round(declared_wh[0]), round(declared_wh[1]))
-    return w != h and declared == (h, w) and read_orientation(data) in QUARTER_TURNS
+    return w != h and declared == (h, w) and read_orientation(path) in QUARTER_TURNS
 
 
 def _declared(width: object, height: object) -> tuple[float, float] | None:
@@ -154,7 +153,7 @@ def _yolo(root: Path) -> Iterator[LabelledImage]:
         if label is not None:
             found += 1
             try:
-                w, h = image_size(path.read_bytes())
+                w, h = image_size(path)
             except (OSError, SyntaxError, ValueError):
                 w = h = 0  # unreadable: the evaluation names it and leaves it out
             rows = yolo_boxes(label.read_text(errors="replace"), w, h)

@@ -11,6 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -249,19 +250,26 @@ _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_RE
             8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def read_orientation(data: bytes) -> int:
-    """EXIF Orientation of an encoded image; 1 when absent or invalid."""
+def _encoded(source: bytes | Path) -> io.BytesIO | Path:
+    """What Pillow opens: the bytes, or a file it reads only as far as it needs."""
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
+def read_orientation(source: bytes | Path) -> int:
+    """EXIF Orientation of an encoded image (its bytes or its file); 1 when absent or
+    invalid."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(_encoded(source)) as im:
             value = im.getexif().get(TAG_ORIENTATION, 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return 1
     return int(value) if value in ORIENTATIONS else 1
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """``(width, height)`` of the stored pixels, read from the header only."""
-    with Image.open(io.BytesIO(data)) as im:
+def image_size(source: bytes | Path) -> tuple[int, int]:
+    """``(width, height)`` of the stored pixels of an encoded image (its bytes or its file),
+    read from the header only."""
+    with Image.open(_encoded(source)) as im:
         w, h = im.size
     return int(w), int(h)
 
