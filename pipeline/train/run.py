@@ -214,7 +214,8 @@ def train(recipes: list[Recipe], bank: ProductBank, grocery: Path, steps: int,
         "minutes": round((time.monotonic() - start) / 60, 1), "device": device,
         "parameters": sum(p.numel() for p in arms[0].net.parameters())}
     for arm in arms:
-        arm.net.load_state_dict(arm.weights())
+        if arm.ema is not None:  # what is exported is what the checkpoints kept
+            arm.net.load_state_dict(arm.ema)
     nets = [arm.net.cpu() for arm in arms]
     return nets, info
 

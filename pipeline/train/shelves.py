@@ -179,9 +179,9 @@ def _cooler_doors(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np
         if rng.random() < 0.7:  # the handle of the door beside the frame
             hw = max(2, int(W * rng.uniform(0.008, 0.02)))
             hh = int(H * rng.uniform(0.25, 0.7))
-            side = 1 if rng.random() < 0.5 else -1
-            hx = int(x) + (fw + int(W * rng.uniform(0.005, 0.03)) if side > 0
-                           else -hw - int(W * rng.uniform(0.005, 0.03)))
+            right = rng.random() < 0.5
+            gap = int(W * rng.uniform(0.005, 0.03))
+            hx = int(x) + fw + gap if right else int(x) - hw - gap
             hy = int(rng.integers(-hh // 4, max(1, H - hh // 2)))
             a0, a1, b0, b1 = max(0, hx), min(W, hx + hw), max(0, hy), min(H, hy + hh)
             if a1 > a0 and b1 > b0:
