@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,14 @@ class Recipe:
     flat_stacks: float = 0.0
     # Decay of the weights' moving average that checkpoints and exports keep; 0: none.
     ema: float = 0.0
+    # Share of products stretched thin (1:5 to 1:1.8).
+    thin_share: float = 0.3
+    # Share of upright packs that may stand stacked (the others stand alone).
+    thin_stacks: float = 1.0
+    # Share of upright packs whose face has two parts (cap and shoulder, sleeve, label band).
+    two_part: float = 0.0
+    # Share of rows seen from above, the packs behind the front facings showing over them.
+    depth: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -50,5 +58,13 @@ PRODUCT = Recipe(
     steps=1000, batch=8, lr=3e-4, seed=13, init="product-light/3", score_threshold=0.4,
     oblique_share=0.4, cooler_share=0.25, flat_stacks=0.5, ema=0.995,
 )
+# Version 6 goes on from version 5. Version 5 cut bottles and tall packs across (a cap, a
+# label band) into two products stacked, and every second real pack is that tall: more of
+# the products are thin, most stand alone rather than stacked, and half have two-part faces.
+PRODUCT_6 = replace(PRODUCT, version="6", init="product-light/5", steps=750,
+                    thin_share=0.4, thin_stacks=0.25, two_part=0.5)
+# Version 7 goes on from version 6 with a third of the rows seen from above: the packs
+# behind the front facings show over them, as on the low shelves of a photo taken standing.
+PRODUCT_7 = replace(PRODUCT_6, version="7", init="product-light/6", steps=500, depth=0.3)
 # Recipes that draw the same images train side by side (``--recipe A --recipe B``).
-RECIPES = {PRODUCT.version: PRODUCT}
+RECIPES = {r.version: r for r in (PRODUCT, PRODUCT_6, PRODUCT_7)}

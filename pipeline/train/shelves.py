@@ -226,11 +226,60 @@ def _edge_shading(rng: np.random.Generator, image: Image) -> Image:
     return np.asarray(np.clip(image.astype(np.float32) * gain[:, :, None], 0, 255), np.uint8)
 
 
+@dataclass(frozen=True)
+class RowStyle:
+    """How a row's products are drawn. The defaults are the rows version 5 trained on."""
+
+    flat_stacks: float = 0.0  # share of wide packs that are boxes lying down, stacked
+    thin_share: float = 0.3  # share of products stretched thin (1:5 to 1:1.8)
+    # Share of upright packs (taller than 1.6:1) that may stand stacked; the others stand
+    # alone, as bottles, tubes and tall cartons do.
+    thin_stacks: float = 1.0
+    # Share of upright packs whose face has two parts (a cap and shoulder, a sleeve, a
+    # label on the lower half): a line across a pack that is not the edge between two packs.
+    two_part: float = 0.0
+    # Share of rows seen from above: the packs behind each facing show over its top as
+    # darker slivers, parts of no product's box.
+    depth: float = 0.0
+
+
+def _packs_behind(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32],
+                  cut: Cutout, x: int, top: int, ceiling: int) -> None:
+    """One to three copies of ``cut`` behind a facing whose top is at ``top``, each higher,
+    narrower and darker than the one before, none above ``ceiling`` (the row's top)."""
+    h, w = cut.mask.shape
+    step = max(2, int(h * rng.uniform(0.1, 0.3)))
+    for k in range(int(rng.integers(1, 4)), 0, -1):  # the farthest first
+        y = top - k * step
+        if y < ceiling:
+            continue
+        bw = max(2, round(w * 0.96**k))
+        back = _resized(cut, bw, h)
+        dark = np.clip(back.image.astype(np.float32) * 0.8**k, 0, 255).astype(np.uint8)
+        _paste(canvas, owner, Cutout(dark, back.mask), x + (w - bw) // 2, y, -1)
+
+
+def _two_part(rng: np.random.Generator, bank: ProductBank, cut: Cutout) -> Cutout:
+    """``cut`` with its top 15-50 % repainted: another print or a flat colour, shaded."""
+    h, w = cut.mask.shape
+    split = max(2, int(h * rng.uniform(0.15, 0.5)))
+    img = cut.image.copy()
+    if rng.random() < 0.5:
+        top = _resized(bank.draw(rng), w, split).image
+    else:
+        top = np.empty((split, w, 3), np.uint8)
+        top[:] = rng.integers(0, 256, 3).astype(np.uint8)
+    shade = np.linspace(float(rng.uniform(0.7, 1.0)), 1.0, split, dtype=np.float32)
+    img[:split] = np.clip(top.astype(np.float32) * shade[:, None, None], 0, 255).astype(np.uint8)
+    return Cutout(img, cut.mask)
+
+
 def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
               owner: npt.NDArray[np.int32], boxes: list[tuple[int, int, int, int]],
-              x0: int, x1: int, base: int, row_h: int, flat_stacks: float = 0.0) -> None:
-    """Products standing on a board at ``base``: facings of one product side by side; of
-    the wide ones, ``flat_stacks`` are boxes lying down, stacked."""
+              x0: int, x1: int, base: int, row_h: int, style: RowStyle = RowStyle()) -> None:
+    """Products standing on a board at ``base``: facings of one product side by side, drawn
+    as ``style`` says."""
+    deep = style.depth > 0.0 and rng.random() < style.depth
     x = x0 - int(rng.integers(0, row_h))
     while x < x1:
         if rng.random() < 0.08:  # an out-of-stock gap
@@ -239,23 +288,30 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         master = bank.draw(rng)
         mh, mw = master.mask.shape
         # Real shelves hold more thin packs (bottles, cans, tubes) and wide ones (flat packs,
-        # multipacks, boxes lying down) than the packshots show: a third of the products are
-        # stretched thin (1:5 to 1:1.8), a quarter wide (1.2:1 to 3.2:1).
+        # multipacks, boxes lying down) than the packshots show: ``thin_share`` of the
+        # products are stretched thin (1:5 to 1:1.8), a quarter wide (1.2:1 to 3.2:1).
         r = rng.random()
-        aspect = (mw / mh * rng.uniform(0.9, 1.1) if r < 0.45
+        aspect = (mw / mh * rng.uniform(0.9, 1.1) if r < 0.75 - style.thin_share
                   else float(np.exp(rng.uniform(np.log(0.2), np.log(0.55)))) if r < 0.75
                   else float(np.exp(rng.uniform(np.log(1.2), np.log(3.2)))))
         # Stores stack flat packs two or three high; each unit is its own product. Boxes
         # lying down (toothpaste, tubes, bars: up to 5:1) stack up to four high.
-        if aspect > 1.2 and rng.random() < flat_stacks:
+        if aspect > 1.2 and rng.random() < style.flat_stacks:
             aspect = float(np.exp(rng.uniform(np.log(2.0), np.log(5.0))))
             layers = int(rng.choice((1, 2, 3, 4), p=(0.2, 0.35, 0.3, 0.15)))
         else:
             layers = int(rng.choice((1, 2, 3), p=(0.6, 0.28, 0.12)))
+        upright = aspect < 1 / 1.6
+        if upright and style.thin_stacks < 1.0 and rng.random() >= style.thin_stacks:
+            layers = 1
         fill = rng.uniform(0.75, 0.97) if rng.random() < 0.8 else rng.uniform(0.45, 0.75)
+        if deep:  # seen from above, the row shows room over its front packs
+            fill = min(fill, float(rng.uniform(0.5, 0.8)))
         h = max(6, int(row_h * fill / layers))
         w = max(4, round(h * aspect))
         cut = _resized(master, w, h)
+        if upright and style.two_part > 0.0 and rng.random() < style.two_part:
+            cut = _two_part(rng, bank, cut)
         cut = Cutout(_edge_shading(rng, cut.image), cut.mask)
         facings = int(min(12, rng.geometric(0.3)))
         r = rng.random()
@@ -263,6 +319,8 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         for _ in range(facings):
             if x >= x1:
                 break
+            if deep:
+                _packs_behind(rng, canvas, owner, cut, x, base - h * layers, base - row_h)
             for layer in range(layers):
                 y = base - h * (layer + 1) - int(rng.integers(0, 2))
                 shade = float(rng.uniform(0.9, 1.08))
@@ -300,11 +358,11 @@ def _oblique(rng: np.random.Generator, W: int, H: int) -> npt.NDArray[np.float64
 
 
 def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
-                 oblique: float = 0.0, cooler: float = 0.0, flat_stacks: float = 0.0
+                 oblique: float = 0.0, cooler: float = 0.0, rows: RowStyle = RowStyle()
                  ) -> ShelfScene:
     """A ``size`` x ``size`` crop of a densely stocked shelf with its product boxes, seen
     along the aisle with probability ``oblique``, behind a cooler's glass doors with
-    probability ``cooler``."""
+    probability ``cooler``, its rows drawn as ``rows`` says."""
     W = H = size
     canvas = _background(rng, W, H, bank)
     owner = np.full((H, W), -1, np.int32)
@@ -328,7 +386,7 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
         if ye > ys:
             canvas[ys:ye, fx0:fx1] = (canvas[ys:ye, fx0:fx1].astype(np.float32)
                                       * shadow[ys - y:ye - y]).astype(np.uint8)
-        _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h, flat_stacks)
+        _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h, rows)
         by0, by1 = max(base, 0), min(base + board, H)
         if by1 > by0:
             canvas[by0:by1, fx0:fx1] = board_colour.astype(np.uint8)

@@ -1,5 +1,7 @@
 """Training shelves: every product box lies inside the crop, seen square, along the aisle or
-behind a cooler's glass doors; door frames hide what they cover; boxes lying down stack."""
+behind a cooler's glass doors; door frames hide what they cover; boxes lying down stack;
+upright packs stand alone when the style says so; two-part faces keep their lower part;
+the packs behind a facing show over it, darker, boxed as no product."""
 
 from __future__ import annotations
 
@@ -8,7 +10,14 @@ import pytest
 
 from pipeline.core.packshot import Cutout
 from pipeline.train.products import MASTER_HEIGHT, ProductBank
-from pipeline.train.shelves import _cooler_doors, _fill_row, render_shelf
+from pipeline.train.shelves import (
+    RowStyle,
+    _cooler_doors,
+    _fill_row,
+    _packs_behind,
+    _two_part,
+    render_shelf,
+)
 
 SIZE = 256
 
@@ -59,7 +68,8 @@ def test_boxes_lying_down_are_wide_and_stacked(bank: ProductBank, flat_stacks: f
     for _ in range(30):
         canvas = np.zeros((200, 2000, 3), np.uint8)
         owner = np.full((200, 2000), -1, np.int32)
-        _fill_row(rng, bank, canvas, owner, boxes, 0, 2000, 190, 120, flat_stacks)
+        _fill_row(rng, bank, canvas, owner, boxes, 0, 2000, 190, 120,
+                  RowStyle(flat_stacks=flat_stacks))
 
     b = np.array(boxes, np.float64)
     aspect = (b[:, 2] - b[:, 0]) / (b[:, 3] - b[:, 1])
@@ -69,3 +79,67 @@ def test_boxes_lying_down_are_wide_and_stacked(bank: ProductBank, flat_stacks: f
     if stacked:  # the same facing, one unit above the other
         same_x = (lying[:, None, 0] == lying[None, :, 0]) & (lying[:, None, 1] < lying[None, :, 1])
         assert same_x.any()
+
+
+def _row_boxes(bank: ProductBank, style: RowStyle, seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    boxes: list[tuple[int, int, int, int]] = []
+    for _ in range(30):
+        canvas = np.zeros((200, 2000, 3), np.uint8)
+        owner = np.full((200, 2000), -1, np.int32)
+        _fill_row(rng, bank, canvas, owner, boxes, 0, 2000, 190, 120, style)
+    return np.array(boxes, np.float64)
+
+
+def _stacked(b: np.ndarray) -> int:
+    """Boxes with another of the same left edge and width right above them."""
+    same = ((b[:, None, 0] == b[None, :, 0]) & (b[:, None, 2] == b[None, :, 2])
+            & (b[:, None, 3] <= b[None, :, 1] + 1) & (b[:, None, 1] < b[None, :, 1]))
+    return int(same.any(axis=1).sum())
+
+
+@pytest.mark.parametrize(("thin_stacks", "any_stacked"), [(0.0, False), (1.0, True)])
+def test_upright_packs_stand_alone_unless_they_may_stack(bank: ProductBank, thin_stacks: float,
+                                                         any_stacked: bool) -> None:
+    b = _row_boxes(bank, RowStyle(thin_share=0.6, thin_stacks=thin_stacks))
+    upright = b[(b[:, 3] - b[:, 1]) > 1.6 * (b[:, 2] - b[:, 0])]
+    assert len(upright) > 20
+    assert (_stacked(upright) > 0) is any_stacked
+    assert _stacked(b[(b[:, 3] - b[:, 1]) <= (b[:, 2] - b[:, 0])]) > 0  # others still stack
+
+
+def test_thin_share_sets_how_many_products_are_thin(bank: ProductBank) -> None:
+    def thin(share: float) -> float:
+        b = _row_boxes(bank, RowStyle(thin_share=share, thin_stacks=0.0))
+        return float(((b[:, 3] - b[:, 1]) > 1.8 * (b[:, 2] - b[:, 0])).mean())
+
+    assert thin(0.6) > thin(0.1) + 0.2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_two_part_face_repaints_only_its_top(bank: ProductBank, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cut = Cutout(np.full((100, 30, 3), 77, np.uint8), np.full((100, 30), 255, np.uint8))
+
+    out = _two_part(rng, bank, cut)
+
+    changed = (out.image != cut.image).any(axis=(1, 2))
+    assert changed[:15].all()  # at least the top 15 %
+    assert not changed[50:].any()  # never the lower half
+    assert (out.mask == cut.mask).all()  # still one product, the same shape
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_packs_behind_show_over_the_facing_darker_and_as_no_product(seed: int) -> None:
+    canvas = np.zeros((200, 60, 3), np.uint8)
+    owner = np.full((200, 60), 7, np.int32)
+    cut = Cutout(np.full((80, 40, 3), 200, np.uint8), np.full((80, 40), 255, np.uint8))
+
+    _packs_behind(np.random.default_rng(seed), canvas, owner, cut, 10, top=110, ceiling=60)
+
+    painted = canvas.any(axis=2)
+    rows = np.nonzero(painted.any(axis=1))[0]
+    assert rows.min() >= 60  # never over the row above
+    assert rows.min() < 110  # something shows over the facing
+    assert canvas[painted].max() <= 160  # in the shade of the shelf
+    assert (owner[painted] == -1).all() and (owner[~painted] == 7).all()
