@@ -9,7 +9,7 @@ Usage::
 ``DIR`` is a checkout of marcusklasson/GroceryStoreDataset (MIT): its iconic packshots and its
 train-split photos are the real product imagery pasted into the training shelves. One network
 is trained and exported twice: ``product-light`` at 768 and ``product-heavy`` at 1152 pixels.
-The recipe goes on from the model its ``init`` names (version 5 from version 3), or starts
+The recipe goes on from the model its ``init`` names (version 7 from version 6), or starts
 from ImageNet's backbone. On a GPU, ``--workers`` processes render the shelves (rendering,
 not the network, is then what limits the pace).
 """
@@ -35,7 +35,7 @@ from pipeline.train.data import Example, make_example
 from pipeline.train.loss import focal_loss, giou_loss
 from pipeline.train.net import STRIDE, ExportWrapper, ProductNet
 from pipeline.train.products import ProductBank
-from pipeline.train.recipe import PRODUCT, RECIPES, Recipe
+from pipeline.train.recipe import DEFAULT, RECIPES, Recipe
 
 DATA_SOURCES = [
     {"name": "GroceryStoreDataset", "url": "https://github.com/marcusklasson/GroceryStoreDataset",
@@ -286,6 +286,14 @@ def checkpoint_info(path: Path, log: Path | None, recipe: Recipe) -> dict[str, o
     return info
 
 
+def _shown(path: Path) -> str:
+    """``path`` as a card records it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _init_path(arg: str | None, recipe: Recipe) -> Path | None:
     """The export to go on training: ``--init``, else the recipe's; None: from ImageNet."""
     if arg == "imagenet":
@@ -303,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                          "https://github.com/marcusklasson/GroceryStoreDataset)")
     ap.add_argument("--recipe", action="append", default=None, choices=sorted(RECIPES),
                     help="the recipe (version) to train; given several times, they train side "
-                         f"by side on the same images (default: {PRODUCT.version})")
+                         f"by side on the same images (default: {DEFAULT.version})")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
@@ -333,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_checkpoint:
         names = [checkpoint_step(args.from_checkpoint)[0]]
     else:
-        names = args.recipe or [PRODUCT.version]
+        names = args.recipe or [DEFAULT.version]
     if len(names) > 1 and (args.init or args.lr or args.version):
         ap.error("--init, --lr and --version apply to one recipe")
     recipes = [replace(RECIPES[n], lr=args.lr or RECIPES[n].lr,
@@ -356,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                            checkpoint_every=args.checkpoint_every, device=args.device,
                            workers=args.workers, budget_minutes=args.budget_minutes)
     for recipe, net, init in zip(recipes, nets, inits, strict=True):
-        run_info = {**info, "initialised_from": str(init) if init else "ImageNet"}
+        run_info = {**info, "initialised_from": _shown(init) if init else "ImageNet"}
         for name, size in recipe.exports:
             path = export(net, recipe, name, size, args.out / name / recipe.version, run_info,
                           cmd)
