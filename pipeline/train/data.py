@@ -86,7 +86,7 @@ def make_example(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) ->
                                     recipe.crop)
     else:
         rows = RowStyle(recipe.flat_stacks, recipe.thin_share, recipe.thin_stacks,
-                        recipe.two_part, recipe.depth, recipe.rails)
+                        recipe.two_part, recipe.depth)
         scene = render_shelf(rng, bank, recipe.crop, recipe.oblique_share,
                              recipe.cooler_share, rows)
         img, boxes = scene.image, scene.boxes

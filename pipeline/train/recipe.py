@@ -40,8 +40,6 @@ class Recipe:
     two_part: float = 0.0
     # Share of rows seen from above, the packs behind the front facings showing over them.
     depth: float = 0.0
-    # Share of rows behind a front rail (wires, bars, a wire basket's grid).
-    rails: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -68,10 +66,7 @@ PRODUCT_6 = replace(PRODUCT, version="6", init="product-light/5", steps=750,
 # Version 7 goes on from version 6 with a third of the rows seen from above: the packs
 # behind the front facings show over them, as on the low shelves of a photo taken standing.
 PRODUCT_7 = replace(PRODUCT_6, version="7", init="product-light/6", steps=500, depth=0.3)
-# Version 8 goes on from version 7 with a third of the rows behind a front rail: version 7
-# boxed the lower parts of bottles under a wire rail as products of their own.
-PRODUCT_8 = replace(PRODUCT_7, version="8", init="product-light/7", rails=0.3)
 # Recipes that draw the same images train side by side (``--recipe A --recipe B``).
-RECIPES = {r.version: r for r in (PRODUCT, PRODUCT_6, PRODUCT_7, PRODUCT_8)}
+RECIPES = {r.version: r for r in (PRODUCT, PRODUCT_6, PRODUCT_7)}
 # What ``make models`` trains: the recipe of the shipped default.
 DEFAULT = PRODUCT_7

@@ -241,32 +241,6 @@ class RowStyle:
     # Share of rows seen from above: the packs behind each facing show over its top as
     # darker slivers, parts of no product's box.
     depth: float = 0.0
-    # Share of rows behind a front rail: wires or bars across the packs' lower part, a wire
-    # basket's grid, through which the packs still show (still one product each).
-    rails: float = 0.0
-
-
-def _front_rail(rng: np.random.Generator, canvas: Image, x0: int, x1: int, base: int,
-                row_h: int) -> None:
-    """Thin wires or a bar across the row, low over its packs; with a basket's uprights."""
-    H, W = canvas.shape[:2]
-    a, b = max(0, x0), min(W, x1)
-    if b <= a:
-        return
-    colour = rng.integers(150, 256, 3) if rng.random() < 0.6 else rng.integers(20, 110, 3)
-    thick = int(rng.integers(1, 4))
-    wires = [base - int(row_h * rng.uniform(0.05, 0.4)) for _ in range(int(rng.integers(1, 3)))]
-    for y in wires:
-        y0, y1 = max(0, y), min(H, y + thick)
-        if y1 > y0:
-            canvas[y0:y1, a:b] = _metal(rng, y1 - y0, b - a).transpose(1, 0, 2) \
-                if thick > 1 else colour.astype(np.uint8)
-    if rng.random() < 0.4:  # a basket's uprights, from the lowest wire down to the board
-        top = min(wires)
-        pitch = int(rng.integers(5, 20))
-        y0, y1 = max(0, top), min(H, base)
-        if y1 > y0:
-            canvas[y0:y1, a:b:pitch] = colour.astype(np.uint8)
 
 
 def _packs_behind(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32],
@@ -355,8 +329,6 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
                 _paste(canvas, owner, Cutout(img, cut.mask), x, y, len(boxes) - 1)
             x += w + gap + int(rng.integers(0, 2))
         x += int(rng.integers(0, 6))
-    if style.rails > 0.0 and rng.random() < style.rails:
-        _front_rail(rng, canvas, x0, x1, base, row_h)
 
 
 def _view(rng: np.random.Generator, W: int, H: int, amount: float

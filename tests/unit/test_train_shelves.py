@@ -1,8 +1,7 @@
 """Training shelves: every product box lies inside the crop, seen square, along the aisle or
 behind a cooler's glass doors; door frames hide what they cover; boxes lying down stack;
 upright packs stand alone when the style says so; two-part faces keep their lower part;
-the packs behind a facing show over it, darker, boxed as no product; a front rail
-crosses the row low and thin."""
+the packs behind a facing show over it, darker, boxed as no product."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ from pipeline.train.shelves import (
     RowStyle,
     _cooler_doors,
     _fill_row,
-    _front_rail,
     _packs_behind,
     _two_part,
     render_shelf,
@@ -145,17 +143,3 @@ def test_packs_behind_show_over_the_facing_darker_and_as_no_product(seed: int) -
     assert rows.min() < 110  # something shows over the facing
     assert canvas[painted].max() <= 160  # in the shade of the shelf
     assert (owner[painted] == -1).all() and (owner[~painted] == 7).all()
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_a_front_rail_crosses_the_row_low_and_thin(seed: int) -> None:
-    canvas = np.zeros((200, 120, 3), np.uint8)
-
-    _front_rail(np.random.default_rng(seed), canvas, 10, 100, base=190, row_h=120)
-
-    painted = canvas.any(axis=2)
-    rows = np.nonzero(painted.any(axis=1))[0]
-    assert rows.min() >= 190 - 0.4 * 120 and rows.max() < 190 + 3  # the row's lower part
-    assert painted[rows.min(), 10:100].all()  # a wire runs the row's width
-    assert not painted[:, :10].any() and not painted[:, 100:].any()
-    assert painted.mean() < 0.2  # the packs still show through
