@@ -59,7 +59,7 @@ PRODUCT = Recipe(
     oblique_share=0.4, cooler_share=0.25, flat_stacks=0.5, ema=0.995,
 )
 # Version 6 goes on from version 5. Version 5 cut bottles and tall packs across (a cap, a
-# label band) into two products stacked, and every second real pack is that tall: more of
+# label band) into two products stacked, and three real packs in five are taller than 3:2: more of
 # the products are thin, most stand alone rather than stacked, and half have two-part faces.
 PRODUCT_6 = replace(PRODUCT, version="6", init="product-light/5", steps=750,
                     thin_share=0.4, thin_stacks=0.25, two_part=0.5)
