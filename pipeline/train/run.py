@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import cv2
@@ -75,9 +75,13 @@ class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
             yield make_example(rng, self.recipe, bank)
 
 
+# Recipe fields that shape the network or its training, not the images it is shown.
+_NOT_IMAGES = frozenset({"name", "version", "neck", "exports", "frozen_blocks", "steps", "lr",
+                         "init", "score_threshold", "ema"})
+
+
 def _same_stream(recipes: list[Recipe]) -> None:
-    keys = ("crop", "batch", "synthetic_share", "synthetic_long_side", "oblique_share",
-            "cooler_share", "flat_stacks", "seed")
+    keys = [f.name for f in fields(Recipe) if f.name not in _NOT_IMAGES]
     for r in recipes[1:]:
         if any(getattr(recipes[0], k) != getattr(r, k) for k in keys):
             raise ValueError(f"recipes {recipes[0].version} and {r.version} draw different "

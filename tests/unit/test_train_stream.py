@@ -10,13 +10,18 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-def test_recipes_that_draw_different_images_cannot_share_a_stream() -> None:
+@pytest.mark.parametrize("change", [{"crop": 416}, {"seed": 99}, {"flat_stacks": 0.1},
+                                    {"thin_share": 0.5}, {"thin_stacks": 0.5},
+                                    {"two_part": 0.2}, {"depth": 0.2}])
+def test_recipes_that_draw_different_images_cannot_share_a_stream(
+        change: dict[str, float]) -> None:
     from pipeline.train.recipe import PRODUCT
     from pipeline.train.run import _same_stream
 
-    _same_stream([PRODUCT, replace(PRODUCT, version="y", lr=PRODUCT.lr / 2, init=None)])
+    _same_stream([PRODUCT, replace(PRODUCT, version="y", lr=PRODUCT.lr / 2, init=None,
+                                   steps=10, ema=0.9)])
     with pytest.raises(ValueError, match="draw different training images"):
-        _same_stream([PRODUCT, replace(PRODUCT, version="x", crop=PRODUCT.crop + 32)])
+        _same_stream([PRODUCT, replace(PRODUCT, version="x", **change)])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("decay", [0.5, 0.9])
