@@ -10,7 +10,7 @@ from pipeline.synth.world import make_sample
 from pipeline.train.net import STRIDE
 from pipeline.train.products import ProductBank
 from pipeline.train.recipe import Recipe
-from pipeline.train.shelves import RowStyle, render_shelf
+from pipeline.train.shelves import render_shelf
 
 PAD_VALUE = 114
 
@@ -85,10 +85,8 @@ def make_example(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) ->
         img, boxes, _ = random_crop(rng, sample.image, sample.boxes, sample.labels,
                                     recipe.crop)
     else:
-        rows = RowStyle(recipe.flat_stacks, recipe.thin_share, recipe.thin_stacks,
-                        recipe.two_part, recipe.depth)
         scene = render_shelf(rng, bank, recipe.crop, recipe.oblique_share,
-                             recipe.cooler_share, rows)
+                             recipe.cooler_share, recipe.rows)
         img, boxes = scene.image, scene.boxes
     if rng.random() < 0.5:  # mirror: shelves read the same either way
         img = img[:, ::-1]

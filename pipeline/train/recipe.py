@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+
+from pipeline.train.shelves import RowStyle
 
 
 @dataclass(frozen=True)
@@ -28,18 +30,10 @@ class Recipe:
     oblique_share: float = 0.0
     # Share of training shelves behind a cooler's glass doors (frames, handles, glare).
     cooler_share: float = 0.0
-    # Share of wide packs that are boxes lying down (2:1 to 5:1), stacked up to four high.
-    flat_stacks: float = 0.0
     # Decay of the weights' moving average that checkpoints and exports keep; 0: none.
     ema: float = 0.0
-    # Share of products stretched thin (1:5 to 1:1.8).
-    thin_share: float = 0.3
-    # Share of upright packs that may stand stacked (the others stand alone).
-    thin_stacks: float = 1.0
-    # Share of upright packs whose face has two parts (cap and shoulder, sleeve, label band).
-    two_part: float = 0.0
-    # Share of rows seen from above, the packs behind the front facings showing over them.
-    depth: float = 0.0
+    # How the shelves' rows are drawn: boxes lying down, thin packs, stacking, seen from above.
+    rows: RowStyle = field(default_factory=RowStyle)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -56,16 +50,17 @@ PRODUCT = Recipe(
     exports=(("product-light", 768), ("product-heavy", 1152)),
     crop=384, synthetic_share=0.15, synthetic_long_side=(560, 1100), frozen_blocks=3,
     steps=1000, batch=8, lr=3e-4, seed=13, init="product-light/3", score_threshold=0.4,
-    oblique_share=0.4, cooler_share=0.25, flat_stacks=0.5, ema=0.995,
+    oblique_share=0.4, cooler_share=0.25, rows=RowStyle(flat_stacks=0.5), ema=0.995,
 )
 # Version 6 goes on from version 5. Version 5 cut bottles and tall packs across (a cap, a
 # label band) into two products stacked, and three real packs in five are taller than 3:2: more of
 # the products are thin, most stand alone rather than stacked, and half have two-part faces.
 PRODUCT_6 = replace(PRODUCT, version="6", init="product-light/5", steps=750,
-                    thin_share=0.4, thin_stacks=0.25, two_part=0.5)
+                    rows=replace(PRODUCT.rows, thin_share=0.4, thin_stacks=0.25, two_part=0.5))
 # Version 7 goes on from version 6 with a third of the rows seen from above: the packs
 # behind the front facings show over them, as on the low shelves of a photo taken standing.
-PRODUCT_7 = replace(PRODUCT_6, version="7", init="product-light/6", steps=500, depth=0.3)
+PRODUCT_7 = replace(PRODUCT_6, version="7", init="product-light/6", steps=500,
+                    rows=replace(PRODUCT_6.rows, depth=0.3))
 # Recipes that draw the same images train side by side (``--recipe A --recipe B``).
 RECIPES = {r.version: r for r in (PRODUCT, PRODUCT_6, PRODUCT_7)}
 # What ``make models`` trains: the recipe of the shipped default.

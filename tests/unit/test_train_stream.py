@@ -10,18 +10,23 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("change", [{"crop": 416}, {"seed": 99}, {"flat_stacks": 0.1},
-                                    {"thin_share": 0.5}, {"thin_stacks": 0.5},
-                                    {"two_part": 0.2}, {"depth": 0.2}])
+@pytest.mark.parametrize("change", [{"crop": 416}, {"seed": 99}, {"cooler_share": 0.1},
+                                    {"flat_stacks": 0.1}, {"thin_share": 0.5},
+                                    {"thin_stacks": 0.5}, {"two_part": 0.2}, {"depth": 0.2}])
 def test_recipes_that_draw_different_images_cannot_share_a_stream(
         change: dict[str, float]) -> None:
-    from pipeline.train.recipe import PRODUCT
+    from pipeline.train.recipe import PRODUCT, Recipe
     from pipeline.train.run import _same_stream
+    from pipeline.train.shelves import RowStyle
 
     _same_stream([PRODUCT, replace(PRODUCT, version="y", lr=PRODUCT.lr / 2, init=None,
                                    steps=10, ema=0.9)])
+    (key, value), = change.items()
+    other = (replace(PRODUCT, **{key: value}) if key in Recipe.__dataclass_fields__
+             else replace(PRODUCT, rows=replace(PRODUCT.rows, **{key: value})))
+    assert key in Recipe.__dataclass_fields__ or key in RowStyle.__dataclass_fields__
     with pytest.raises(ValueError, match="draw different training images"):
-        _same_stream([PRODUCT, replace(PRODUCT, version="x", **change)])  # type: ignore[arg-type]
+        _same_stream([PRODUCT, replace(other, version="x")])
 
 
 @pytest.mark.parametrize("decay", [0.5, 0.9])
