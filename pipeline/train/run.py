@@ -9,7 +9,7 @@ Usage::
 ``DIR`` is a checkout of marcusklasson/GroceryStoreDataset (MIT): its iconic packshots and its
 train-split photos are the real product imagery pasted into the training shelves. One network
 is trained and exported twice: ``product-light`` at 768 and ``product-heavy`` at 1152 pixels.
-The recipe goes on from the model its ``init`` names (version 7 from version 6), or starts
+The recipe goes on from the model its ``init`` names (version 8 from version 7), or starts
 from ImageNet's backbone. On a GPU, ``--workers`` processes render the shelves (rendering,
 not the network, is then what limits the pace).
 """

@@ -241,6 +241,8 @@ class RowStyle:
     # Share of rows seen from above: the packs behind each facing show over its top as
     # darker slivers, parts of no product's box.
     depth: float = 0.0
+    # Share of products whose facings touch, unshaded and alike (no gap, no darker edges).
+    seamless: float = 0.0
 
 
 def _packs_behind(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32],
@@ -312,7 +314,10 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         cut = _resized(master, w, h)
         if upright and style.two_part > 0.0 and rng.random() < style.two_part:
             cut = _two_part(rng, bank, cut)
-        cut = Cutout(_edge_shading(rng, cut.image), cut.mask)
+        # Seamless facings touch, unshaded and alike: only the print's repeat tells them apart.
+        seamless = style.seamless > 0.0 and rng.random() < style.seamless
+        if not seamless:
+            cut = Cutout(_edge_shading(rng, cut.image), cut.mask)
         facings = int(min(12, rng.geometric(0.3)))
         r = rng.random()
         gap = int(rng.integers(0, 3)) if r < 0.65 else int(rng.integers(2, 6)) if r < 0.9 else -1
@@ -324,10 +329,11 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
             for layer in range(layers):
                 y = base - h * (layer + 1) - int(rng.integers(0, 2))
                 shade = float(rng.uniform(0.9, 1.08))
-                img = np.clip(cut.image.astype(np.float32) * shade, 0, 255).astype(np.uint8)
+                img = cut.image if seamless else np.clip(
+                    cut.image.astype(np.float32) * shade, 0, 255).astype(np.uint8)
                 boxes.append((x, y, x + w, y + h))
                 _paste(canvas, owner, Cutout(img, cut.mask), x, y, len(boxes) - 1)
-            x += w + gap + int(rng.integers(0, 2))
+            x += w + (0 if seamless else gap + int(rng.integers(0, 2)))
         x += int(rng.integers(0, 6))
 
 

@@ -81,10 +81,11 @@ def test_boxes_lying_down_are_wide_and_stacked(bank: ProductBank, flat_stacks: f
         assert same_x.any()
 
 
-def _row_boxes(bank: ProductBank, style: RowStyle, seed: int = 2) -> np.ndarray:
+def _row_boxes(bank: ProductBank, style: RowStyle, seed: int = 2, rows: int = 30
+               ) -> np.ndarray:
     rng = np.random.default_rng(seed)
     boxes: list[tuple[int, int, int, int]] = []
-    for _ in range(30):
+    for _ in range(rows):
         canvas = np.zeros((200, 2000, 3), np.uint8)
         owner = np.full((200, 2000), -1, np.int32)
         _fill_row(rng, bank, canvas, owner, boxes, 0, 2000, 190, 120, style)
@@ -143,3 +144,19 @@ def test_packs_behind_show_over_the_facing_darker_and_as_no_product(seed: int) -
     assert rows.min() < 110  # something shows over the facing
     assert canvas[painted].max() <= 160  # in the shade of the shelf
     assert (owner[painted] == -1).all() and (owner[~painted] == 7).all()
+
+
+@pytest.mark.parametrize(("seamless", "gapped"), [(0.0, True), (1.0, False)])
+def test_seamless_facings_touch(bank: ProductBank, seamless: float, gapped: bool) -> None:
+    touching = gaps = 0
+    for seed in range(30):  # row by row: facings of one pack share its top, bottom and width
+        b = _row_boxes(bank, RowStyle(seamless=seamless), seed=seed, rows=1)
+        same_pack = ((b[:, None, 1] == b[None, :, 1]) & (b[:, None, 3] == b[None, :, 3])
+                     & ((b[:, None, 2] - b[:, None, 0]) == (b[None, :, 2] - b[None, :, 0])))
+        gap = b[None, :, 0] - b[:, None, 2]  # one facing's right edge to the next one's left
+        touching += int((same_pack & (gap == 0)).sum())
+        gaps += int((same_pack & (gap > 0) & (gap <= 6)).sum())
+    assert touching > 0
+    # Seamless: only two different packs of the same size can stand a few pixels apart.
+    assert (gaps > 0.2 * touching) is gapped
+    assert (gaps < 0.02 * touching) is not gapped
