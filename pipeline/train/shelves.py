@@ -269,8 +269,7 @@ def _two_part(rng: np.random.Generator, bank: ProductBank, cut: Cutout) -> Cutou
     if rng.random() < 0.5:
         top = _resized(bank.draw(rng), w, split).image
     else:
-        top = np.empty((split, w, 3), np.uint8)
-        top[:] = rng.integers(0, 256, 3).astype(np.uint8)
+        top = np.full((split, w, 3), rng.integers(0, 256, 3), np.uint8)
     shade = np.linspace(float(rng.uniform(0.7, 1.0)), 1.0, split, dtype=np.float32)
     img[:split] = np.clip(top.astype(np.float32) * shade[:, None, None], 0, 255).astype(np.uint8)
     return Cutout(img, cut.mask)

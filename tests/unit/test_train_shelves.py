@@ -59,28 +59,6 @@ def test_cooler_door_frames_hide_the_products_behind_them(seed: int) -> None:
     assert (owner >= 0).mean() > 0.5  # the doors are mostly glass
 
 
-@pytest.mark.parametrize(("flat_stacks", "widest", "stacked"), [(0.0, 3.6, False),
-                                                               (1.0, 5.6, True)])
-def test_boxes_lying_down_are_wide_and_stacked(bank: ProductBank, flat_stacks: float,
-                                               widest: float, stacked: bool) -> None:
-    rng = np.random.default_rng(1)
-    boxes: list[tuple[int, int, int, int]] = []
-    for _ in range(30):
-        canvas = np.zeros((200, 2000, 3), np.uint8)
-        owner = np.full((200, 2000), -1, np.int32)
-        _fill_row(rng, bank, canvas, owner, boxes, 0, 2000, 190, 120,
-                  RowStyle(flat_stacks=flat_stacks))
-
-    b = np.array(boxes, np.float64)
-    aspect = (b[:, 2] - b[:, 0]) / (b[:, 3] - b[:, 1])
-    assert aspect.max() <= widest
-    lying = b[aspect > 3.3]  # wider than any pack of the ordinary kinds
-    assert (len(lying) > 0) is stacked
-    if stacked:  # the same facing, one unit above the other
-        same_x = (lying[:, None, 0] == lying[None, :, 0]) & (lying[:, None, 1] < lying[None, :, 1])
-        assert same_x.any()
-
-
 def _row_boxes(bank: ProductBank, style: RowStyle, seed: int = 2, rows: int = 30
                ) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -90,6 +68,21 @@ def _row_boxes(bank: ProductBank, style: RowStyle, seed: int = 2, rows: int = 30
         owner = np.full((200, 2000), -1, np.int32)
         _fill_row(rng, bank, canvas, owner, boxes, 0, 2000, 190, 120, style)
     return np.array(boxes, np.float64)
+
+
+@pytest.mark.parametrize(("flat_stacks", "widest", "stacked"), [(0.0, 3.6, False),
+                                                               (1.0, 5.6, True)])
+def test_boxes_lying_down_are_wide_and_stacked(bank: ProductBank, flat_stacks: float,
+                                               widest: float, stacked: bool) -> None:
+    b = _row_boxes(bank, RowStyle(flat_stacks=flat_stacks), seed=1)
+
+    aspect = (b[:, 2] - b[:, 0]) / (b[:, 3] - b[:, 1])
+    assert aspect.max() <= widest
+    lying = b[aspect > 3.3]  # wider than any pack of the ordinary kinds
+    assert (len(lying) > 0) is stacked
+    if stacked:  # the same facing, one unit above the other
+        same_x = (lying[:, None, 0] == lying[None, :, 0]) & (lying[:, None, 1] < lying[None, :, 1])
+        assert same_x.any()
 
 
 def _stacked(b: np.ndarray) -> int:
