@@ -132,6 +132,42 @@ def _price_tags(rng: np.random.Generator, canvas: Image, x0: int, x1: int, y: in
         x += w + int(rng.integers(h, 8 * h))
 
 
+def _price_labels(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32],
+                  x0: int, x1: int, y: int, board: int) -> None:
+    """Shelf-edge labels along ``x0``-``x1`` from ``y``: a price in large digits on white,
+    yellow or orange, a few as taller sale tags over the products below; they hide what
+    they cover."""
+    H = owner.shape[0]
+    x = x0 + int(rng.integers(0, 3 * board + 1))
+    while x < x1:
+        sale = rng.random() < 0.25
+        h = max(6, int(board * (rng.uniform(1.6, 3.0) if sale else rng.uniform(0.9, 1.4))))
+        w = int(h * (rng.uniform(1.0, 1.6) if sale else rng.uniform(1.6, 2.8)))
+        paper = ((255, 255, 255) if rng.random() < 0.5 else (40, 220, 250) if rng.random() < 0.7
+                 else tuple(int(v) for v in rng.integers(0, 256, 3)))
+        tag = np.empty((h, w, 3), np.uint8)
+        tag[:] = paper
+        cents = int(rng.integers(0, 100))
+        price = (f"{int(rng.integers(0, 30))}.{cents:02d}" if rng.random() < 0.6
+                 else f"${int(rng.integers(1, 30))}.{cents:02d}" if rng.random() < 0.5
+                 else f"{int(rng.integers(2, 5))}/{int(rng.integers(2, 10))}")
+        ink = (20, 20, 20) if rng.random() < 0.7 else (30, 30, 200)
+        font = cv2.FONT_HERSHEY_DUPLEX if rng.random() < 0.5 else cv2.FONT_HERSHEY_SIMPLEX
+        (tw, th), _ = cv2.getTextSize(price, font, 1.0, 2)
+        scale = min(0.9 * w / tw, 0.6 * h / th)
+        cv2.putText(tag, price, (int(w * 0.05), int(h * 0.75)), font, scale, ink,
+                    max(1, round(scale * 2)), cv2.LINE_AA)
+        if rng.random() < 0.6:  # a barcode or the item line under the price
+            for k in range(int(rng.integers(3, 12))):
+                bx = int(w * 0.1) + 2 * k
+                cv2.line(tag, (bx, int(h * 0.82)), (bx, h - 1), (25, 25, 25), 1)
+        ya, yb, xb = max(y, 0), min(y + h, H), min(x + w, x1)
+        if xb > x and yb > ya:
+            canvas[ya:yb, x:xb] = tag[ya - y:yb - y, :xb - x]
+            owner[ya:yb, x:xb] = -1
+        x += w + int(rng.integers(board, 10 * board + 1))
+
+
 def _sign(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32]) -> None:
     """A hanging sign or shelf talker: printed, unlabelled, hiding the products behind it."""
     H, W = owner.shape
@@ -243,6 +279,12 @@ class RowStyle:
     depth: float = 0.0
     # Share of products whose facings touch, unshaded and alike (no gap, no darker edges).
     seamless: float = 0.0
+    # Share of shelf edges whose tags print their prices in large digits, some of them sale
+    # tags hanging over the row below: print that is not a product.
+    price_labels: float = 0.0
+    # Share of upright packs standing alone drawn as bottles: the print only a label band on
+    # a body of liquid or plastic, a cap and often a narrower neck above it.
+    bottles: float = 0.0
 
 
 def _packs_behind(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32],
@@ -273,6 +315,41 @@ def _two_part(rng: np.random.Generator, bank: ProductBank, cut: Cutout) -> Cutou
     shade = np.linspace(float(rng.uniform(0.7, 1.0)), 1.0, split, dtype=np.float32)
     img[:split] = np.clip(top.astype(np.float32) * shade[:, None, None], 0, 255).astype(np.uint8)
     return Cutout(img, cut.mask)
+
+
+def _bottle(rng: np.random.Generator, cut: Cutout) -> Cutout:
+    """``cut`` as a bottle: its print squeezed into a label band (a quarter to two thirds of
+    the height) on a body of dark or coloured liquid or of plastic, shaded round with a
+    highlight, under a cap; most have shoulders and a neck narrower than the body."""
+    h, w = cut.mask.shape
+    top = int(h * rng.uniform(0.2, 0.55))
+    bottom = min(h, max(top + max(2, h // 4), int(h * rng.uniform(0.7, 0.98))))
+    r = rng.random()
+    colour = (rng.integers(5, 60, 3) if r < 0.35  # cola, dark glass
+              else rng.integers(0, 256, 3) * rng.uniform(0.3, 0.8) if r < 0.6  # juice, oil
+              else rng.integers(0, 256, 3))  # opaque plastic
+    xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
+    body = np.empty((h, w, 3), np.float32)
+    body[:] = np.asarray(colour, np.float32)
+    body *= (1.0 - 0.45 * xs**2)[None, :, None]
+    cx, half = rng.uniform(-0.6, -0.2), rng.uniform(0.04, 0.12)
+    glint = np.clip(1.0 - np.abs(xs - cx) / half, 0.0, 1.0) * rng.uniform(0.3, 0.7)
+    body += (255.0 - body) * glint[None, :, None]
+    body[top:bottom] = cv2.resize(cut.image, (w, bottom - top), interpolation=cv2.INTER_AREA)
+    cap = max(2, int(h * rng.uniform(0.04, 0.1)))
+    body[:cap] = rng.integers(0, 256, 3).astype(np.float32)
+    mask = np.full((h, w), 255, np.uint8)
+    if rng.random() < 0.7 and w >= 6:
+        neck = max(2, int(w * rng.uniform(0.3, 0.55)))
+        n0 = (w - neck) // 2
+        neck_end = int(min(top, h * rng.uniform(0.08, 0.25)))
+        shoulder = int(min(top, neck_end + h * rng.uniform(0.05, 0.2)))
+        mask[:shoulder] = 0
+        mask[:max(neck_end, cap), n0:n0 + neck] = 255
+        poly = np.array([[n0, neck_end], [n0 + neck - 1, neck_end], [w - 1, shoulder],
+                         [0, shoulder]], np.int32)
+        cv2.fillConvexPoly(mask, poly, 255)
+    return Cutout(np.clip(body, 0, 255).astype(np.uint8), mask)
 
 
 def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
@@ -311,7 +388,9 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         h = max(6, int(row_h * fill / layers))
         w = max(4, round(h * aspect))
         cut = _resized(master, w, h)
-        if upright and style.two_part > 0.0 and rng.random() < style.two_part:
+        if upright and layers == 1 and style.bottles > 0.0 and rng.random() < style.bottles:
+            cut = _bottle(rng, cut)
+        elif upright and style.two_part > 0.0 and rng.random() < style.two_part:
             cut = _two_part(rng, bank, cut)
         # Seamless facings touch, unshaded and alike: only the print's repeat tells them apart.
         seamless = style.seamless > 0.0 and rng.random() < style.seamless
@@ -381,6 +460,7 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
     canvas[fy0:fy1, fx0:fx1] = back.astype(np.uint8)
     board_colour = rng.integers(150, 256, 3) if rng.random() < 0.7 else rng.integers(0, 256, 3)
     mean_row = size * rng.uniform(0.08, 0.35)
+    labelled: list[tuple[int, int, int, int]] = []  # shelf edges labelled once rows stand
     y = fy0 - int(rng.uniform(0, mean_row))
     while y < fy1:
         row_h = int(max(14, mean_row * rng.uniform(0.8, 1.25)))
@@ -397,8 +477,13 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
             canvas[by0:by1, fx0:fx1] = board_colour.astype(np.uint8)
             owner[by0:by1, fx0:fx1] = -1
             if rng.random() < 0.85:
-                _price_tags(rng, canvas, fx0, fx1, base + 1, max(2, board - 2))
+                if rows.price_labels > 0.0 and rng.random() < rows.price_labels:
+                    labelled.append((fx0, fx1, base + 1, board))
+                else:
+                    _price_tags(rng, canvas, fx0, fx1, base + 1, max(2, board - 2))
         y = base + board
+    for x0, x1, top, board in labelled:
+        _price_labels(rng, canvas, owner, x0, x1, top, board)
     behind_glass = rng.random() < cooler
     if behind_glass:
         _cooler_doors(rng, canvas, owner)

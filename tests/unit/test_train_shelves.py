@@ -1,6 +1,8 @@
 """Training shelves: every product box lies inside the crop, seen square, along the aisle or
 behind a cooler's glass doors; door frames hide what they cover; boxes lying down stack;
 upright packs stand alone when the style says so; two-part faces keep their lower part;
+a bottle's print is a label band between a plain body and cap, under a neck; shelf-edge
+labels print large prices and hide what they cover;
 the packs behind a facing show over it, darker, boxed as no product."""
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pipeline.core.packshot import Cutout
 from pipeline.train.products import MASTER_HEIGHT, ProductBank
 from pipeline.train.shelves import (
     RowStyle,
+    _bottle,
     _cooler_doors,
     _fill_row,
     _packs_behind,
+    _price_labels,
     _two_part,
     render_shelf,
 )
@@ -121,6 +125,43 @@ def test_a_two_part_face_repaints_only_its_top(bank: ProductBank, seed: int) -> 
     assert changed[:15].all()  # at least the top 15 %
     assert not changed[50:].any()  # never the lower half
     assert (out.mask == cut.mask).all()  # still one product, the same shape
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_bottle_wears_its_print_as_a_band_on_a_plain_body(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    stripes = np.tile(np.array([0, 255], np.uint8).repeat(2)[None, :, None], (120, 10, 3))
+    cut = Cutout(stripes, np.full((120, 40), 255, np.uint8))  # upright, striped down
+
+    out = _bottle(rng, cut)
+
+    assert out.image.shape == cut.image.shape and out.mask.shape == cut.mask.shape
+    printed = np.nonzero(out.image.std(axis=1).max(axis=1) > 90)[0]  # the stripes' rows
+    assert printed.min() >= 0.2 * 120 and printed.max() < 0.98 * 120
+    assert 0.25 * 120 <= printed.max() - printed.min() + 1 <= 0.8 * 120
+    band = slice(printed.min(), printed.max() + 1)
+    assert (out.mask[band] == 255).all()  # the body is the pack's full width
+    assert (out.mask[printed.max() + 1:] == 255).all()
+    assert out.mask[0].any()  # the cap is part of the product
+    body = out.image[printed.max() + 1:]
+    if len(body) > 1:  # plain below the label: one colour down each column
+        assert body.astype(np.int16).std(axis=0).max() < 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shelf_edge_labels_print_prices_and_hide_what_they_cover(seed: int) -> None:
+    canvas = np.full((120, 400, 3), 90, np.uint8)
+    owner = np.full((120, 400), 3, np.int32)
+
+    _price_labels(np.random.default_rng(seed), canvas, owner, 20, 380, 40, 10)
+
+    painted = (canvas != 90).any(axis=2)
+    assert painted.any()
+    assert not painted[:40].any() and not painted[:, :20].any()  # from the edge down only
+    assert (owner[painted] == -1).all()  # a label is no product
+    assert (owner[~painted] == 3).sum() > 0.8 * (~painted).sum()
+    labels = canvas[owner == -1].astype(np.int16)
+    assert labels.max() - labels.min() > 150  # dark print on light paper (or the reverse)
 
 
 @pytest.mark.parametrize("seed", range(6))
