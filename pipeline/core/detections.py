@@ -1,4 +1,5 @@
-"""Detections and their maths: IoU, class-aware NMS, clipping, merging tiled results."""
+"""Detections and their maths: IoU, class-aware NMS, small-box score damping, clipping,
+merging tiled results."""
 
 from __future__ import annotations
 
@@ -98,6 +99,18 @@ def nms(*, xyxy: npt.NDArray[np.floating], scores: npt.NDArray[np.floating],
         ov = overlap(b[i:i + 1], b[rest])[0]
         order = rest[ov <= iou_threshold]
     return np.asarray(keep, np.intp)
+
+
+def damp_small_boxes(det: Detections, *, px: float, power: float, score_threshold: float
+                     ) -> Detections:
+    """Scores of boxes whose short side is under ``px`` scaled by ``(short / px) ** power``,
+    and those that fall under ``score_threshold`` dropped: a detector that is surer of small
+    products than it is right about them (boxes in the pixels ``px`` is measured in)."""
+    short = np.minimum(det.xyxy[:, 2] - det.xyxy[:, 0], det.xyxy[:, 3] - det.xyxy[:, 1])
+    factor = np.clip(short / px, 0.0, 1.0) ** power
+    scores = (det.scores * factor).astype(np.float32)
+    keep = np.nonzero(scores >= score_threshold)[0]
+    return Detections(det.xyxy[keep], scores[keep], det.class_ids[keep])
 
 
 def clip_boxes(*, xyxy: npt.NDArray[np.floating], size_wh: tuple[int, int]) -> Boxes:

@@ -38,6 +38,15 @@ class InputSpec(BaseModel):
     lighting: Literal["normalized", "original"] = "normalized"
 
 
+class SmallBoxSpec(BaseModel):
+    """Scores of boxes whose short side is under ``px`` model-input pixels are scaled by
+    ``(short / px) ** power`` before NMS and the threshold: fitted where a detector's small
+    boxes are right less often than its scores say."""
+
+    px: float = Field(gt=0)
+    power: float = Field(default=0.5, gt=0)
+
+
 class PostprocessSpec(BaseModel):
     score_threshold: float = Field(default=0.25, ge=0, le=1)
     iou_threshold: float = Field(default=0.6, ge=0, le=1)
@@ -45,6 +54,7 @@ class PostprocessSpec(BaseModel):
     # Boxes in [0, 1] of the input size rather than pixels; None: the format's convention
     # (rtdetr normalized, yolov8 pixels). ``shelf model add`` probes it.
     normalized_boxes: bool | None = None
+    small_boxes: SmallBoxSpec | None = None
 
 
 class TilingSpec(BaseModel):

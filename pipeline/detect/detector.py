@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from pipeline import metrics
 from pipeline.core.decode import decode_centernet, decode_rtdetr, decode_yolov8
-from pipeline.core.detections import Detections, nms
+from pipeline.core.detections import Detections, damp_small_boxes, nms
 from pipeline.core.letterbox import letterbox, unletterbox_boxes
 from pipeline.core.tiling import merge_tiles, strip_grid, tile_windows
 from pipeline.detect.card import ModelFiles, TilingSpec, load_model
@@ -125,6 +125,9 @@ class Detector:
             det = decode_rtdetr(output=outputs[0], num_classes=nc,
                                 score_threshold=score_threshold, input_wh=target,
                                 normalized=post.normalized_boxes is not False)
+        if post.small_boxes is not None:
+            det = damp_small_boxes(det, px=post.small_boxes.px, power=post.small_boxes.power,
+                                   score_threshold=score_threshold)
         keep = nms(xyxy=det.xyxy, scores=det.scores, class_ids=det.class_ids,
                    iou_threshold=post.iou_threshold)[:post.max_detections]
         det = det.take(keep)

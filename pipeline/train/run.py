@@ -77,7 +77,7 @@ class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 
 # Recipe fields that shape the network or its training, not the images it is shown.
 _NOT_IMAGES = frozenset({"name", "version", "neck", "exports", "frozen_blocks", "steps", "lr",
-                         "init", "score_threshold", "ema"})
+                         "init", "score_threshold", "small_box_px", "ema"})
 
 
 def _same_stream(recipes: list[Recipe]) -> None:
@@ -250,7 +250,10 @@ def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
                    "boxes": "boxes [1, 4, H/4, W/4] x1 y1 x2 y2 in input pixels",
                    "stride": STRIDE},
         "postprocess": {"score_threshold": recipe.score_threshold, "iou_threshold": 0.5,
-                        "max_detections": 600},
+                        "max_detections": 600,
+                        # The same products: sized in the first export's input, scaled.
+                        "small_boxes": ({"px": recipe.small_box_px * size / recipe.exports[0][1],
+                                         "power": 0.5} if recipe.small_box_px else None)},
         "tiling": None,
         "training": {"command": command, "seed": recipe.seed, "recipe": recipe.to_json(),
                      "data": "pipeline.train.shelves.render_shelf: dense shelves cut and pasted "

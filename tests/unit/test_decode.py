@@ -112,6 +112,20 @@ def test_detector_maps_candidates_back_to_image_pixels(
     assert det.geometry().layout == ("NCHW" if input_shape == NCHW_320 else "NHWC")
 
 
+def test_small_box_damping_lowers_small_boxes_scores_before_the_threshold(tmp_path: Path
+                                                                         ) -> None:
+    # Scores of boxes under 40 model-input pixels across scaled by short side / 40
+    det = detector(tmp_path, "damped", [yolo_columns()], input_shape=NCHW_320,
+                   card_json=card("yolov8", postprocess={"small_boxes": {"px": 40,
+                                                                         "power": 1.0}}))
+
+    found = det.detect(image())
+
+    # Box 4 (short side 30) keeps 0.75 of its score; box 6 (20) falls under the threshold
+    assert_detections(found, EXPECTED_BOXES[:5], EXPECTED_CLASSES[:5],
+                      [0.9, 0.7, 0.6, 0.375, 0.3])
+
+
 def test_detector_keeps_at_most_max_detections(tmp_path: Path) -> None:
     det = detector(tmp_path, "capped", [yolo_columns()], input_shape=NCHW_320,
                    card_json=card("yolov8", postprocess={"max_detections": 2}))
