@@ -27,8 +27,8 @@ class Recipe:
     # The exported cards' score threshold: where recall and precision balance on real shelves.
     score_threshold: float = 0.3
     # Scores of boxes whose short side is under this many pixels of the first export's input
-    # (as many more for a larger input) are damped, ``(short / px) ** 0.5`` (the card's
-    # ``small_boxes``); 0: none. Fitted on real shelves with the threshold.
+    # (as many more for a larger input) are damped (the card's ``small_boxes``, its default
+    # power); 0: none. Fitted on real shelves with the threshold.
     small_box_px: float = 0.0
     # Share of training shelves seen along the aisle (strong perspective, far side small).
     oblique_share: float = 0.0

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.detect.card import SmallBoxSpec
 from pipeline.settings import REPO_ROOT
 from pipeline.train.data import Example, make_example
 from pipeline.train.loss import focal_loss, giou_loss
@@ -252,8 +253,9 @@ def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
         "postprocess": {"score_threshold": recipe.score_threshold, "iou_threshold": 0.5,
                         "max_detections": 600,
                         # The same products: sized in the first export's input, scaled.
-                        "small_boxes": ({"px": recipe.small_box_px * size / recipe.exports[0][1],
-                                         "power": 0.5} if recipe.small_box_px else None)},
+                        "small_boxes": (SmallBoxSpec(
+                            px=recipe.small_box_px * size / recipe.exports[0][1]).model_dump()
+                                        if recipe.small_box_px else None)},
         "tiling": None,
         "training": {"command": command, "seed": recipe.seed, "recipe": recipe.to_json(),
                      "data": "pipeline.train.shelves.render_shelf: dense shelves cut and pasted "

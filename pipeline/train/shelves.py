@@ -145,8 +145,7 @@ def _price_labels(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np
         w = int(h * (rng.uniform(1.0, 1.6) if sale else rng.uniform(1.6, 2.8)))
         paper = ((255, 255, 255) if rng.random() < 0.5 else (40, 220, 250) if rng.random() < 0.7
                  else tuple(int(v) for v in rng.integers(0, 256, 3)))
-        tag = np.empty((h, w, 3), np.uint8)
-        tag[:] = paper
+        tag = np.full((h, w, 3), paper, np.uint8)
         cents = int(rng.integers(0, 100))
         price = (f"{int(rng.integers(0, 30))}.{cents:02d}" if rng.random() < 0.6
                  else f"${int(rng.integers(1, 30))}.{cents:02d}" if rng.random() < 0.5
@@ -329,9 +328,7 @@ def _bottle(rng: np.random.Generator, cut: Cutout) -> Cutout:
               else rng.integers(0, 256, 3) * rng.uniform(0.3, 0.8) if r < 0.6  # juice, oil
               else rng.integers(0, 256, 3))  # opaque plastic
     xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
-    body = np.empty((h, w, 3), np.float32)
-    body[:] = np.asarray(colour, np.float32)
-    body *= (1.0 - 0.45 * xs**2)[None, :, None]
+    body = np.full((h, w, 3), colour, np.float32) * (1.0 - 0.45 * xs**2)[None, :, None]
     cx, half = rng.uniform(-0.6, -0.2), rng.uniform(0.04, 0.12)
     glint = np.clip(1.0 - np.abs(xs - cx) / half, 0.0, 1.0) * rng.uniform(0.3, 0.7)
     body += (255.0 - body) * glint[None, :, None]

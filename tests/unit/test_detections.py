@@ -186,19 +186,19 @@ def test_cxcywh_to_xyxy(cxcywh: list[float], xyxy: list[Box]) -> None:
     np.testing.assert_array_equal(out, xyxy)
 
 
-@pytest.mark.parametrize(("box", "score", "px", "power", "damped"), [
-    ([0, 0, 20, 40], 0.8, 16, 0.5, 0.8),  # short side 20 >= 16: untouched
-    ([0, 0, 16, 16], 0.8, 16, 0.5, 0.8),  # exactly at px
-    ([0, 0, 40, 4], 0.8, 16, 0.5, 0.4),  # short side 4: (1/4) ** 0.5 = 0.5
-    ([0, 0, 9, 30], 0.6, 16, 1.0, 0.3375),  # linear
-    ([5, 5, 5, 30], 0.9, 16, 0.5, None),  # no width: score 0, dropped
-    ([0, 0, 8, 8], 0.5, 16, 0.5, None),  # 0.354 < the threshold 0.4: dropped
+@pytest.mark.parametrize(("box", "score", "power", "threshold", "damped"), [
+    ([0, 0, 20, 40], 0.8, 0.5, 0.4, 0.8),  # short side 20 >= 16: untouched
+    ([0, 0, 16, 16], 0.8, 0.5, 0.4, 0.8),  # exactly at px
+    ([0, 0, 40, 4], 0.8, 0.5, 0.4, 0.4),  # short side 4: (1/4) ** 0.5 = 0.5
+    ([0, 0, 9, 30], 0.6, 1.0, 0.3, 0.3375),  # linear
+    ([5, 5, 5, 30], 0.9, 0.5, 0.4, None),  # no width: score 0, dropped
+    ([0, 0, 8, 8], 0.5, 0.5, 0.4, None),  # 0.354 < the threshold 0.4: dropped
 ])
-def test_damp_small_boxes(box: Box, score: float, px: float, power: float,
+def test_damp_small_boxes(box: Box, score: float, power: float, threshold: float,
                           damped: float | None) -> None:
     det = dets([box, [0, 0, 50, 50]], [score, 0.9], [0, 1])
 
-    out = damp_small_boxes(det, px=px, power=power, score_threshold=0.3 if power == 1 else 0.4)
+    out = damp_small_boxes(det, px=16, power=power, score_threshold=threshold)
 
     expected = [] if damped is None else [damped]
     np.testing.assert_allclose(out.scores, [*expected, 0.9], rtol=1e-6)
