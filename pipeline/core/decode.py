@@ -1,6 +1,6 @@
 """Raw detector outputs -> candidate detections in model-input pixels (before NMS).
 
-Three layouts:
+Four layouts:
 - ``centernet`` (our models): ``scores [1, C, h, w]`` per-class probabilities on a grid and
   ``boxes [1, 4, h, w]`` x1 y1 x2 y2; one candidate per local maximum of the best class score.
 - ``yolov8`` (Ultralytics YOLOv8/YOLO11 export, no NMS in graph): ``[1, 4 + C, N]`` with
@@ -8,9 +8,14 @@ Three layouts:
   and per-class scores; ``[1, N, 4 + C]`` is accepted too.
 - ``rtdetr`` (RT-DETR style): ``[1, Q, 4 + C]`` with cx, cy, w, h normalised to [0, 1] (or in
   pixels when ``normalized`` is false) and per-class scores.
+- ``end2end`` (NMS inside the graph: YOLOv10, YOLO26, Ultralytics ``nms=True`` exports):
+  ``[1, N, 6]`` rows of x1, y1, x2, y2 (input pixels, or normalised), score and class id,
+  the best first, unused rows zero.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -19,9 +24,8 @@ import numpy.typing as npt
 from pipeline.core.detections import Detections, cxcywh_to_xyxy
 from pipeline.errors import DecodeError
 
-FORMATS = ("centernet", "yolov8", "rtdetr")
+Format = Literal["centernet", "yolov8", "rtdetr", "end2end"]
 Array = npt.NDArray[np.float32]
-
 
 
 def _top(scores: Array, limit: int) -> npt.NDArray[np.intp]:
@@ -88,3 +92,23 @@ def decode_rtdetr(*, output: Array, num_classes: int, score_threshold: float,
     o = output[0].astype(np.float32)
     box = _scale_normalized(o[:, :4], input_wh) if normalized else o[:, :4].copy()
     return _candidates(box, o[:, 4:], score_threshold, o.shape[0])
+
+
+def decode_end2end(*, output: Array, num_classes: int, score_threshold: float,
+                   input_wh: tuple[int, int], normalized: bool = False) -> Detections:
+    """Rows already through the graph's own NMS; padding rows (no area) and class ids the
+    labels do not name are dropped."""
+    if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != 6:
+        raise DecodeError(f"end2end wants [1, N, 6] (x1 y1 x2 y2 score class), got "
+                          f"{output.shape}")
+    o = output[0].astype(np.float32)
+    xyxy = o[:, :4].copy()
+    if normalized:
+        w, h = input_wh
+        xyxy *= np.array([w, h, w, h], np.float32)
+    cls = np.rint(o[:, 5])
+    keep = ((o[:, 4] >= score_threshold) & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+            & (cls >= 0) & (cls < num_classes) & np.isfinite(o).all(axis=1))
+    keep = np.nonzero(keep)[0]
+    keep = keep[_top(o[keep, 4], keep.shape[0])]
+    return Detections(xyxy[keep], o[keep, 4].copy(), cls[keep].astype(np.int64))

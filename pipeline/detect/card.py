@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from pipeline.core.decode import Format
 from pipeline.errors import ModelError
 
 
@@ -52,7 +53,7 @@ class PostprocessSpec(BaseModel):
     iou_threshold: float = Field(default=0.6, ge=0, le=1)
     max_detections: int = Field(default=300, ge=1)
     # Boxes in [0, 1] of the input size rather than pixels; None: the format's convention
-    # (rtdetr normalized, yolov8 pixels). ``shelf model add`` probes it.
+    # (rtdetr normalized, yolov8 and end2end pixels). ``shelf model add`` probes it.
     normalized_boxes: bool | None = None
     small_boxes: SmallBoxSpec | None = None
 
@@ -66,7 +67,7 @@ class TilingSpec(BaseModel):
 class ModelCard(BaseModel):
     name: str
     version: str
-    format: Literal["centernet", "yolov8", "rtdetr"]
+    format: Format
     # product: class-agnostic boxes, named by the catalog; sku: its labels are SKU ids.
     task: Literal["product", "sku"] | None = None
     input: InputSpec = InputSpec()

@@ -10,7 +10,12 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import metrics
-from pipeline.core.decode import decode_centernet, decode_rtdetr, decode_yolov8
+from pipeline.core.decode import (
+    decode_centernet,
+    decode_end2end,
+    decode_rtdetr,
+    decode_yolov8,
+)
 from pipeline.core.detections import Detections, damp_small_boxes, nms
 from pipeline.core.letterbox import letterbox, unletterbox_boxes
 from pipeline.core.tiling import merge_tiles, strip_grid, tile_windows
@@ -121,6 +126,10 @@ class Detector:
             det = decode_yolov8(output=outputs[0], num_classes=nc,
                                 score_threshold=score_threshold, input_wh=target,
                                 normalized=bool(post.normalized_boxes))
+        elif fmt == "end2end":
+            det = decode_end2end(output=outputs[0], num_classes=nc,
+                                 score_threshold=score_threshold, input_wh=target,
+                                 normalized=bool(post.normalized_boxes))
         else:
             det = decode_rtdetr(output=outputs[0], num_classes=nc,
                                 score_threshold=score_threshold, input_wh=target,

@@ -3,7 +3,8 @@
 ``shelf model add PATH.onnx`` reads what Ultralytics writes into its exports (``names``,
 ``imgsz``, ``task``, ``stride``), checks the input (NCHW or NHWC; float, float16 or uint8) and
 the output layout (YOLOv8/YOLO11 ``[1, 4+nc, N]`` or ``[1, N, 4+nc]``, RT-DETR ``[1, Q, 4+nc]``,
-our centre-heatmap pair), runs the graph once on a probe image to learn whether boxes come out
+NMS inside the graph ``[1, N, 6]`` as YOLOv10, YOLO26 and ``nms=True`` exports give it, our
+centre-heatmap pair), runs the graph once on a probe image to learn whether boxes come out
 in pixels or normalized to [0, 1], and writes ``models/<name>/<version>/`` atomically. A graph
 whose outputs cannot be read is refused with the reason; nothing is half-registered.
 """
@@ -29,6 +30,7 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
+from pipeline.core.decode import Format
 from pipeline.errors import ModelRejectedError
 
 Boxes = Literal["auto", "pixels", "normalized"]
@@ -49,7 +51,7 @@ RTDETR_MAX_QUERIES = 1000
 class Inspection:
     """What was learnt about a graph, and from where."""
 
-    format: Literal["centernet", "yolov8", "rtdetr"]
+    format: Format
     input_name: str
     layout: Literal["NCHW", "NHWC"]
     size_wh: tuple[int, int]
@@ -176,6 +178,10 @@ def _box_convention(boxes: npt.NDArray[np.float32], size_wh: tuple[int, int], bo
     if boxes_opt != "auto":
         notes.append(f"boxes {boxes_opt} (given)")
         return boxes_opt == "normalized"
+    if not boxes.size:
+        notes.append("no box on the probe image: boxes taken as input pixels, as Ultralytics "
+                     "writes them (pass --boxes normalized if they are not)")
+        return False
     centres = np.abs(boxes[:, :2])
     q = float(np.percentile(centres, 99)) if centres.size else 0.0
     if q <= 1.5:
@@ -251,7 +257,7 @@ def inspect_model(path: Path, *, boxes: Boxes = "auto", size_wh: tuple[int, int]
     outputs = probe(proto.SerializeToString(), inputs[0].name,
                     _tensor(probe_image(size), layout, dtype), f"{size[0]}x{size[1]} {layout}")
     shapes = [tuple(np.asarray(o).shape) for o in outputs]
-    fmt, nc, box_cols = _output_layout(outputs, names, size, notes)
+    fmt, nc, box_cols = _output_layout(outputs, names, size, notes, nms_in_graph(meta))
     if names is not None and len(names) != nc:
         raise ModelRejectedError(f"metadata names {len(names)} classes but the output {shapes} "
                                  f"carries {nc}")
@@ -324,9 +330,52 @@ def probe(model: bytes, input_name: str, tensor: npt.NDArray[Any], what: str, *,
     return list(payload)
 
 
+def nms_in_graph(meta: dict[str, str]) -> bool | None:
+    """What an Ultralytics export's metadata says of NMS inside its graph: its ``end2end``
+    flag (YOLOv10, YOLO26) or ``nms`` among its export ``args``; None when it says nothing."""
+    try:
+        args = ast.literal_eval(meta.get("args", "{}"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        args = {}
+    if isinstance(args, dict) and args.get("nms") is True:
+        return True
+    return {"True": True, "False": False}.get(meta.get("end2end", ""))
+
+
+def _rows_look_end2end(rows: npt.NDArray[np.float32]) -> bool:
+    """``[N, 6]`` rows whose last column holds class ids and whose scores come best first."""
+    cls, score = rows[:, 5], rows[:, 4]
+    return bool(np.isfinite(rows).all() and (cls == np.rint(cls)).all() and (cls >= 0).all()
+                and (np.diff(score) <= 1e-6).all())
+
+
+def _end2end(out: npt.NDArray[Any], names: list[str] | None, notes: list[str]
+             ) -> tuple[int, npt.NDArray[np.float32]]:
+    rows = out[0].astype(np.float32)
+    if not np.isfinite(rows).all():
+        raise ModelRejectedError("the graph returns NaN or infinite box coordinates")
+    real = rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1]) & (rows[:, 4] > 0)]
+    if real.size and (real[:, 4].max() > 1 + 1e-3 or real[:, 4].min() < 0):
+        raise ModelRejectedError(f"scores range {real[:, 4].min():.2f}..{real[:, 4].max():.2f}"
+                                 ": not probabilities")
+    top = int(real[:, 5].max()) if real.size else 0
+    if names is not None and top >= len(names):
+        raise ModelRejectedError(f"class ids reach {top} but metadata names {len(names)} "
+                                 "classes")
+    nc = len(names) if names is not None else top + 1
+    notes.append(f"output {out.shape}: up to {out.shape[1]} boxes after the graph's own NMS "
+                 f"(x1 y1 x2 y2 score class), {len(real)} on the probe image")
+    if names is None:
+        notes.append(f"no class names in the metadata: {nc} class(es) from the class ids "
+                     "seen on the probe image")
+    xyxy = real[:, :4]
+    cxcywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    return nc, cxcywh.astype(np.float32)
+
+
 def _output_layout(outputs: list[Any], names: list[str] | None, size: tuple[int, int],
-                   notes: list[str]) -> tuple[Literal["centernet", "yolov8", "rtdetr"], int,
-                                              npt.NDArray[np.float32]]:
+                   notes: list[str], end2end: bool | None = None
+                   ) -> tuple[Format, int, npt.NDArray[np.float32]]:
     arrays = [np.asarray(o) for o in outputs]
     shapes = [a.shape for a in arrays]
     if (len(arrays) >= 2 and arrays[0].ndim == 4 and arrays[1].ndim == 4
@@ -337,18 +386,22 @@ def _output_layout(outputs: list[Any], names: list[str] | None, size: tuple[int,
     if out.ndim != 3 or out.shape[0] != 1:
         raise ModelRejectedError(f"output {out.shape} is not a detection layout: expected "
                                  "[1, 4+nc, N] (YOLOv8/YOLO11), [1, N, 4+nc] or [1, Q, 4+nc] "
-                                 "(RT-DETR)")
+                                 "(RT-DETR), or [1, N, 6] (NMS in the graph)")
     a, b = int(out.shape[1]), int(out.shape[2])
+    if end2end and b != 6:
+        raise ModelRejectedError(f"the metadata says NMS is inside the graph, but the output "
+                                 f"{out.shape} is not [1, N, 6] (x1 y1 x2 y2 score class)")
+    if b == 6 and a != 6 and (end2end or (end2end is None and (
+            (names is not None and len(names) != 2)
+            or _rows_look_end2end(out[0].astype(np.float32))))):
+        nc, boxes = _end2end(out, names, notes)
+        return "end2end", nc, boxes
     if names is not None:
         want = 4 + len(names)
         if a == want and b != want:
             rows = out[0].T
         elif b == want:
             rows = out[0]
-        elif b == 6 and len(names) != 2:
-            raise ModelRejectedError(
-                f"output {out.shape} looks like an export with NMS inside the graph "
-                "(x1 y1 x2 y2 score class); export without it (Ultralytics: nms=False)")
         else:
             raise ModelRejectedError(f"output {out.shape} does not carry 4 box values + "
                                      f"{len(names)} class scores per candidate")
@@ -367,7 +420,7 @@ def _output_layout(outputs: list[Any], names: list[str] | None, size: tuple[int,
     n = rows.shape[0]
     transposed = a != 4 + nc
     if transposed and n != _anchors(size) and n <= RTDETR_MAX_QUERIES:
-        fmt: Literal["yolov8", "rtdetr"] = "rtdetr"
+        fmt: Format = "rtdetr"
         notes.append(f"output {out.shape}: {n} queries x (4 + {nc}), RT-DETR style")
     else:
         fmt = "yolov8"

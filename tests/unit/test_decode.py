@@ -11,7 +11,13 @@ import numpy.typing as npt
 import pytest
 from onnx import TensorProto
 
-from pipeline.core.decode import DecodeError, decode_centernet, decode_rtdetr, decode_yolov8
+from pipeline.core.decode import (
+    DecodeError,
+    decode_centernet,
+    decode_end2end,
+    decode_rtdetr,
+    decode_yolov8,
+)
 from pipeline.core.detections import Detections
 from pipeline.detect.detector import Detector
 from pipeline.errors import ModelError
@@ -400,6 +406,51 @@ def test_decode_rtdetr_shape_error() -> None:
     with pytest.raises(DecodeError):
         decode_rtdetr(output=yolo_columns(), num_classes=NC, score_threshold=0.25,
                       input_wh=(320, 320))
+
+
+# NMS inside the graph: x1 y1 x2 y2 score class, best first, unused rows zero (320 x 320).
+END2END = np.array([
+    [80, 70, 120, 130, 0.90, 0],  # kept
+    [230, 185, 270, 215, 0.70, 2],  # kept
+    [10, 10, 50, 50, 0.50, 3],  # class id past the labels -> dropped
+    [60, 60, 60, 90, 0.40, 1],  # no width -> dropped
+    [200, 200, 260, 240, 0.20, 1],  # under the threshold -> dropped
+    [0, 0, 0, 0, 0.0, 0],  # padding
+    [0, 0, 0, 0, 0.0, 0],
+], np.float32)[None]
+
+
+@pytest.mark.parametrize(("normalized", "input_wh", "boxes"), [
+    (False, (999, 999), [[80, 70, 120, 130], [230, 185, 270, 215]]),
+    (True, (320, 320), [[80, 70, 120, 130], [230, 185, 270, 215]]),
+    (True, (640, 320), [[160, 70, 240, 130], [460, 185, 540, 215]]),
+], ids=["pixels", "normalised", "normalised-wide-input"])
+def test_decode_end2end_keeps_real_rows_in_input_pixels(
+        normalized: bool, input_wh: tuple[int, int], boxes: list[list[float]]) -> None:
+    out = END2END.copy()
+    if normalized:
+        out[0, :, :4] /= 320
+    det = decode_end2end(output=out, num_classes=NC, score_threshold=0.25, input_wh=input_wh,
+                         normalized=normalized)
+
+    assert_detections(det, boxes, [0, 2], [0.9, 0.7])
+
+
+@pytest.mark.parametrize("output", [
+    np.zeros((1, 300, 7), np.float32), np.zeros((300, 6), np.float32),
+], ids=["seven-columns", "two-dims"])
+def test_decode_end2end_shape_errors(output: F32) -> None:
+    with pytest.raises(DecodeError):
+        decode_end2end(output=output, num_classes=NC, score_threshold=0.25, input_wh=(320, 320))
+
+
+def test_detector_end2end_maps_rows_back_to_image_pixels(tmp_path: Path) -> None:
+    det = detector(tmp_path, "const-end2end", [END2END], input_shape=NCHW_320,
+                   card_json=card("end2end"))
+
+    # 640 x 480 letterboxed into 320 x 320: scale 0.5, pad_y 40
+    assert_detections(det.detect(image()), [[160, 60, 240, 180], [460, 290, 540, 350]], [0, 2],
+                      [0.9, 0.7])
 
 
 @pytest.mark.parametrize(("size_wh", "grid"), [

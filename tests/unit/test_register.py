@@ -105,6 +105,45 @@ def test_ultralytics_export_is_registered_with_probed_boxes(
     np.testing.assert_allclose(det.xyxy[0], [300, 200, 340, 280], atol=1.0)
 
 
+def end2end_rows(*, normalized: bool, classes: tuple[int, ...] = (0,), size: int = 640) -> F32:
+    """``[1, 300, 6]`` after the graph's own NMS: boxes best first, then zero rows."""
+    out = np.zeros((1, 300, 6), np.float32)
+    for k, c in enumerate(classes):
+        out[0, k] = [300 + 60 * k, 200, 340 + 60 * k, 280, 0.9 - 0.1 * k, c]
+    out[0, len(classes):len(classes) + 40, :5] = [10, 10, 30, 40, 0.05]  # weak leftovers
+    if normalized:
+        out[0, :, :4] /= size
+    return out
+
+
+@pytest.mark.parametrize(("meta", "classes", "normalized", "labels"), [
+    ({"names": "{0: 'object'}", "end2end": "True"}, (0,), False, ["object"]),
+    ({"names": str({i: f"c{i}" for i in range(80)}), "end2end": "False",
+      "args": "{'batch': 1, 'nms': True}"}, (7, 0), False, [f"c{i}" for i in range(80)]),
+    ({"names": "{0: 'a', 1: 'b'}"}, (1, 0), False, ["a", "b"]),
+    ({}, (0,), True, ["product"]),
+], ids=["yolo26-end2end", "nms-export-80-classes", "two-classes-by-the-rows", "no-metadata"])
+def test_an_export_with_nms_inside_the_graph_is_registered(
+        tmp_path: Path, meta: dict[str, str], classes: tuple[int, ...], normalized: bool,
+        labels: list[str]) -> None:
+    # Given an export whose graph ends in NMS ([1, N, 6]: x1 y1 x2 y2 score class)
+    model = constant_model([end2end_rows(normalized=normalized, classes=classes)],
+                           input_shape=[1, 3, 640, 640])
+    path = save(tmp_path, with_metadata(model, **meta))
+
+    # When it is registered with no flags
+    _, info = register_model(path, models=tmp_path / "m")
+
+    # Then its rows are read as boxes after NMS, in the convention the probe found
+    assert (info.format, info.normalized_boxes, info.labels) == ("end2end", normalized, labels)
+    det = Detector(load_model(tmp_path / "m", "byo"), device="cpu").detect(
+        np.zeros((640, 640, 3), np.uint8))
+    np.testing.assert_allclose(det.xyxy[:len(classes)],
+                               [[300 + 60 * k, 200, 340 + 60 * k, 280]
+                                for k in range(len(classes))], atol=1.0)
+    assert det.class_ids.tolist() == list(classes)
+
+
 def test_rtdetr_queries(tmp_path: Path) -> None:
     q = np.zeros((1, 300, 4 + 3), np.float32)
     q[0, :, :4] = np.random.default_rng(0).uniform(0.05, 0.95, (300, 4)) * [1, 1, 0.1, 0.1]
@@ -176,9 +215,15 @@ def _logit_scores(tmp_path: Path) -> Path:
     return save(tmp_path, constant_model([out], input_shape=[1, 3, 640, 640]))
 
 
-def _nms_in_graph(tmp_path: Path) -> Path:
-    model = constant_model([np.zeros((1, 300, 6), np.float32)], input_shape=[1, 3, 640, 640])
-    return save(tmp_path, with_metadata(model, names=str({i: f"c{i}" for i in range(80)})))
+def _end2end_class_past_names(tmp_path: Path) -> Path:
+    model = constant_model([end2end_rows(normalized=False, classes=(3,))],
+                           input_shape=[1, 3, 640, 640])
+    return save(tmp_path, with_metadata(model, names="{0: 'object'}"))
+
+
+def _end2end_flag_on_other_output(tmp_path: Path) -> Path:
+    model = constant_model([yolo_columns(1, normalized=False)], input_shape=[1, 3, 640, 640])
+    return save(tmp_path, with_metadata(model, names="{0: 'object'}", end2end="True"))
 
 
 def _segmentation(tmp_path: Path) -> Path:
@@ -212,7 +257,8 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "classifier": (_classifier, "not a detection layout"),
     "names-mismatch": (_names_mismatch, "does not carry 4 box values"),
     "logit-scores": (_logit_scores, "not probabilities"),
-    "nms-in-graph": (_nms_in_graph, "NMS inside the graph"),
+    "end2end-class-past-names": (_end2end_class_past_names, "class ids reach 3"),
+    "end2end-flag-on-other-output": (_end2end_flag_on_other_output, "is not \\[1, N, 6\\]"),
     "segmentation": (_segmentation, "only detection models"),
     "not-onnx": (_not_onnx, "not an ONNX model"),
     "not-an-image-input": (_not_an_image_input, "4-D"),
