@@ -1,6 +1,6 @@
 """Raw detector outputs -> candidate detections in model-input pixels (before NMS).
 
-Four layouts:
+Five layouts:
 - ``centernet`` (our models): ``scores [1, C, h, w]`` per-class probabilities on a grid and
   ``boxes [1, 4, h, w]`` x1 y1 x2 y2; one candidate per local maximum of the best class score.
 - ``yolov8`` (Ultralytics YOLOv8/YOLO11 export, no NMS in graph): ``[1, 4 + C, N]`` with
@@ -8,6 +8,8 @@ Four layouts:
   and per-class scores; ``[1, N, 4 + C]`` is accepted too.
 - ``rtdetr`` (RT-DETR style): ``[1, Q, 4 + C]`` with cx, cy, w, h normalised to [0, 1] (or in
   pixels when ``normalized`` is false) and per-class scores.
+- ``yolov5`` (YOLOv5 export): ``[1, N, 5 + C]`` with cx, cy, w, h, an objectness and
+  per-class scores; a candidate's score is objectness x class score.
 - ``end2end`` (NMS inside the graph: YOLOv10, YOLO26, Ultralytics ``nms=True`` exports):
   ``[1, N, 6]`` rows of x1, y1, x2, y2 (input pixels, or normalised), score and class id,
   the best first, unused rows zero.
@@ -24,7 +26,7 @@ import numpy.typing as npt
 from pipeline.core.detections import Detections, cxcywh_to_xyxy
 from pipeline.errors import DecodeError
 
-Format = Literal["centernet", "yolov8", "rtdetr", "end2end"]
+Format = Literal["centernet", "yolov8", "yolov5", "rtdetr", "end2end"]
 Array = npt.NDArray[np.float32]
 
 
@@ -83,6 +85,20 @@ def decode_yolov8(*, output: Array, num_classes: int, score_threshold: float,
             raise ValueError("normalized boxes need the input size")
         box = _scale_normalized(box, input_wh)
     return _candidates(box, o[:, 4:].astype(np.float32), score_threshold, max_candidates)
+
+
+def decode_yolov5(*, output: Array, num_classes: int, score_threshold: float,
+                  input_wh: tuple[int, int] | None = None, normalized: bool = False,
+                  max_candidates: int = 3000) -> Detections:
+    if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != 5 + num_classes:
+        raise DecodeError(f"yolov5 wants [1, N, 5+{num_classes}], got {output.shape}")
+    o = output[0].astype(np.float32)
+    box = o[:, :4]
+    if normalized:
+        if input_wh is None:
+            raise ValueError("normalized boxes need the input size")
+        box = _scale_normalized(box, input_wh)
+    return _candidates(box, o[:, 4:5] * o[:, 5:], score_threshold, max_candidates)
 
 
 def decode_rtdetr(*, output: Array, num_classes: int, score_threshold: float,

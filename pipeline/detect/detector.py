@@ -14,6 +14,7 @@ from pipeline.core.decode import (
     decode_centernet,
     decode_end2end,
     decode_rtdetr,
+    decode_yolov5,
     decode_yolov8,
 )
 from pipeline.core.detections import Detections, damp_small_boxes, nms
@@ -124,6 +125,10 @@ class Detector:
                                    score_threshold=score_threshold)
         elif fmt == "yolov8":
             det = decode_yolov8(output=outputs[0], num_classes=nc,
+                                score_threshold=score_threshold, input_wh=target,
+                                normalized=bool(post.normalized_boxes))
+        elif fmt == "yolov5":
+            det = decode_yolov5(output=outputs[0], num_classes=nc,
                                 score_threshold=score_threshold, input_wh=target,
                                 normalized=bool(post.normalized_boxes))
         elif fmt == "end2end":

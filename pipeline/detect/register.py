@@ -1,12 +1,13 @@
 """Bring your own detector: read an ONNX graph, probe how it speaks, register it with a card.
 
 ``shelf model add PATH.onnx`` reads what Ultralytics writes into its exports (``names``,
-``imgsz``, ``task``, ``stride``), checks the input (NCHW or NHWC; float, float16 or uint8) and
-the output layout (YOLOv8/YOLO11 ``[1, 4+nc, N]`` or ``[1, N, 4+nc]``, RT-DETR ``[1, Q, 4+nc]``,
-NMS inside the graph ``[1, N, 6]`` as YOLOv10, YOLO26 and ``nms=True`` exports give it, our
-centre-heatmap pair), runs the graph once on a probe image to learn whether boxes come out
-in pixels or normalized to [0, 1], and writes ``models/<name>/<version>/`` atomically. A graph
-whose outputs cannot be read is refused with the reason; nothing is half-registered.
+``imgsz``, ``task``, ``stride``, ``end2end``), checks the input (NCHW or NHWC; float, float16
+or uint8) and the output layout (YOLOv8/YOLO11 ``[1, 4+nc, N]`` or ``[1, N, 4+nc]``, YOLOv5
+``[1, N, 5+nc]`` with objectness, RT-DETR ``[1, Q, 4+nc]``, NMS inside the graph ``[1, N, 6]``
+as YOLOv10, YOLO26 and ``nms=True`` exports give it, our centre-heatmap pair), runs the graph
+once on a probe image to learn whether boxes come out in pixels or normalized to [0, 1], and
+writes ``models/<name>/<version>/`` atomically. A graph whose outputs cannot be read is refused
+with the reason; nothing is half-registered.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ PROBE_TIMEOUT_S = 120.0
 PROBE_MAX_RSS_MB = 2048
 PROBE_MAX_ADDRESS_MB = 16384  # a hard stop for the child: it cannot map more than this
 STRIDES = (8, 16, 32)  # YOLOv8/YOLO11 detection heads
+YOLOV5_ANCHORS = 3  # boxes per cell and stride in a YOLOv5 head
 RTDETR_MAX_QUERIES = 1000
 
 
@@ -373,6 +375,22 @@ def _end2end(out: npt.NDArray[Any], names: list[str] | None, notes: list[str]
     return nc, cxcywh.astype(np.float32)
 
 
+def _probabilities(scores: npt.NDArray[np.float32], what: str) -> None:
+    if scores.size and (scores.min() < -1e-3 or scores.max() > 1 + 1e-3):
+        raise ModelRejectedError(
+            f"{what} range {scores.min():.2f}..{scores.max():.2f}: not probabilities "
+            "(export with the sigmoid in the graph)")
+
+
+def _yolov5(out: npt.NDArray[Any], notes: list[str]) -> tuple[int, npt.NDArray[np.float32]]:
+    rows = out[0].astype(np.float32)
+    _probabilities(rows[:, 4:], "objectness and class scores")
+    nc = rows.shape[1] - 5
+    notes.append(f"output {out.shape}: {rows.shape[0]} anchors x (4 + objectness + {nc}), "
+                 "YOLOv5 style")
+    return nc, rows[:, :4]
+
+
 def _output_layout(outputs: list[Any], names: list[str] | None, size: tuple[int, int],
                    notes: list[str], end2end: bool | None = None
                    ) -> tuple[Format, int, npt.NDArray[np.float32]]:
@@ -385,17 +403,19 @@ def _output_layout(outputs: list[Any], names: list[str] | None, size: tuple[int,
     out = arrays[0]
     if out.ndim != 3 or out.shape[0] != 1:
         raise ModelRejectedError(f"output {out.shape} is not a detection layout: expected "
-                                 "[1, 4+nc, N] (YOLOv8/YOLO11), [1, N, 4+nc] or [1, Q, 4+nc] "
-                                 "(RT-DETR), or [1, N, 6] (NMS in the graph)")
+                                 "[1, 4+nc, N] (YOLOv8/YOLO11), [1, N, 5+nc] (YOLOv5), "
+                                 "[1, Q, 4+nc] (RT-DETR) or [1, N, 6] (NMS in the graph)")
     a, b = int(out.shape[1]), int(out.shape[2])
     if end2end and b != 6:
         raise ModelRejectedError(f"the metadata says NMS is inside the graph, but the output "
                                  f"{out.shape} is not [1, N, 6] (x1 y1 x2 y2 score class)")
-    if b == 6 and a != 6 and (end2end or (end2end is None and (
-            (names is not None and len(names) != 2)
-            or _rows_look_end2end(out[0].astype(np.float32))))):
+    if end2end or (end2end is None and b == 6 and a != 6
+                   and _rows_look_end2end(out[0].astype(np.float32))):
         nc, boxes = _end2end(out, names, notes)
         return "end2end", nc, boxes
+    if a == YOLOV5_ANCHORS * _anchors(size) and b > 5 and (names is None
+                                                         or b == 5 + len(names)):
+        return "yolov5", *_yolov5(out, notes)
     if names is not None:
         want = 4 + len(names)
         if a == want and b != want:
@@ -412,11 +432,7 @@ def _output_layout(outputs: list[Any], names: list[str] | None, size: tuple[int,
         rows = out[0].T if a < b else out[0]
     rows = rows.astype(np.float32)
     nc = rows.shape[1] - 4
-    scores = rows[:, 4:]
-    if scores.size and (scores.min() < -1e-3 or scores.max() > 1 + 1e-3):
-        raise ModelRejectedError(
-            f"class scores range {scores.min():.2f}..{scores.max():.2f}: not probabilities "
-            "(export with the sigmoid in the graph)")
+    _probabilities(rows[:, 4:], "class scores")
     n = rows.shape[0]
     transposed = a != 4 + nc
     if transposed and n != _anchors(size) and n <= RTDETR_MAX_QUERIES:

@@ -16,6 +16,7 @@ from pipeline.core.decode import (
     decode_centernet,
     decode_end2end,
     decode_rtdetr,
+    decode_yolov5,
     decode_yolov8,
 )
 from pipeline.core.detections import Detections
@@ -406,6 +407,34 @@ def test_decode_rtdetr_shape_error() -> None:
     with pytest.raises(DecodeError):
         decode_rtdetr(output=yolo_columns(), num_classes=NC, score_threshold=0.25,
                       input_wh=(320, 320))
+
+
+def yolov5_rows() -> F32:
+    """``[1, N, 5 + C]``: an objectness of 1 before the class scores, and one candidate whose
+    class score 0.9 falls under the threshold once its objectness 0.2 is applied."""
+    rows = np.insert(CANDIDATES, 4, 1.0, axis=1)
+    extra = np.array([[160, 160, 30, 30, 0.2, 0.9, 0.0, 0.0]], np.float32)
+    return np.concatenate([rows, extra])[None]
+
+
+@pytest.mark.parametrize(("normalized", "input_wh"), [(False, None), (True, (320, 320))],
+                         ids=["pixels", "normalised"])
+def test_decode_yolov5_scores_are_objectness_times_class(
+        normalized: bool, input_wh: tuple[int, int] | None) -> None:
+    out = yolov5_rows()
+    if normalized:
+        out[0, :, :4] /= 320
+    det = decode_yolov5(output=out, num_classes=NC, score_threshold=0.25, input_wh=input_wh,
+                        normalized=normalized)
+
+    assert det.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.25])
+    assert det.class_ids.tolist() == [0, 0, 1, 1, 2, 0, 0]
+    np.testing.assert_allclose(det.xyxy[0], [80, 70, 120, 130], rtol=1e-5)
+
+
+def test_decode_yolov5_shape_error() -> None:
+    with pytest.raises(DecodeError):
+        decode_yolov5(output=yolo_rows(), num_classes=NC, score_threshold=0.25)
 
 
 # NMS inside the graph: x1 y1 x2 y2 score class, best first, unused rows zero (320 x 320).

@@ -144,6 +144,29 @@ def test_an_export_with_nms_inside_the_graph_is_registered(
     assert det.class_ids.tolist() == list(classes)
 
 
+@pytest.mark.parametrize("meta", [{"names": "{0: 'object'}", "stride": "32"}, {}],
+                         ids=["names", "no-metadata"])
+def test_a_yolov5_export_scores_objectness_times_class(
+        tmp_path: Path, meta: dict[str, str]) -> None:
+    # Given a one-class YOLOv5 export: [1, 25200, 6] = cx cy w h objectness class-score,
+    # its one object at (320, 240) sure of its class but only 0.5 sure it is an object
+    rows = yolo_columns(1, normalized=False, n=3 * ANCHORS_640).transpose(0, 2, 1)
+    rows = np.insert(rows, 4, np.random.default_rng(2).uniform(0, 0.3, rows.shape[1]), axis=2)
+    rows[0, 0, 4:] = [0.5, 1.0]
+    path = save(tmp_path, with_metadata(
+        constant_model([np.ascontiguousarray(rows)], input_shape=[1, 3, 640, 640]), **meta))
+
+    # When it is registered with no flags
+    _, info = register_model(path, models=tmp_path / "m")
+
+    # Then it is read as YOLOv5, and the box scores 0.5
+    assert (info.format, info.normalized_boxes, info.task) == ("yolov5", False, "product")
+    det = Detector(load_model(tmp_path / "m", "byo"), device="cpu").detect(
+        np.zeros((640, 640, 3), np.uint8))
+    np.testing.assert_allclose(det.xyxy[0], [300, 200, 340, 280], atol=1.0)
+    assert float(det.scores[0]) == pytest.approx(0.5)
+
+
 def test_rtdetr_queries(tmp_path: Path) -> None:
     q = np.zeros((1, 300, 4 + 3), np.float32)
     q[0, :, :4] = np.random.default_rng(0).uniform(0.05, 0.95, (300, 4)) * [1, 1, 0.1, 0.1]
