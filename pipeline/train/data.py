@@ -35,14 +35,16 @@ def random_crop(rng: np.random.Generator, image: npt.NDArray[np.uint8],
 
 def targets(boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size: int,
             num_classes: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
-                                       npt.NDArray[np.float32]]:
-    """Heatmap ``(C, S, S)``, side distances ``(4, S, S)`` and their weights ``(S, S)``."""
+                                       npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Heatmap ``(C, S, S)``, side distances ``(4, S, S)`` and their weights ``(S, S)``, the
+    weights also divided by their object's total ``(S, S)`` (each object counts once)."""
     s = size // STRIDE
     hm = np.zeros((num_classes, s, s), np.float32)
     dist = np.zeros((4, s, s), np.float32)
     weight = np.zeros((s, s), np.float32)
+    owner = np.full((s, s), -1, np.int64)
     centres = (np.arange(s, dtype=np.float32) + 0.5) * STRIDE
-    for (x1, y1, x2, y2), c in zip(boxes, labels, strict=True):
+    for k_obj, ((x1, y1, x2, y2), c) in enumerate(zip(boxes, labels, strict=True)):
         cx, cy = (x1 + x2) / 2 / STRIDE, (y1 + y2) / 2 / STRIDE
         sx = max(0.7, (x2 - x1) / STRIDE / 6)
         sy = max(0.7, (y2 - y1) / STRIDE / 6)
@@ -68,11 +70,17 @@ def targets(boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size:
                                y2 - py + 0 * px)):
             dist[k, ya2:yb2, xa2:xb2] = np.where(better, v, dist[k, ya2:yb2, xa2:xb2])
         weight[ya2:yb2, xa2:xb2] = np.where(better, sub, weight[ya2:yb2, xa2:xb2])
-    return hm, dist, weight
+        owner[ya2:yb2, xa2:xb2] = np.where(better, k_obj, owner[ya2:yb2, xa2:xb2])
+    per_object = np.zeros_like(weight)
+    held = owner >= 0
+    if held.any():
+        totals = np.bincount(owner[held], weights=weight[held], minlength=len(boxes))
+        per_object[held] = weight[held] / totals[owner[held]]
+    return hm, dist, weight, per_object
 
 
 Example = tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.float32],
-                npt.NDArray[np.float32]]
+                npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
 
 def make_example(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) -> Example:
@@ -92,5 +100,5 @@ def make_example(rng: np.random.Generator, recipe: Recipe, bank: ProductBank) ->
         img = img[:, ::-1]
         boxes = boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) \
             + np.array([recipe.crop, 0, recipe.crop, 0], np.float32)
-    hm, dist, w = targets(boxes, np.zeros(len(boxes), np.int64), recipe.crop, 1)
-    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)), hm, dist, w
+    hm, dist, w, w_obj = targets(boxes, np.zeros(len(boxes), np.int64), recipe.crop, 1)
+    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)), hm, dist, w, w_obj

@@ -36,6 +36,9 @@ class Recipe:
     cooler_share: float = 0.0
     # Decay of the weights' moving average that checkpoints and exports keep; 0: none.
     ema: float = 0.0
+    # The box loss counts each product once, however many cells regress its sides; False:
+    # each cell, so that large products weigh as many times more as they have cells.
+    box_per_object: bool = False
     # How the shelves' rows are drawn: boxes lying down, thin packs, stacking, seen from above.
     rows: RowStyle = field(default_factory=RowStyle)
 
@@ -78,7 +81,14 @@ PRODUCT_8 = replace(PRODUCT_7, version="8", init="product-light/7",
 PRODUCT_9 = replace(PRODUCT_8, version="9", init="product-light/8", frozen_blocks=10,
                     steps=250, rows=replace(PRODUCT_8.rows, bottles=0.4, price_labels=0.6),
                     small_box_px=16.0, score_threshold=0.38)
+# Version 10 goes on from version 9 with three rows in ten hanging on pegboard hooks
+# (version 9 boxes a hook's header card and its neighbours as one product) and the box loss
+# counting each product once: it had weighed each by its cells, so a product 16 pixels across
+# counted a ninth of one 80 across, and half the real products are under 32 pixels.
+PRODUCT_10 = replace(PRODUCT_9, version="10", init="product-light/9", box_per_object=True,
+                     rows=replace(PRODUCT_9.rows, pegs=0.3))
 # Recipes that draw the same images train side by side (``--recipe A --recipe B``).
-RECIPES = {r.version: r for r in (PRODUCT, PRODUCT_6, PRODUCT_7, PRODUCT_8, PRODUCT_9)}
+RECIPES = {r.version: r for r in (PRODUCT, PRODUCT_6, PRODUCT_7, PRODUCT_8, PRODUCT_9,
+                                  PRODUCT_10)}
 # What ``make models`` trains: the recipe of the shipped default.
 DEFAULT = PRODUCT_9

@@ -78,7 +78,8 @@ class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 
 # Recipe fields that shape the network or its training, not the images it is shown.
 _NOT_IMAGES = frozenset({"name", "version", "neck", "exports", "frozen_blocks", "steps", "lr",
-                         "init", "score_threshold", "small_box_px", "ema"})
+                         "init", "score_threshold", "small_box_px", "ema",
+                         "box_per_object"})
 
 
 def _same_stream(recipes: list[Recipe]) -> None:
@@ -136,7 +137,8 @@ def _arm(recipe: Recipe, init: Path | None, device: torch.device) -> Arm:
 
 
 def _step(arm: Arm, lr: float, imgs: torch.Tensor, hm: torch.Tensor, dist: torch.Tensor,
-          w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+          w: torch.Tensor, w_obj: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step; the losses stay on the device (reading them waits for it)."""
     for g in arm.opt.param_groups:
         g["lr"] = lr
@@ -145,7 +147,7 @@ def _step(arm: Arm, lr: float, imgs: torch.Tensor, hm: torch.Tensor, dist: torch
                         enabled=imgs.device.type == "cuda"):
         logits, pred = arm.net(imgs)
     l_hm = focal_loss(logits.float(), hm)
-    l_box = giou_loss(pred.float(), dist, w)
+    l_box = giou_loss(pred.float(), dist, w_obj if arm.recipe.box_per_object else w)
     loss = l_hm + 2.0 * l_box
     arm.opt.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]

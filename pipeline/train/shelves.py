@@ -284,6 +284,9 @@ class RowStyle:
     # Share of upright packs standing alone drawn as bottles: the print only a label band on
     # a body of liquid or plastic, a cap and often a narrower neck above it.
     bottles: float = 0.0
+    # Share of rows that are pegboard: packs hanging from hooks in tiers, each with a header
+    # card, the hook and its price label over the pack's top.
+    pegs: float = 0.0
 
 
 def _packs_behind(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32],
@@ -412,6 +415,81 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         x += int(rng.integers(0, 6))
 
 
+def _pegboard(rng: np.random.Generator, bank: ProductBank, canvas: Image,
+              owner: npt.NDArray[np.int32], boxes: list[tuple[int, int, int, int]],
+              x0: int, x1: int, top: int, base: int) -> None:
+    """A pegboard between ``top`` and ``base``: a grid of holes, and packs hanging from
+    hooks in one to three tiers, one product a run of columns. A pack's header card, with
+    the slot it hangs by, is part of the pack; the hook and the price label on its end are
+    not, and hide what they cover, as does the pack hanging behind when it shows."""
+    H, W = canvas.shape[:2]
+    ya, yb = max(top, 0), min(base, H)
+    if yb - ya < 12 or x1 <= x0:
+        return
+    board = (rng.integers(0, 256, 3) if rng.random() < 0.4
+             else np.full(3, rng.integers(40, 236))).astype(np.float32)
+    canvas[ya:yb, x0:x1] = board.astype(np.uint8)
+    owner[ya:yb, x0:x1] = -1
+    pitch = int(rng.integers(6, 16))
+    dot = max(1, pitch // 5)
+    holes = np.zeros((yb - ya, x1 - x0), bool)
+    for dy in range(dot):
+        for dx in range(dot):
+            holes[(pitch // 2 + dy)::pitch, (pitch // 2 + dx)::pitch] = True
+    canvas[ya:yb, x0:x1][holes] = (board * 0.35).astype(np.uint8)
+    tiers = int(rng.choice((1, 2, 3), p=(0.4, 0.4, 0.2)))
+    tier_h = (base - top) / tiers
+    metal = tuple(int(v) for v in np.full(3, rng.integers(150, 230)))
+    for t in range(tiers):
+        ty = int(top + t * tier_h)
+        h = max(8, int(tier_h * rng.uniform(0.55, 0.85)))
+        # Packs run past the board only where the frame cuts it.
+        x = x0 - int(rng.integers(0, h)) if x0 <= 0 else x0 + int(rng.integers(0, pitch))
+        while x < x1:
+            master = bank.draw(rng)
+            mh, mw = master.mask.shape
+            aspect = (mw / mh if rng.random() < 0.5 else float(rng.uniform(0.45, 1.1)))
+            w = max(4, round(h * aspect))
+            cut = _resized(master, w, h)
+            img, mask = cut.image.copy(), np.full((h, w), 255, np.uint8)
+            header = max(2, int(h * rng.uniform(0.1, 0.22)))
+            if rng.random() < 0.7:  # a card above the product's print
+                img[:header] = rng.integers(0, 256, 3).astype(np.uint8)
+            slot_w, slot_h = max(1, w // 4), max(1, header // 3)
+            sx, sy = (w - slot_w) // 2, max(0, header // 3)
+            mask[sy:sy + slot_h, sx:sx + slot_w] = 0  # the slot shows the board behind
+            pack = Cutout(_edge_shading(rng, img), mask)
+            hook = int(tier_h * rng.uniform(0.04, 0.12))
+            py = ty + hook
+            gap = int(w * rng.uniform(0.05, 0.4))
+            behind = rng.random() < 0.5
+            labelled = rng.random() < 0.6
+            for _ in range(int(min(8, rng.geometric(0.45)))):
+                if x >= x1 or (x + w > x1 and x1 < W):
+                    break
+                if behind:  # the next pack on the hook, a little higher, darker
+                    up = min(hook, int(rng.integers(2, max(3, header))))
+                    dark = np.clip(pack.image.astype(np.float32) * 0.7, 0, 255).astype(np.uint8)
+                    _paste(canvas, owner, Cutout(dark, mask), x + 1, py - up, -1)
+                boxes.append((x, py, x + w, py + h))
+                _paste(canvas, owner, pack, x, py, len(boxes) - 1)
+                cx, thick = x + w // 2, max(1, w // 25)
+                cv2.line(canvas, (cx, ty + thick), (cx, py + sy + slot_h // 2), metal, thick)
+                if labelled:  # the hook's price label, over the header
+                    lw, lh = max(3, int(w * 0.45)), max(2, int(h * 0.1))
+                    lx, ly = cx - lw // 2, py + sy
+                    ya2, yb2 = max(ly, 0), min(ly + lh, H)
+                    xa2, xb2 = max(lx, 0), min(lx + lw, W)
+                    if yb2 > ya2 and xb2 > xa2:
+                        canvas[ya2:yb2, xa2:xb2] = rng.integers(180, 256, 3).astype(np.uint8)
+                        owner[ya2:yb2, xa2:xb2] = -1
+                x += w + gap
+            else:
+                x += int(rng.integers(0, max(1, w)))
+                continue
+            break
+
+
 def _view(rng: np.random.Generator, W: int, H: int, amount: float
           ) -> npt.NDArray[np.float64]:
     src = np.array([[0, 0], [W, 0], [W, H], [0, H]], np.float32)
@@ -468,7 +546,10 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
         if ye > ys:
             canvas[ys:ye, fx0:fx1] = (canvas[ys:ye, fx0:fx1].astype(np.float32)
                                       * shadow[ys - y:ye - y]).astype(np.uint8)
-        _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h, rows)
+        if rows.pegs > 0.0 and rng.random() < rows.pegs:
+            _pegboard(rng, bank, canvas, owner, boxes, fx0, fx1, y, base)
+        else:
+            _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h, rows)
         by0, by1 = max(base, 0), min(base + board, H)
         if by1 > by0:
             canvas[by0:by1, fx0:fx1] = board_colour.astype(np.uint8)

@@ -3,7 +3,8 @@ behind a cooler's glass doors; door frames hide what they cover; boxes lying dow
 upright packs stand alone when the style says so; two-part faces keep their lower part;
 a bottle's print is a label band between a plain body and cap, under a neck; shelf-edge
 labels print large prices and hide what they cover;
-the packs behind a facing show over it, darker, boxed as no product."""
+the packs behind a facing show over it, darker, boxed as no product; packs hang on a
+pegboard's hooks in tiers, under the hooks' labels."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.train.shelves import (
     _cooler_doors,
     _fill_row,
     _packs_behind,
+    _pegboard,
     _price_labels,
     _two_part,
     render_shelf,
@@ -194,3 +196,29 @@ def test_seamless_facings_touch(bank: ProductBank, seamless: float, gapped: bool
     # Seamless: only two different packs of the same size can stand a few pixels apart.
     assert (gaps > 0.2 * touching) is gapped
     assert (gaps < 0.02 * touching) is not gapped
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_packs_hang_on_a_pegboard_in_tiers_under_their_hooks_labels(
+        bank: ProductBank, seed: int) -> None:
+    canvas = np.zeros((200, 300, 3), np.uint8)
+    owner = np.full((200, 300), 999, np.int32)
+    boxes: list[tuple[int, int, int, int]] = []
+
+    _pegboard(np.random.default_rng(seed), bank, canvas, owner, boxes, 20, 280, 40, 180)
+
+    b = np.array(boxes)
+    assert len(b) >= 1
+    assert (b[:, 1] >= 40).all() and (b[:, 3] <= 180).all()  # hung inside the board
+    assert not canvas[:40].any() and not canvas[180:].any() and not canvas[:, :20].any()
+    assert (owner[:40] == 999).all()  # nothing drawn outside is touched
+    board = owner[40:180, 20:280]
+    assert (board == -1).any()  # the board, hooks and labels are no product
+    shown = {int(i) for i in np.unique(board) if i >= 0}
+    assert shown <= set(range(len(b))) and len(shown) == len(b)
+    for i in shown:  # a pack's pixels lie in its box
+        ys, xs = np.nonzero(owner == i)
+        x1, y1, x2, y2 = b[i]
+        assert xs.min() >= max(x1, 0) and xs.max() < x2 and ys.min() >= y1 and ys.max() < y2
+    tops = np.sort(b[:, 1])  # a tier's packs hang from one line of hooks, a little apart
+    assert (np.diff(tops) > 140 / 3 * 0.2).sum() + 1 <= 3

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
                                     {"flat_stacks": 0.1}, {"thin_share": 0.5},
                                     {"thin_stacks": 0.5}, {"two_part": 0.2}, {"depth": 0.2},
                                     {"seamless": 0.2}, {"bottles": 0.2},
-                                    {"price_labels": 0.2}])
+                                    {"price_labels": 0.2}, {"pegs": 0.2}])
 def test_recipes_that_draw_different_images_cannot_share_a_stream(
         change: dict[str, float]) -> None:
     from pipeline.train.recipe import PRODUCT, Recipe
@@ -23,7 +23,8 @@ def test_recipes_that_draw_different_images_cannot_share_a_stream(
 
     _same_stream([PRODUCT, replace(PRODUCT, version="y", lr=PRODUCT.lr / 2, init=None,
                                    steps=10, ema=0.9, frozen_blocks=10,
-                                   small_box_px=16.0, score_threshold=0.5)])
+                                   small_box_px=16.0, score_threshold=0.5,
+                                   box_per_object=True)])
     (key, value), = change.items()
     other = (replace(PRODUCT, **{key: value}) if key in Recipe.__dataclass_fields__
              else replace(PRODUCT, rows=replace(PRODUCT.rows, **{key: value})))
