@@ -44,7 +44,7 @@ def targets(boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size:
     weight = np.zeros((s, s), np.float32)
     owner = np.full((s, s), -1, np.int64)
     centres = (np.arange(s, dtype=np.float32) + 0.5) * STRIDE
-    for k_obj, ((x1, y1, x2, y2), c) in enumerate(zip(boxes, labels, strict=True)):
+    for obj, ((x1, y1, x2, y2), c) in enumerate(zip(boxes, labels, strict=True)):
         cx, cy = (x1 + x2) / 2 / STRIDE, (y1 + y2) / 2 / STRIDE
         sx = max(0.7, (x2 - x1) / STRIDE / 6)
         sy = max(0.7, (y2 - y1) / STRIDE / 6)
@@ -70,7 +70,7 @@ def targets(boxes: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], size:
                                y2 - py + 0 * px)):
             dist[k, ya2:yb2, xa2:xb2] = np.where(better, v, dist[k, ya2:yb2, xa2:xb2])
         weight[ya2:yb2, xa2:xb2] = np.where(better, sub, weight[ya2:yb2, xa2:xb2])
-        owner[ya2:yb2, xa2:xb2] = np.where(better, k_obj, owner[ya2:yb2, xa2:xb2])
+        owner[ya2:yb2, xa2:xb2] = np.where(better, obj, owner[ya2:yb2, xa2:xb2])
     per_object = np.zeros_like(weight)
     held = owner >= 0
     if held.any():

@@ -99,7 +99,7 @@ def _bad_card_json(root: Path) -> None:
 
 
 def _unknown_format(root: Path) -> None:
-    model_dir(root, card={"format": "yolov5"})
+    model_dir(root, card={"format": "yolov3"})
 
 
 def _card_without_format(root: Path) -> None:
