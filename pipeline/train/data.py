@@ -7,12 +7,12 @@ import numpy.typing as npt
 
 from pipeline.synth.planogram import DISPLAYS
 from pipeline.synth.world import make_sample
-from pipeline.train.net import STRIDE
 from pipeline.train.products import ProductBank
 from pipeline.train.recipe import Recipe
 from pipeline.train.shelves import render_shelf
 
 PAD_VALUE = 114
+STRIDE = 4  # the detector's output stride: a heatmap cell is 4 x 4 input pixels
 
 
 def random_crop(rng: np.random.Generator, image: npt.NDArray[np.uint8],

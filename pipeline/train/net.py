@@ -13,8 +13,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from pipeline.train.backbone import BN_EPS, HEAD, TAPS, Lite0
-
-STRIDE = 4
+from pipeline.train.data import STRIDE
 
 
 def _conv(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:

@@ -32,9 +32,9 @@ import torch
 
 from pipeline.detect.card import SmallBoxSpec
 from pipeline.settings import REPO_ROOT
-from pipeline.train.data import Example, make_example
+from pipeline.train.data import STRIDE, Example, make_example
 from pipeline.train.loss import focal_loss, giou_loss
-from pipeline.train.net import STRIDE, ExportWrapper, ProductNet
+from pipeline.train.net import ExportWrapper, ProductNet
 from pipeline.train.products import ProductBank
 from pipeline.train.recipe import DEFAULT, RECIPES, Recipe
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.train.data import targets
-from pipeline.train.net import STRIDE
+from pipeline.train.data import STRIDE, targets
 
 SIZE = 128
 
