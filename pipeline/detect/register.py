@@ -357,9 +357,7 @@ def _end2end(out: npt.NDArray[Any], names: list[str] | None, notes: list[str]
     if not np.isfinite(rows).all():
         raise ModelRejectedError("the graph returns NaN or infinite box coordinates")
     real = rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1]) & (rows[:, 4] > 0)]
-    if real.size and (real[:, 4].max() > 1 + 1e-3 or real[:, 4].min() < 0):
-        raise ModelRejectedError(f"scores range {real[:, 4].min():.2f}..{real[:, 4].max():.2f}"
-                                 ": not probabilities")
+    _probabilities(real[:, 4], "scores")
     top = int(real[:, 5].max()) if real.size else 0
     if names is not None and top >= len(names):
         raise ModelRejectedError(f"class ids reach {top} but metadata names {len(names)} "

@@ -244,6 +244,13 @@ def _end2end_class_past_names(tmp_path: Path) -> Path:
     return save(tmp_path, with_metadata(model, names="{0: 'object'}"))
 
 
+def _end2end_logit_scores(tmp_path: Path) -> Path:
+    rows = end2end_rows(normalized=False)
+    rows[0, 0, 4] = 3.5
+    model = constant_model([rows], input_shape=[1, 3, 640, 640])
+    return save(tmp_path, with_metadata(model, names="{0: 'object'}", end2end="True"))
+
+
 def _end2end_flag_on_other_output(tmp_path: Path) -> Path:
     model = constant_model([yolo_columns(1, normalized=False)], input_shape=[1, 3, 640, 640])
     return save(tmp_path, with_metadata(model, names="{0: 'object'}", end2end="True"))
@@ -281,6 +288,7 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "names-mismatch": (_names_mismatch, "does not carry 4 box values"),
     "logit-scores": (_logit_scores, "not probabilities"),
     "end2end-class-past-names": (_end2end_class_past_names, "class ids reach 3"),
+    "end2end-logit-scores": (_end2end_logit_scores, "scores range .* not probabilities"),
     "end2end-flag-on-other-output": (_end2end_flag_on_other_output, "is not \\[1, N, 6\\]"),
     "segmentation": (_segmentation, "only detection models"),
     "not-onnx": (_not_onnx, "not an ONNX model"),
