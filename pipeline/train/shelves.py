@@ -29,6 +29,13 @@ class ShelfScene:
     boxes: npt.NDArray[np.float32]  # (N, 4) x1 y1 x2 y2
 
 
+def _chance(rng: np.random.Generator, share: float) -> bool:
+    """True with probability ``share``. A share of 0 draws nothing from ``rng``, so a style
+    knob left off leaves every other draw, and the images of the recipes before it, as
+    they were."""
+    return share > 0.0 and rng.random() < share
+
+
 def _paste(canvas: Image, owner: npt.NDArray[np.int32], cut: Cutout, x: int, y: int,
            index: int) -> None:
     """Alpha-paste ``cut`` at ``(x, y)``; ``owner`` records which product each pixel shows."""
@@ -357,7 +364,7 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
               x0: int, x1: int, base: int, row_h: int, style: RowStyle = RowStyle()) -> None:
     """Products standing on a board at ``base``: facings of one product side by side, drawn
     as ``style`` says."""
-    deep = style.depth > 0.0 and rng.random() < style.depth
+    deep = _chance(rng, style.depth)
     x = x0 - int(rng.integers(0, row_h))
     while x < x1:
         if rng.random() < 0.08:  # an out-of-stock gap
@@ -388,12 +395,12 @@ def _fill_row(rng: np.random.Generator, bank: ProductBank, canvas: Image,
         h = max(6, int(row_h * fill / layers))
         w = max(4, round(h * aspect))
         cut = _resized(master, w, h)
-        if upright and layers == 1 and style.bottles > 0.0 and rng.random() < style.bottles:
+        if upright and layers == 1 and _chance(rng, style.bottles):
             cut = _bottle(rng, cut)
-        elif upright and style.two_part > 0.0 and rng.random() < style.two_part:
+        elif upright and _chance(rng, style.two_part):
             cut = _two_part(rng, bank, cut)
         # Seamless facings touch, unshaded and alike: only the print's repeat tells them apart.
-        seamless = style.seamless > 0.0 and rng.random() < style.seamless
+        seamless = _chance(rng, style.seamless)
         if not seamless:
             cut = Cutout(_edge_shading(rng, cut.image), cut.mask)
         facings = int(min(12, rng.geometric(0.3)))
@@ -456,38 +463,53 @@ def _pegboard(rng: np.random.Generator, bank: ProductBank, canvas: Image,
             if rng.random() < 0.7:  # a card above the product's print
                 img[:header] = rng.integers(0, 256, 3).astype(np.uint8)
             slot_w, slot_h = max(1, w // 4), max(1, header // 3)
-            sx, sy = (w - slot_w) // 2, max(0, header // 3)
+            sx, sy = (w - slot_w) // 2, header // 3
             mask[sy:sy + slot_h, sx:sx + slot_w] = 0  # the slot shows the board behind
             pack = Cutout(_edge_shading(rng, img), mask)
             hook = int(tier_h * rng.uniform(0.04, 0.12))
-            py = ty + hook
+            py = ty + hook  # the pack's top
             gap = int(w * rng.uniform(0.05, 0.4))
             behind = rng.random() < 0.5
             labelled = rng.random() < 0.6
+            fits = True
             for _ in range(int(min(8, rng.geometric(0.45)))):
                 if x >= x1 or (x + w > x1 and x1 < W):
+                    fits = False
                     break
-                if behind:  # the next pack on the hook, a little higher, darker
-                    up = min(hook, int(rng.integers(2, max(3, header))))
-                    dark = np.clip(pack.image.astype(np.float32) * 0.7, 0, 255).astype(np.uint8)
-                    _paste(canvas, owner, Cutout(dark, mask), x + 1, py - up, -1)
-                boxes.append((x, py, x + w, py + h))
-                _paste(canvas, owner, pack, x, py, len(boxes) - 1)
-                cx, thick = x + w // 2, max(1, w // 25)
-                cv2.line(canvas, (cx, ty + thick), (cx, py + sy + slot_h // 2), metal, thick)
-                if labelled:  # the hook's price label, over the header
-                    lw, lh = max(3, int(w * 0.45)), max(2, int(h * 0.1))
-                    lx, ly = cx - lw // 2, py + sy
-                    ya2, yb2 = max(ly, 0), min(ly + lh, H)
-                    xa2, xb2 = max(lx, 0), min(lx + lw, W)
-                    if yb2 > ya2 and xb2 > xa2:
-                        canvas[ya2:yb2, xa2:xb2] = rng.integers(180, 256, 3).astype(np.uint8)
-                        owner[ya2:yb2, xa2:xb2] = -1
+                _hang(rng, canvas, owner, boxes, pack, x, ty, py, header, (sy, slot_h), metal,
+                      behind, labelled)
                 x += w + gap
-            else:
-                x += int(rng.integers(0, max(1, w)))
-                continue
-            break
+            if not fits:
+                break
+            x += int(rng.integers(0, max(1, w)))
+
+
+def _hang(rng: np.random.Generator, canvas: Image, owner: npt.NDArray[np.int32],
+          boxes: list[tuple[int, int, int, int]], pack: Cutout, x: int, hook_y: int, y: int,
+          header: int, slot: tuple[int, int], metal: tuple[int, ...], behind: bool,
+          labelled: bool) -> None:
+    """``pack`` hung at ``(x, y)`` from a hook at ``hook_y``, its header card ``header``
+    pixels tall and its slot ``(top, height)`` in the pack; ``behind``: the next pack on the
+    hook shows over it, a little higher and darker; ``labelled``: the hook's price label
+    covers the header."""
+    H, W = canvas.shape[:2]
+    h, w = pack.mask.shape
+    sy, slot_h = slot
+    if behind:
+        up = min(y - hook_y, int(rng.integers(2, max(3, header))))
+        dark = np.clip(pack.image.astype(np.float32) * 0.7, 0, 255).astype(np.uint8)
+        _paste(canvas, owner, Cutout(dark, pack.mask), x + 1, y - up, -1)
+    boxes.append((x, y, x + w, y + h))
+    _paste(canvas, owner, pack, x, y, len(boxes) - 1)
+    cx, thick = x + w // 2, max(1, w // 25)
+    cv2.line(canvas, (cx, hook_y + thick), (cx, y + sy + slot_h // 2), metal, thick)
+    if labelled:
+        lw, lh = max(3, int(w * 0.45)), max(2, int(h * 0.1))
+        lx, ly = cx - lw // 2, y + sy
+        ya, yb, xa, xb = max(ly, 0), min(ly + lh, H), max(lx, 0), min(lx + lw, W)
+        if yb > ya and xb > xa:
+            canvas[ya:yb, xa:xb] = rng.integers(180, 256, 3).astype(np.uint8)
+            owner[ya:yb, xa:xb] = -1
 
 
 def _view(rng: np.random.Generator, W: int, H: int, amount: float
@@ -546,7 +568,7 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
         if ye > ys:
             canvas[ys:ye, fx0:fx1] = (canvas[ys:ye, fx0:fx1].astype(np.float32)
                                       * shadow[ys - y:ye - y]).astype(np.uint8)
-        if rows.pegs > 0.0 and rng.random() < rows.pegs:
+        if _chance(rng, rows.pegs):
             _pegboard(rng, bank, canvas, owner, boxes, fx0, fx1, y, base)
         else:
             _fill_row(rng, bank, canvas, owner, boxes, fx0, fx1, base, row_h, rows)
@@ -555,7 +577,7 @@ def render_shelf(rng: np.random.Generator, bank: ProductBank, size: int,
             canvas[by0:by1, fx0:fx1] = board_colour.astype(np.uint8)
             owner[by0:by1, fx0:fx1] = -1
             if rng.random() < 0.85:
-                if rows.price_labels > 0.0 and rng.random() < rows.price_labels:
+                if _chance(rng, rows.price_labels):
                     labelled.append((fx0, fx1, base + 1, board))
                 else:
                     _price_tags(rng, canvas, fx0, fx1, base + 1, max(2, board - 2))
