@@ -64,9 +64,15 @@ def _candidates(cxcywh: Array, cls_scores: Array, score_threshold: float,
                       cls[keep].astype(np.int64))
 
 
-def _scale_normalized(cxcywh: Array, input_wh: tuple[int, int]) -> Array:
+def _in_pixels(box: Array, input_wh: tuple[int, int] | None, normalized: bool) -> Array:
+    """Four box columns (x, y, x, y or cx, cy, w, h) in input pixels, from [0, 1] of the
+    input's size when ``normalized``."""
+    if not normalized:
+        return box
+    if input_wh is None:
+        raise ValueError("normalized boxes need the input size")
     w, h = input_wh
-    return (cxcywh * np.array([w, h, w, h], np.float32)).astype(np.float32)
+    return (box * np.array([w, h, w, h], np.float32)).astype(np.float32)
 
 
 def decode_yolov8(*, output: Array, num_classes: int, score_threshold: float,
@@ -79,11 +85,7 @@ def decode_yolov8(*, output: Array, num_classes: int, score_threshold: float,
         o = o.T
     elif o.shape[1] != 4 + num_classes:
         raise DecodeError(f"yolov8 output {output.shape} does not fit {num_classes} classes")
-    box = o[:, :4].astype(np.float32)
-    if normalized:
-        if input_wh is None:
-            raise ValueError("normalized boxes need the input size")
-        box = _scale_normalized(box, input_wh)
+    box = _in_pixels(o[:, :4].astype(np.float32), input_wh, normalized)
     return _candidates(box, o[:, 4:].astype(np.float32), score_threshold, max_candidates)
 
 
@@ -93,11 +95,7 @@ def decode_yolov5(*, output: Array, num_classes: int, score_threshold: float,
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != 5 + num_classes:
         raise DecodeError(f"yolov5 wants [1, N, 5+{num_classes}], got {output.shape}")
     o = output[0].astype(np.float32)
-    box = o[:, :4]
-    if normalized:
-        if input_wh is None:
-            raise ValueError("normalized boxes need the input size")
-        box = _scale_normalized(box, input_wh)
+    box = _in_pixels(o[:, :4], input_wh, normalized)
     return _candidates(box, o[:, 4:5] * o[:, 5:], score_threshold, max_candidates)
 
 
@@ -106,8 +104,8 @@ def decode_rtdetr(*, output: Array, num_classes: int, score_threshold: float,
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != 4 + num_classes:
         raise DecodeError(f"rtdetr wants [1, Q, 4+{num_classes}], got {output.shape}")
     o = output[0].astype(np.float32)
-    box = _scale_normalized(o[:, :4], input_wh) if normalized else o[:, :4].copy()
-    return _candidates(box, o[:, 4:], score_threshold, o.shape[0])
+    return _candidates(_in_pixels(o[:, :4], input_wh, normalized), o[:, 4:], score_threshold,
+                       o.shape[0])
 
 
 def decode_end2end(*, output: Array, num_classes: int, score_threshold: float,
@@ -118,13 +116,23 @@ def decode_end2end(*, output: Array, num_classes: int, score_threshold: float,
         raise DecodeError(f"end2end wants [1, N, 6] (x1 y1 x2 y2 score class), got "
                           f"{output.shape}")
     o = output[0].astype(np.float32)
-    xyxy = o[:, :4].copy()
-    if normalized:
-        w, h = input_wh
-        xyxy *= np.array([w, h, w, h], np.float32)
+    xyxy = _in_pixels(o[:, :4], input_wh, normalized)
     cls = np.rint(o[:, 5])
     keep = ((o[:, 4] >= score_threshold) & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
             & (cls >= 0) & (cls < num_classes) & np.isfinite(o).all(axis=1))
     keep = np.nonzero(keep)[0]
     keep = keep[_top(o[keep, 4], keep.shape[0])]
     return Detections(xyxy[keep], o[keep, 4].copy(), cls[keep].astype(np.int64))
+
+
+def decode_rows(fmt: Format, *, output: Array, num_classes: int, score_threshold: float,
+                input_wh: tuple[int, int], normalized: bool | None) -> Detections:
+    """A single-output layout (every format but ``centernet``); ``normalized`` None: the
+    format's convention (``rtdetr`` normalized, the others pixels)."""
+    if fmt == "centernet":
+        raise ValueError("centernet has two outputs: use decode_centernet")
+    decode = {"yolov8": decode_yolov8, "yolov5": decode_yolov5, "rtdetr": decode_rtdetr,
+              "end2end": decode_end2end}[fmt]
+    return decode(output=output, num_classes=num_classes, score_threshold=score_threshold,
+                  input_wh=input_wh,
+                  normalized=(fmt == "rtdetr") if normalized is None else normalized)

@@ -53,7 +53,7 @@ class PostprocessSpec(BaseModel):
     iou_threshold: float = Field(default=0.6, ge=0, le=1)
     max_detections: int = Field(default=300, ge=1)
     # Boxes in [0, 1] of the input size rather than pixels; None: the format's convention
-    # (rtdetr normalized, yolov8 and end2end pixels). ``shelf model add`` probes it.
+    # (``decode_rows``: rtdetr normalized, the others pixels). ``shelf model add`` probes it.
     normalized_boxes: bool | None = None
     small_boxes: SmallBoxSpec | None = None
 

@@ -10,13 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import metrics
-from pipeline.core.decode import (
-    decode_centernet,
-    decode_end2end,
-    decode_rtdetr,
-    decode_yolov5,
-    decode_yolov8,
-)
+from pipeline.core.decode import decode_centernet, decode_rows
 from pipeline.core.detections import Detections, damp_small_boxes, nms
 from pipeline.core.letterbox import letterbox, unletterbox_boxes
 from pipeline.core.tiling import merge_tiles, strip_grid, tile_windows
@@ -123,22 +117,10 @@ class Detector:
                 raise ModelError(f"{self.ref}: centernet needs scores and boxes outputs")
             det = decode_centernet(scores=outputs[0], boxes=outputs[1],
                                    score_threshold=score_threshold)
-        elif fmt == "yolov8":
-            det = decode_yolov8(output=outputs[0], num_classes=nc,
-                                score_threshold=score_threshold, input_wh=target,
-                                normalized=bool(post.normalized_boxes))
-        elif fmt == "yolov5":
-            det = decode_yolov5(output=outputs[0], num_classes=nc,
-                                score_threshold=score_threshold, input_wh=target,
-                                normalized=bool(post.normalized_boxes))
-        elif fmt == "end2end":
-            det = decode_end2end(output=outputs[0], num_classes=nc,
-                                 score_threshold=score_threshold, input_wh=target,
-                                 normalized=bool(post.normalized_boxes))
         else:
-            det = decode_rtdetr(output=outputs[0], num_classes=nc,
-                                score_threshold=score_threshold, input_wh=target,
-                                normalized=post.normalized_boxes is not False)
+            det = decode_rows(fmt, output=outputs[0], num_classes=nc,
+                              score_threshold=score_threshold, input_wh=target,
+                              normalized=post.normalized_boxes)
         if post.small_boxes is not None:
             det = damp_small_boxes(det, px=post.small_boxes.px, power=post.small_boxes.power,
                                    score_threshold=score_threshold)
