@@ -125,14 +125,16 @@ def decode_end2end(*, output: Array, num_classes: int, score_threshold: float,
     return Detections(xyxy[keep], o[keep, 4].copy(), cls[keep].astype(np.int64))
 
 
+_ROW_DECODERS = {"yolov8": decode_yolov8, "yolov5": decode_yolov5, "rtdetr": decode_rtdetr,
+                 "end2end": decode_end2end}
+
+
 def decode_rows(fmt: Format, *, output: Array, num_classes: int, score_threshold: float,
                 input_wh: tuple[int, int], normalized: bool | None) -> Detections:
     """A single-output layout (every format but ``centernet``); ``normalized`` None: the
     format's convention (``rtdetr`` normalized, the others pixels)."""
     if fmt == "centernet":
         raise ValueError("centernet has two outputs: use decode_centernet")
-    decode = {"yolov8": decode_yolov8, "yolov5": decode_yolov5, "rtdetr": decode_rtdetr,
-              "end2end": decode_end2end}[fmt]
-    return decode(output=output, num_classes=num_classes, score_threshold=score_threshold,
-                  input_wh=input_wh,
-                  normalized=(fmt == "rtdetr") if normalized is None else normalized)
+    return _ROW_DECODERS[fmt](
+        output=output, num_classes=num_classes, score_threshold=score_threshold,
+        input_wh=input_wh, normalized=(fmt == "rtdetr") if normalized is None else normalized)
