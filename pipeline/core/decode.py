@@ -2,7 +2,8 @@
 
 Five layouts:
 - ``centernet`` (our models): ``scores [1, C, h, w]`` per-class probabilities on a grid and
-  ``boxes [1, 4, h, w]`` x1 y1 x2 y2; one candidate per local maximum of the best class score.
+  ``boxes [1, 4, h, w]`` x1 y1 x2 y2; one candidate per local maximum of the best class score,
+  its score optionally weighed by how well the neighbouring cells agree on its box.
 - ``yolov8`` (Ultralytics YOLOv8/YOLO11 export, no NMS in graph): ``[1, 4 + C, N]`` with
   cx, cy, w, h in input pixels (or normalised to [0, 1], as TFLite-style exports give them)
   and per-class scores; ``[1, N, 4 + C]`` is accepted too.
@@ -37,8 +38,42 @@ def _top(scores: Array, limit: int) -> npt.NDArray[np.intp]:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
+def _pair_iou(a: Array, b: Array) -> Array:
+    """IoU of boxes ``a[:, i]`` and ``b[:, i]`` (``(4, n)`` x1 y1 x2 y2 each)."""
+    iw = np.clip(np.minimum(a[2], b[2]) - np.maximum(a[0], b[0]), 0, None)
+    ih = np.clip(np.minimum(a[3], b[3]) - np.maximum(a[1], b[1]), 0, None)
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return np.asarray(inter / np.maximum(union, 1e-9), np.float32)
+
+
+def box_agreement(best: Array, boxes: Array, ys: npt.NDArray[np.intp],
+                  xs: npt.NDArray[np.intp]) -> Array:
+    """How well the cells around each peak ``(ys, xs)`` agree on its box: the mean IoU of the
+    peak's box with each of its eight neighbours' boxes, weighted by their scores ``best``
+    (``(h, w)``; ``boxes`` ``(4, h, w)``). A product's cells all regress the same sides; where
+    the network is unsure where a product ends (two packs merged, half a bottle) they
+    disagree. 1 where no neighbour has a score."""
+    h, w = best.shape
+    total = np.zeros(len(ys), np.float32)
+    weight = np.zeros(len(ys), np.float32)
+    peak = boxes[:, ys, xs]
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            ny, nx = ys + dy, xs + dx
+            inside = ((dy, dx) != (0, 0)) & (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            ny, nx = np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)
+            wt = np.where(inside, best[ny, nx], 0.0).astype(np.float32)
+            total += wt * _pair_iou(peak, boxes[:, ny, nx])
+            weight += wt
+    return np.asarray(np.where(weight > 0, total / np.maximum(weight, 1e-9), 1.0), np.float32)
+
+
 def decode_centernet(*, scores: Array, boxes: Array, score_threshold: float,
-                     max_candidates: int = 1000) -> Detections:
+                     max_candidates: int = 1000, agreement: float = 0.0) -> Detections:
+    """One candidate per local maximum of the best class score; with ``agreement`` > 0 its
+    score is multiplied by :func:`box_agreement` to that power (a box its neighbourhood does
+    not agree on ranks lower) before the threshold."""
     if scores.ndim != 4 or boxes.ndim != 4 or boxes.shape[1] != 4:
         raise DecodeError(f"centernet wants scores [1,C,h,w] and boxes [1,4,h,w], got "
                           f"{scores.shape} and {boxes.shape}")
@@ -48,10 +83,14 @@ def decode_centernet(*, scores: Array, boxes: Array, score_threshold: float,
     peak = best >= cv2.dilate(best, np.ones((3, 3), np.uint8))
     ys, xs = np.nonzero(peak & (best >= score_threshold))
     conf = best[ys, xs]
+    if agreement > 0:  # agreement <= 1: a peak under the threshold stays under it
+        conf = conf * box_agreement(best, boxes[0], ys, xs) ** agreement
+        kept = conf >= score_threshold
+        ys, xs, conf = ys[kept], xs[kept], conf[kept]
     order = _top(conf, max_candidates)
     ys, xs = ys[order], xs[order]
     xyxy = boxes[0][:, ys, xs].T.astype(np.float32)
-    return Detections(xyxy, best[ys, xs], cls[ys, xs].astype(np.int64))
+    return Detections(xyxy, conf[order].astype(np.float32), cls[ys, xs].astype(np.int64))
 
 
 def _candidates(cxcywh: Array, cls_scores: Array, score_threshold: float,

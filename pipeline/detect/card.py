@@ -56,6 +56,10 @@ class PostprocessSpec(BaseModel):
     # (``decode_rows``: rtdetr normalized, the others pixels). ``shelf model add`` probes it.
     normalized_boxes: bool | None = None
     small_boxes: SmallBoxSpec | None = None
+    # ``centernet``: each peak's score times its neighbours' agreement on its box (the mean
+    # IoU of their boxes with its, weighted by their scores) to this power; 0: scores as
+    # they come. Fitted on real shelves with the threshold.
+    box_agreement: float = Field(default=0.0, ge=0)
 
 
 class TilingSpec(BaseModel):

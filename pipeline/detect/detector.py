@@ -116,7 +116,8 @@ class Detector:
             if len(outputs) < 2:
                 raise ModelError(f"{self.ref}: centernet needs scores and boxes outputs")
             det = decode_centernet(scores=outputs[0], boxes=outputs[1],
-                                   score_threshold=score_threshold)
+                                   score_threshold=score_threshold,
+                                   agreement=post.box_agreement)
         else:
             det = decode_rows(fmt, output=outputs[0], num_classes=nc,
                               score_threshold=score_threshold, input_wh=target,

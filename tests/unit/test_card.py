@@ -110,6 +110,10 @@ def _bad_pad_value(root: Path) -> None:
     model_dir(root, card={**CARD, "input": {"pad_value": 300}})
 
 
+def _negative_box_agreement(root: Path) -> None:
+    model_dir(root, card={**CARD, "postprocess": {"box_agreement": -1.0}})
+
+
 def _missing_labels(root: Path) -> None:
     (model_dir(root) / "labels.json").unlink()
 
@@ -145,6 +149,7 @@ BROKEN = {
     "unknown-format": (_unknown_format, None, "unreadable"),
     "card-without-format": (_card_without_format, None, "unreadable"),
     "pad-value-out-of-range": (_bad_pad_value, None, "unreadable"),
+    "negative-box-agreement": (_negative_box_agreement, None, "unreadable"),
     "missing-labels": (_missing_labels, None, "unreadable"),
     "bad-labels-json": (_bad_labels_json, None, "unreadable"),
     "labels-not-a-mapping": (_labels_not_a_mapping, None, "must map class index"),
@@ -253,4 +258,5 @@ def test_card_json_round_trip_keeps_declared_fields(tmp_path: Path) -> None:
     assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.25, 0.25, 0.25)
     assert files.card.metrics == {"map50": 0.8}
     assert json.loads((mdir / "card.json").read_text())["name"] == "m"
+
 

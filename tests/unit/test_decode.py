@@ -13,6 +13,7 @@ from onnx import TensorProto
 
 from pipeline.core.decode import (
     DecodeError,
+    box_agreement,
     decode_centernet,
     decode_end2end,
     decode_rtdetr,
@@ -169,6 +170,27 @@ def test_detector_centernet(tmp_path: Path) -> None:
 
     # Then one detection per peak, mapped back through the letterbox
     assert_detections(found, [[20, 20, 100, 100], [400, 320, 520, 480]], [2, 0], [0.8, 0.5])
+
+
+def test_detector_centernet_weighs_scores_by_box_agreement(tmp_path: Path) -> None:
+    # Given the same model, its card weighing each peak by its neighbours' agreement
+    scores = np.zeros((1, NC, 4, 4), np.float32)
+    scores[0, 2, 0, 0], scores[0, 2, 0, 1] = 0.8, 0.6
+    scores[0, 0, 3, 3] = 0.5
+    boxes = np.zeros((1, 4, 4, 4), np.float32)
+    boxes[0, :, 0, 0] = [10, 50, 50, 90]
+    boxes[0, :, 0, 1] = [12, 50, 52, 90]  # IoU 1,520 / 1,680 with the peak's box
+    boxes[0, :, 3, 3] = [200, 200, 260, 300]
+    det = detector(tmp_path, "centernet", [scores, boxes], input_shape=NCHW_320,
+                   card_json=card("centernet", postprocess={"box_agreement": 1.0}))
+
+    # When it runs
+    found = det.detect(image())
+
+    # Then the first peak's score is scaled by the IoU with its one scored neighbour; the
+    # second, whose neighbours have no score, keeps its own
+    assert_detections(found, [[20, 20, 100, 100], [400, 320, 520, 480]], [2, 0],
+                      [0.8 * 1520 / 1680, 0.5])
 
 
 def test_detector_centernet_needs_two_outputs(tmp_path: Path) -> None:
@@ -359,6 +381,64 @@ def test_decode_centernet_threshold_and_limit(threshold: float, limit: int, coun
 def test_decode_centernet_shape_errors(scores: F32, boxes: F32) -> None:
     with pytest.raises(DecodeError):
         decode_centernet(scores=scores, boxes=boxes, score_threshold=0.25)
+
+
+def agreement_grid(neighbour: list[float], score: float = 0.5) -> tuple[F32, F32]:
+    """A 3 x 3 grid: the centre cell's box is [10, 10, 20, 20]; every other cell has
+    ``score`` and the box ``neighbour``."""
+    best = np.full((3, 3), score, np.float32)
+    best[1, 1] = 0.9
+    boxes = np.empty((4, 3, 3), np.float32)
+    boxes[:] = np.array(neighbour, np.float32)[:, None, None]
+    boxes[:, 1, 1] = [10, 10, 20, 20]
+    return best, boxes
+
+
+@pytest.mark.parametrize(("neighbour", "score", "expected"), [
+    ([10, 10, 20, 20], 0.5, 1.0),  # every neighbour regresses the same box
+    ([10, 10, 20, 15], 0.5, 0.5),  # half of it: IoU 0.5
+    ([30, 30, 40, 40], 0.5, 0.0),  # somewhere else
+    ([30, 30, 40, 40], 0.0, 1.0),  # ... but with no score: nothing to disagree
+], ids=["same", "half", "elsewhere", "unscored"])
+def test_box_agreement_is_the_score_weighted_iou_of_the_neighbours(
+        neighbour: list[float], score: float, expected: float) -> None:
+    best, boxes = agreement_grid(neighbour, score)
+
+    got = box_agreement(best, boxes, np.array([1]), np.array([1]))
+
+    np.testing.assert_allclose(got, [expected], atol=1e-6)
+
+
+def test_box_agreement_weighs_neighbours_by_score_and_skips_cells_off_the_grid() -> None:
+    # Given a peak in the corner: three neighbours on the grid, one agreeing (score 0.6)
+    # and two disagreeing (0.2 each)
+    best = np.zeros((3, 3), np.float32)
+    best[0, 0], best[0, 1], best[1, 0], best[1, 1] = 0.9, 0.6, 0.2, 0.2
+    boxes = np.zeros((4, 3, 3), np.float32)
+    boxes[:, 0, 0] = boxes[:, 0, 1] = np.array([0, 0, 8, 8], np.float32)
+    boxes[:, 1, 0] = boxes[:, 1, 1] = np.array([20, 20, 28, 28], np.float32)
+
+    got = box_agreement(best, boxes, np.array([0]), np.array([0]))
+
+    # Then the mean is over those three alone, not the peak itself clipped in five times
+    np.testing.assert_allclose(got, [0.6 / (0.6 + 0.2 + 0.2)], atol=1e-6)
+
+
+@pytest.mark.parametrize(("power", "threshold", "expected"), [
+    (0.0, 0.3, [0.9]),  # off: the score as it comes
+    (1.0, 0.3, [0.45]),
+    (2.0, 0.3, []),  # 0.9 x 0.5^2 = 0.225: under the threshold, dropped
+    (2.0, 0.2, [0.225]),
+], ids=["off", "power-1", "power-2-dropped", "power-2-kept"])
+def test_decode_centernet_scales_peaks_by_agreement_before_the_threshold(
+        power: float, threshold: float, expected: list[float]) -> None:
+    best, boxes = agreement_grid([10, 10, 20, 15], score=0.5)
+
+    det = decode_centernet(scores=best[None, None], boxes=boxes[None],
+                           score_threshold=threshold, agreement=power)
+
+    np.testing.assert_allclose(det.scores, expected, atol=1e-6)
+    assert len(det) == len(expected)
 
 
 @pytest.mark.parametrize("output", [yolo_columns(), yolo_rows()], ids=["columns", "rows"])
