@@ -188,7 +188,7 @@ def _products(photos: Iterator[PreparedPhoto]) -> Iterator[View]:
     detector = Detector.from_dir(s.models.root, s.models.light, device=s.models.device,
                                  intra_op_threads=2)
     for photo in photos:
-        yield from product_crops(detector, photo, s.compliance.min_score)
+        yield from product_crops(detector, photo, detector.facing_scores(s.compliance)[0])
 
 
 def _catalog(args: argparse.Namespace) -> int:

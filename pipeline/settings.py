@@ -17,6 +17,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.core.shelf.common import ShelfTuning
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where neither the settings nor a model's card say: calibrated on our detector's raw scores.
+DEFAULT_FACING_SCORE = 0.25
+DEFAULT_EVIDENCE_SCORE = 0.18
+
+
+def first_set(*values: float | None) -> float:
+    """The first value that is not None (the last must not be)."""
+    for v in values:
+        if v is not None:
+            return v
+    raise ValueError("no value set")
 
 
 class AwsSettings(BaseModel):
@@ -150,11 +161,21 @@ class RecognitionSettings(BaseModel):
 
 
 class ComplianceSettings(BaseModel):
-    min_score: float = Field(default=0.25, ge=0, le=1)  # a detection counts as a facing
-    evidence_score: float = Field(default=0.18, ge=0, le=1)  # below min: not a gap, not a facing
+    # A detection counts as a facing at ``min_score``; between ``evidence_score`` and it, it
+    # is neither a facing nor a gap. Scores are each model's own: unset, they are the routed
+    # model card's (``postprocess.facing_score`` / ``evidence_score``), else the defaults.
+    min_score: float | None = Field(default=None, ge=0, le=1)
+    evidence_score: float | None = Field(default=None, ge=0, le=1)
     # The shelf core's thresholds and alignment scores, one env var per field, e.g.
     # SHELF_COMPLIANCE__TUNING__HOLE_MIN=0.7; defaults and checks are ShelfTuning's own.
     tuning: ShelfTuning = ShelfTuning()
+
+    def scores(self, card_facing: float | None, card_evidence: float | None
+               ) -> tuple[float, float]:
+        """(facing, evidence) for a model whose card gives ``card_*`` (None: not given)."""
+        facing = first_set(self.min_score, card_facing, DEFAULT_FACING_SCORE)
+        evidence = first_set(self.evidence_score, card_evidence, DEFAULT_EVIDENCE_SCORE)
+        return facing, min(evidence, facing)
 
 
 class RoutingSettings(BaseModel):

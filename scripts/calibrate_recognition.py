@@ -118,7 +118,7 @@ def shelf_crops(folder: Path) -> Iterator[list[View]]:
     for path in paths:
         photo = prepare_photo(path.read_bytes(), long_side=s.ingest.working_long_side,
                               jpeg_quality=s.ingest.jpeg_quality)
-        yield product_crops(detector, photo, s.compliance.min_score)
+        yield product_crops(detector, photo, detector.facing_scores(s.compliance)[0])
 
 
 def with_reference(embedder: Embedder, gallery: Gallery, folder: Path) -> Gallery:

@@ -60,6 +60,11 @@ class PostprocessSpec(BaseModel):
     # IoU of their boxes with its, weighted by their scores) to this power; 0: scores as
     # they come. Fitted on real shelves with the threshold.
     box_agreement: float = Field(default=0.0, ge=0)
+    # The scores, on this model's own scale, at which a detection counts as a product facing
+    # and under which it is not even evidence that the place is stocked (what the compliance
+    # settings use unless they set their own); None: the settings' defaults.
+    facing_score: float | None = Field(default=None, ge=0, le=1)
+    evidence_score: float | None = Field(default=None, ge=0, le=1)
 
 
 class TilingSpec(BaseModel):

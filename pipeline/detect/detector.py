@@ -17,6 +17,7 @@ from pipeline.core.tiling import merge_tiles, strip_grid, tile_windows
 from pipeline.detect.card import ModelFiles, TilingSpec, load_model
 from pipeline.detect.session import LazySession
 from pipeline.errors import ModelError
+from pipeline.settings import ComplianceSettings
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class Detector:
     @property
     def ref(self) -> str:
         return self.files.ref
+
+    def facing_scores(self, compliance: ComplianceSettings) -> tuple[float, float]:
+        """(facing, evidence) on this model's score scale: the settings', else its card's."""
+        post = self.card.postprocess
+        return compliance.scores(post.facing_score, post.evidence_score)
 
     def geometry(self) -> InputGeometry:
         """Input name, layout and size, read from the graph; the card fills dynamic axes."""

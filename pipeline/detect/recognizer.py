@@ -266,10 +266,9 @@ def reference_signatures(embedder: Embedder, views: Iterable[View],
 def product_crops(detector: Detector, photo: PreparedPhoto, min_score: float) -> list[View]:
     """The products ``detector`` finds on ``photo`` (fed what its card asks) with at least
     ``min_score``, cropped as the detect stage crops them for naming."""
-    found = detector.detect(photo.seen(detector.files.normalized_lighting))
-    return crop_views(photo.normalized, photo.photographed,
-                      [b for b, score in zip(found.xyxy, found.scores, strict=True)
-                       if score >= min_score])
+    found = detector.detect(photo.seen(detector.files.normalized_lighting),
+                            score_threshold=min_score)
+    return crop_views(photo.normalized, photo.photographed, list(found.xyxy))
 
 
 def rank_crops(embedder: Embedder, views: Sequence[View], gallery: Gallery, weights: Weights,

@@ -244,12 +244,13 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
         prepared = prepare(photo.jpeg)
         image, scale = prepared.normalized, prepared.scale
         det = detectors["heavy" if kind == "endcap" else "light"]
-        found = det.detect(image, score_threshold=cfg.evidence_score)
+        facing, evidence = det.facing_scores(cfg)
+        found = det.detect(image, score_threshold=evidence)
         plan = Planogram.model_validate(truth["planogram"])
         planned = {p.sku for shelf in plan.shelves for p in shelf.positions}
         detected = namer.detected(det, prepared, found, planned, margin=rec.position_margin,
                                   floor=rec.position_floor)
-        firm, weak = split_by_score(detected, cfg.min_score)
+        firm, weak = split_by_score(detected, facing)
         report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak,
                                   tuning=cfg.tuning)
         expected = truth["expected"]

@@ -192,8 +192,9 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
 
         image = artifact("normalized.jpg" if detector.files.normalized_lighting
                          else "ingested.jpg")
-        found = detector.detect(image, score_threshold=s.compliance.evidence_score)
-        firm = np.nonzero(found.scores >= s.compliance.min_score)[0]
+        facing, evidence = detector.facing_scores(s.compliance)
+        found = detector.detect(image, score_threshold=evidence)
+        firm = np.nonzero(found.scores >= facing)[0]
         cands: dict[int, list[tuple[str, float]]] = {}
         if recognizer is not None:
             # Named from both images: embedded under normalized lighting, coloured as
@@ -208,7 +209,7 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
             "task": "product" if recognizer else "sku", "catalog": catalog,
             "embedder": recognizer.embedder.ref if recognizer else None,
             "route": route, "route_reason": msg.route_reason,
-            "image_size": [image.shape[1], image.shape[0]],
+            "image_size": [image.shape[1], image.shape[0]], "facing_score": facing,
             "detections": [
                 {"box": [round(float(v), 1) for v in b], "score": round(float(sc), 4),
                  **({"candidates": cands.get(i, [])} if recognizer
@@ -264,7 +265,9 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                    if planogram else None)
         seen = name_detections(det, planned, s.recognition.threshold,
                                s.recognition.position_margin, s.recognition.position_floor)
-        found, weak = split_by_score(seen, s.compliance.min_score)
+        # The facing score the detect stage named by: the model's own scale.
+        facing = det.get("facing_score", s.compliance.scores(None, None)[0])
+        found, weak = split_by_score(seen, float(facing))
         brands = rt.catalog.index().brands()
         fields: dict[str, Any] = {
             "sha256": sha, "upload_id": p.upload_id, "store": p.store, "aisle": p.aisle,

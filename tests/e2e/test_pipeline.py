@@ -62,6 +62,13 @@ def test_photo_becomes_result_with_artifacts_and_no_personal_data(stack: Stack) 
     blobs = {name: stack.store.get_bytes(bucket, artifact_key(sha, name)) for name in ARTIFACTS}
     det = json.loads(blobs[DETECTIONS])
     assert det["model"] == result["model"] and det["route"] == "light"
+    # And a product counts from the facing score of that model's own scale (its card's,
+    # unless the settings set one), which the detections record for the comply stage
+    name, version = result["model"].split("/")
+    post = load_model(stack.settings.models.root, name, version).card.postprocess
+    facing = stack.settings.compliance.scores(post.facing_score, post.evidence_score)[0]
+    assert det["facing_score"] == facing
+    assert result["detections"] == sum(d["score"] >= facing for d in det["detections"])
     # And the stored image is upright with no metadata left
     upright_w, upright_h = truth["upright_size"]
     for name in ("ingested.jpg", "normalized.jpg"):

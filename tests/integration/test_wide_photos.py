@@ -41,7 +41,7 @@ def test_products_of_bays_photographed_side_by_side_are_found_as_in_one(
 
     # Then its products are found as on the single bay
     scores = evaluate_detections(
-        [found.take(np.nonzero(found.scores >= s.compliance.min_score)[0])],
+        [found.take(np.nonzero(found.scores >= light.facing_scores(s.compliance)[0])[0])],
         [Truth(truth * prepared.scale, np.zeros(len(truth), np.int64))])
     assert scores.recall50 >= 0.95 and scores.precision50 >= 0.95, scores
 

@@ -14,6 +14,7 @@ import pytest
 from pipeline.detect.card import ModelCard, load_model
 from pipeline.detect.session import CPU, CUDA, LazySession, choose_providers
 from pipeline.errors import ModelError, PermanentError
+from pipeline.settings import ComplianceSettings
 from tests.unit.onnx_models import constant_model, write_model_dir
 
 CARD: dict[str, Any] = {"format": "yolov8", "input": {"size": [320, 320]}}
@@ -260,3 +261,16 @@ def test_card_json_round_trip_keeps_declared_fields(tmp_path: Path) -> None:
     assert json.loads((mdir / "card.json").read_text())["name"] == "m"
 
 
+
+@pytest.mark.parametrize(("settings", "card", "expected"), [
+    ((None, None), (None, None), (0.25, 0.18)),  # neither says: the defaults
+    ((None, None), (0.22, 0.16), (0.22, 0.16)),  # the card's, on its model's scale
+    ((0.3, None), (0.22, 0.16), (0.3, 0.16)),  # what the settings set wins, field by field
+    ((None, 0.3), (0.22, None), (0.22, 0.22)),  # evidence never above the facing score
+], ids=["defaults", "card", "settings-win", "evidence-capped"])
+def test_facing_and_evidence_scores_come_from_settings_then_card_then_defaults(
+        settings: tuple[float | None, float | None], card: tuple[float | None, float | None],
+        expected: tuple[float, float]) -> None:
+    cfg = ComplianceSettings(min_score=settings[0], evidence_score=settings[1])
+
+    assert cfg.scores(*card) == pytest.approx(expected)
