@@ -78,7 +78,8 @@ class ShelfStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 
 # Recipe fields that shape the network or its training, not the images it is shown.
 _NOT_IMAGES = frozenset({"name", "version", "neck", "exports", "frozen_blocks", "steps", "lr",
-                         "init", "score_threshold", "small_box_px", "ema",
+                         "init", "score_threshold", "small_box_px", "iou_threshold",
+                         "box_agreement", "facing_score", "evidence_score", "ema",
                          "box_per_object"})
 
 
@@ -252,8 +253,11 @@ def export(net: ProductNet, recipe: Recipe, name: str, size: int, out_dir: Path,
         "output": {"scores": "scores [1, 1, H/4, W/4] sigmoid, class-agnostic product",
                    "boxes": "boxes [1, 4, H/4, W/4] x1 y1 x2 y2 in input pixels",
                    "stride": STRIDE},
-        "postprocess": {"score_threshold": recipe.score_threshold, "iou_threshold": 0.5,
-                        "max_detections": 600,
+        "postprocess": {"score_threshold": recipe.score_threshold,
+                        "iou_threshold": recipe.iou_threshold, "max_detections": 600,
+                        "box_agreement": recipe.box_agreement,
+                        "facing_score": recipe.facing_score,
+                        "evidence_score": recipe.evidence_score,
                         # The same products: sized in the first export's input, scaled.
                         "small_boxes": (SmallBoxSpec(
                             px=recipe.small_box_px * size / recipe.exports[0][1]).model_dump()
