@@ -6,7 +6,16 @@ from collections.abc import Sequence
 from typing import Literal
 
 import redis
-from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, TryAgainError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -19,8 +28,13 @@ def make_redis(url: str) -> redis.Redis:
 
 
 def _translate(exc: RedisError, what: str) -> Exception:
+    """Transient where Redis may answer later: away, loading, a replica promoted, full
+    (``maxmemory`` with ``noeviction`` refuses writes until memory frees), busy in a script.
+    Permanent otherwise (a wrong command, a missing permission)."""
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError,
-                        TryAgainError, ReadOnlyError)):
+                        TryAgainError, ReadOnlyError, OutOfMemoryError, MasterDownError,
+                        ClusterDownError)) or (
+            isinstance(exc, ResponseError) and str(exc).startswith("BUSY")):
         return TransientError(f"redis {what}: {exc}")
     return PermanentError(f"redis {what}: {exc}")
 
