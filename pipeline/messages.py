@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 METADATA_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+# No upload is older than S3 itself.
+EARLIEST_EVENT = datetime(2006, 3, 14, tzinfo=UTC)
+
+
+def sane_event_time(value: datetime | None) -> datetime | None:
+    """An upload's time as the network gave it, made safe to compare and file by: without a
+    zone it is taken as UTC (S3 always sends one); one no upload can have (before S3
+    existed, or more than a day ahead of now) is dropped, as if the event had none."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not EARLIEST_EVENT <= value <= datetime.now(UTC) + timedelta(days=1):
+        return None
+    return value
 
 
 class PhotoRef(BaseModel):
@@ -30,6 +45,8 @@ class PhotoRef(BaseModel):
     store_format: str = "standard"
     display_type: str = "gondola"
     planogram_id: str | None = None
+
+    _event_time = field_validator("event_time")(sane_event_time)
 
     def with_metadata(self, metadata: Mapping[str, str]) -> PhotoRef:
         """What the key cannot say, from the object's user metadata (``x-amz-meta-*``, names

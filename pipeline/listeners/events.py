@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import InvalidKeyError, MalformedEventError
+from pipeline.messages import sane_event_time
 from pipeline.storage.keys import MAX_S3_KEY_BYTES
 
 MAX_BODY_BYTES = 256 * 1024  # SQS message maximum
@@ -64,6 +65,8 @@ class S3Record(BaseModel):
     event_name: str = Field(alias="eventName")
     event_time: datetime | None = Field(default=None, alias="eventTime")
     s3: _S3
+
+    _event_time = field_validator("event_time")(sane_event_time)
 
     @property
     def bucket(self) -> str:

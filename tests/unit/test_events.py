@@ -81,6 +81,27 @@ def test_put_record_parses_bucket_key_event_and_time() -> None:
     assert rec.s3.object.size == 1843221
 
 
+@pytest.mark.parametrize(("sent", "expected"), [
+    ("2024-05-14T08:31:07Z", datetime(2024, 5, 14, 8, 31, 7, tzinfo=UTC)),
+    ("2024-05-14T10:31:07+02:00", datetime(2024, 5, 14, 8, 31, 7, tzinfo=UTC)),
+    ("2024-05-14T08:31:07", datetime(2024, 5, 14, 8, 31, 7, tzinfo=UTC)),  # no zone: UTC
+    ("0001-01-01T00:00:00Z", None),  # before S3 existed
+    ("9999-12-31T23:59:59Z", None),  # years ahead
+], ids=["utc", "offset", "naive", "year-1", "year-9999"])
+def test_event_time_is_aware_and_credible_or_absent(sent: str, expected: datetime | None
+                                                    ) -> None:
+    # Given a record whose event time a client or proxy mangled
+    record = s3_record()
+    record["eventTime"] = sent
+
+    # When it is parsed, the record stands (the photo is as good as any) and its time is
+    # one the stages can compare with a photo's capture time, or none
+    rec = parse_body(body(record))[0]
+
+    assert rec.event_time == expected
+    assert rec.event_time is None or rec.event_time.tzinfo is not None
+
+
 def test_several_records_keep_their_order() -> None:
     raw = body(s3_record(key="raw/s/a/b/c/one.jpg"), s3_record(key="raw/s/a/b/c/two.jpg"))
 
