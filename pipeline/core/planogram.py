@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.core.recognition import UNKNOWN  # what recognition calls a product it cannot name
+from pipeline.core.recognition import SKU_ID, UNKNOWN  # UNKNOWN: a product recognition cannot name
 
 # Caps that bound the compliance work per photo (a real bay is far below each).
 MAX_SHELVES = 24
@@ -30,15 +30,25 @@ class Position(BaseModel):
     sku: str = Field(min_length=1, max_length=128,
                      description="a JSON string (EAN and UPC codes quoted: as numbers they "
                                  f"lose leading zeros); not {UNKNOWN!r}")
-    facings: int = Field(default=1, ge=1, le=MAX_FACINGS)
+    # A whole number: true or "2" are typos, not facings.
+    facings: int = Field(default=1, ge=1, le=MAX_FACINGS, strict=True)
     width_cm: float | None = Field(default=None, ge=MIN_WIDTH_CM, le=MAX_WIDTH_CM,
                                    description="width of one facing")
 
+    @field_validator("sku", mode="before")
+    @classmethod
+    def _trimmed(cls, sku: object) -> object:
+        """Spaces around a code (a spreadsheet's cell) are not part of it."""
+        return sku.strip() if isinstance(sku, str) else sku
+
     @field_validator("sku")
     @classmethod
-    def _not_reserved(cls, sku: str) -> str:
+    def _a_catalog_id(cls, sku: str) -> str:
         if sku == UNKNOWN:  # every product recognition cannot name would count as it
             raise ValueError(f"{UNKNOWN!r} is what unnamed products are called, not a SKU")
+        if not SKU_ID.fullmatch(sku):  # no catalog entry could match it: always out of stock
+            raise ValueError(f"SKU {sku!r} is not a catalog SKU id (letters, digits, '.', "
+                             "'_' and '-', starting with a letter or digit)")
         return sku
 
 
@@ -47,7 +57,7 @@ class Shelf(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, strict=True)
     positions: list[Position] = Field(default_factory=list, max_length=MAX_POSITIONS)
 
     @property
@@ -61,7 +71,7 @@ class Planogram(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     planogram_id: str = Field(min_length=1, max_length=128)
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, strict=True)
     store: str | None = None
     aisle: str | None = None
     bay: str | None = None

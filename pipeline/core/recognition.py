@@ -13,6 +13,7 @@ arrays in, names out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
@@ -21,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 UNKNOWN = "unknown"
+# What a SKU id may be, in the catalog and in planograms alike.
+SKU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 HUE_BINS, SAT_BINS = 12, 4
 LAYOUT_ROWS = 4  # horizontal bands of a pack whose chroma the layout holds, top to bottom
 Array = npt.NDArray[np.float32]

@@ -27,11 +27,10 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field, ValidationError
 
-from pipeline.core.recognition import LAYOUT_ROWS, UNKNOWN, Gallery
+from pipeline.core.recognition import LAYOUT_ROWS, SKU_ID, UNKNOWN, Gallery
 from pipeline.errors import CatalogError, ObjectNotFoundError
 from pipeline.storage.s3 import ObjectStore
 
-SKU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 PREFIX = "catalog/"
 INDEX_KEY = PREFIX + "index.json"
 REFERENCE_KEY = PREFIX + "reference.npz"

@@ -105,15 +105,34 @@ def test_the_synthetic_worlds_planograms_validate() -> None:
     {"shelves": [{"index": 0, "positions": []}, {"index": 1, "positions": []}]},
     {"shelves": [{"index": 0, "positions": [{"sku": "unknown"}]}]},
     {"shelves": [{"index": 0, "positions": [{"sku": 7310865004703}]}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": " "}]}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": "A\u0000\u001b[31m"}]}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": "A/../B"}]}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": "A", "facings": True}]}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": "A", "facings": "2"}]}]},
+    {"shelves": [{"index": 0, "positions": [{"sku": "A", "facings": 1.5}]}]},
+    {"shelves": [{"index": "0", "positions": [{"sku": "A"}]}]},
+    {"version": "1"},
 ], ids=["not-from-zero", "index-skipped", "no-shelves", "no-facings", "extra-position-key",
         "extra-key", "unknown-display", "infinite-fixture", "denormal-fixture",
-        "infinite-facing", "nothing-planned", "reserved-sku", "sku-as-number"])
+        "infinite-facing", "nothing-planned", "reserved-sku", "sku-as-number", "blank-sku",
+        "control-characters-in-sku", "path-in-sku", "facings-true", "facings-as-text",
+        "half-a-facing", "index-as-text", "version-as-text"])
 def test_planograms_that_do_not_validate(change: dict[str, Any]) -> None:
     doc = {"planogram_id": "PG-1", "version": 1,
            "shelves": [{"index": 0, "positions": [{"sku": "A"}]}]} | change
 
     with pytest.raises(ValidationError):
         Planogram.model_validate(doc)
+
+
+def test_spaces_around_a_planned_sku_are_trimmed() -> None:
+    doc = {"planogram_id": "PG-1", "version": 1,
+           "shelves": [{"index": 0, "positions": [{"sku": " 7310865004703\t"}]}]}
+
+    plan = Planogram.model_validate(doc)
+
+    assert plan.shelves[0].positions[0].sku == "7310865004703"
 
 
 @pytest.mark.parametrize(("name", "export"), [
