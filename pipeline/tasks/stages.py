@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import FrameType
 from typing import Any
 
@@ -40,9 +40,9 @@ from pipeline.errors import (
     StageTimeoutError,
     TransientError,
 )
-from pipeline.messages import DeadLetter, StageMessage
+from pipeline.messages import METADATA_VALUE, DeadLetter, StageMessage
 from pipeline.settings import Settings, get_settings
-from pipeline.storage.keys import parse_raw_key
+from pipeline.storage.keys import artifact_key, parse_raw_key
 from pipeline.storage.redis import (
     claim_or_take_over,
     count,
@@ -152,7 +152,8 @@ def dead_letter(stage: str, exc: BaseException, attempts: int, msg: StageMessage
 
 def check_message(msg: StageMessage, settings: Settings) -> None:
     """Stage messages come through the broker: they may only name the raw bucket's photo and
-    artifacts in the pipeline's own buckets."""
+    artifacts in the pipeline's own buckets, this photo's own, and carry dates and metadata
+    as the stages write them (they become keys and partitions)."""
     s3 = settings.s3
     p = msg.photo
     if p.bucket != s3.raw_bucket:
@@ -161,11 +162,48 @@ def check_message(msg: StageMessage, settings: Settings) -> None:
     claimed = (p.store, p.aisle, p.bay, p.camera)
     if claimed != ((cam.store, cam.aisle, cam.bay, cam.camera) if cam else ("unknown",) * 4):
         raise ForgedMessageError(f"identity {claimed} is not the one its key says")
-    for name, ref in msg.artifacts.items():
-        if ref.bucket not in (s3.artifacts_bucket, s3.results_bucket):
-            raise ForgedMessageError(f"artifact {name!r} in bucket {ref.bucket!r}")
     if msg.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", msg.sha256):
         raise ForgedMessageError("sha256 is not a hex digest")
+    for name, ref in msg.artifacts.items():
+        if ".." in ref.key.split("/"):
+            raise ForgedMessageError(f"artifact {name!r} key {ref.key!r} climbs out")
+        if ref.bucket == s3.artifacts_bucket:
+            if msg.sha256 is None or not ref.key.startswith(artifact_key(msg.sha256, "")):
+                raise ForgedMessageError(f"artifact {name!r} at {ref.key!r} is not this "
+                                         "photo's")
+        elif ref.bucket == s3.results_bucket:
+            if not (ref.key.startswith("compliance/")
+                    and ref.key.endswith(f"/{p.upload_id}.json")):
+                raise ForgedMessageError(f"artifact {name!r} at {ref.key!r} is not this "
+                                         "upload's result")
+        else:
+            raise ForgedMessageError(f"artifact {name!r} in bucket {ref.bucket!r}")
+    if msg.captured_date is not None and not _is_day(msg.captured_date):
+        raise ForgedMessageError(f"captured_date {msg.captured_date[:40]!r} is not YYYY-MM-DD")
+    if msg.taken_at is not None and not _is_aware_time(msg.taken_at):
+        raise ForgedMessageError(f"taken_at {msg.taken_at[:40]!r} is not an ISO 8601 time "
+                                 "with its zone")
+    for field, value in (("store_format", p.store_format), ("display_type", p.display_type),
+                         ("planogram_id", p.planogram_id)):
+        if value is not None and not METADATA_VALUE.fullmatch(value):
+            raise ForgedMessageError(f"{field} {value[:40]!r} is not a metadata value")
+
+
+def _is_day(text: str) -> bool:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_aware_time(text: str) -> bool:
+    try:
+        return datetime.fromisoformat(text).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def _without_urls(payload: Any) -> Any:

@@ -448,8 +448,11 @@ def test_a_stage_over_its_time_limit_ends_in_a_dead_letter(
     ({"photo": {"bucket": "shelf-config"}}, "not the raw bucket"),
     ({"photo": {"store": "S999"}}, "not the one its key says"),
     ({"artifacts": {"detections": {"bucket": "elsewhere", "key": "x.json"}}}, "artifact"),
+    ({"artifacts": {"detections": {"bucket": "shelf-artifacts", "key": "outcomes/x.json"}}},
+     "not this photo's"),
     ({"photo": {"url": "file:///etc/passwd"}}, None),
-], ids=["other-bucket", "spoofed-store", "foreign-artifact", "file-url"])
+], ids=["other-bucket", "spoofed-store", "foreign-artifact", "another-photos-artifact",
+        "file-url"])
 def test_forged_stage_messages_are_kept_not_followed(stack: Stack, change: dict[str, Any],
                                                      reason: str | None) -> None:
     from pipeline.tasks.app import app

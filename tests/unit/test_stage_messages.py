@@ -1,0 +1,78 @@
+"""Stage messages come through the broker: what one may name and carry before any stage
+acts on it (``check_message``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.errors import ForgedMessageError
+from pipeline.messages import StageMessage
+from pipeline.settings import Settings
+from pipeline.storage.keys import artifact_key, result_key
+from pipeline.tasks.stages import check_message
+
+SETTINGS = Settings()
+S3 = SETTINGS.s3
+SHA = "ab" * 32
+OTHER_SHA = "cd" * 32
+PHOTO = {"bucket": S3.raw_bucket, "key": "raw/S1/A1/B1/cam1/p.jpg", "store": "S1",
+         "aisle": "A1", "bay": "B1", "camera": "cam1", "etag": "e1"}
+
+
+def message(**change: Any) -> StageMessage:
+    photo = {**PHOTO, **change.pop("photo", {})}
+    doc: dict[str, Any] = {"photo": photo, "sha256": SHA, "captured_date": "2025-06-02",
+                           "taken_at": "2025-06-02T09:14:00+00:00",
+                           "artifacts": {"detections": {
+                               "bucket": S3.artifacts_bucket,
+                               "key": artifact_key(SHA, "detections-product-light-11.json")}}}
+    return StageMessage.model_validate(doc | change)
+
+
+def test_a_message_as_the_stages_write_it_passes() -> None:
+    msg = message()
+    upload = msg.photo.upload_id
+    result = {"bucket": S3.results_bucket,
+              "key": result_key(store="S1", date="2025-06-02", aisle="A1", upload_id=upload)}
+
+    check_message(message(photo={"planogram_id": "PG 7.1", "store_format": "express"}),
+                  SETTINGS)
+    check_message(message(artifacts={**msg.model_dump()["artifacts"], "result": result}),
+                  SETTINGS)
+    check_message(message(captured_date=None, taken_at=None, sha256=None, artifacts={}),
+                  SETTINGS)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"photo": {"bucket": "elsewhere"}}, "not the raw bucket"),
+    ({"photo": {"store": "S9"}}, "not the one its key says"),
+    ({"sha256": "A" * 64}, "not a hex digest"),
+    ({"artifacts": {"detections": {"bucket": "elsewhere", "key": "x.json"}}}, "in bucket"),
+    ({"artifacts": {"detections": {"bucket": S3.artifacts_bucket,
+                                   "key": artifact_key(OTHER_SHA, "detections.json")}}},
+     "not this photo's"),
+    ({"artifacts": {"detections": {"bucket": S3.artifacts_bucket,
+                                   "key": "outcomes/zzz.json"}}}, "not this photo's"),
+    ({"artifacts": {"detections": {"bucket": S3.artifacts_bucket,
+                                   "key": artifact_key(SHA, "../../catalog/index.json")}}},
+     "climbs out"),
+    ({"artifacts": {"result": {"bucket": S3.results_bucket,
+                               "key": "compliance/store=S1/date=2025-06-02/aisle=A1/x.json"}}},
+     "not this upload's result"),
+    ({"captured_date": "2025-06-02/../../x"}, "not YYYY-MM-DD"),
+    ({"captured_date": "2025-13-40"}, "not YYYY-MM-DD"),
+    ({"taken_at": "yesterday"}, "not an ISO 8601 time"),
+    ({"taken_at": "2025-06-02T09:14:00"}, "not an ISO 8601 time"),
+    ({"photo": {"planogram_id": "../../catalog/index\n"}}, "planogram_id"),
+    ({"photo": {"store_format": "x" * 300}}, "store_format"),
+    ({"photo": {"display_type": "endcap\u001b[31m"}}, "display_type"),
+], ids=["other-bucket", "spoofed-store", "upper-case-sha", "foreign-bucket",
+        "another-photos-artifact", "outside-the-photos-prefix", "climbing-key",
+        "another-uploads-result", "date-with-a-path", "impossible-date", "time-in-words",
+        "time-without-zone", "planogram-id-path", "long-store-format", "escape-in-display"])
+def test_forged_or_corrupt_messages_are_refused_saying_why(change: dict[str, Any],
+                                                           said: str) -> None:
+    with pytest.raises(ForgedMessageError, match=said):
+        check_message(message(**change), SETTINGS)
