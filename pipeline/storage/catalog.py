@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import threading
 import time
@@ -31,11 +32,11 @@ from pipeline.core.recognition import LAYOUT_ROWS, SKU_ID, UNKNOWN, Gallery
 from pipeline.errors import CatalogError, ObjectNotFoundError
 from pipeline.storage.s3 import ObjectStore
 
+log = logging.getLogger(__name__)
 PREFIX = "catalog/"
 INDEX_KEY = PREFIX + "index.json"
 REFERENCE_KEY = PREFIX + "reference.npz"
 REFERENCE_META_KEY = PREFIX + "reference.json"
-
 
 
 class Signature(BaseModel):
@@ -81,8 +82,21 @@ class CatalogIndex(BaseModel):
     reference: Reference | None = None
 
     def gallery(self, embedder: str, dim: int) -> Gallery:
-        """The signatures made by ``embedder`` (others cannot be compared)."""
+        """The signatures made by ``embedder`` (others cannot be compared). One whose vectors
+        are not that embedder's shape (a hand-edited or damaged index) is left out, saying
+        so, rather than stopping every product from being named."""
         rows = [(e.sku, s) for e in self.entries if e.embedder == embedder for s in e.signatures]
+        colours = Counter(len(s.colour) for _, s in rows if len(s.embedding) == dim)
+        colour_len = colours.most_common(1)[0][0] if colours else 0
+        fit = [(sku, s) for sku, s in rows
+               if len(s.embedding) == dim and len(s.colour) == colour_len]
+        if len(fit) < len(rows):
+            bad = sorted({sku for sku, s in rows
+                          if len(s.embedding) != dim or len(s.colour) != colour_len})
+            log.warning("catalog: %d signatures of %s are not %s's shape (%d-long embeddings)"
+                        " and are left out: %s", len(rows) - len(fit), ", ".join(bad[:10]),
+                        embedder, dim, "`shelf catalog resign` signs them again")
+        rows = fit
         if not rows:
             return Gallery.empty(dim)
         width = LAYOUT_ROWS * 2

@@ -1,0 +1,42 @@
+"""The catalog's index as stored: its galleries, whatever a hand edit did to it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from pipeline.storage.catalog import CatalogEntry, CatalogIndex, Signature
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def entry(sku: str, embedding: list[float], colour: list[float] | None = None,
+          embedder: str = "sku-embed/7") -> CatalogEntry:
+    sig = Signature(source=f"{sku}.jpg", embedding=embedding, colour=colour or [0.5] * 6,
+                    aspect=1.0)
+    return CatalogEntry(sku=sku, embedder=embedder, signatures=[sig], added_at=NOW)
+
+
+def test_signatures_of_the_wrong_shape_are_left_out_not_fatal(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Given an index where one SKU's embedding was cut short and another's colour grew
+    index = CatalogIndex(built_at=NOW, entries=[
+        entry("A", [1.0, 0.0, 0.0, 0.0]), entry("B", [0.0, 1.0, 0.0, 0.0]),
+        entry("SHORT", [0.0, 0.0, 1.0]), entry("WIDE", [0.0, 0.0, 0.0, 1.0], [0.5] * 7),
+        entry("OTHER", [1.0, 0.0], embedder="sku-embed/6")])
+
+    # When the gallery of a 4-dimensional embedder is built
+    gallery = index.gallery("sku-embed/7", 4)
+
+    # Then it holds the SKUs that fit, and says which it left out
+    assert list(gallery.skus) == ["A", "B"]
+    assert np.asarray(gallery.embeddings).shape == (2, 4)
+    assert "SHORT, WIDE" in caplog.text and "left out" in caplog.text
+
+
+def test_a_gallery_with_nothing_that_fits_is_empty() -> None:
+    index = CatalogIndex(built_at=NOW, entries=[entry("SHORT", [1.0, 0.0])])
+
+    assert len(index.gallery("sku-embed/7", 4).skus) == 0
