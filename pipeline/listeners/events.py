@@ -74,8 +74,10 @@ class S3Record(BaseModel):
 
     @property
     def key(self) -> str:
-        """The object key, decoded (S3 sends it URL-encoded with '+' for spaces)."""
-        return unquote_plus(self.s3.object.key)
+        """The object key, decoded (S3 sends it URL-encoded with '+' for spaces). Escapes
+        that are not UTF-8 stay lone surrogates, which :func:`check_key` refuses: replaced
+        by U+FFFD they would name another object, and end as a photo that is not there."""
+        return unquote_plus(self.s3.object.key, errors="surrogateescape")
 
     @property
     def version(self) -> str:

@@ -307,8 +307,9 @@ def test_poison_messages_never_stop_the_loop(isolated: Isolated) -> None:
                                                     "object": {"key": "raw/S/A/B/c/x.jpg"}}}
     surrogate = json.dumps({"Records": [good]}).replace("x.jpg", "\\ud800.jpg")
     nul = json.dumps({"Records": [good]}).replace("x.jpg", "a\\u0000b.jpg")
+    not_utf8 = json.dumps({"Records": [good]}).replace("x.jpg", "%FFx.jpg")
     bodies = ["[" * 100_000, "not json", json.dumps({"Records": [good] * 500}),
-              json.dumps({"Records": [{"eventName": 3}]}), surrogate, nul]
+              json.dumps({"Records": [{"eventName": 3}]}), surrogate, nul, not_utf8]
     for b in bodies:
         sqs.send_message(QueueUrl=isolated.queue_url, MessageBody=b)
     s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/after-poison.jpg", Body=b"x")

@@ -273,7 +273,11 @@ def test_surrogate_in_event_key_parses_then_is_refused() -> None:
         "IMG_0001.jpg", "\\ud800.jpg") + "]}")[0]
     with pytest.raises(InvalidKeyError):
         check_key(rec2.key)
-    assert "\ufffd" in rec.key  # undecodable percent-escapes become U+FFFD, still a key
+    # Undecodable percent-escapes are refused as such, not read as another key's U+FFFD
+    with pytest.raises(InvalidKeyError, match="not valid Unicode"):
+        check_key(rec.key)
+    (ok,) = parse_body(body(s3_record(key="raw/S1/A1/B1/c1/%EF%BF%BDx.jpg")))
+    assert check_key(ok.key) == "raw/S1/A1/B1/c1/\ufffdx.jpg"  # U+FFFD itself is a name
 
 
 @pytest.mark.parametrize(("metadata", "expected"), [
