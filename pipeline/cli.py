@@ -516,7 +516,7 @@ def _query(args: argparse.Namespace) -> int:
         return 0
     s = get_settings()
     con = connect(s, ObjectStore(make_client(s.aws, "s3")))
-    print(format_table(*run_query(con, args.sql, s.query.timeout_s)))
+    print(format_table(*run_query(con, args.sql, s.query.timeout_s, s.query.max_rows)))
     return 0
 
 
@@ -809,7 +809,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.logs import configure
 
     configure(json_lines=args.command in SERVICES, verbose=args.verbose)
-    return int(args.func(args))
+    if args.command in SERVICES:  # a service that stops shows where
+        return int(args.func(args))
+    from pipeline.errors import PipelineError
+
+    try:
+        return int(args.func(args))
+    except PipelineError as exc:  # what the user asked for cannot be done: say why
+        print(f"shelf {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -192,6 +192,9 @@ class QuerySettings(BaseModel):
     memory_mb: int = Field(default=2048, ge=64)
     threads: int = Field(default=2, ge=1)
     timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Rows one query may return: the answer is copied into Python, outside DuckDB's memory
+    # limit (aggregate, or LIMIT it).
+    max_rows: int = Field(default=100_000, ge=1)
 
 
 class MetricsSettings(BaseModel):

@@ -98,10 +98,11 @@ def connect(settings: Settings, store: ObjectStore) -> Any:
     return con
 
 
-def run_query(con: Any, sql: str, timeout_s: float | None = None
-              ) -> tuple[list[str], list[tuple[Any, ...]]]:
+def run_query(con: Any, sql: str, timeout_s: float | None = None,
+              max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one read-only query (or a documented example by name), interrupted after
-    ``timeout_s``."""
+    ``timeout_s``; refused when it returns more than ``max_rows`` rows (they would be
+    copied into this process, outside DuckDB's memory limit)."""
     sql = EXAMPLES.get(sql, sql)
     timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
     try:
@@ -112,7 +113,14 @@ def run_query(con: Any, sql: str, timeout_s: float | None = None
         if timer:
             timer.start()
         cur = con.execute(sql)
-        return [d[0] for d in cur.description], cur.fetchall()
+        columns = [d[0] for d in cur.description]
+        if max_rows is None:
+            return columns, cur.fetchall()
+        rows = cur.fetchmany(max_rows + 1)
+        if len(rows) > max_rows:
+            raise PermanentError(f"the query returns more than {max_rows:,} rows: aggregate "
+                                 "or LIMIT it (SHELF_QUERY__MAX_ROWS)")
+        return columns, rows
     except duckdb.InterruptException as exc:
         raise PermanentError(f"query stopped after {timeout_s:g} s "
                              "(SHELF_QUERY__TIMEOUT_S)") from exc

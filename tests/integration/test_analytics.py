@@ -127,4 +127,8 @@ def test_a_query_is_bounded_in_memory_cores_and_time(stack: Stack,
     assert run_query(con, "SELECT current_setting('memory_limit')")[1][0][0] != ""
     with pytest.raises(PermanentError, match=r"stopped after 0\.5 s"):
         run_query(con, "SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
+    # An answer too large to copy into this process is refused, not copied
+    with pytest.raises(PermanentError, match="more than 1,000 rows"):
+        run_query(con, "SELECT * FROM range(2000000)", max_rows=1000)
+    assert len(run_query(con, "SELECT * FROM range(1000)", max_rows=1000)[1]) == 1000
     assert run_query(con, "SELECT count(*) FROM results")[1][0][0] == 4  # still answers

@@ -268,3 +268,16 @@ def test_eval_real_reads_labels_of_the_displayed_photo_upright(
     report = json.loads(capsys.readouterr().out)
     assert report["recall50"] == pytest.approx(1.0)
     assert report["precision"] == pytest.approx(1.0)
+
+
+def test_a_command_that_cannot_do_what_it_is_asked_says_why_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = yolo(tmp_path / "data")
+
+    code = main(["eval-real", "--model", "missing", "--models", str(tmp_path / "none"),
+                 "--data", str(data)])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("shelf eval-real: ") and "not found" in err
+    assert "Traceback" not in err
