@@ -1,7 +1,7 @@
 # Least privilege per role, for pods through IRSA: the listener reads events and heads raw
 # photos (to mint their URLs); workers read raw photos and the configuration, write
-# artifacts and results; beat also lists the raw bucket (reconciliation); analysts only
-# read results.
+# artifacts and results, and list the raw bucket's versions (reconciliation runs on the
+# workers' aggregation queue; beat only schedules it); analysts only read results.
 locals {
   raw_objects       = "${aws_s3_bucket.shelf["raw"].arn}/*"
   artifacts_objects = "${aws_s3_bucket.shelf["artifacts"].arn}/*"
@@ -77,6 +77,12 @@ data "aws_iam_policy_document" "worker" {
     aws_s3_bucket.shelf["results"].arn, aws_s3_bucket.shelf["config"].arn]
   }
   statement {
+    # reconciliation (shelf.reconcile, on the aggregation queue) lists every upload's
+    # versions: without it S3 answers 403 and no lost upload is ever found again
+    actions   = ["s3:ListBucketVersions"]
+    resources = [aws_s3_bucket.shelf["raw"].arn]
+  }
+  statement {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.shelf.arn]
   }
@@ -84,10 +90,6 @@ data "aws_iam_policy_document" "worker" {
 
 data "aws_iam_policy_document" "beat" {
   source_policy_documents = [data.aws_iam_policy_document.worker.json]
-  statement {
-    actions   = ["s3:ListBucketVersions", "s3:ListBucket"]
-    resources = [aws_s3_bucket.shelf["raw"].arn]
-  }
 }
 
 data "aws_iam_policy_document" "analyst" {

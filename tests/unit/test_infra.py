@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.tasks.app import ALL_QUEUES
+from pipeline.tasks.app import ALL_QUEUES, CPU_QUEUES, TASK_QUEUES
 
 INFRA = REPO_ROOT / "infra"
 SPEC = json.loads((REPO_ROOT / "localstack" / "resources.json").read_text())
@@ -97,6 +97,32 @@ def test_autoscaling_and_budgets_point_at_real_deployments_and_queues() -> None:
     assert any(t["type"] == "aws-sqs-queue" for t in scaled["shelf-listener"]["spec"]["triggers"])
     for pdb in of_kind("PodDisruptionBudget").values():
         assert pdb["spec"]["selector"]["matchLabels"]["app"] in deployments
+
+
+def _policy_actions(tf: dict[str, Any], name: str) -> set[str]:
+    """The actions a policy document grants, its source documents' included."""
+    for block in tf["data"]:
+        doc = block.get("aws_iam_policy_document", {}).get(name)
+        if doc is not None:
+            out = {a for st in doc.get("statement", []) for a in st["actions"]}
+            for src in doc.get("source_policy_documents", []):
+                out |= _policy_actions(tf, src.split(".")[2])
+            return out
+    raise KeyError(name)
+
+
+def test_the_role_that_runs_reconciliation_may_list_upload_versions() -> None:
+    # reconciliation runs where its queue is served: the CPU workers, under their account
+    assert TASK_QUEUES["shelf.reconcile"] in CPU_QUEUES
+    cpu = of_kind("Deployment")["shelf-worker-cpu"]["spec"]["template"]["spec"]
+    assert cpu["containers"][0]["command"][:4] == ["shelf", "worker", "--pool", "cpu"]
+    account = cpu["serviceAccountName"]
+    tf = terraform()
+    attached = _resource(tf, "aws_iam_role_policy", account.removeprefix("shelf-"))
+    assert account in attached["role"]
+    document = attached["policy"].split(".")[2]
+
+    assert {"s3:ListBucketVersions", "s3:ListBucket"} <= _policy_actions(tf, document)
 
 
 def test_terraform_matches_the_local_stack_spec() -> None:
