@@ -67,6 +67,14 @@ return 0
 """
 
 
+def claim(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:
+    """Hold ``key`` for ``owner`` if no one holds it (``SET NX`` with expiry)."""
+    try:
+        return bool(client.set(key, owner, nx=True, ex=max(1, ttl_s)))
+    except RedisError as exc:
+        raise _translate(exc, "claim") from exc
+
+
 def claim_or_take_over(client: redis.Redis, key: str, owner: str, ttl_s: int) -> bool:
     """Hold ``key`` for ``owner``: free, or already held by the same owner (an earlier
     delivery of the same task whose worker died), in one atomic step."""

@@ -15,6 +15,7 @@ import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -36,6 +37,7 @@ from pipeline.errors import (
     ForgedMessageError,
     LockHeldError,
     PermanentError,
+    PipelineError,
     StageTimeLimitExceeded,
     StageTimeoutError,
     TransientError,
@@ -44,6 +46,7 @@ from pipeline.messages import METADATA_VALUE, DeadLetter, StageMessage
 from pipeline.settings import Settings, get_settings
 from pipeline.storage.keys import artifact_key, parse_raw_key
 from pipeline.storage.redis import (
+    claim,
     claim_or_take_over,
     count,
     release,
@@ -397,7 +400,15 @@ def aggregate(self: Task, date: str | None = None) -> None:
     days = [date] if date else [str(today - timedelta(days=1)), str(today)]
     try:
         for day in days:
-            counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
+            # One rebuild of a day at a time: a rebuild longer than the broker's visibility
+            # timeout is delivered again while it runs, and each copy would cascade.
+            lock, owner = f"shelf:aggregate-running:{day}", uuid.uuid4().hex
+            if not claim(rt.redis, lock, owner, _MAINTENANCE_LIMIT_S):
+                raise LockHeldError(f"the rollup of {day} is being rebuilt")
+            try:
+                counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
+            finally:
+                release(rt.redis, lock, owner)
             log.info("aggregated %s: %s", day, counts)
     except TransientError as exc:
         c = rt.settings.celery
@@ -407,11 +418,17 @@ def aggregate(self: Task, date: str | None = None) -> None:
 
 
 def schedule_aggregate(rt: Runtime, date: str) -> None:
-    """Ask for a rebuild of ``date`` soon; photos finishing together share one rebuild."""
+    """Ask for a rebuild of ``date`` soon; photos finishing together share one rebuild. The
+    photo's result is written by then: a broker or Redis away now must not turn it into a
+    dead letter (beat's periodic rollup of today and yesterday rebuilds the day anyway)."""
     delay = rt.settings.celery.aggregate_debounce_s
-    if rt.redis.set(f"shelf:aggregate-pending:{date}", "1", nx=True, ex=max(1, int(delay))):
-        app.signature("shelf.aggregate", args=(date,), immutable=True,
-                      countdown=delay).apply_async()
+    try:
+        if claim(rt.redis, f"shelf:aggregate-pending:{date}", "1", int(delay)):
+            app.signature("shelf.aggregate", args=(date,), immutable=True,
+                          countdown=delay).apply_async()
+    except (PipelineError, RedisError, KombuError, OSError) as exc:
+        log.warning("rollup of %s not scheduled (%s: %s); the periodic rollup rebuilds it",
+                    date, type(exc).__name__, exc)
 
 
 @app.task(bind=True, max_retries=3, name="shelf.recompute", acks_late=False,

@@ -1,5 +1,5 @@
 """Stage messages come through the broker: what one may name and carry before any stage
-acts on it (``check_message``)."""
+acts on it (``check_message``), and what follows the last stage's result."""
 
 from __future__ import annotations
 
@@ -76,3 +76,26 @@ def test_forged_or_corrupt_messages_are_refused_saying_why(change: dict[str, Any
                                                            said: str) -> None:
     with pytest.raises(ForgedMessageError, match=said):
         check_message(message(**change), SETTINGS)
+
+
+class _RedisAway:
+    def set(self, *args: Any, **kwargs: Any) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        raise RedisConnectionError("Connection refused")
+
+
+def test_a_rollup_that_cannot_be_scheduled_leaves_the_finished_photo_alone(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from pipeline.tasks.stages import schedule_aggregate
+
+    # Given a photo whose result is written, and Redis away as its rollup is asked for
+    rt = SimpleNamespace(redis=_RedisAway(), settings=SETTINGS)
+
+    # When the rebuild is scheduled, nothing is raised into the stage (which would turn the
+    # finished photo into a dead letter): the periodic rollup rebuilds the day
+    schedule_aggregate(rt, "2025-06-02")  # type: ignore[arg-type]
+
+    assert "rollup of 2025-06-02 not scheduled" in caplog.text
