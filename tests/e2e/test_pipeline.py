@@ -444,14 +444,14 @@ def test_a_stage_over_its_time_limit_ends_in_a_dead_letter(
         assert slow.p.poll() is None
 
 
-ARTIFACTS = "(the artifacts bucket)"  # its name is the test stack's own
+OUR_ARTIFACTS_BUCKET = "(the artifacts bucket)"  # its name is the test stack's own
 
 
 @pytest.mark.parametrize(("change", "reason"), [
     ({"photo": {"bucket": "shelf-config"}}, "not the raw bucket"),
     ({"photo": {"store": "S999"}}, "not the one its key says"),
     ({"artifacts": {"detections": {"bucket": "elsewhere", "key": "x.json"}}}, "artifact"),
-    ({"artifacts": {"detections": {"bucket": ARTIFACTS, "key": "outcomes/x.json"}}},
+    ({"artifacts": {"detections": {"bucket": OUR_ARTIFACTS_BUCKET, "key": "outcomes/x.json"}}},
      "not this photo's"),
     ({"photo": {"url": "file:///etc/passwd"}}, None),
 ], ids=["other-bucket", "spoofed-store", "foreign-artifact", "another-photos-artifact",
@@ -465,8 +465,9 @@ def test_forged_stage_messages_are_kept_not_followed(stack: Stack, change: dict[
     stack.s3.put_object(Bucket=s3.raw_bucket, Key=key, Body=b"never fetched")
     photo = {"bucket": s3.raw_bucket, "key": key, "store": "S008", "aisle": "A01",
              "bay": "B1", "camera": "cam1", "url": ""}
-    artifacts = {name: {**ref, "bucket": s3.artifacts_bucket if ref["bucket"] == ARTIFACTS
-                        else ref["bucket"]} for name, ref in change.get("artifacts", {}).items()}
+    ours = {OUR_ARTIFACTS_BUCKET: s3.artifacts_bucket}
+    artifacts = {name: {**ref, "bucket": ours.get(ref["bucket"], ref["bucket"])}
+                 for name, ref in change.get("artifacts", {}).items()}
     msg: dict[str, Any] = {"photo": {**photo, **change.get("photo", {})},
                            "sha256": "a" * 64, "artifacts": artifacts}
     stage = "comply" if "artifacts" in change else "ingest"
