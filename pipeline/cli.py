@@ -481,7 +481,8 @@ def _reconcile(args: argparse.Namespace) -> int:
     verb = "would re-enqueue" if args.dry_run else "re-enqueued"
     print(f"uploads since {since:%Y-%m-%d %H:%M:%S}: {r.scanned} checked, {r.ended} ended "
           f"(result or dead letter), {r.recent} younger than {grace:.0f} s, {verb} "
-          f"{r.requeued}; {r.ignored} objects are not photos the pipeline takes")
+          f"{r.requeued} ({r.resent} sent round within {grace:.0f} s left to that copy); "
+          f"{r.ignored} objects are not photos the pipeline takes")
     return 0
 
 

@@ -166,6 +166,8 @@ class Reconciliation:
     ended: int = 0  # with a result or a dead letter
     recent: int = 0  # younger than the grace period: maybe still in flight
     requeued: int = 0  # neither: sent through the pipeline again
+    # neither, but sent again less than a grace period ago: that copy may still be on its way
+    resent: int = 0
     # not uploads the pipeline takes: outside the prefix, folder markers, hidden files,
     # keys off the layout or unreadable (the listener dead-lettered those, saying why)
     ignored: int = 0
@@ -180,18 +182,21 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
     upload that was only slow is done twice at worst, which the stages absorb.
 
     With ``redis``, uploads flagged there as ended are not looked up in S3: one round trip
-    per 500 uploads instead of a HEAD each; S3 still decides for every other upload."""
+    per 500 uploads instead of a HEAD each; S3 still decides for every other upload. An
+    upload sent round is marked there for ``grace_s``: under a backlog longer than that, the
+    next runs do not send it again and again while its copy waits in the queue."""
     from pipeline.errors import InvalidKeyError
     from pipeline.listeners.events import check_key
     from pipeline.listeners.listener import build_photo_message
     from pipeline.storage.keys import (
         check_layout,
+        check_result_room,
         ended_key,
         is_upload,
         outcome_key,
         upload_id,
     )
-    from pipeline.storage.redis import flagged
+    from pipeline.storage.redis import claim, flagged
 
     s3 = settings.s3
     out = Reconciliation()
@@ -204,7 +209,7 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
             if not is_upload(key, s3.raw_prefix):
                 out.ignored += 1
                 continue
-            check_layout(key, s3.raw_prefix)
+            check_result_room(check_layout(key, s3.raw_prefix))
         except InvalidKeyError:  # the listener dead-lettered its event, saying why
             out.ignored += 1
             continue
@@ -230,6 +235,10 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
                                   version_id=version, etag=etag, size=int(v.get("Size", 0)),
                                   event_time=v["LastModified"])
         if not dry_run:
+            if redis is not None and not claim(redis, f"shelf:reconciled:{uid}", "1",
+                                               max(1, int(grace_s))):
+                out.resent += 1
+                continue
             # Comply again even if its stage mark says done: the upload has no end on record
             # (its result may be gone), and finishing it is the point of sending it round.
             enqueue(msg.model_copy(update={"recompute": True}))

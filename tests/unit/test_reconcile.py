@@ -1,0 +1,60 @@
+"""Reconciliation over a raw bucket held in memory, with a dict for Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pipeline.messages import StageMessage
+from pipeline.operations import reconcile
+from pipeline.settings import Settings
+from pipeline.storage.memory import MemoryStore
+
+SETTINGS = Settings()
+
+
+class VersionedStore(MemoryStore):
+    """Each object one version, written an hour ago."""
+
+    def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+        for key in self.list_keys(bucket, prefix):
+            yield {"Key": key, "VersionId": "v1", "ETag": '"e1"', "Size": 3,
+                   "LastModified": datetime.now(UTC) - timedelta(hours=1)}
+
+
+class DictRedis:
+    """What reconciliation asks of Redis: MGET and SET NX with expiry (the expiry ignored:
+    the runs below all fall within it)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def mget(self, keys: list[str]) -> list[str | None]:
+        return [self.values.get(k) for k in keys]
+
+    def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        if nx and key in self.values:
+            return False
+        self.values[key] = value
+        return True
+
+
+def test_an_upload_sent_round_is_not_sent_again_while_its_copy_may_be_on_its_way() -> None:
+    # Given an upload an hour old with no result and no dead letter, under a backlog
+    store, redis = VersionedStore(), DictRedis()
+    store.put_bytes(SETTINGS.s3.raw_bucket, "raw/S1/A1/B1/c1/p.jpg", b"jpg", "image/jpeg")
+    sent: list[StageMessage] = []
+
+    def run() -> Any:
+        return reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1),
+                         grace_s=900, enqueue=sent.append, redis=redis)  # type: ignore[arg-type]
+
+    # When reconciliation runs three times within the grace period
+    first, second, third = run(), run(), run()
+
+    # Then the upload is sent round once, and the later runs say they left it to that copy
+    assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/p.jpg"]
+    assert sent[0].recompute
+    assert (first.requeued, second.requeued, third.requeued) == (1, 0, 0)
+    assert (second.resent, third.resent) == (1, 1)
