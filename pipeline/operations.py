@@ -216,6 +216,9 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         modified = v["LastModified"]
         if modified < since:
             continue
+        if v.get("Deleted"):  # deleted since: not a photo to finish (its versions linger)
+            out.ignored += 1
+            continue
         if modified.timestamp() > cutoff:
             out.recent += 1
             continue

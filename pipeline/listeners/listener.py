@@ -11,7 +11,9 @@ to retry, ten at a time at the end of the batch.
 The listener reads nothing from S3: who sent the photo is the key's to say, and the object's
 user metadata (store format, display type, planogram id) arrives with the photo's bytes in
 the ingest stage, which fetches them anyway. A photo deleted before ingest ends there as a
-dead letter with its reason.
+dead letter with its reason where the bucket keeps no versions; a versioned bucket keeps
+the version the event names, and ingest fetches that (reconciliation leaves deleted
+objects' versions alone).
 
 Nothing a message carries can stop the loop: a body that is not an S3 event, and a record
 the pipeline refuses (a broken key, say), go to the dead-letter queue with the reason; any

@@ -163,13 +163,18 @@ class ObjectStore:
 
     def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         """Every object version under ``prefix`` (delete markers left out): Key, VersionId,
-        ETag, Size, LastModified; an unversioned bucket gives its objects."""
+        ETag, Size, LastModified, and ``Deleted`` when the key's latest entry is a delete
+        marker (the object was deleted; its versions stay); an unversioned bucket gives its
+        objects."""
+        deleted: set[str] = set()  # a key's entries run newest first, across pages too
         try:
             pages = self.client.get_paginator("list_object_versions").paginate(
                 Bucket=bucket, Prefix=prefix)
             for page in pages:
+                deleted.update(str(m["Key"]) for m in page.get("DeleteMarkers", [])
+                               if m.get("IsLatest"))
                 for v in page.get("Versions", []):
-                    yield dict(v)
+                    yield {**v, "Deleted": str(v["Key"]) in deleted}
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"list versions s3://{bucket}/{prefix}") from exc
 

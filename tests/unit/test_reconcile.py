@@ -15,12 +15,18 @@ SETTINGS = Settings()
 
 
 class VersionedStore(MemoryStore):
-    """Each object one version, written an hour ago."""
+    """Each object one version, written an hour ago; those in ``deleted`` behind a delete
+    marker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: set[str] = set()
 
     def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         for key in self.list_keys(bucket, prefix):
             yield {"Key": key, "VersionId": "v1", "ETag": '"e1"', "Size": 3,
-                   "LastModified": datetime.now(UTC) - timedelta(hours=1)}
+                   "LastModified": datetime.now(UTC) - timedelta(hours=1),
+                   "Deleted": key in self.deleted}
 
 
 class DictRedis:
@@ -58,3 +64,18 @@ def test_an_upload_sent_round_is_not_sent_again_while_its_copy_may_be_on_its_way
     assert sent[0].recompute
     assert (first.requeued, second.requeued, third.requeued) == (1, 0, 0)
     assert (second.resent, third.resent) == (1, 1)
+
+
+def test_an_upload_deleted_since_is_not_brought_back() -> None:
+    store = VersionedStore()
+    for name in ("kept", "deleted"):
+        store.put_bytes(SETTINGS.s3.raw_bucket, f"raw/S1/A1/B1/c1/{name}.jpg", b"jpg",
+                        "image/jpeg")
+    store.deleted.add("raw/S1/A1/B1/c1/deleted.jpg")
+    sent: list[StageMessage] = []
+
+    r = reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1), grace_s=900,
+                  enqueue=sent.append)
+
+    assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/kept.jpg"]
+    assert (r.requeued, r.ignored) == (1, 1)
