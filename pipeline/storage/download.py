@@ -11,6 +11,8 @@ import http.client
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote, urlsplit
 
 from pipeline.errors import (
@@ -30,6 +32,8 @@ class Download:
     data: bytes
     metadata: dict[str, str]  # the object's user metadata: lower-case names, no prefix
     etag: str | None = None  # as S3 sent it, without quotes
+    # When this version was written (Last-Modified); None when absent or unreadable.
+    last_modified: datetime | None = None
 
     def check_version(self, *, version_id: str | None, etag: str | None) -> None:
         """Refuse bytes of another version than the event announced. A versioned bucket's
@@ -96,6 +100,16 @@ def _content_length(value: str | None) -> int | None:
     return declared
 
 
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP date header as a UTC time; None when absent or not a date."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
+
+
 def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
     """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims."""
     try:
@@ -119,7 +133,8 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
             metadata = {k.lower().removeprefix(META_PREFIX): v for k, v in resp.headers.items()
                         if k.lower().startswith(META_PREFIX)}
             etag = (resp.headers.get("ETag") or "").strip('"') or None
-            return Download(b"".join(chunks), metadata, etag)
+            return Download(b"".join(chunks), metadata, etag,
+                            _http_date(resp.headers.get("Last-Modified")))
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise UrlRejectedError(f"pre-signed URL refused: HTTP {exc.code}") from exc

@@ -99,6 +99,11 @@ def filed_day(taken: str | None, msg: StageMessage) -> str:
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
     got = download_photo(msg, rt)
     photo = msg.photo.with_metadata(got.metadata)
+    if got.last_modified is not None:
+        # When this version was written, as S3 keeps it: the same whether the listener's
+        # event (its eventTime) or reconciliation (the listing) sent the upload, so the
+        # day it is filed under cannot differ between two copies of one upload.
+        photo = photo.model_copy(update={"event_time": got.last_modified})
     return ingest_bytes(got.data, msg.model_copy(update={"photo": photo}), rt)
 
 

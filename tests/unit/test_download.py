@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -54,12 +55,22 @@ def _response(body: bytes, length: str | None) -> bytes:
     head = "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
     if length is not None:
         head += f"Content-Length: {length}\r\n"
-    return head.encode() + b'ETag: "abc123"\r\nx-amz-meta-store: s1\r\n\r\n' + body
+    return head.encode() + (b'ETag: "abc123"\r\nx-amz-meta-store: s1\r\n'
+                            b"Last-Modified: Mon, 02 Jun 2025 23:59:59 GMT\r\n\r\n") + body
 
 
 def test_a_whole_body_comes_back_with_its_metadata(serve: Serve) -> None:
     got = fetch(serve(_response(BODY, str(len(BODY)))), max_bytes=1 << 20, timeout_s=5)
     assert got.data == BODY and got.metadata == {"store": "s1"} and got.etag == "abc123"
+    assert got.last_modified == datetime(2025, 6, 2, 23, 59, 59, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("header", ["", "Last-Modified: yesterday\r\n"],
+                         ids=["absent", "not-a-date"])
+def test_a_missing_or_unreadable_last_modified_is_none(serve: Serve, header: str) -> None:
+    raw = (f"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n{header}\r\n"
+           ).encode() + b"jpg"
+    assert fetch(serve(raw), max_bytes=1 << 20, timeout_s=5).last_modified is None
 
 
 def test_a_body_without_a_length_is_read_to_its_end(serve: Serve) -> None:
