@@ -100,14 +100,19 @@ def result_key(*, store: str, date: str, aisle: str, upload_id: str) -> str:
 
 
 def check_result_room(cam: CameraKey) -> None:
-    """Refuse, before any work, an upload whose store or aisle would make its result's key
-    longer than S3 allows (partition values are percent-encoded: up to 9 bytes a letter)."""
-    longest = result_key(store=cam.store, date="0000-00-00", aisle=cam.aisle,
-                         upload_id="0" * 32)
-    size = len(longest.encode())
-    if size > MAX_S3_KEY_BYTES:
-        raise InvalidKeyError(f"store and aisle of this key would make a result key of {size} "
-                              f"bytes (S3 allows {MAX_S3_KEY_BYTES})")
+    """Refuse, before any work, an upload whose store, aisle or bay would make a key it ends
+    under longer than S3 allows: its result (partition values are percent-encoded: up to 9
+    bytes a letter), or its place among the uploads waiting for the bay's planogram."""
+    longest = {
+        "result": result_key(store=cam.store, date="0000-00-00", aisle=cam.aisle,
+                             upload_id="0" * 32),
+        "waiting": pending_key(f"planograms/{cam.store}/{cam.aisle}/{cam.bay}.json",
+                               "0" * 32)}
+    for what, key in longest.items():
+        size = len(key.encode("utf-8", "surrogatepass"))
+        if size > MAX_S3_KEY_BYTES:
+            raise InvalidKeyError(f"store, aisle and bay of this key would make its {what} key "
+                                  f"{size} bytes long (S3 allows {MAX_S3_KEY_BYTES})")
 
 
 def outcome_key(upload_id: str) -> str:

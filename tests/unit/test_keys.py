@@ -20,6 +20,7 @@ from pipeline.storage.keys import (
     parse_raw_key,
     partition_decode,
     partition_value,
+    pending_key,
     result_key,
 )
 
@@ -192,22 +193,26 @@ def test_claim_key_quotes_bucket_and_key() -> None:
     assert unquote(key_part) == key
 
 
-@pytest.mark.parametrize(("store", "fits"), [
-    ("S1", True), ("x" * 900, True), (" " * 330, False), ("магазин" * 30, False),
-    ("a" * 1000, False)], ids=["short", "900-plain", "330-spaces", "cyrillic", "1000-plain"])
-def test_a_raw_key_whose_result_key_cannot_exist_is_refused_up_front(store: str,
-                                                                     fits: bool) -> None:
-    key = f"raw/{store}/A1/B1/c1/p.jpg"
+@pytest.mark.parametrize(("store", "bay", "refused"), [
+    ("S1", "B1", None), ("x" * 900, "B1", None), (" " * 330, "B1", "result"),
+    ("магазин" * 30, "B1", "result"), ("a" * 1000, "B1", "result"),
+    ("S", "B" * 990, "waiting"),
+], ids=["short", "900-plain", "330-spaces", "cyrillic", "1000-plain", "990-byte-bay"])
+def test_a_raw_key_whose_result_or_waiting_key_cannot_exist_is_refused_up_front(
+        store: str, bay: str, refused: str | None) -> None:
+    key = f"raw/{store}/A1/{bay}/c1/p.jpg"
     if len(key.encode()) > 1024:
         pytest.skip("the raw key itself is over S3's limit")
-    if fits:
+    if refused is None:
         check_result_room(check_layout(key))
         cam = parse_raw_key(key)
         assert cam is not None
         assert len(result_key(store=cam.store, date="2026-12-05", aisle=cam.aisle,
                               upload_id="f" * 32).encode()) <= 1024
+        plan = f"planograms/{cam.store}/{cam.aisle}/{cam.bay}.json"
+        assert len(pending_key(plan, "f" * 32).encode()) <= 1024
     else:
-        with pytest.raises(InvalidKeyError, match="result key of"):
+        with pytest.raises(InvalidKeyError, match=f"its {refused} key"):
             check_result_room(check_layout(key))
 
 
