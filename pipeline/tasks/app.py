@@ -81,6 +81,12 @@ def create_app(settings: Settings | None = None) -> Celery:
             "visibility_timeout": c.visibility_timeout_s,
             "queue_order_strategy": "priority",
             "global_keyprefix": c.key_prefix,
+            # Without them a publish or read on a half-open connection waits forever (a
+            # listener's poller would hang for good). Reads outlast kombu's 1 s BRPOP.
+            "socket_timeout": 30,
+            "socket_connect_timeout": 10,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
         },
         task_queues=[Queue(q, exchange, routing_key=q) for q in ALL_QUEUES],
         task_default_queue=INGESTION,
