@@ -473,12 +473,22 @@ def reconcile(self: Task) -> None:
                     replayed)
 
 
-@app.task(name="shelf.dead_letter")
-def record_dead_letter(payload: dict[str, Any]) -> None:
-    """Consumes the dead_letter queue: counts and indexes letters for ``shelf status``."""
+@app.task(bind=True, name="shelf.dead_letter", max_retries=20)
+def record_dead_letter(self: Task, payload: dict[str, Any]) -> None:
+    """Consumes the dead_letter queue: counts and indexes letters for ``shelf status``. Redis
+    away is waited out: a transient letter left out of the index is never sent round."""
     letter = DeadLetter.model_validate(payload)
     rt = get_runtime()
-    rt.redis.zadd("shelf:dead_letters", {letter.id: letter.failed_at.timestamp()})
-    if letter.error_type == "TransientError":  # beat sends it round again (replay_transient)
-        rt.redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})
+    at = {letter.id: letter.failed_at.timestamp()}
+    try:
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.zadd("shelf:dead_letters", at)
+        if letter.error_type == "TransientError":  # beat sends it round (replay_transient)
+            pipe.zadd(TRANSIENT_LETTERS, at)
+        pipe.execute()
+    except RedisError as exc:
+        c = rt.settings.celery
+        raise self.retry(exc=exc, countdown=backoff_seconds(
+            attempt=min(self.request.retries, 10), base_s=c.backoff_base_s,
+            cap_s=c.backoff_max_s)) from exc
     log.warning("dead letter %s (%s: %s)", letter.id, letter.error_type, letter.error)
