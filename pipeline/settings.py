@@ -102,7 +102,8 @@ class CelerySettings(BaseModel):
 
 class IngestSettings(BaseModel):
     max_bytes: int = 40 * 1024 * 1024
-    download_timeout_s: float = 30.0
+    download_timeout_s: float = 30.0  # each wait on the socket
+    download_deadline_s: float = 60.0  # the whole download (under the stage's soft limit)
     max_pixels: int = 50_000_000  # decompression-bomb guard
     min_side: int = 320
     max_side: int = 12_000

@@ -8,6 +8,7 @@ bucket and key the message names, carrying a SigV4 signature; redirects are not 
 from __future__ import annotations
 
 import http.client
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -110,8 +111,13 @@ def _http_date(value: str | None) -> datetime | None:
         return None
 
 
-def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
-    """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims."""
+def fetch(url: str, *, max_bytes: int, timeout_s: float,
+          deadline_s: float | None = None) -> Download:
+    """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims.
+    ``timeout_s`` bounds each wait on the socket; ``deadline_s`` the whole download: a
+    server that trickles bytes is a transient fault, well before the stage's time limit
+    would end the photo as a permanent one."""
+    start = time.monotonic()
     try:
         with _OPENER.open(url, timeout=timeout_s) as resp:
             declared = _content_length(resp.headers.get("Content-Length"))
@@ -119,9 +125,12 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float) -> Download:
                 raise TooLargeError(f"object is {declared} bytes, cap is {max_bytes}")
             chunks, total = [], 0
             while True:
-                chunk = resp.read(CHUNK)
+                chunk = resp.read1(CHUNK)  # what one read of the socket gives
                 if not chunk:
                     break
+                if deadline_s is not None and time.monotonic() - start > deadline_s:
+                    raise TransientError(f"download too slow: {total + len(chunk)} bytes in "
+                                         f"{deadline_s:g} s")
                 total += len(chunk)
                 if total > max_bytes:
                     raise TooLargeError(f"object exceeds the {max_bytes}-byte cap")

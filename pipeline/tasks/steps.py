@@ -64,10 +64,12 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
         check_presigned(p.url, endpoint_url=s.aws.endpoint_url, region=s.aws.region,
                         bucket=p.bucket, key=p.key)
         with contextlib.suppress(UrlRejectedError):
-            got = fetch(p.url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
+            got = fetch(p.url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s,
+                        deadline_s=cfg.download_deadline_s)
     if got is None:
         url = rt.store.presign_get(p.bucket, p.key, s.s3.presign_expiry_s, p.version_id)
-        got = fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s)
+        got = fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s,
+                    deadline_s=cfg.download_deadline_s)
     got.check_version(version_id=p.version_id, etag=p.etag)
     return got
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -115,3 +117,33 @@ def test_bytes_of_another_version_than_announced_are_refused(
     else:
         with pytest.raises(PermanentError, match="replaced since its event"):
             got.check_version(version_id=version_id, etag=announced)
+
+
+def test_a_server_that_trickles_its_bytes_is_a_transient_fault_at_the_deadline() -> None:
+    # Given a server that sends its headers, then a byte every 0.1 s
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+
+    def trickle() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n")
+            with contextlib.suppress(OSError):
+                for _ in range(100):
+                    conn.sendall(b"x")
+                    time.sleep(0.1)
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/photo.jpg"
+
+    # When it is fetched with a per-read timeout it never trips and a 0.5 s deadline
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="too slow"):
+        fetch(url, max_bytes=1 << 20, timeout_s=5, deadline_s=0.5)
+
+    # Then the fetch gives up at the deadline, not after the whole trickle (10 s)
+    assert time.monotonic() - started < 3
+    sock.close()
