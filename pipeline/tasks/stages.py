@@ -247,10 +247,17 @@ def run_stage(task: Task, stage: str, payload: dict[str, Any]) -> None:
             log.critical("%s gave up on %s after %d retries (%s); reconciliation will "
                          "re-enqueue it", stage, msg.photo.upload_id, task.request.retries, exc)
             return
-        delay = backoff_seconds(attempt=min(task.request.retries, 10), base_s=c.backoff_base_s,
-                                cap_s=c.backoff_max_s)
+        delay = _backoff(task, rt.settings)
         log.error("%s could not finish or dead-letter (%s); retry in %.1f s", stage, exc, delay)
         raise task.retry(exc=exc, countdown=delay, max_retries=c.max_retries * 2) from exc
+
+
+def _backoff(task: Task, settings: Settings) -> float:
+    """The wait before ``task``'s next try: exponential in its retries so far (capped at the
+    tenth), with jitter, up to the settings' cap."""
+    c = settings.celery
+    return backoff_seconds(attempt=min(task.request.retries, 10), base_s=c.backoff_base_s,
+                           cap_s=c.backoff_max_s)
 
 
 @contextmanager
@@ -411,10 +418,7 @@ def aggregate(self: Task, date: str | None = None) -> None:
                 release(rt.redis, lock, owner)
             log.info("aggregated %s: %s", day, counts)
     except TransientError as exc:
-        c = rt.settings.celery
-        raise self.retry(exc=exc, countdown=backoff_seconds(
-            attempt=min(self.request.retries, 10), base_s=c.backoff_base_s,
-            cap_s=c.backoff_max_s)) from exc
+        raise self.retry(exc=exc, countdown=_backoff(self, rt.settings)) from exc
 
 
 def schedule_aggregate(rt: Runtime, date: str) -> None:
@@ -487,8 +491,5 @@ def record_dead_letter(self: Task, payload: dict[str, Any]) -> None:
             pipe.zadd(TRANSIENT_LETTERS, at)
         pipe.execute()
     except RedisError as exc:
-        c = rt.settings.celery
-        raise self.retry(exc=exc, countdown=backoff_seconds(
-            attempt=min(self.request.retries, 10), base_s=c.backoff_base_s,
-            cap_s=c.backoff_max_s)) from exc
+        raise self.retry(exc=exc, countdown=_backoff(self, rt.settings)) from exc
     log.warning("dead letter %s (%s: %s)", letter.id, letter.error_type, letter.error)
