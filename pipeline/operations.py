@@ -239,7 +239,7 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
                                   event_time=v["LastModified"])
         if not dry_run:
             if redis is not None and not claim(redis, f"shelf:reconciled:{uid}", "1",
-                                               max(1, int(grace_s))):
+                                               int(grace_s)):
                 out.resent += 1
                 continue
             # Comply again even if its stage mark says done: the upload has no end on record

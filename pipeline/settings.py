@@ -22,14 +22,6 @@ DEFAULT_FACING_SCORE = 0.25
 DEFAULT_EVIDENCE_SCORE = 0.18
 
 
-def first_set(*values: float | None) -> float:
-    """The first value that is not None (the last must not be)."""
-    for v in values:
-        if v is not None:
-            return v
-    raise ValueError("no value set")
-
-
 class AwsSettings(BaseModel):
     endpoint_url: str | None = "http://127.0.0.1:4566"
     region: str = "us-east-1"
@@ -174,8 +166,10 @@ class ComplianceSettings(BaseModel):
     def scores(self, card_facing: float | None, card_evidence: float | None
                ) -> tuple[float, float]:
         """(facing, evidence) for a model whose card gives ``card_*`` (None: not given)."""
-        facing = first_set(self.min_score, card_facing, DEFAULT_FACING_SCORE)
-        evidence = first_set(self.evidence_score, card_evidence, DEFAULT_EVIDENCE_SCORE)
+        facing = next(v for v in (self.min_score, card_facing, DEFAULT_FACING_SCORE)
+                      if v is not None)
+        evidence = next(v for v in (self.evidence_score, card_evidence,
+                                    DEFAULT_EVIDENCE_SCORE) if v is not None)
         return facing, min(evidence, facing)
 
 
