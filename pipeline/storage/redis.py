@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import redis
@@ -82,6 +84,45 @@ def claim_or_take_over(client: redis.Redis, key: str, owner: str, ttl_s: int) ->
         return bool(client.eval(_TAKE_OVER, 1, key, owner, ttl_s))
     except RedisError as exc:
         raise _translate(exc, "claim") from exc
+
+
+_RENEW_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+@contextmanager
+def lease(client: redis.Redis, key: str, owner: str, ttl_s: int) -> Iterator[bool]:
+    """Hold ``key`` for ``owner`` while the block runs; yields whether it is held (``False``:
+    someone else holds it, and the block should not do the work).
+
+    The claim expires after ``ttl_s`` and a background thread renews it every third of
+    that while the block runs, so a long job keeps it however long it takes, and a holder
+    killed hard (``SIGKILL``, a lost host) frees it within ``ttl_s`` instead of after the
+    job's longest run. A renewal that fails (Redis away) is tried again at the next tick."""
+    ttl_s = max(3, ttl_s)
+    if not claim(client, key, owner, ttl_s):
+        yield False
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl_s / 3):
+            try:
+                if not client.eval(_RENEW_IF_OWNER, 1, key, owner, ttl_s):
+                    return  # expired and taken: nothing of ours left to renew
+            except RedisError:
+                continue
+
+    keeper = threading.Thread(target=renew, name=f"lease {key}", daemon=True)
+    keeper.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        keeper.join()
+        release(client, key, owner)
 
 
 _CLAIM_UNLESS_DONE = """

@@ -49,6 +49,7 @@ from pipeline.storage.redis import (
     claim,
     claim_or_take_over,
     count,
+    lease,
     release,
     translate_broker,
     ttl_s,
@@ -393,6 +394,7 @@ TRANSIENT_LETTERS = "shelf:transient_letters"  # letter id -> when it failed
 _MAINTENANCE_LIMIT_S = get_settings().celery.maintenance_time_limit_s
 MAINTENANCE_LIMITS = {"time_limit": _MAINTENANCE_LIMIT_S,
                       "soft_time_limit": _MAINTENANCE_LIMIT_S - 30}
+_ROLLUP_LEASE_S = 60
 
 
 @app.task(bind=True, max_retries=10, name="shelf.aggregate", **MAINTENANCE_LIMITS)
@@ -408,14 +410,14 @@ def aggregate(self: Task, date: str | None = None) -> None:
     try:
         for day in days:
             # One rebuild of a day at a time: a rebuild longer than the broker's visibility
-            # timeout is delivered again while it runs, and each copy would cascade.
-            lock, owner = f"shelf:aggregate-running:{day}", uuid.uuid4().hex
-            if not claim(rt.redis, lock, owner, _MAINTENANCE_LIMIT_S):
-                raise LockHeldError(f"the rollup of {day} is being rebuilt")
-            try:
+            # timeout is delivered again while it runs, and each copy would cascade. The
+            # lease is renewed while the rebuild runs, so a worker killed mid-rebuild holds
+            # the day up for a minute, not for the rebuild's longest run.
+            with lease(rt.redis, f"shelf:aggregate-running:{day}", uuid.uuid4().hex,
+                       _ROLLUP_LEASE_S) as held:
+                if not held:
+                    raise LockHeldError(f"the rollup of {day} is being rebuilt")
                 counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
-            finally:
-                release(rt.redis, lock, owner)
             log.info("aggregated %s: %s", day, counts)
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self, rt.settings)) from exc
