@@ -76,12 +76,14 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
     S3 or network outage) ``auto_replay_after_s`` after it failed, at most ``auto_replays``
     times; then it waits for a person (``shelf dlq replay``). Beat calls it with each
     reconciliation; the letters come from the Redis index the dead-letter queue's consumer
-    keeps, so a run reads only those due. Returns how many were sent."""
+    keeps, so a run reads only those due. That index is rebuilt from the letters in S3
+    when Redis has lost it. Returns how many were sent."""
     from pipeline.tasks.deadletter import read_letter
     from pipeline.tasks.stages import TRANSIENT_LETTERS
 
     c = settings.celery
     at = (now or datetime.now(UTC)).timestamp()
+    index_transient_letters(settings, store, redis)
     due = [m.decode() if isinstance(m, bytes) else str(m)
            for m in redis.zrangebyscore(TRANSIENT_LETTERS, 0, at - c.auto_replay_after_s)]
     sent = 0
@@ -103,6 +105,28 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
                     log.error("dead letter %s not sent round again: %s", letter_id, exc)
         redis.zrem(TRANSIENT_LETTERS, letter_id)  # a new failure indexes it again
     return sent
+
+
+def index_transient_letters(settings: Settings, store: ObjectStore, redis: Redis) -> int:
+    """Build the index of letters waiting to be sent round from the letters in S3, once: a
+    Redis restarted without its data (or a letter whose message to the dead-letter queue
+    was lost with it) would otherwise leave them waiting for a person. Returns how many
+    were indexed; 0 when the index was there."""
+    from pipeline.tasks.deadletter import read_letters
+    from pipeline.tasks.stages import TRANSIENT_LETTERS, TRANSIENT_LETTERS_BUILT
+
+    if redis.exists(TRANSIENT_LETTERS_BUILT):
+        return 0
+    due = {d.id: d.failed_at.timestamp()
+           for d in read_letters(store, settings.s3.artifacts_bucket)
+           if d.error_type == "TransientError" and d.replayed_at is None}
+    ids = list(due)
+    for i in range(0, len(ids), 1000):
+        redis.zadd(TRANSIENT_LETTERS, {k: due[k] for k in ids[i:i + 1000]})
+    redis.set(TRANSIENT_LETTERS_BUILT, datetime.now(UTC).isoformat())
+    if ids:
+        log.warning("dead letters: %d of transient faults indexed again from S3", len(ids))
+    return len(ids)
 
 
 def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str | None = None,

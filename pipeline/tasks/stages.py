@@ -386,6 +386,9 @@ def comply(self: Task, payload: dict[str, Any]) -> None:
 
 
 TRANSIENT_LETTERS = "shelf:transient_letters"  # letter id -> when it failed
+# Set once the index above has been built from the letters in S3; gone when Redis lost its
+# data, and then the next replay run rebuilds the index (``replay_transient``).
+TRANSIENT_LETTERS_BUILT = "shelf:transient_letters:built"
 
 
 # Beat's tasks have limits of their own (see maintenance_time_limit_s). A rollup killed
@@ -481,17 +484,13 @@ def reconcile(self: Task) -> None:
 
 @app.task(bind=True, name="shelf.dead_letter", max_retries=20)
 def record_dead_letter(self: Task, payload: dict[str, Any]) -> None:
-    """Consumes the dead_letter queue: counts and indexes letters for ``shelf status``. Redis
-    away is waited out: a transient letter left out of the index is never sent round."""
+    """Consumes the dead_letter queue: logs each letter and indexes those of transient
+    faults, which beat sends round (``replay_transient``). Redis away is waited out."""
     letter = DeadLetter.model_validate(payload)
     rt = get_runtime()
-    at = {letter.id: letter.failed_at.timestamp()}
     try:
-        pipe = rt.redis.pipeline(transaction=False)
-        pipe.zadd("shelf:dead_letters", at)
-        if letter.error_type == "TransientError":  # beat sends it round (replay_transient)
-            pipe.zadd(TRANSIENT_LETTERS, at)
-        pipe.execute()
+        if letter.error_type == "TransientError":
+            rt.redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})
     except RedisError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self, rt.settings)) from exc
     log.warning("dead letter %s (%s: %s)", letter.id, letter.error_type, letter.error)

@@ -37,6 +37,9 @@ class FakeRedis:
     def zrem(self, key: str, member: str) -> None:
         self.zsets.get(key, {}).pop(member, None)
 
+    def exists(self, key: str) -> int:
+        return int(key in self.keys)
+
     def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
         if nx and key in self.keys:
             return False
@@ -92,6 +95,28 @@ def test_photos_dead_lettered_by_a_transient_fault_are_sent_round_a_few_times(
     assert set(redis.zsets[TRANSIENT_LETTERS]) == {letters[1].id}
     again = replay_transient(s, store, redis, now=NOW)  # type: ignore[arg-type]
     assert again == 0  # nothing is sent twice
+
+
+def test_letters_are_indexed_again_from_s3_after_redis_lost_its_data(
+        sent: list[tuple[str, StageMessage]]) -> None:
+    # Given letters in S3 that Redis no longer knows (it restarted without its data): an
+    # outage's, one already sent round by a person, and a corrupt photo's
+    s, store, redis = Settings(), CountingStore(), FakeRedis()
+    replayed = _letter(2, "TransientError", 1200).model_copy(update={"replayed_at": NOW})
+    for letter in (_letter(1, "TransientError", 1200), replayed,
+                   _letter(3, "CorruptImageError", 1200)):
+        store.put_json(s.s3.artifacts_bucket, dead_letter_key(letter.id),
+                       letter.model_dump(mode="json"))
+
+    # When beat's reconciliation runs
+    n = replay_transient(s, store, redis, now=NOW)  # type: ignore[arg-type]
+
+    # Then the outage's photo is sent round, as it would have been with its index
+    assert n == 1 and [m.photo.key for _, m in sent] == ["raw/S1/A1/B1/c1/p1.jpg"]
+    # And later runs read the index, not every letter in S3 again
+    store.gets.clear()
+    assert replay_transient(s, store, redis, now=NOW) == 0  # type: ignore[arg-type]
+    assert not store.gets
 
 
 def test_only_the_uploads_of_bays_whose_planogram_arrived_are_read_and_sent_once(
