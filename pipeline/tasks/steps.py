@@ -51,9 +51,11 @@ log = logging.getLogger(__name__)
 
 
 def download_photo(msg: StageMessage, rt: Runtime) -> Download:
-    """Through the message's pre-signed URL when it is one for the raw bucket; minted from
-    bucket/key when the message carries none or the URL was refused (expired). Bytes of
-    another version than the message announces are refused."""
+    """Through the message's pre-signed URL when it is one of the photo on this worker's S3
+    endpoint; else through one minted here from bucket/key: the message carries none, S3
+    refused it (expired), or it is not one this worker may follow (another endpoint's
+    spelling, as a listener configured apart would mint, or a forged one, never fetched).
+    Bytes of another version than the message announces are refused."""
     s = rt.settings
     p = msg.photo
     if p.bucket != s.s3.raw_bucket:
@@ -61,11 +63,17 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
     cfg = s.ingest
     got = None
     if p.url:
-        check_presigned(p.url, endpoint_url=s.aws.endpoint_url, region=s.aws.region,
-                        bucket=p.bucket, key=p.key)
-        with contextlib.suppress(UrlRejectedError):
-            got = fetch(p.url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s,
-                        deadline_s=cfg.download_deadline_s)
+        try:
+            check_presigned(p.url, endpoint_url=s.aws.endpoint_url, region=s.aws.region,
+                            bucket=p.bucket, key=p.key)
+        except ForgedUrlError as exc:
+            log.warning("%s: its URL is not followed (%s); read through a URL minted here",
+                        p.key, exc)
+        else:
+            with contextlib.suppress(UrlRejectedError):
+                got = fetch(p.url, max_bytes=cfg.max_bytes,
+                            timeout_s=cfg.download_timeout_s,
+                            deadline_s=cfg.download_deadline_s)
     if got is None:
         url = rt.store.presign_get(p.bucket, p.key, s.s3.presign_expiry_s, p.version_id)
         got = fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s,

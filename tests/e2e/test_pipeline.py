@@ -457,12 +457,13 @@ OUR_ARTIFACTS_BUCKET = "(the artifacts bucket)"  # its name is the test stack's 
 ], ids=["other-bucket", "spoofed-store", "foreign-artifact", "another-photos-artifact",
         "file-url"])
 def test_forged_stage_messages_are_kept_not_followed(stack: Stack, change: dict[str, Any],
-                                                     reason: str | None) -> None:
+                                                     reason: str | None,
+                                                     pipeline_procs: dict[str, Proc]) -> None:
     from pipeline.tasks.app import app
 
     s3 = stack.settings.s3
     key = f"raw/S008/A01/B1/cam1/{uuid.uuid4().hex}.jpg"
-    stack.s3.put_object(Bucket=s3.raw_bucket, Key=key, Body=b"never fetched")
+    stack.s3.put_object(Bucket=s3.raw_bucket, Key=key, Body=b"not a photo")
     photo = {"bucket": s3.raw_bucket, "key": key, "store": "S008", "aisle": "A01",
              "bay": "B1", "camera": "cam1", "url": ""}
     ours = {OUR_ARTIFACTS_BUCKET: s3.artifacts_bucket}
@@ -484,11 +485,16 @@ def test_forged_stage_messages_are_kept_not_followed(stack: Stack, change: dict[
             time.sleep(0.3)
         assert kept and reason in kept[0]["error"]
     else:
-        # A URL that is not a pre-signed GET of the photo is refused, never fetched (the
-        # object's own S3 event also runs, through a real URL, and ends as a corrupt photo)
-        letter = wait_dead_letter(stack, key, error_type="ForgedUrlError")
-        assert "scheme" in letter.error
+        # A URL that is not a pre-signed GET of the photo is never fetched: the photo is
+        # read through a URL the worker mints, and ends as what it is, a corrupt photo
+        letter = wait_dead_letter(stack, key, error_type="CorruptImageError")
         assert letter.message.photo.url == ""
+        deadline = time.time() + 30
+        while f"{key}: its URL is not followed" not in pipeline_procs["cpu"].log.read_text(
+                errors="replace") and time.time() < deadline:
+            time.sleep(0.3)
+        assert "URL scheme 'file' is not http(s)" in pipeline_procs["cpu"].log.read_text(
+            errors="replace")
 
 
 def test_transient_faults_are_retried_then_dead_lettered_when_they_last(

@@ -147,3 +147,41 @@ def test_a_server_that_trickles_its_bytes_is_a_transient_fault_at_the_deadline()
     # Then the fetch gives up at the deadline, not after the whole trickle (10 s)
     assert time.monotonic() - started < 3
     sock.close()
+
+
+class _MintingStore:
+    """The one store call the download makes: a URL minted here, to the test's server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.minted: list[str] = []
+
+    def presign_get(self, bucket: str, key: str, expiry_s: int, version_id: str | None) -> str:
+        self.minted.append(key)
+        return self.url
+
+
+@pytest.mark.parametrize("url", [
+    "http://localhost:4566/shelf-raw/raw/S1/A1/B1/c1/p.jpg?X-Amz-Signature=abc",
+    "https://s3.eu-west-1.amazonaws.com/shelf-raw/raw/S1/A1/B1/c1/p.jpg?X-Amz-Signature=abc",
+    "file:///etc/passwd",
+    "http://169.254.169.254/latest/meta-data/?X-Amz-Signature=abc",
+], ids=["endpoint-spelt-apart", "another-endpoint", "file", "metadata-service"])
+def test_a_url_this_worker_may_not_follow_is_left_for_one_minted_here(
+        serve: Serve, url: str) -> None:
+    from types import SimpleNamespace
+
+    from pipeline.messages import PhotoRef, StageMessage
+    from pipeline.settings import Settings
+    from pipeline.tasks.steps import download_photo
+
+    # Given a message whose URL is not a pre-signed GET of the photo on this worker's
+    # endpoint (a listener configured with another spelling of it, or a forged message)
+    s = Settings()
+    store = _MintingStore(serve(_response(BODY, str(len(BODY)))))
+    msg = StageMessage(photo=PhotoRef(bucket=s.s3.raw_bucket, key="raw/S1/A1/B1/c1/p.jpg",
+                                      url=url, store="S1", aisle="A1", bay="B1", camera="c1"))
+    # When ingest downloads the photo
+    got = download_photo(msg, SimpleNamespace(settings=s, store=store))  # type: ignore[arg-type]
+    # Then it is read through a URL minted here, not the message's, and not dead-lettered
+    assert got.data == BODY and store.minted == ["raw/S1/A1/B1/c1/p.jpg"]
