@@ -17,8 +17,9 @@ objects' versions alone).
 
 Nothing a message carries can stop the loop: a body that is not an S3 event, and a record
 the pipeline refuses (a broken key, say), go to the dead-letter queue with the reason; any
-other failure is logged and the message redelivered (after ``maxReceiveCount`` deliveries
-the queue's redrive policy moves it to the DLQ). Only a signal stops the loop: SIGTERM
+other failure (Redis, the broker or S3 away or refusing) is logged and the message
+redelivered after a wait that doubles with each receive (after ``maxReceiveCount``
+deliveries the queue's redrive policy moves it to the DLQ). Only a signal stops the loop: SIGTERM
 finishes the current message and hands the rest of the batch back (visibility 0).
 """
 
@@ -239,9 +240,17 @@ class Listener:
         for it in sent:
             self._count("enqueued")
             log.debug("enqueued %s/%s", it.rec.bucket, it.key)  # the stages log each photo
+        again: list[dict[str, Any]] = []
         for job in jobs[:handled]:
             if not job.keep and not any(it.failed for it in job.items):
                 self._delete(job.m)
+            else:
+                again.append(job.m)
+        if again:
+            try:
+                self._back_off(again)
+            except Exception as exc:  # they come back after the visibility timeout
+                log.warning("could not back off %d messages: %s", len(again), exc)
 
     def _prepare(self, m: dict[str, Any]) -> _Job:
         """Parse a message and sort its records; no side effects yet."""
@@ -281,9 +290,13 @@ class Listener:
         try:
             states = claim_unless_done(self.redis, [(it.seen, it.busy) for it in wanted],
                                        token, self.s.sqs.visibility_timeout_s)
-        except Exception as exc:  # Redis away: every record comes back later
+        except Exception as exc:  # Redis away or refusing: every record comes back later
+            # Whatever Redis said (out of memory, a failed save, a missing permission), it
+            # is not the records' fault: none of them goes to the dead-letter queue for it.
+            failed = exc if isinstance(exc, TransientError) else TransientError(
+                f"claim: {type(exc).__name__}: {exc}")
             for it in wanted + copies:
-                it.state, it.error = "failed", exc
+                it.state, it.error = "failed", failed
             return
         for it, state in zip(wanted, states, strict=True):
             it.state = state
@@ -417,6 +430,28 @@ class Listener:
         self._visibility(messages, 0)
         log.info("returned %d unprocessed messages", len(messages))
 
+    def _back_off(self, messages: list[dict[str, Any]]) -> None:
+        """Messages left for redelivery after a transient fault come back after a wait that
+        doubles with each receive (the visibility timeout, then twice that, up to 15
+        minutes, jittered): an outage of Redis or the broker is not met with a retry a
+        minute, and its events are not all spent against the redrive policy's count in
+        five minutes (reconciliation also sends round, after its grace, the uploads still
+        without an outcome)."""
+        base = self.s.sqs.visibility_timeout_s
+        for start in range(0, len(messages), 10):
+            entries = []
+            for i, m in enumerate(messages[start:start + 10]):
+                try:
+                    n = int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+                except (TypeError, ValueError):
+                    n = 1
+                wait = min(_MAX_BACK_OFF_S, base * 2 ** min(max(n, 1) - 1, 10))
+                entries.append({"Id": str(i), "ReceiptHandle": m["ReceiptHandle"],
+                                "VisibilityTimeout": max(base, round(wait * random.uniform(
+                                    0.75, 1.0)))})
+            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url,
+                                                     Entries=entries)
+
     def _extend_if_slow(self, pending: list[dict[str, Any]], since: float) -> float:
         """Past half the visibility timeout, give the pending messages a full one again."""
         timeout = self.s.sqs.visibility_timeout_s
@@ -433,6 +468,9 @@ class Listener:
             if entries:
                 self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url,
                                                          Entries=entries)
+
+
+_MAX_BACK_OFF_S = 900
 
 
 def _printable(text: str) -> str:

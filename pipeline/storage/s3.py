@@ -122,7 +122,10 @@ class ObjectStore:
         fast = self._signing()
         if fast is not None:
             endpoint_url, region, credentials = fast
-            frozen = credentials.get_frozen_credentials()  # refreshed when they expire
+            try:
+                frozen = credentials.get_frozen_credentials()  # refreshed when they expire
+            except (ClientError, BotoCoreError) as exc:  # the refresh failed (STS away)
+                raise translate(exc, f"presign s3://{bucket}/{key}") from exc
             return presign_get_url(
                 endpoint_url=endpoint_url, region=region, bucket=bucket, key=key,
                 keys=SigningKeys(frozen.access_key, frozen.secret_key, frozen.token),

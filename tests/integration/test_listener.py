@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -428,3 +429,74 @@ def test_identity_comes_from_the_key_and_metadata_arrives_with_the_bytes(
     assert (photo.store, photo.bay) == ("S1", "B1")
     assert photo.display_type == "endcap" and photo.planogram_id == "pg 7"
     assert photo.store_format == "standard"  # a value outside the safe set is ignored
+
+
+class _RedisRefusing:
+    """The real Redis client, but every pipeline's reply is the error Redis gives when it
+    cannot save its data (``stop-writes-on-bgsave-error``)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        from redis.exceptions import ResponseError
+
+        pipe = self.real.pipeline(*args, **kwargs)
+
+        def refuse() -> None:
+            raise ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's "
+                                "currently unable to persist to disk")
+
+        pipe.execute = refuse
+        return pipe
+
+
+def test_records_redis_refuses_to_claim_come_back_and_are_never_dead_lettered(
+        isolated: Isolated) -> None:
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    key = "raw/S1/A1/B1/c1/misconf.jpg"
+    s3.put_object(Bucket=raw, Key=key, Body=b"x")
+    # Given Redis refusing writes with an error that is not a connection failure
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+    listener.s.sqs.visibility_timeout_s = 1
+    listener.redis = _RedisRefusing(isolated.stack.redis)  # type: ignore[assignment]
+    deadline = time.time() + 10
+    while listener.stats.failed == 0 and time.time() < deadline:
+        listener.poll_once()
+    # Then the record is not the one at fault: nothing goes to the dead-letter queue
+    assert listener.stats.failed == 1 and listener.stats.refused == 0 and not done
+    assert _dlq_messages(isolated, seconds=1) == []
+    # And once Redis writes again, the redelivered event is enqueued
+    listener.redis = isolated.stack.redis
+    while not done and time.time() < deadline + 10:
+        listener.poll_once()
+    assert [m.photo.key for m in done] == [key]
+
+
+def test_a_message_left_by_a_transient_fault_comes_back_later_each_time(
+        isolated: Isolated) -> None:
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    s3.put_object(Bucket=raw, Key="raw/S1/A1/B1/c1/outage.jpg", Body=b"x")
+    received: list[float] = []
+
+    def broker_down(_msg: StageMessage) -> None:
+        received.append(time.monotonic())
+        raise TransientError("broker down")
+
+    # Given the broker away for the whole test, and a one-second visibility timeout
+    listener = _listener(isolated, broker_down)
+    listener.s.sqs.visibility_timeout_s = 1
+    deadline = time.time() + 30
+    while len(received) < 4 and time.time() < deadline:
+        listener.poll_once()
+    # Then each receive hides the message for about twice as long as the one before (1, 2,
+    # 4 s, less a quarter of jitter), not a retry a second until the redrive count is spent
+    gaps = [b - a for a, b in itertools.pairwise(received)]
+    assert len(gaps) == 3, gaps
+    assert gaps[0] < 2.5 and gaps[2] >= 2.9 and gaps[2] > gaps[0] + 1, gaps
