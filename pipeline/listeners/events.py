@@ -53,6 +53,14 @@ class _Object(BaseModel):
     version_id: str | None = Field(default=None, alias="versionId")
     sequencer: str | None = None
 
+    @field_validator("version_id")
+    @classmethod
+    def _no_null_version(cls, v: str | None) -> str | None:
+        """S3 names the version of an object in a bucket whose versioning is suspended (or
+        never on, for some S3 stores) ``"null"``: no version, as reconciliation reads it.
+        Kept, every upload to the key would share one id (and one result)."""
+        return None if v is None or v.strip() in ("", "null") else v
+
 
 class _S3(BaseModel):
     bucket: _Bucket
@@ -67,6 +75,21 @@ class S3Record(BaseModel):
     s3: _S3
 
     _event_time = field_validator("event_time")(sane_event_time)
+
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _readable_time(cls, v: object) -> object:
+        """A time that does not read as ISO 8601 (blank, padded, mangled by a relay) counts
+        as none, as an implausible one does: the upload is still a good record, which
+        ingest files by the object's Last-Modified."""
+        if v is None or isinstance(v, datetime):
+            return v
+        if isinstance(v, str):
+            try:
+                return datetime.fromisoformat(v.strip())
+            except ValueError:
+                return None
+        return None
 
     @property
     def bucket(self) -> str:

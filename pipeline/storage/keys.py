@@ -28,11 +28,13 @@ class CameraKey:
 
 def parse_raw_key(key: str, prefix: str = "raw/") -> CameraKey | None:
     """Camera fields from a raw key; None when the key does not follow the layout (fewer
-    than five segments after the prefix, or an empty one)."""
+    than five segments after the prefix, an empty store, aisle, bay or camera, or no file
+    name). Empty folders below the camera's (``2025-06-02//f.jpg``, from a sync tool) are
+    the file's path, which nothing but the upload's own key uses."""
     if not key.startswith(prefix):
         return None
     parts = key[len(prefix):].split("/")
-    if len(parts) < 5 or not all(parts):
+    if len(parts) < 5 or not all(parts[:4]) or not parts[-1]:
         return None
     store, aisle, bay, camera = parts[:4]
     return CameraKey(store, aisle, bay, camera, "/".join(parts[4:]))
