@@ -215,8 +215,8 @@ class Listener:
                     if self.stop_event.is_set():
                         handled = i
                         break
-                    try:
-                        since = self._extend_if_slow([j.m for j in jobs[i:]], since)
+                    try:  # all of them: the handled ones are deleted at the batch's end
+                        since = self._extend_if_slow([j.m for j in jobs], since)
                     except Exception as exc:  # they may come back meanwhile: duplicates
                         log.warning("could not extend the batch's visibility: %s", exc)
                     self.handle_job(job, token)
@@ -453,7 +453,7 @@ class Listener:
                                                      Entries=entries)
 
     def _extend_if_slow(self, pending: list[dict[str, Any]], since: float) -> float:
-        """Past half the visibility timeout, give the pending messages a full one again."""
+        """Past half the visibility timeout, give the batch's messages a full one again."""
         timeout = self.s.sqs.visibility_timeout_s
         if time.monotonic() - since > timeout / 2:
             self._visibility(pending, timeout)

@@ -500,3 +500,47 @@ def test_a_message_left_by_a_transient_fault_comes_back_later_each_time(
     gaps = [b - a for a, b in itertools.pairwise(received)]
     assert len(gaps) == 3, gaps
     assert gaps[0] < 2.5 and gaps[2] >= 2.9 and gaps[2] > gaps[0] + 1, gaps
+
+
+def test_a_slow_batch_keeps_its_handled_messages_hidden_until_they_are_deleted(
+        isolated: Isolated) -> None:
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    keys = [f"raw/S1/A1/B1/c1/slow-{i}.jpg" for i in range(4)]
+    for key in keys:
+        s3.put_object(Bucket=raw, Key=key, Body=b"x")
+    time.sleep(1)  # the four events are on the queue
+
+    # Given a batch that takes twice the visibility timeout (a slow broker, say)
+    done: list[str] = []
+
+    def slow(msg: StageMessage) -> None:
+        time.sleep(1.0)
+        done.append(msg.photo.key)
+
+    listener = _listener(isolated, slow)
+    listener.s.sqs.visibility_timeout_s = 2
+    others: list[str] = []
+    stop = threading.Event()
+
+    def another_listener() -> None:  # receives whatever becomes visible meanwhile
+        while not stop.is_set():
+            for m in isolated.stack.sqs.receive_message(
+                    QueueUrl=isolated.queue_url, MaxNumberOfMessages=10,
+                    WaitTimeSeconds=1, VisibilityTimeout=1).get("Messages", []):
+                others.append(m["MessageId"])
+
+    watcher = threading.Thread(target=another_listener, daemon=True)
+    deadline = time.time() + 30
+    while len(done) < len(keys) and time.time() < deadline:
+        batch = threading.Thread(target=listener.poll_once)
+        batch.start()
+        if not watcher.is_alive():
+            time.sleep(0.5)  # the batch is received; the other listener polls from now on
+            watcher.start()
+        batch.join()
+    stop.set()
+    watcher.join(timeout=5)
+    # Then no message it handled was seen by anyone else before it was deleted
+    assert sorted(done) == keys and others == []
+    assert _visible(isolated) == 0
