@@ -148,6 +148,26 @@ class RefusedRecord:
     reason: str
 
 
+# S3's notifications nest six deep, EventBridge's four; a body nested far deeper is no
+# event, and its records would be too deep to write back out (json.dumps recurses).
+MAX_DEPTH = 32
+
+
+def _depth(doc: object) -> int:
+    """How deep ``doc`` nests (a scalar 0), without recursion."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        node, level = todo.pop()
+        children = node.values() if isinstance(node, dict) else node \
+            if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:
+            todo.extend((c, level + 1) for c in children)
+    return deepest
+
+
 @dataclass(frozen=True)
 class ParsedBody:
     records: list[S3Record]
@@ -172,6 +192,8 @@ def parse_message(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: in
         raise MalformedEventError(f"body is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict):
         raise MalformedEventError("body is not a JSON object")
+    if _depth(doc) > MAX_DEPTH:
+        raise MalformedEventError(f"body is nested more than {MAX_DEPTH} deep")
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
         if _envelopes:
             raise MalformedEventError("SNS envelope inside an SNS envelope")

@@ -236,8 +236,10 @@ def test_malformed_bodies_raise_permanent_error(raw: str) -> None:
     (json.dumps({"Records": [s3_record()], "pad": "x" * 300_000}), "exceeds"),
     (sns_envelope(sns_envelope(body(s3_record()))), "SNS envelope inside"),
     ("\ud800", "not JSON"),
+    (json.dumps({"Records": [{**s3_record(), "x": json.loads("[" * 40 + "]" * 40)}]}),
+     "nested more than 32 deep"),
 ], ids=["deep-list", "deep-object", "too-many-records", "huge-body", "nested-envelopes",
-        "lone-surrogate-body"])
+        "lone-surrogate-body", "deep-record-field"])
 def test_hostile_bodies_are_malformed_not_crashes(raw: str, message: str) -> None:
     with pytest.raises(MalformedEventError, match=message):
         parse_body(raw)
@@ -416,3 +418,12 @@ def test_a_null_version_is_no_version(version_id: str) -> None:
     # Then each is told apart by its ETag, as reconciliation tells them apart
     assert first.s3.object.version_id is None
     assert (first.version, second.version) == ("aaa", "bbb")
+
+
+def test_an_eventbridge_event_nested_deep_inside_is_malformed_as_a_whole() -> None:
+    # A field nested almost as deep as the JSON reader allows: its record could not be
+    # written back out to the dead-letter queue
+    doc = eventbridge()
+    doc["detail"]["object"]["size"] = json.loads("[" * 900 + "]" * 900)
+    with pytest.raises(MalformedEventError, match="nested more than 32 deep"):
+        parse_body(json.dumps(doc))
