@@ -8,6 +8,7 @@ single pixel is decoded, so a pixel bomb costs a header read, not gigabytes.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -80,32 +81,62 @@ def sniff_format(data: bytes) -> str:
 
 
 MAX_JPEG_SCANS = 100  # progressive encoders write about 10; each scan is a decode of its own
+# Cameras write a dozen segments (APPn, DQT, DHT, SOF, DRI, SOS; an ICC profile in up to a few
+# dozen chunks); millions of empty ones make a small file a long read.
+MAX_JPEG_SEGMENTS = 1000
+# In entropy-coded data a marker is FF followed by anything but 00 (a stuffed byte), D0-D7
+# (restarts) and FF (fill).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _jpeg_scans(data: bytes) -> int | None:
-    """How many scans the primary image has, or None when it has no EOI after its first scan
-    (truncated).
+def _jpeg_scans(data: bytes) -> int:
+    """How many scans the primary image has; :class:`CorruptImageError` when its segments do
+    not follow one another (truncated, or bytes where a marker should be), or are so many
+    that reading them is itself the attack.
 
-    The segments are walked up to the first SOS, so the EOI of a thumbnail inside EXIF does
-    not count; the image ends at the first EOI after that, as entropy-coded data never holds
-    FF D9 or FF DA, so what a camera appends after it (motion photos, the extra pictures of
-    an MPO) neither makes it incomplete nor counts."""
-    i = 2
-    while i + 4 <= len(data):
+    Every segment is walked by its length, and between scans the entropy-coded data is
+    skipped to the next marker: a comment can hold the bytes FF D9 without ending the image,
+    and a scan counts wherever it is. The image ends at its EOI, so what a camera appends
+    after it (motion photos, the extra pictures of an MPO) neither makes it incomplete nor
+    counts, and an EXIF thumbnail's EOI, inside its APP1 segment, is skipped with it."""
+    i, scans, segments, n = 2, 0, 0, len(data)
+    while True:
+        if scans:  # in entropy-coded data: on to the next marker
+            found = _NEXT_MARKER.search(data, i)
+            if found is None:
+                raise CorruptImageError("truncated JPEG: the file ends before its last marker")
+            i = found.start()
+        else:
+            while i + 1 < n and data[i] == 0xFF and data[i + 1] == 0xFF:
+                i += 1  # a fill byte before a marker: counted as a segment
+                segments += 1
+                if segments > MAX_JPEG_SEGMENTS:
+                    break
+        if i + 2 > n:
+            raise CorruptImageError("truncated JPEG: the file ends before its last marker")
         if data[i] != 0xFF:
-            return None
+            raise CorruptImageError(f"not a JPEG marker at byte {i} (0x{data[i]:02x} where "
+                                    "0xff should be): damaged or padded data")
         marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0xDA:  # start of scan
-            end = data.find(b"\xff\xd9", i)
-            return None if end == -1 else data.count(b"\xff\xda", i, end)
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+        if marker == 0xD9:  # end of image
+            return scans
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise CorruptImageError(f"JPEG with more than {MAX_JPEG_SEGMENTS} segments or "
+                                    "fill bytes: not a camera's photo")
+        if 0xD0 <= marker <= 0xD7 or marker in (0x01, 0xD8):  # no length
             i += 2
             continue
+        if i + 4 > n:
+            raise CorruptImageError("truncated JPEG: the file ends before its last marker")
+        if marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                # Each scan is decoded in full: thousands of tiny ones hold a worker for
+                # minutes.
+                raise CorruptImageError(f"JPEG with more than {MAX_JPEG_SCANS} scans: a "
+                                        "decoding bomb")
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
 
 
 def parse_exif_time(value: object, *, now: datetime) -> datetime | None:
@@ -136,13 +167,11 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
         # which iPhones write beside an EXIF Orientation saying the same: that one is moot.
         return ImageFacts("HEIF", (w, h), 1, _exif_taken(heif.info.get("exif"),
                                                          now or datetime.now(UTC)))
-    scans = _jpeg_scans(data) if fmt == "JPEG" else (1 if data.rfind(b"IEND") > 8 else None)
-    if scans is None:
+    if fmt == "JPEG":
+        if _jpeg_scans(data) == 0:
+            raise CorruptImageError("JPEG without image data (no scan before its end)")
+    elif data.rfind(b"IEND") <= 8:
         raise CorruptImageError(f"truncated {fmt}: the file ends before its last marker")
-    if scans > MAX_JPEG_SCANS:
-        # Each scan is decoded in full: thousands of tiny ones hold a worker for minutes.
-        raise CorruptImageError(f"JPEG with {scans} scans (at most {MAX_JPEG_SCANS}): "
-                                "a decoding bomb")
     try:
         with warnings.catch_warnings():
             # Our own pixel cap below decides; Pillow's warning would only add noise.

@@ -122,6 +122,20 @@ def scan_bomb(extra: int = 300) -> bytes:
     return data[:end] + last * extra + data[end:]
 
 
+def hidden_scan_bomb() -> bytes:
+    """:func:`scan_bomb` with a comment holding the bytes of an end of image (FF D9) after
+    its second scan: counted up to the first FF D9, it would have two scans."""
+    data = scan_bomb()
+    second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    return data[:second] + b"\xff\xfe\x00\x04\xff\xd9" + data[second:]
+
+
+def with_comment(comment: bytes) -> bytes:
+    """A JPEG with a comment segment right after its start."""
+    data = jpeg()
+    return data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+
+
 def multi_picture_jpeg() -> bytes:
     """A camera JPEG that carries a second picture (MPF): Pillow opens it as an MPO."""
     buf = io.BytesIO()
@@ -135,7 +149,14 @@ REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
     "truncated-jpeg": (lambda: jpeg()[:len(jpeg()) // 2], "truncated JPEG"),
     "truncated-png": (lambda: png()[:len(png()) // 2], "truncated PNG"),
     "garbage-after-header": (lambda: jpeg()[:20] + b"\x00" * 5000 + b"\xff\xd9",
-                             "not a readable JPEG|truncated"),
+                             "not a JPEG marker at byte 20"),
+    "zero-padded-segments": (lambda: (lambda d: d[:d.index(b"\xff\xdb")] + b"\x00" * 8 + d[
+        d.index(b"\xff\xdb"):])(jpeg()), "not a JPEG marker"),
+    "empty-comment-flood": (lambda: (lambda d: d[:2] + b"\xff\xfe\x00\x02" * 500_000 + d[2:])(
+        jpeg()), "more than 1000 segments"),
+    "fill-byte-flood": (lambda: (lambda d: d[:2] + b"\xff" * 2_000_000 + d[2:])(jpeg()),
+                        "more than 1000 segments"),
+    "end-marker-only": (lambda: jpeg()[:2] + b"\xff\xd9", "no scan"),
     "jpeg-pixel-bomb": (lambda: jpeg_claiming(60_000, 60_000), "pixel bomb|exceeds"),
     "png-pixel-bomb": (lambda: png_claiming(12_000, 12_000), "pixel bomb|exceeds"),
     "too-wide": (lambda: jpeg_claiming(13_000, 400), "outside 320..12000"),
@@ -153,6 +174,7 @@ REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
     "zero-padded-jpeg": (lambda: b"\x00" * 64 + jpeg(), "unknown leading bytes"),
     "animated-png": (animated_png, "animated"),
     "jpeg-scan-bomb": (scan_bomb, "scans"),
+    "scan-bomb-behind-a-comment": (hidden_scan_bomb, "scans"),
 }
 
 
@@ -168,6 +190,7 @@ def test_refused_from_the_header_with_a_reason(make: Callable[[], bytes], reason
 ACCEPTED: dict[str, tuple[Callable[[], bytes], str]] = {
     "jpeg": (jpeg, "JPEG"),
     "cmyk-jpeg": (cmyk_jpeg, "JPEG"),
+    "end-marker-in-a-comment": (lambda: with_comment(b"\xff\xd9\xff\xda"), "JPEG"),
     "grayscale-jpeg": (lambda: _encode_gray(), "JPEG"),
     "png": (png, "PNG"),
     "png-16-bit": (png16, "PNG"),
