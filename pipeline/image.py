@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pillow_heif
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.core.lighting import resize_long_side
@@ -322,11 +323,45 @@ def decode_reduced(data: bytes, min_long_side: int, size_wh: tuple[int, int] | N
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"not a readable image: {exc}") from exc
     factor = reduction_for((full_w, full_h), min_long_side)
-    flags = _REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    strict = _decode_jpeg_strictly(data, factor, (full_w, full_h)) \
+        if data.startswith(JPEG_MAGIC) else None
+    if strict is not None:
+        return strict, strict.shape[1] / full_w
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[factor] |
+                       cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None:
         raise ValueError("image data does not decode")
     return np.asarray(arr, np.uint8), arr.shape[1] / full_w
+
+
+def _decode_jpeg_strictly(data: bytes, factor: int, size_wh: tuple[int, int]
+                          ) -> npt.NDArray[np.uint8] | None:
+    """A JPEG's stored pixels at 1/``factor`` (libjpeg-turbo's DCT scaling, as OpenCV's
+    reduced modes), refused with ``ValueError`` where libjpeg finds the data corrupt: a
+    photo cut short, or whose entropy-coded data is damaged, would otherwise decode with
+    its lower part grey and its shelves missing from the result. None for the colour
+    spaces libjpeg-turbo cannot turn into BGR (CMYK, YCCK), which OpenCV decodes."""
+    try:
+        space = simplejpeg.decode_jpeg_header(data)[2]
+    except ValueError as exc:
+        raise ValueError(f"not a readable JPEG: {exc}") from exc
+    if space not in ("YCbCr", "Gray", "RGB"):
+        return None
+    w, h = size_wh
+
+    def decode(strict: bool) -> npt.NDArray[np.uint8]:
+        return np.asarray(simplejpeg.decode_jpeg(
+            data, colorspace="BGR", min_width=-(-w // factor), min_height=-(-h // factor),
+            min_factor=factor, strict=strict), np.uint8)
+
+    try:
+        return decode(strict=True)
+    except ValueError as exc:
+        # Padding between the image data and its end marker, which some cameras write, is
+        # the one complaint about a whole image: that one is decoded again, leniently.
+        if "extraneous bytes before marker 0xd9" not in str(exc):
+            raise ValueError(f"corrupt JPEG data ({exc})") from exc
+    return decode(strict=False)
 
 
 WIDE_ASPECT = 2.0  # beyond it, a photo's short side keeps long_side / WIDE_ASPECT pixels

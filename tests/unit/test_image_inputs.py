@@ -200,7 +200,6 @@ ACCEPTED: dict[str, tuple[Callable[[], bytes], str]] = {
     "jpeg-with-trailer": (lambda: jpeg() + b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 4096, "JPEG"),
     "malformed-exif": (broken_exif, "JPEG"),
     "progressive-jpeg": (progressive_jpeg, "JPEG"),
-    "jpeg-with-scans-at-the-limit": (lambda: scan_bomb(MAX_JPEG_SCANS - 12), "JPEG"),
     "multi-picture-jpeg": (multi_picture_jpeg, "JPEG"),
     "heic": (lambda: heic(640, 480), "HEIF"),
 }
@@ -219,6 +218,56 @@ def test_unusual_photos_are_read_as_bgr(make: Callable[[], bytes], fmt: str) -> 
     image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
     assert facts.format == fmt
     assert image.shape == (480, 640, 3) and image.dtype == np.uint8
+
+
+def test_a_jpeg_with_scans_up_to_the_limit_passes_the_header_checks() -> None:
+    # (its repeated scans are no progression a decoder accepts: the count is what is tested)
+    assert inspect_image(scan_bomb(MAX_JPEG_SCANS - 12), now=NOW, **LIMITS).format == "JPEG"
+
+
+def _cut_short() -> bytes:
+    """A JPEG cut in half whose end marker was written back (a camera's interrupted save):
+    every header is whole, and a lenient decoder greys out the lower half."""
+    data = jpeg()
+    return data[:len(data) // 2] + b"\xff\xd9"
+
+
+def _progressive_cut_short() -> bytes:
+    data = progressive_jpeg()
+    return data[:len(data) // 2] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("make", [_cut_short, _progressive_cut_short],
+                         ids=["baseline", "progressive"])
+def test_a_jpeg_whose_data_ends_early_is_refused_not_greyed_out(
+        make: Callable[[], bytes]) -> None:
+    data = make()
+    facts = inspect_image(data, now=NOW, **LIMITS)  # the headers are whole
+    with pytest.raises(ValueError, match="corrupt JPEG data"):
+        decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
+
+
+def test_padding_before_the_end_marker_is_no_corruption() -> None:
+    # Some cameras write a few bytes between the image data and its end marker
+    data = jpeg()
+    padded = data[:-2] + b"\x00\x00\x00" + data[-2:]
+    facts = inspect_image(padded, now=NOW, **LIMITS)
+    image, _ = decode_upright(padded, 1280, size_wh=facts.size_wh)
+    assert image.shape == (480, 640, 3)
+
+
+@pytest.mark.parametrize(("factor", "long_side"), [(1, 4001), (2, 2000), (4, 1000), (8, 500)])
+def test_a_jpeg_decodes_at_each_reduction_as_opencv_does(factor: int, long_side: int) -> None:
+    from pipeline.image import decode_reduced
+
+    rng = np.random.default_rng(1)
+    pixels = cv2.GaussianBlur(rng.integers(0, 255, (1201, 4001, 3), np.uint8), (0, 0), 2)
+    data = cv2.imencode(".jpg", pixels)[1].tobytes()
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    image, scale = decode_reduced(data, long_side)
+    assert np.array_equal(image, cv2.imdecode(np.frombuffer(data, np.uint8), flags))
+    assert scale == image.shape[1] / 4001 and image.shape[1] == -(-4001 // factor)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
