@@ -189,9 +189,7 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
                         max_aspect=max_aspect)
             if not multi and getattr(im, "is_animated", False):
                 raise CorruptImageError("animated image: a shelf photo is a single frame")
-            # PNG EXIF would make Pillow decode the whole image: only JPEG EXIF is read.
-            orientation, taken = _jpeg_exif(im, now or datetime.now(UTC)) if fmt == "JPEG" \
-                else (1, None)
+            orientation, taken = _exif(im, now or datetime.now(UTC))
     except CorruptImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
@@ -231,8 +229,13 @@ def decode_heif(data: bytes) -> npt.NDArray[np.uint8]:
         rgb = np.asarray(_open_heif(data))
     except (CorruptImageError, RuntimeError, OSError) as exc:
         raise ValueError(f"HEIC/HEIF pixels do not decode: {exc}") from exc
+    if rgb.dtype == np.uint8 and (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 1)):
+        # grey, as a grey JPEG or PNG is read
+        return np.asarray(cv2.cvtColor(rgb.reshape(rgb.shape[:2]), cv2.COLOR_GRAY2BGR),
+                          np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
-        raise ValueError(f"HEIC/HEIF of {rgb.shape} {rgb.dtype} pixels, not 8-bit colour")
+        raise ValueError(f"HEIC/HEIF of {rgb.shape} {rgb.dtype} pixels, not 8-bit colour "
+                         "or grey")
     return np.asarray(cv2.cvtColor(rgb[:, :, :3], cv2.COLOR_RGB2BGR), np.uint8)
 
 
@@ -249,9 +252,18 @@ def _exif_taken(exif: object, now: datetime) -> datetime | None:
     return parse_exif_time(taken, now=now)
 
 
-def _jpeg_exif(im: Image.Image, now: datetime) -> tuple[int, datetime | None]:
+def _exif_read_free(im: Image.Image) -> bool:
+    """Whether ``im``'s EXIF can be read from what its open read: a JPEG's always; a PNG's
+    when its eXIf chunk comes before the pixels (one after them would cost a full decode,
+    and is read as none, here and in every reader of orientation alike)."""
+    return im.format != "PNG" or "exif" in im.info
+
+
+def _exif(im: Image.Image, now: datetime) -> tuple[int, datetime | None]:
     """Orientation (1 when absent or invalid) and a plausible capture time; a broken EXIF
     block reads as none, never as a failure."""
+    if not _exif_read_free(im):
+        return 1, None
     try:
         exif = im.getexif()
         value = exif.get(TAG_ORIENTATION, 1)
@@ -290,7 +302,7 @@ def read_orientation(source: bytes | Path) -> int:
     invalid."""
     try:
         with Image.open(_encoded(source)) as im:
-            value = im.getexif().get(TAG_ORIENTATION, 1)
+            value = im.getexif().get(TAG_ORIENTATION, 1) if _exif_read_free(im) else 1
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return 1
     return int(value) if value in ORIENTATIONS else 1

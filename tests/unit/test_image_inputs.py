@@ -202,7 +202,16 @@ ACCEPTED: dict[str, tuple[Callable[[], bytes], str]] = {
     "progressive-jpeg": (progressive_jpeg, "JPEG"),
     "multi-picture-jpeg": (multi_picture_jpeg, "JPEG"),
     "heic": (lambda: heic(640, 480), "HEIF"),
+    "grey-heic": (lambda: grey_heic(), "HEIF"),
 }
+
+
+def grey_heic() -> bytes:
+    import pillow_heif
+
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(_pixels()).convert("L")).save(buf, quality=90)
+    return buf.getvalue()
 
 
 def _encode_gray() -> bytes:
@@ -371,3 +380,15 @@ def test_a_heic_with_damaged_headers_is_refused_with_a_reason_never_a_crash() ->
         except CorruptImageError:
             outcomes.add("refused")
     assert "refused" in outcomes
+
+
+def test_a_png_turned_by_its_exif_is_read_upright_as_a_jpeg_is() -> None:
+    e = Image.Exif()
+    e[0x0112] = 6  # turned a quarter: stored 640 x 480, upright 480 x 640
+    data = png(exif=e.tobytes())
+    facts = inspect_image(data, now=NOW, **LIMITS)
+    image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
+    assert facts.orientation == 6 and image.shape == (640, 480, 3)
+    # And every reader of orientation agrees with ingest (evaluation reads it on its own)
+    again, _ = decode_upright(data, 1280)
+    assert np.array_equal(again, image)
