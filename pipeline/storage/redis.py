@@ -220,3 +220,19 @@ def flagged(client: redis.Redis, keys: list[str], chunk: int = 500) -> set[str]:
     except RedisError as exc:
         raise _translate(exc, "flagged") from exc
     return out
+
+
+def unflag(client: redis.Redis, key: str) -> bool:
+    """Drop ``key``; whether it was set."""
+    try:
+        return bool(client.delete(key))
+    except RedisError as exc:
+        raise _translate(exc, "unflag") from exc
+
+
+def flags_under(client: redis.Redis, prefix: str) -> list[str]:
+    """The keys set under ``prefix`` (a scan: for a handful of keys, not for hot paths)."""
+    try:
+        return [str(k) for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+    except RedisError as exc:
+        raise _translate(exc, "scan") from exc

@@ -8,6 +8,7 @@ waits on another task and returns nothing the broker must keep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -49,10 +50,14 @@ from pipeline.storage.redis import (
     claim,
     claim_or_take_over,
     count,
+    flag,
+    flagged,
+    flags_under,
     lease,
     release,
     translate_broker,
     ttl_s,
+    unflag,
 )
 from pipeline.tasks import steps
 from pipeline.tasks.app import (
@@ -400,44 +405,73 @@ MAINTENANCE_LIMITS = {"time_limit": _MAINTENANCE_LIMIT_S,
 _ROLLUP_LEASE_S = 60
 
 
+ROLLUP_DUE = "shelf:aggregate-due:"  # + day: its rollup must be rebuilt (again)
+_ROLLUP_DUE_S = 14 * 86_400
+
+
 @app.task(bind=True, max_retries=10, name="shelf.aggregate", **MAINTENANCE_LIMITS)
 def aggregate(self: Task, date: str | None = None) -> None:
-    """Rebuild one day's rollups (default: today and yesterday, UTC, for late photos)."""
+    """Rebuild one day's rollups; beat's run (no ``date``): today and yesterday (UTC, for
+    late photos) and every day still marked due, whose last rebuild was asked for and
+    never ran (its worker killed, the broker away when it was asked)."""
     from datetime import UTC, datetime, timedelta
-
-    from pipeline.analytics.aggregates import aggregate_day
 
     rt = get_runtime()
     today = datetime.now(UTC).date()
-    days = [date] if date else [str(today - timedelta(days=1)), str(today)]
     try:
+        days = [date] if date else sorted(
+            {str(today - timedelta(days=1)), str(today)}
+            | {k.removeprefix(ROLLUP_DUE) for k in flags_under(rt.redis, ROLLUP_DUE)})
         for day in days:
-            # One rebuild of a day at a time: a rebuild longer than the broker's visibility
-            # timeout is delivered again while it runs, and each copy would cascade. The
-            # lease is renewed while the rebuild runs, so a worker killed mid-rebuild holds
-            # the day up for a minute, not for the rebuild's longest run.
-            with lease(rt.redis, f"shelf:aggregate-running:{day}", uuid.uuid4().hex,
-                       _ROLLUP_LEASE_S) as held:
-                if not held:
-                    raise LockHeldError(f"the rollup of {day} is being rebuilt")
-                counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
-            log.info("aggregated %s: %s", day, counts)
+            flag(rt.redis, ROLLUP_DUE + day, _ROLLUP_DUE_S)
+            _rebuild(rt, day)
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self, rt.settings)) from exc
 
 
+def _rebuild(rt: Runtime, day: str) -> None:
+    """Rebuild ``day`` while it is marked due, one rebuild of a day at a time.
+
+    A rebuild that finds another one running leaves the day marked and returns: the
+    running one rebuilds again before it lets go, so the results it did not list (those
+    that ended while it ran) are in a rollup all the same, and no rebuild is dropped after
+    its retries waited in vain. The lease is renewed while a rebuild runs, so a worker
+    killed mid-rebuild holds the day up for a minute, and beat's next run finds it due."""
+    from pipeline.analytics.aggregates import aggregate_day
+
+    due = ROLLUP_DUE + day
+    while True:
+        with lease(rt.redis, f"shelf:aggregate-running:{day}", uuid.uuid4().hex,
+                   _ROLLUP_LEASE_S) as held:
+            if not held:
+                log.info("rollup of %s: being rebuilt elsewhere, which runs it again", day)
+                return
+            while unflag(rt.redis, due):
+                try:
+                    counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
+                except BaseException:  # still due: its retry, or beat, rebuilds it
+                    with contextlib.suppress(PipelineError):
+                        flag(rt.redis, due, _ROLLUP_DUE_S)
+                    raise
+                log.info("aggregated %s: %s", day, counts)
+        if not flagged(rt.redis, [due]):  # marked between the last rebuild and the release
+            return
+
+
 def schedule_aggregate(rt: Runtime, date: str) -> None:
     """Ask for a rebuild of ``date`` soon; photos finishing together share one rebuild. The
+    day is marked due first, so beat's next run rebuilds it should the request be lost. The
     photo's result is written by then: a broker or Redis away now must not turn it into a
-    dead letter (beat's periodic rollup of today and yesterday rebuilds the day anyway)."""
+    dead letter."""
     delay = rt.settings.celery.aggregate_debounce_s
     try:
+        flag(rt.redis, ROLLUP_DUE + date, _ROLLUP_DUE_S)
         if claim(rt.redis, f"shelf:aggregate-pending:{date}", "1", int(delay)):
             app.signature("shelf.aggregate", args=(date,), immutable=True,
                           countdown=delay).apply_async()
     except (PipelineError, RedisError, KombuError, OSError) as exc:
-        log.warning("rollup of %s not scheduled (%s: %s); the periodic rollup rebuilds it",
-                    date, type(exc).__name__, exc)
+        log.warning("rollup of %s not scheduled (%s: %s); beat's periodic rollup rebuilds "
+                    "it", date, type(exc).__name__, exc)
 
 
 @app.task(bind=True, max_retries=3, name="shelf.recompute", acks_late=False,

@@ -1,0 +1,88 @@
+"""Rollup rebuilds on the real Redis: none is dropped when a day is being rebuilt already."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.tasks.stages import ROLLUP_DUE
+from tests.conftest import Stack
+
+
+@pytest.fixture
+def rebuilt(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The days rebuilt, in order (the rebuild itself is the aggregates' own test's)."""
+    days: list[str] = []
+    monkeypatch.setattr("pipeline.analytics.aggregates.aggregate_day",
+                        lambda store, bucket, day: days.append(day) or {})
+    for key in stack.redis.scan_iter(match=f"{ROLLUP_DUE}*"):
+        stack.redis.delete(key)
+    return days
+
+
+def test_a_rebuild_asked_for_while_one_runs_is_run_by_it_not_dropped(
+        stack: Stack, rebuilt: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tasks.runtime import get_runtime
+    from pipeline.tasks.stages import _rebuild, schedule_aggregate
+
+    rt = get_runtime()
+    day = "2025-03-02"  # an old day: beat's run of today and yesterday never covers it
+    monkeypatch.setattr("pipeline.tasks.stages.app.signature",
+                        lambda *a, **k: type("S", (), {"apply_async": lambda self: None})())
+    asked: list[str] = []
+
+    def rebuild_while_a_photo_ends(store: Any, bucket: str, d: str) -> dict[str, int]:
+        rebuilt.append(d)
+        if len(rebuilt) == 1:
+            # Given a photo of that day ending while the rebuild runs, whose own rebuild
+            # finds the day busy
+            schedule_aggregate(rt, d)
+            _rebuild(rt, d)
+            asked.append(d)
+        return {}
+
+    monkeypatch.setattr("pipeline.analytics.aggregates.aggregate_day",
+                        rebuild_while_a_photo_ends)
+    schedule_aggregate(rt, day)
+    _rebuild(rt, day)
+    # Then the running rebuild ran once more for it before letting go, and nothing is due
+    assert asked == [day] and rebuilt == [day, day]
+    assert not stack.redis.exists(ROLLUP_DUE + day)
+
+
+def test_beat_rebuilds_a_day_whose_rebuild_was_asked_for_and_never_ran(
+        stack: Stack, rebuilt: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tasks.runtime import get_runtime
+    from pipeline.tasks.stages import aggregate, schedule_aggregate
+
+    # Given a photo of an old day whose rollup request never reached the broker
+    def broker_down(*_a: Any, **_k: Any) -> Any:
+        raise OSError("broker unreachable")
+
+    monkeypatch.setattr("pipeline.tasks.stages.app.signature", broker_down)
+    schedule_aggregate(get_runtime(), "2025-03-01")
+    # When beat's periodic rollup runs
+    aggregate.apply().get()
+    # Then that day is rebuilt with today and yesterday, and is due no more
+    assert "2025-03-01" in rebuilt and len(rebuilt) == 3
+    assert not stack.redis.exists(ROLLUP_DUE + "2025-03-01")
+    aggregate.apply().get()
+    assert len(rebuilt) == 5  # today and yesterday only, from then on
+
+
+def test_a_rebuild_that_fails_leaves_its_day_due(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import PermanentError
+    from pipeline.tasks.runtime import get_runtime
+    from pipeline.tasks.stages import _rebuild
+
+    def unreadable(*_a: Any) -> None:
+        raise PermanentError("a result that does not read")
+
+    monkeypatch.setattr("pipeline.analytics.aggregates.aggregate_day", unreadable)
+    stack.redis.set(ROLLUP_DUE + "2025-02-28", "1")
+    with pytest.raises(PermanentError):
+        _rebuild(get_runtime(), "2025-02-28")
+    assert stack.redis.exists(ROLLUP_DUE + "2025-02-28")
+    stack.redis.delete(ROLLUP_DUE + "2025-02-28")
