@@ -38,6 +38,40 @@ EXAMPLES = {
 }
 
 
+def result_columns() -> dict[str, str]:
+    """The ``results`` view's columns, typed from the result's JSON Schema rather than
+    guessed from the files: what is keyed by free text (share of shelf by brand, OSA by
+    SKU, stage times) is a ``MAP``, so two brands that differ only in case (DuckDB's struct
+    fields do not) cannot break every query, and a column's type does not change with the
+    day's data. ``date`` is a ``DATE``; other strings stay ``VARCHAR`` (times are ISO 8601:
+    cast them)."""
+    from pipeline.core.result import PhotoResult
+
+    schema = PhotoResult.model_json_schema()
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def sql(node: dict[str, Any]) -> str:
+        if "$ref" in node:
+            return sql(defs[node["$ref"].rsplit("/", 1)[-1]])
+        if "anyOf" in node:
+            kinds = [k for k in node["anyOf"] if k.get("type") != "null"]
+            return sql(kinds[0]) if len(kinds) == 1 else "JSON"
+        kind = node.get("type")
+        if kind == "object" and isinstance(node.get("additionalProperties"), dict):
+            return f"MAP(VARCHAR, {sql(node['additionalProperties'])})"
+        if kind == "object" and "properties" in node:
+            fields = ", ".join(f'"{k}" {sql(v)}' for k, v in node["properties"].items())
+            return f"STRUCT({fields})"
+        if kind == "array":
+            return f"{sql(node.get('items', {}))}[]"
+        return {"string": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE",
+                "boolean": "BOOLEAN"}.get(str(kind), "JSON")
+
+    columns = {k: sql(v) for k, v in schema["properties"].items()}
+    columns["date"] = "DATE"  # always YYYY-MM-DD, as the rollups' date partitions
+    return columns
+
+
 def _httpfs_path() -> Path:
     import duckdb_ext
 
@@ -79,9 +113,10 @@ def connect(settings: Settings, store: ObjectStore) -> Any:
         opts += ["PROVIDER credential_chain"]
     con.execute(f"CREATE SECRET shelf (TYPE s3, {', '.join(opts)})")
     if next(iter(store.list_keys(bucket, "compliance/")), None):
-        con.execute(f"""CREATE VIEW results AS SELECT * FROM read_json_auto(
-            's3://{bucket}/compliance/*/*/*/*.json', hive_partitioning = false,
-            union_by_name = true)""")
+        columns = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in result_columns().items())
+        con.execute(f"""CREATE VIEW results AS SELECT * FROM read_json(
+            's3://{bucket}/compliance/*/*/*/*.json', format = 'auto',
+            hive_partitioning = false, columns = {{{columns}}})""")
     for level, view in (("shelf", "shelves"), ("aisle", "aisles"), ("store", "stores")):
         if next(iter(store.list_keys(bucket, f"aggregates/level={level}/")), None):
             con.execute(f"""CREATE VIEW {view} AS SELECT * EXCLUDE (level) FROM read_parquet(

@@ -132,3 +132,24 @@ def test_a_query_is_bounded_in_memory_cores_and_time(stack: Stack,
         run_query(con, "SELECT * FROM range(2000000)", max_rows=1000)
     assert len(run_query(con, "SELECT * FROM range(1000)", max_rows=1000)[1]) == 1000
     assert run_query(con, "SELECT count(*) FROM results")[1][0][0] == 4  # still answers
+
+
+def test_brands_or_skus_differing_only_in_case_do_not_break_queries(
+        stack: Stack, results: tuple[Settings, str]) -> None:
+    s, bucket = results
+    # Given results whose shares of shelf name brands that differ only in case, in one
+    # photo and across two stores, and whose OSA names SKUs that do
+    for store, sha, share, osa in (
+            ("S1", "f" * 64, {"Coca-Cola": 0.5, "Coca-cola": 0.5}, {"abc": 1.0, "ABC": 0.0}),
+            ("S2", "e" * 64, {"COCA-COLA": 1.0, "unknown": 0.0}, {"Abc": 0.5})):
+        doc = {**_result(store, "A9", "B1", sha, [(4, 4, [])]), "share_of_shelf": share,
+               "osa": osa, "stage_seconds": {"ingest": 0.1}}
+        stack.store.put_json(bucket, result_key(store=store, date=DATE, aisle="A9",
+                                                upload_id=sha[:32]), doc)
+    con = connect(s, stack.store)
+    # Then every query still answers, each brand kept apart
+    _, rows = run_query(con, "SELECT store, share_of_shelf['Coca-cola'], osa['ABC'] "
+                             "FROM results WHERE aisle = 'A9' ORDER BY store")
+    assert rows == [("S1", 0.5, 0.0), ("S2", None, None)]
+    _, rows = run_query(con, "SELECT count(*), min(date) FROM results")
+    assert rows[0][0] == 6 and str(rows[0][1]) == "2026-11-19"
