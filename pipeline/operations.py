@@ -50,23 +50,32 @@ def list_letters(settings: Settings, store: ObjectStore) -> list[DeadLetter]:
     return sorted(read_letters(store, settings.s3.artifacts_bucket), key=lambda d: d.failed_at)
 
 
-def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter]) -> int:
-    """Send each letter's message to its stage again and mark the record replayed. A letter
-    is checked first (it is read back from a bucket): a known stage, the raw bucket's photo,
-    artifacts in the pipeline's buckets; the photo's URL is minted afresh by ingest."""
+def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter], *,
+           automatic: bool = False) -> int:
+    """Send each letter's message to its stage again and mark the record replayed (and,
+    ``automatic``, count one more of beat's replays). A letter is checked first (it is read
+    back from a bucket): a known stage, the raw bucket's photo, artifacts in the pipeline's
+    buckets; the photo's URL is minted afresh by ingest."""
     from pipeline.tasks.stages import STEPS, check_message, send_stage
 
     for letter in letters:
         if letter.stage not in STEPS:
             raise ValueError(f"dead letter {letter.id}: unknown stage {letter.stage!r}")
         check_message(letter.message, settings)
+    bucket = settings.s3.artifacts_bucket
     for letter in letters:
         msg = letter.message.model_copy(update={
             "photo": letter.message.photo.model_copy(update={"url": ""})})
-        send_stage(letter.stage, msg)
-        done = letter.model_copy(update={"replayed_at": datetime.now(UTC)})
-        store.put_json(settings.s3.artifacts_bucket, dead_letter_key(letter.id),
-                       done.model_dump(mode="json"))
+        # Marked before it is sent: a replay that fails again at once writes its new letter
+        # after this mark, never under it. A send that fails puts the letter back.
+        done = letter.model_copy(update={"replayed_at": datetime.now(UTC), "auto_replays": (
+            letter.auto_replays + automatic)})
+        store.put_json(bucket, dead_letter_key(letter.id), done.model_dump(mode="json"))
+        try:
+            send_stage(letter.stage, msg)
+        except BaseException:
+            store.put_json(bucket, dead_letter_key(letter.id), letter.model_dump(mode="json"))
+            raise
     return len(letters)
 
 
@@ -96,8 +105,7 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
                             "%s", letter_id, letter.auto_replays, letter.error)
             else:
                 try:
-                    sent += replay(settings, store, [letter.model_copy(update={
-                        "auto_replays": letter.auto_replays + 1})])
+                    sent += replay(settings, store, [letter], automatic=True)
                 except TransientError as exc:  # the outage goes on: the next run tries again
                     log.warning("dead letter %s not sent round yet: %s", letter_id, exc)
                     continue

@@ -165,3 +165,44 @@ def test_a_replay_cut_short_by_the_outage_is_tried_again_on_the_next_run(
     monkeypatch.setattr("pipeline.tasks.stages.send_stage", lambda st, m: sent.append(st))
     assert replay_transient(s, store, redis, now=NOW) == 1  # type: ignore[arg-type]
     assert sent == ["comply"] and not redis.zsets[TRANSIENT_LETTERS]
+
+
+def test_a_replay_that_fails_again_at_once_keeps_its_new_letter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.operations import replay
+
+    s, store = Settings(), MemoryStore()
+    letter = _letter(1, "TransientError", 1200)
+    key = dead_letter_key(letter.id)
+    store.put_json(s.s3.artifacts_bucket, key, letter.model_dump(mode="json"))
+    again = letter.model_copy(update={"error": "the photo is gone", "error_type": "ObjectGone",
+                                      "failed_at": NOW})
+
+    # Given a replayed stage that fails again before the replay is done with the letter
+    def fails_at_once(stage: str, msg: StageMessage) -> None:
+        store.put_json(s.s3.artifacts_bucket, key, again.model_dump(mode="json"))
+
+    monkeypatch.setattr("pipeline.tasks.stages.send_stage", fails_at_once)
+    assert replay(s, store, [letter]) == 1
+    # Then the new failure is what the letter says, open, not hidden as replayed
+    kept = DeadLetter.model_validate(store.get_json(s.s3.artifacts_bucket, key))
+    assert kept.error == "the photo is gone" and kept.replayed_at is None
+
+
+def test_an_automatic_replay_the_broker_refused_is_not_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import TransientError
+
+    s, store, redis = Settings(), MemoryStore(), FakeRedis()
+    letter = _letter(1, "TransientError", 1200, auto_replays=2)
+    store.put_json(s.s3.artifacts_bucket, dead_letter_key(letter.id),
+                   letter.model_dump(mode="json"))
+
+    def broker_down(stage: str, msg: StageMessage) -> None:
+        raise TransientError("broker unreachable")
+
+    monkeypatch.setattr("pipeline.tasks.stages.send_stage", broker_down)
+    assert replay_transient(s, store, redis, now=NOW) == 0  # type: ignore[arg-type]
+    kept = DeadLetter.model_validate(store.get_json(s.s3.artifacts_bucket,
+                                                    dead_letter_key(letter.id)))
+    assert kept.auto_replays == 2 and kept.replayed_at is None
