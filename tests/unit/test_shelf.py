@@ -588,3 +588,21 @@ def test_positions_with_nothing_found_match_the_synthetic_truth() -> None:
     assert agree / total >= 0.95
     # Some drawn gaps never reach the board (a full shelf pushes them off), hence not 100 %.
     assert found_gaps / gaps >= 0.85
+
+
+def test_a_fixture_planned_far_wider_than_the_photo_shows_reads_without_overflow() -> None:
+    from pipeline.core.planogram import Planogram
+    from pipeline.core.shelf import Detected, evaluate_shelves
+
+    # Given four facings seen in steep perspective (each wider than the one before) on a
+    # fixture the planogram says is 100 m wide
+    positions = [{"sku": "A", "facings": 4, "width_cm": 10},
+                 {"sku": "B", "facings": 3, "width_cm": 10}]
+    plan = Planogram.model_validate({"planogram_id": "P", "version": 1, "width_cm": 10_000,
+                                     "shelves": [{"index": 0, "positions": positions}]})
+    dets = [Detected((cx - w / 2, 100, cx + w / 2, 300), "A", 0.9)
+            for cx, w in zip((100, 130, 160, 190), (50, 80, 110, 140), strict=True)]
+    # Then the shelf reads (the four of A found, B missing), with every box finite
+    r = evaluate_shelves(planogram=plan, detections=dets)
+    assert r.compliance == pytest.approx(4 / 7)
+    assert all(math.isfinite(v) for g in r.gaps for v in g.box)

@@ -31,7 +31,8 @@ class Scale:
         """The x pixel ``cm`` centimetres right of ``x`` (integrates the varying scale)."""
         if abs(self.b) < 1e-12:
             return x + cm * self.a
-        return (self.at(x) * math.exp(self.b * cm) - self.a) / self.b
+        # Clamped: a fixture planned far wider than the photo shows would overflow exp().
+        return (self.at(x) * math.exp(min(self.b * cm, 60.0)) - self.a) / self.b
 
 
 Edge = tuple[float, float]  # a fixture's upright edge, x = p + q * y

@@ -104,6 +104,12 @@ def _fill_hole(hole: _Hole, want: list[float], scale: Scale) -> list[tuple[float
     return out
 
 
+# The most planned facings one empty stretch of shelf may stand for: a whole empty shelf of
+# small packs is fewer; beyond it the rest of a run reads as unaligned (missing) all the same,
+# and the alignment's cost stays linear in the facings a shelf plans.
+MAX_HOLE_FACINGS = 128
+
+
 @dataclass(frozen=True)
 class _RowAlignment:
     path: list[Pair]
@@ -132,17 +138,26 @@ def _align_row(*, tokens: list[_Token], plan: list[int], shelf: Shelf, pos_cm: l
         beside = {positions[plan[k]].sku for k in (p - 1, p + 1) if 0 <= k < len(plan)}
         return tuning.mismatch - tuning.neighbour if sku in beside else tuning.mismatch
 
+    # Widths and faced facings summed along the plan, so a run of t facings costs O(1).
+    cm_upto = [0.0]
+    for k in plan:
+        cm_upto.append(cm_upto[-1] + pos_cm[k])
+    faced_upto: list[int] = []
+
     def absorb(i: int, p: int, t: int) -> float | None:
         hole = tokens[i].hole
-        want = [pos_cm[plan[k]] for k in range(p, p + t)]
-        if hole is None or sum(want[:-1]) >= hole.cm:
+        if hole is None or t > MAX_HOLE_FACINGS or cm_upto[p + t - 1] - cm_upto[p] >= hole.cm:
             return None
-        misfit = sum(want) - hole.cm
+        want = cm_upto[p + t] - cm_upto[p]
+        misfit = want - hole.cm
         misfit = abs(misfit) if hole.edge != "right" else max(misfit, 0.0)  # slack is normal
-        return (tuning.hole_facing * t - tuning.hole_fit * misfit * t / sum(want)
-                - tuning.faced_up * sum(1 for k in range(p, p + t) if plan[k] in faced))
+        return (tuning.hole_facing * t - tuning.hole_fit * misfit * t / want
+                - tuning.faced_up * (faced_upto[p + t] - faced_upto[p]))
 
     for _ in range(2):
+        faced_upto[:] = [0]
+        for k in plan:
+            faced_upto.append(faced_upto[-1] + (k in faced))
         path = _replace_before_slack(align_rows(len(tokens), len(plan), pair, tuning.gap,
                                                 absorb),
                                      tokens=tokens, plan=plan, shelf=shelf,
