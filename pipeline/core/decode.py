@@ -97,7 +97,9 @@ def _candidates(cxcywh: Array, cls_scores: Array, score_threshold: float,
                 max_candidates: int) -> Detections:
     cls = cls_scores.argmax(axis=1)
     conf = cls_scores[np.arange(cls_scores.shape[0]), cls]
-    keep = np.nonzero(conf >= score_threshold)[0]
+    # A box or score that is not a number (a model exported wrong, fp16 overflow) is no
+    # product: NaN would pass no comparison and poison every overlap it enters.
+    keep = np.nonzero((conf >= score_threshold) & np.isfinite(cxcywh).all(axis=1))[0]
     keep = keep[_top(conf[keep], max_candidates)]
     return Detections(cxcywh_to_xyxy(cxcywh[keep]), conf[keep].astype(np.float32),
                       cls[keep].astype(np.int64))

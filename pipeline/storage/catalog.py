@@ -55,7 +55,7 @@ MAX_BRAND, MAX_NAME = 120, 300
 
 
 class CatalogEntry(BaseModel):
-    sku: str = Field(pattern=SKU_ID.pattern)
+    sku: str = Field(pattern=f"^{SKU_ID.pattern}$")  # pydantic's patterns search, unanchored
     brand: str | None = None  # checked when given (check_fact); stored entries read as they are
     name: str | None = None
     embedder: str
@@ -88,14 +88,18 @@ class CatalogIndex(BaseModel):
         rows = [(e.sku, s) for e in self.entries if e.embedder == embedder for s in e.signatures]
         colours = Counter(len(s.colour) for _, s in rows if len(s.embedding) == dim)
         colour_len = colours.most_common(1)[0][0] if colours else 0
-        fit = [(sku, s) for sku, s in rows
-               if len(s.embedding) == dim and len(s.colour) == colour_len]
+
+        def fits(s: Signature) -> bool:  # one NaN would make every similarity NaN
+            return len(s.embedding) == dim and len(s.colour) == colour_len and bool(
+                np.isfinite(s.embedding).all() and np.isfinite(s.colour).all())
+
+        fit = [(sku, s) for sku, s in rows if fits(s)]
         if len(fit) < len(rows):
-            bad = sorted({sku for sku, s in rows
-                          if len(s.embedding) != dim or len(s.colour) != colour_len})
-            log.warning("catalog: %d signatures of %s are not %s's shape (%d-long embeddings)"
-                        " and are left out: %s", len(rows) - len(fit), ", ".join(bad[:10]),
-                        embedder, dim, "`shelf catalog resign` signs them again")
+            bad = sorted({sku for sku, s in rows if not fits(s)})
+            log.warning("catalog: %d signatures of %s are not %s's shape (%d-long finite "
+                        "embeddings) and are left out: %s", len(rows) - len(fit),
+                        ", ".join(bad[:10]), embedder, dim,
+                        "`shelf catalog resign` signs them again")
         rows = fit
         if not rows:
             return Gallery.empty(dim)
@@ -143,6 +147,24 @@ def check_new_sku(sku: str) -> str:
     if check_sku(sku) == UNKNOWN:
         raise CatalogError(f"SKU id {sku!r} is what unnamed products are called")
     return sku
+
+
+def _read_index(doc: object) -> CatalogIndex:
+    """The stored index; an entry that does not read (a hand edit: a SKU that is no SKU id,
+    say) is left out with a warning, not fatal to the naming of every other product."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
+        raise ValueError("not a catalog index (no list of entries)")
+    entries, bad = [], []
+    for raw in doc["entries"]:
+        try:
+            entries.append(CatalogEntry.model_validate(raw))
+        except ValidationError:
+            bad.append(str(raw.get("sku"))[:40] if isinstance(raw, dict) else "?")
+    if bad:
+        log.warning("catalog: %d entries of the index do not read and are left out: %s",
+                    len(bad), ", ".join(bad[:10]))
+    return CatalogIndex.model_validate({**doc, "entries": []}).model_copy(
+        update={"entries": entries})
 
 
 class CatalogStore:
@@ -275,7 +297,7 @@ class CatalogStore:
                 self._checked_at = time.monotonic()
                 return self._cached[1]
         try:
-            index = CatalogIndex.model_validate(self.store.get_json(self.bucket, INDEX_KEY))
+            index = _read_index(self.store.get_json(self.bucket, INDEX_KEY))
         except ObjectNotFoundError:
             return CatalogIndex(built_at=datetime.now(UTC), entries=[])
         except (ValidationError, ValueError) as exc:

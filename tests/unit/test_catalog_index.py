@@ -25,6 +25,8 @@ def test_signatures_of_the_wrong_shape_are_left_out_not_fatal(
     index = CatalogIndex(built_at=NOW, entries=[
         entry("A", [1.0, 0.0, 0.0, 0.0]), entry("B", [0.0, 1.0, 0.0, 0.0]),
         entry("SHORT", [0.0, 0.0, 1.0]), entry("WIDE", [0.0, 0.0, 0.0, 1.0], [0.5] * 7),
+        entry("NAN", [float("nan"), 0.0, 0.0, 1.0]), entry("INF", [0.0, 1.0, 0.0, 0.0],
+                                                            [float("inf")] + [0.5] * 5),
         entry("OTHER", [1.0, 0.0], embedder="sku-embed/6")])
 
     # When the gallery of a 4-dimensional embedder is built
@@ -33,10 +35,32 @@ def test_signatures_of_the_wrong_shape_are_left_out_not_fatal(
     # Then it holds the SKUs that fit, and says which it left out
     assert list(gallery.skus) == ["A", "B"]
     assert np.asarray(gallery.embeddings).shape == (2, 4)
-    assert "SHORT, WIDE" in caplog.text and "left out" in caplog.text
+    assert "INF, NAN, SHORT, WIDE" in caplog.text and "left out" in caplog.text
 
 
 def test_a_gallery_with_nothing_that_fits_is_empty() -> None:
     index = CatalogIndex(built_at=NOW, entries=[entry("SHORT", [1.0, 0.0])])
 
     assert len(index.gallery("sku-embed/7", 4).skus) == 0
+
+
+@pytest.mark.parametrize("sku", ["A B!", "../x", "ok\n", "-lead", ""])
+def test_a_stored_entry_whose_sku_is_no_sku_id_does_not_read(sku: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        entry(sku, [1.0, 0.0, 0.0, 0.0])
+
+
+def test_an_index_entry_that_does_not_read_is_left_out_not_fatal(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.storage.catalog import CatalogStore
+    from pipeline.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    good = entry("A", [1.0, 0.0, 0.0, 0.0]).model_dump(mode="json")
+    store.put_json("cfg", "catalog/index.json", {
+        "built_at": NOW.isoformat(), "entries": [good, {**good, "sku": "A B!"}, "junk"]})
+    index = CatalogStore(store, "cfg").index()
+    assert [e.sku for e in index.entries] == ["A"]
+    assert "2 entries" in caplog.text and "A B!" in caplog.text

@@ -452,6 +452,16 @@ def test_decode_yolov8_in_input_pixels(output: F32) -> None:
     np.testing.assert_allclose(det.xyxy[3], [270, 250, 330, 290])
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_decode_yolov8_drops_boxes_that_are_not_numbers(bad: float) -> None:
+    output = yolo_columns().copy()
+    output[0, 2, 0] = bad  # the best candidate's width
+    det = decode_yolov8(output=output, num_classes=NC, score_threshold=0.25)
+
+    assert det.scores.tolist() == pytest.approx([0.8, 0.7, 0.6, 0.5, 0.3, 0.25])
+    assert np.isfinite(det.xyxy).all()
+
+
 def test_decode_yolov8_max_candidates() -> None:
     det = decode_yolov8(output=yolo_columns(), num_classes=NC, score_threshold=0.0,
                         max_candidates=3)
