@@ -10,28 +10,35 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from pipeline.core.decode import Format
 from pipeline.errors import ModelError
 
+MAX_INPUT_SIDE = 4096
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
 
 class InputSpec(BaseModel):
     name: str | None = None  # default: the graph's first input
-    size: tuple[int, int] | None = None  # (width, height); default: from the graph
+    # (width, height); default: from the graph. Bounded: a card is a file anyone with the
+    # models folder can edit, and a 100,000-pixel input would take the host's memory.
+    size: tuple[Annotated[int, Field(ge=16, le=MAX_INPUT_SIDE)],
+                Annotated[int, Field(ge=16, le=MAX_INPUT_SIDE)]] | None = None
     layout: Literal["NCHW", "NHWC"] | None = None  # default: from the graph
     channels: Literal["RGB", "BGR"] = "RGB"
-    scale: float = 1 / 255
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = Field(default=1 / 255, gt=0, allow_inf_nan=False)
+    mean: tuple[Finite, Finite, Finite] = (0.0, 0.0, 0.0)
+    std: tuple[Positive, Positive, Positive] = (1.0, 1.0, 1.0)
     pad_value: int = Field(default=114, ge=0, le=255)
     # With a graph whose height and width are dynamic: fit the image inside ``size`` keeping
     # its aspect (a 4:3 photo gets a 4:3 input, no pixels spent on padding), each side
     # rounded up to a multiple of ``stride``.
     keep_aspect: bool = False
-    stride: int = Field(default=32, ge=1)
+    stride: int = Field(default=32, ge=1, le=256)
     # Which working image the detector sees: ``normalized`` (the normalize stage's, lighting
     # evened out: what this project's detectors are trained on) or ``original`` (ingest's:
     # upright, faces blurred, lighting as the camera took it: what a model trained on
@@ -44,14 +51,14 @@ class SmallBoxSpec(BaseModel):
     ``(short / px) ** power`` before NMS and the threshold: fitted where a detector's small
     boxes are right less often than its scores say."""
 
-    px: float = Field(gt=0)
-    power: float = Field(default=0.5, gt=0)
+    px: float = Field(gt=0, allow_inf_nan=False)
+    power: float = Field(default=0.5, gt=0, allow_inf_nan=False)
 
 
 class PostprocessSpec(BaseModel):
     score_threshold: float = Field(default=0.25, ge=0, le=1)
     iou_threshold: float = Field(default=0.6, ge=0, le=1)
-    max_detections: int = Field(default=300, ge=1)
+    max_detections: int = Field(default=300, ge=1, le=10_000)
     # Boxes in [0, 1] of the input size rather than pixels; None: the format's convention
     # (``decode_rows``: rtdetr normalized, the others pixels). ``shelf model add`` probes it.
     normalized_boxes: bool | None = None
@@ -59,7 +66,7 @@ class PostprocessSpec(BaseModel):
     # ``centernet``: each peak's score times its neighbours' agreement on its box (the mean
     # IoU of their boxes with its, weighted by their scores) to this power; 0: scores as
     # they come. Fitted on real shelves with the threshold.
-    box_agreement: float = Field(default=0.0, ge=0)
+    box_agreement: float = Field(default=0.0, ge=0, le=8)
     # The scores, on this model's own scale, at which a detection counts as a product facing
     # and under which it is not even evidence that the place is stocked (what the compliance
     # settings use unless they set their own); None: the settings' defaults.
@@ -68,7 +75,8 @@ class PostprocessSpec(BaseModel):
 
 
 class TilingSpec(BaseModel):
-    grid: tuple[int, int] = (2, 2)  # columns, rows
+    # columns, rows: each tile is one more run of the model per photo
+    grid: tuple[Annotated[int, Field(ge=1, le=8)], Annotated[int, Field(ge=1, le=8)]] = (2, 2)
     overlap: float = Field(default=0.2, ge=0, lt=1)
     whole_image: bool = True  # also run once on the whole image, for large objects
 

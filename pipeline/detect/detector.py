@@ -121,6 +121,9 @@ class Detector:
         if fmt == "centernet":
             if len(outputs) < 2:
                 raise ModelError(f"{self.ref}: centernet needs scores and boxes outputs")
+            if outputs[0].ndim == 4 and outputs[0].shape[1] != nc:
+                raise ModelError(f"{self.ref}: its scores have {outputs[0].shape[1]} classes, "
+                                 f"its labels.json names {nc}")
             det = decode_centernet(scores=outputs[0], boxes=outputs[1],
                                    score_threshold=score_threshold,
                                    agreement=post.box_agreement)

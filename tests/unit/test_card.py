@@ -274,3 +274,21 @@ def test_facing_and_evidence_scores_come_from_settings_then_card_then_defaults(
     cfg = ComplianceSettings(min_score=settings[0], evidence_score=settings[1])
 
     assert cfg.scores(*card) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("change", [
+    {"input": {"size": [100_000, 320]}},
+    {"input": {"size": [320, -5]}},
+    {"input": {"scale": float("nan")}},
+    {"input": {"std": [0, 1, 1]}},
+    {"input": {"mean": [float("inf"), 0, 0]}},
+    {"tiling": {"grid": [1000, 1000]}},
+    {"postprocess": {"max_detections": 10_000_000}},
+], ids=["huge-input", "negative-side", "nan-scale", "zero-std", "infinite-mean",
+        "million-tiles", "unbounded-detections"])
+def test_a_card_that_would_take_the_host_or_read_garbage_is_refused(
+        tmp_path: Path, change: dict[str, Any]) -> None:
+    card = {**CARD, **change, "input": {**CARD["input"], **change.get("input", {})}}
+    model_dir(tmp_path, card=card)
+    with pytest.raises(ModelError, match="unreadable model card"):
+        load_model(tmp_path, "m")

@@ -193,6 +193,16 @@ def test_detector_centernet_weighs_scores_by_box_agreement(tmp_path: Path) -> No
                       [0.8 * 1520 / 1680, 0.5])
 
 
+def test_detector_centernet_whose_labels_do_not_name_its_classes_says_so(
+        tmp_path: Path) -> None:
+    det = detector(tmp_path, "more-classes", [np.zeros((1, NC + 2, 4, 4), np.float32),
+                                              np.zeros((1, 4, 4, 4), np.float32)],
+                   input_shape=NCHW_320, card_json=card("centernet"))
+
+    with pytest.raises(ModelError, match=f"{NC + 2} classes, its labels.json names {NC}"):
+        det.detect(image())
+
+
 def test_detector_centernet_needs_two_outputs(tmp_path: Path) -> None:
     det = detector(tmp_path, "one-output", [np.zeros((1, NC, 4, 4), np.float32)],
                    input_shape=NCHW_320, card_json=card("centernet"))
