@@ -71,7 +71,7 @@ class Planogram(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     planogram_id: str = Field(min_length=1, max_length=128)
-    version: int = Field(ge=0, strict=True)
+    version: int = Field(ge=0, le=2**53, strict=True)  # exact in any JSON or SQL reader
     store: str | None = None
     aisle: str | None = None
     bay: str | None = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
+import json
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -27,10 +30,24 @@ def planogram_text(raw: bytes, where: str) -> str:
     UTF-8 with a BOM, PowerShell 5 UTF-16)."""
     codec = next((c for bom, c in _BOMS if raw.startswith(bom)), "utf-8")
     try:
-        return raw.decode(codec)
+        text = raw.decode(codec)
     except UnicodeDecodeError as exc:
         raise PlanogramError(f"{where} is not {codec.upper()} text (byte {exc.start}): save it "
                              "as UTF-8") from exc
+    with contextlib.suppress(ValueError, RecursionError):  # not JSON: validation says why
+        json.loads(text.lstrip("\ufeff"), object_pairs_hook=lambda pairs: _unique(pairs, where))
+    return text
+
+
+def _unique(pairs: list[tuple[str, Any]], where: str) -> dict[str, Any]:
+    """An object whose keys are each given once: a key given twice (a merge gone wrong:
+    two ``facings``, two ``positions``) would be read as its last, silently."""
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise PlanogramError(f"{where} gives {k!r} twice in one object")
+        seen[k] = v
+    return seen
 
 
 def _problem(error: ErrorDetails) -> str:

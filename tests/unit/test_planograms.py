@@ -44,7 +44,11 @@ def test_a_planogram_is_read_in_the_encoding_its_byte_order_mark_names(body: byt
                 ).encode(), "what unnamed products are called"),
     (json.dumps({**DOC, "shelves": [{"index": 0, "positions": []}]}).encode(),
      "no shelf plans a position"),
-], ids=["latin-1", "sku-as-number", "reserved-sku", "nothing-planned"])
+    (json.dumps(DOC).replace('"facings": 2', '"facings": 2, "facings": 5').encode(),
+     "gives 'facings' twice"),
+    (json.dumps({**DOC, "version": 10 ** 100}).encode(), "version"),
+], ids=["latin-1", "sku-as-number", "reserved-sku", "nothing-planned", "a-key-twice",
+        "version-past-exact-integers"])
 def test_a_planogram_that_cannot_be_used_says_why(body: bytes, said: str) -> None:
     with pytest.raises(PlanogramError) as refused:
         _load(body)
