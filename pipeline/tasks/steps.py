@@ -312,12 +312,14 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                                       tuning=s.compliance.tuning)
             fields.update(report.to_json())
         result = PhotoResult.model_validate(fields).model_dump(mode="json")
-        rt.store.put_json(s.s3.results_bucket, key, result)
-        if planogram is None:
+        if planogram is None:  # kept waiting before its result is written: a stage stopped
+            # between the two (its time limit) leaves an upload that is complied again once
+            # its planogram arrives, never a result no planogram will ever update
             waiting = msg.model_copy(update={"photo": p.model_copy(update={"url": ""}),
                                              "recompute": True})
             rt.store.put_json(s.s3.artifacts_bucket, pending, waiting.model_dump(mode="json"))
-        elif msg.recompute:
+        rt.store.put_json(s.s3.results_bucket, key, result)
+        if planogram is not None and msg.recompute:
             rt.store.delete(s.s3.artifacts_bucket, pending)
             rt.store.delete(s.s3.artifacts_bucket, f"{LEGACY_PENDING_PREFIX}{p.upload_id}.json")
         rt.ledger.put("comply", p.upload_id, {"result": key})
