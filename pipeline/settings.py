@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.core.shelf.common import ShelfTuning
@@ -29,6 +29,13 @@ class AwsSettings(BaseModel):
     secret_access_key: str | None = "test"
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
+
+    @field_validator("endpoint_url", "access_key_id", "secret_access_key")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        """Blank is unset (a ConfigMap or .env cannot say None): real AWS's endpoint, and the
+        credential chain (the pod's IAM role) instead of empty keys."""
+        return v if v is None or v.strip() else None
 
 
 class S3Settings(BaseModel):

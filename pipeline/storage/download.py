@@ -8,6 +8,7 @@ bucket and key the message names, carrying a SigV4 signature; redirects are not 
 from __future__ import annotations
 
 import http.client
+import re
 import time
 import urllib.error
 import urllib.request
@@ -101,6 +102,16 @@ def _content_length(value: str | None) -> int | None:
     return declared
 
 
+def _s3_code(exc: urllib.error.HTTPError) -> str:
+    """`` (Code)`` from the head of an S3 error body; empty when it has none."""
+    try:
+        head = exc.read(2048).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return ""
+    found = re.search(r"<Code>([A-Za-z0-9.]{1,64})</Code>", head)
+    return f" ({found.group(1)})" if found else ""
+
+
 def _http_date(value: str | None) -> datetime | None:
     """An HTTP date header as a UTC time; None when absent or not a date."""
     if not value:
@@ -145,8 +156,12 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
             return Download(b"".join(chunks), metadata, etag,
                             _http_date(resp.headers.get("Last-Modified")))
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise UrlRejectedError(f"pre-signed URL refused: HTTP {exc.code}") from exc
+        if exc.code in (400, 401, 403):
+            # 403: expired or badly signed; 400: signed with a session token that expired
+            # (ExpiredToken) or is unknown. A URL minted now, with fresh credentials, is
+            # what fixes either.
+            raise UrlRejectedError(f"pre-signed URL refused: HTTP {exc.code}"
+                                   f"{_s3_code(exc)}") from exc
         if exc.code == 404:
             raise PermanentError("photo no longer exists (HTTP 404)") from exc
         if exc.code == 429 or exc.code >= 500:

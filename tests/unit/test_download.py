@@ -185,3 +185,42 @@ def test_a_url_this_worker_may_not_follow_is_left_for_one_minted_here(
     got = download_photo(msg, SimpleNamespace(settings=s, store=store))  # type: ignore[arg-type]
     # Then it is read through a URL minted here, not the message's, and not dead-lettered
     assert got.data == BODY and store.minted == ["raw/S1/A1/B1/c1/p.jpg"]
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (400, "ExpiredToken"), (400, "InvalidToken"), (403, "AccessDenied"),
+    (403, "SignatureDoesNotMatch")])
+def test_a_refused_url_says_why_and_asks_for_a_fresh_one(serve: Serve, status: int,
+                                                        code: str) -> None:
+    from pipeline.errors import UrlRejectedError
+
+    body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>no</Message></Error>"
+    raw = (f"HTTP/1.1 {status} No\r\nContent-Type: application/xml\r\n"
+           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode()
+    with pytest.raises(UrlRejectedError, match=rf"HTTP {status} \({code}\)"):
+        fetch(serve(raw), max_bytes=1 << 20, timeout_s=5)
+
+
+def test_a_message_url_whose_session_token_expired_is_left_for_one_minted_here(
+        serve: Serve) -> None:
+    from types import SimpleNamespace
+
+    from pipeline.messages import PhotoRef, StageMessage
+    from pipeline.settings import Settings
+    from pipeline.tasks.steps import download_photo
+
+    # Given a message whose URL was signed by credentials whose session has ended since
+    s = Settings()
+    body = "<Error><Code>ExpiredToken</Code></Error>"
+    expired = serve((f"HTTP/1.1 400 Bad Request\r\nContent-Length: {len(body)}\r\n"
+                     f"Connection: close\r\n\r\n{body}").encode())
+    url = expired.replace("/photo.jpg", f"/{s.s3.raw_bucket}/raw/S1/A1/B1/c1/p.jpg") + \
+        "?X-Amz-Signature=abc"
+    store = _MintingStore(serve(_response(BODY, str(len(BODY)))))
+    endpoint = s.aws.model_copy(update={"endpoint_url": url.split(f"/{s.s3.raw_bucket}")[0]})
+    s = s.model_copy(update={"aws": endpoint})
+    msg = StageMessage(photo=PhotoRef(bucket=s.s3.raw_bucket, key="raw/S1/A1/B1/c1/p.jpg",
+                                      url=url, store="S1", aisle="A1", bay="B1", camera="c1"))
+    # Then the photo is read through a URL minted now, not dead-lettered
+    got = download_photo(msg, SimpleNamespace(settings=s, store=store))  # type: ignore[arg-type]
+    assert got.data == BODY and store.minted == ["raw/S1/A1/B1/c1/p.jpg"]

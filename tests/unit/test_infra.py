@@ -170,3 +170,22 @@ def test_roles_that_fetch_photos_may_list_the_raw_bucket(role: str) -> None:
     lists = [s for s in statements if "s3:ListBucket" in s["actions"]
              and '${aws_s3_bucket.shelf["raw"].arn}' in s["resources"]]
     assert reads and lists
+
+
+def test_the_shipped_settings_build_clients_for_real_aws_with_the_pods_role(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.settings import Settings
+    from pipeline.storage.s3 import make_client
+
+    # Given every process's environment as the ConfigMap sets it (blank endpoint and keys)
+    (config,) = of_kind("ConfigMap").values()
+    for k, v in config["data"].items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-role")  # what IRSA's chain would find
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    s = Settings()
+    # Then the clients go to AWS itself, signed by the credential chain, not by empty keys
+    assert s.aws.endpoint_url is None and s.aws.access_key_id is None
+    client = make_client(s.aws, "s3")
+    assert client.meta.endpoint_url == f"https://s3.{s.aws.region}.amazonaws.com"
+    assert client._request_signer._credentials.access_key == "from-the-role"
