@@ -21,7 +21,8 @@ class PermanentError(PipelineError):
 
 
 class StageTimeoutError(PermanentError):
-    """A stage ran past its soft time limit: dead-lettered with that reason, not retried."""
+    """A stage ran past its soft time limit: dead-lettered with that reason, not retried at
+    once (beat sends it round later, a few times: a slow S3 may have been the cause)."""
 
 
 class StageTimeLimitExceeded(BaseException):

@@ -88,7 +88,7 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
     keeps, so a run reads only those due. That index is rebuilt from the letters in S3
     when Redis has lost it. Returns how many were sent."""
     from pipeline.tasks.deadletter import read_letter
-    from pipeline.tasks.stages import TRANSIENT_LETTERS
+    from pipeline.tasks.stages import AUTO_REPLAYED, TRANSIENT_LETTERS
 
     c = settings.celery
     at = (now or datetime.now(UTC)).timestamp()
@@ -99,7 +99,7 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
     for letter_id in due:
         letter = read_letter(store, settings.s3.artifacts_bucket, letter_id)
         if letter is not None and letter.replayed_at is None and \
-                letter.error_type == "TransientError":
+                letter.error_type in AUTO_REPLAYED:
             if letter.auto_replays >= c.auto_replays:
                 log.warning("dead letter %s: %d automatic replays spent, left for a person: "
                             "%s", letter_id, letter.auto_replays, letter.error)
@@ -121,13 +121,13 @@ def index_transient_letters(settings: Settings, store: ObjectStore, redis: Redis
     was lost with it) would otherwise leave them waiting for a person. Returns how many
     were indexed; 0 when the index was there."""
     from pipeline.tasks.deadletter import read_letters
-    from pipeline.tasks.stages import TRANSIENT_LETTERS, TRANSIENT_LETTERS_BUILT
+    from pipeline.tasks.stages import AUTO_REPLAYED, TRANSIENT_LETTERS, TRANSIENT_LETTERS_BUILT
 
     if redis.exists(TRANSIENT_LETTERS_BUILT):
         return 0
     due = {d.id: d.failed_at.timestamp()
            for d in read_letters(store, settings.s3.artifacts_bucket)
-           if d.error_type == "TransientError" and d.replayed_at is None}
+           if d.error_type in AUTO_REPLAYED and d.replayed_at is None}
     ids = list(due)
     for i in range(0, len(ids), 1000):
         redis.zadd(TRANSIENT_LETTERS, {k: due[k] for k in ids[i:i + 1000]})

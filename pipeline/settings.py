@@ -28,7 +28,7 @@ class AwsSettings(BaseModel):
     access_key_id: str | None = "test"
     secret_access_key: str | None = "test"
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
+    read_timeout_s: float = 10.0  # per socket read: a megabyte artifact needs far less
 
     @field_validator("endpoint_url", "access_key_id", "secret_access_key")
     @classmethod

@@ -29,13 +29,22 @@ _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
 
+SQS_READ_TIMEOUT_S = 30.0  # above the longest long poll (20 s)
+
+
 def make_client(aws: AwsSettings, service: str) -> Any:
-    """A boto3 client for ``service`` with bounded timeouts and standard retries."""
+    """A boto3 client for ``service`` with bounded timeouts and standard retries: two
+    attempts in all, each read waiting ``read_timeout_s`` at most, so one call to an S3 that
+    has stopped answering costs half a minute at most, and a stage's few calls fit inside its
+    time limit (the stage's own retries, with backoff, take over from there). SQS's long
+    polls hold a request open for 20 s: its reads wait longer."""
+    read_timeout = max(aws.read_timeout_s, SQS_READ_TIMEOUT_S) if service == "sqs" \
+        else aws.read_timeout_s
     cfg = Config(
         region_name=aws.region,
         connect_timeout=aws.connect_timeout_s,
-        read_timeout=aws.read_timeout_s,
-        retries={"mode": "standard", "max_attempts": 3},
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": 2},
         s3={"addressing_style": "path"},
         signature_version="s3v4",
     )

@@ -391,6 +391,9 @@ def comply(self: Task, payload: dict[str, Any]) -> None:
 
 
 TRANSIENT_LETTERS = "shelf:transient_letters"  # letter id -> when it failed
+# Letters beat sends round by itself: retries spent in an outage, and stages that ran out of
+# time (a brownout of S3 slows every call of a stage past its limit just as surely).
+AUTO_REPLAYED = frozenset({"TransientError", "StageTimeoutError"})
 # Set once the index above has been built from the letters in S3; gone when Redis lost its
 # data, and then the next replay run rebuilds the index (``replay_transient``).
 TRANSIENT_LETTERS_BUILT = "shelf:transient_letters:built"
@@ -523,7 +526,7 @@ def record_dead_letter(self: Task, payload: dict[str, Any]) -> None:
     letter = DeadLetter.model_validate(payload)
     rt = get_runtime()
     try:
-        if letter.error_type == "TransientError":
+        if letter.error_type in AUTO_REPLAYED:
             rt.redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})
     except RedisError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self, rt.settings)) from exc

@@ -189,3 +189,18 @@ def test_the_shipped_settings_build_clients_for_real_aws_with_the_pods_role(
     client = make_client(s.aws, "s3")
     assert client.meta.endpoint_url == f"https://s3.{s.aws.region}.amazonaws.com"
     assert client._request_signer._credentials.access_key == "from-the-role"
+
+
+def test_one_s3_call_to_an_endpoint_that_stopped_answering_stays_inside_a_stage() -> None:
+    from pipeline.settings import Settings
+    from pipeline.storage.s3 import make_client
+    from pipeline.tasks.app import soft_limit_s
+
+    s = Settings()
+    s3, sqs = make_client(s.aws, "s3"), make_client(s.aws, "sqs")
+    attempts = s3.meta.config.retries["total_max_attempts"]
+    worst = attempts * (s3.meta.config.connect_timeout + s3.meta.config.read_timeout)
+    # Three such calls (a stage's download and two writes) fit in its soft time limit
+    assert 3 * worst < soft_limit_s(s)
+    # And SQS's long polls are not cut short by the read timeout
+    assert sqs.meta.config.read_timeout > s.sqs.wait_time_s

@@ -206,3 +206,19 @@ def test_an_automatic_replay_the_broker_refused_is_not_counted(
     kept = DeadLetter.model_validate(store.get_json(s.s3.artifacts_bucket,
                                                     dead_letter_key(letter.id)))
     assert kept.auto_replays == 2 and kept.replayed_at is None
+
+
+def test_a_stage_that_ran_out_of_time_is_sent_round_like_an_outage(
+        sent: list[tuple[str, StageMessage]]) -> None:
+    # Given a photo whose comply ran past its time limit (S3 slowed every call) long enough
+    # ago, indexed as the dead-letter queue's consumer indexes it
+    from pipeline.tasks.stages import AUTO_REPLAYED
+
+    s, store, redis = Settings(), MemoryStore(), FakeRedis()
+    letter = _letter(1, "StageTimeoutError", 1200)
+    assert letter.error_type in AUTO_REPLAYED
+    store.put_json(s.s3.artifacts_bucket, dead_letter_key(letter.id),
+                   letter.model_dump(mode="json"))
+    # When beat's reconciliation runs (its index built from S3 here)
+    assert replay_transient(s, store, redis, now=NOW) == 1  # type: ignore[arg-type]
+    assert [st for st, _ in sent] == ["comply"]
