@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.core.result import PhotoResult
 from pipeline.core.rollup import LEVELS, rollups
+from pipeline.errors import PermanentError
 from pipeline.storage.s3 import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,14 @@ def read_results(store: ObjectStore, bucket: str, prefix: str, *, marker: str = 
 
 
 def _read_result(store: ObjectStore, bucket: str, key: str) -> PhotoResult | None:
+    """The result at ``key``; None (logged) when it is not one, or S3 will not give it (gone
+    since the listing, refused: a key it may not decrypt): one such object must not hold
+    back its day's rollup. A fault that may pass (throttling, S3 away) is raised."""
     try:
         return PhotoResult.model_validate(store.get_json(bucket, key))
-    except (ValidationError, ValueError) as exc:
-        log.error("s3://%s/%s is not a photo result, left out: %s", bucket, key, exc)
+    except (ValidationError, ValueError, PermanentError) as exc:
+        log.error("s3://%s/%s is not a photo result it can read, left out: %s", bucket, key,
+                  exc)
         return None
 
 

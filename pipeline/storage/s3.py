@@ -24,7 +24,12 @@ from pipeline.storage.presign import SigningKeys, presign_get_url
 
 _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
-                    "RequestLimitExceeded", "503", "500", "502", "504"}
+                    "RequestLimitExceeded", "503", "500", "502", "504",
+                    # Credentials that expired mid-call (the next call refreshes them), and
+                    # a KMS key that is throttled or briefly unusable.
+                    "ExpiredToken", "ExpiredTokenException", "RequestExpired",
+                    "KMS.ThrottlingException", "KMS.KMSInvalidStateException",
+                    "KMS.DisabledException", "KMS.InternalException"}
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 

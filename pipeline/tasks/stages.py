@@ -425,11 +425,20 @@ def aggregate(self: Task, date: str | None = None) -> None:
         days = [date] if date else sorted(
             {str(today - timedelta(days=1)), str(today)}
             | {k.removeprefix(ROLLUP_DUE) for k in flags_under(rt.redis, ROLLUP_DUE)})
-        for day in days:
-            flag(rt.redis, ROLLUP_DUE + day, _ROLLUP_DUE_S)
-            _rebuild(rt, day)
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self, rt.settings)) from exc
+    failed: PipelineError | None = None
+    for day in days:  # one day's failure holds back no other day (it stays due)
+        try:
+            flag(rt.redis, ROLLUP_DUE + day, _ROLLUP_DUE_S)
+            _rebuild(rt, day)
+        except PipelineError as exc:
+            log.error("rollup of %s not rebuilt (%s: %s)", day, type(exc).__name__, exc)
+            failed = exc if failed is None or isinstance(exc, TransientError) else failed
+    if isinstance(failed, TransientError):
+        raise self.retry(exc=failed, countdown=_backoff(self, rt.settings)) from failed
+    if failed is not None:
+        raise failed
 
 
 def _rebuild(rt: Runtime, day: str) -> None:

@@ -86,3 +86,26 @@ def test_a_rebuild_that_fails_leaves_its_day_due(
         _rebuild(get_runtime(), "2025-02-28")
     assert stack.redis.exists(ROLLUP_DUE + "2025-02-28")
     stack.redis.delete(ROLLUP_DUE + "2025-02-28")
+
+
+def test_a_day_whose_rebuild_fails_holds_back_no_other_day(
+        stack: Stack, rebuilt: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import PermanentError
+    from pipeline.tasks.stages import aggregate
+
+    # Given an old day still due, whose rebuild fails (its results' prefix refused, say)
+    def fails_on_the_old_day(store: Any, bucket: str, day: str) -> dict[str, int]:
+        if day == "2025-01-01":
+            raise PermanentError("AccessDenied")
+        rebuilt.append(day)
+        return {}
+
+    monkeypatch.setattr("pipeline.analytics.aggregates.aggregate_day", fails_on_the_old_day)
+    stack.redis.set(ROLLUP_DUE + "2025-01-01", "1")
+    # When beat's periodic rollup runs, then today and yesterday are rebuilt all the same,
+    # and the old day stays due (and the run fails, saying why)
+    with pytest.raises(PermanentError):
+        aggregate.apply().get()
+    assert len(rebuilt) == 2 and "2025-01-01" not in rebuilt
+    assert stack.redis.exists(ROLLUP_DUE + "2025-01-01")
+    stack.redis.delete(ROLLUP_DUE + "2025-01-01")

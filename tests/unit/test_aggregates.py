@@ -68,3 +68,36 @@ def test_a_read_cut_short_keeps_what_it_read() -> None:
     store.gets.clear()
     assert len(cache.day(store, BUCKET, "2026-11-20")) == 3
     assert len(store.gets) == 1 and store.gets[0] in keys
+
+
+@pytest.mark.parametrize("refusal", ["AccessDenied (a key it may not decrypt)", "gone"])
+def test_a_result_s3_will_not_give_is_left_out_not_fatal_to_its_day(refusal: str) -> None:
+    from pipeline.errors import ObjectNotFoundError, PermanentError
+
+    # Given a day of three results, one of which S3 refuses for good
+    class Refusing(CountingStore):
+        def get_bytes(self, bucket: str, key: str) -> bytes:
+            if key == refused:
+                raise (ObjectNotFoundError if refusal == "gone" else PermanentError)(refusal)
+            return super().get_bytes(bucket, key)
+
+    store = Refusing()
+    keys = [_put(store, f"S{i}", str(i) * 64, "2026-11-20") for i in range(3)]
+    refused = keys[1]
+    # Then the day reads the two others
+    got = ResultCache().day(store, BUCKET, "2026-11-20")
+    assert sorted(r.store for r in got) == ["S0", "S2"]
+
+
+@pytest.mark.parametrize(("code", "transient"), [
+    ("ExpiredToken", True), ("SlowDown", True), ("KMS.DisabledException", True),
+    ("AccessDenied", False), ("NoSuchKey", False)])
+def test_s3_errors_that_may_pass_are_transient(code: str, transient: bool) -> None:
+    from botocore.exceptions import ClientError
+
+    from pipeline.errors import TransientError
+    from pipeline.storage.s3 import translate
+
+    exc = ClientError({"Error": {"Code": code, "Message": "m"},
+                       "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetObject")
+    assert isinstance(translate(exc, "get"), TransientError) is transient
