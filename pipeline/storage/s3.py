@@ -29,8 +29,11 @@ _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTim
                     # a KMS key that is throttled or briefly unusable.
                     "ExpiredToken", "ExpiredTokenException", "RequestExpired",
                     "KMS.ThrottlingException", "KMS.KMSInvalidStateException",
-                    "KMS.DisabledException", "KMS.InternalException"}
-_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+                    "KMS.DisabledException", "KMS.InternalException", "NoSuchBucket"}
+# A bucket that is not there is no missing object: read as "no such key", a missing config
+# bucket would silently mean an empty catalog and no planograms. It is waited for (a deploy
+# that creates it after the workers), and retried, like S3 away.
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
 
@@ -67,7 +70,7 @@ def translate(exc: Exception, what: str) -> Exception:
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _NOT_FOUND_CODES or status == 404:
+        if code in _NOT_FOUND_CODES or (status == 404 and code not in _TRANSIENT_CODES):
             return ObjectNotFoundError(f"{what}: {code or status} not found")
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"{what}: {code} {err.get('Message', '')}".strip())

@@ -91,13 +91,15 @@ def test_a_result_s3_will_not_give_is_left_out_not_fatal_to_its_day(refusal: str
 
 @pytest.mark.parametrize(("code", "transient"), [
     ("ExpiredToken", True), ("SlowDown", True), ("KMS.DisabledException", True),
-    ("AccessDenied", False), ("NoSuchKey", False)])
+    ("NoSuchBucket", True), ("AccessDenied", False), ("NoSuchKey", False)])
 def test_s3_errors_that_may_pass_are_transient(code: str, transient: bool) -> None:
     from botocore.exceptions import ClientError
 
     from pipeline.errors import TransientError
     from pipeline.storage.s3 import translate
 
+    status = {"NoSuchBucket": 404, "NoSuchKey": 404, "AccessDenied": 403, "SlowDown": 503}
     exc = ClientError({"Error": {"Code": code, "Message": "m"},
-                       "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetObject")
+                       "ResponseMetadata": {"HTTPStatusCode": status.get(code, 400)}},
+                      "GetObject")
     assert isinstance(translate(exc, "get"), TransientError) is transient
