@@ -82,8 +82,9 @@ class CelerySettings(BaseModel):
     # A pool process is replaced after this many tasks, or once its resident memory passes the
     # cap; a new one loads the models again (seconds), so not every few hundred photos.
     max_tasks_per_child: int = 10_000
-    max_memory_per_child_mb: int = 3_000
+    max_memory_per_child_mb: int = 1_500  # a child peaks near 1.1 GB on 24 MP photos
     stage_time_limit_s: int = 120
+    eta_task_limit: int = Field(default=4, ge=1)  # retries a worker holds, waiting to run
     # Beat's own tasks (rollups, recompute, reconcile, replays) read more as the data grows:
     # limited apart from the stages, and acknowledged on receipt (the next tick runs again),
     # so a long run is never redelivered past the visibility timeout and run twice.

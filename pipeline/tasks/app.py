@@ -40,6 +40,13 @@ def soft_limit_s(settings: Settings) -> int:
     return max(1, settings.celery.stage_time_limit_s - 15)
 
 
+def celery_soft_limit_s(settings: Settings) -> int:
+    """Celery's own soft limit, a backstop after the stage's (:func:`soft_limit_s`): at the
+    same instant, its signal would land inside the stage's dead-lettering and turn a stage
+    that ran out of time into a retry of the whole stage."""
+    return max(soft_limit_s(settings) + 1, settings.celery.stage_time_limit_s - 5)
+
+
 def broker_key(settings: Settings, name: str) -> str:
     """The Redis key of a queue (or of kombu's ``unacked`` hash) under the broker's prefix."""
     return settings.celery.key_prefix + name
@@ -75,8 +82,16 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_max_tasks_per_child=c.max_tasks_per_child,
         worker_max_memory_per_child=c.max_memory_per_child_mb * 1024,  # KiB
         task_time_limit=c.stage_time_limit_s,
-        task_soft_time_limit=soft_limit_s(s),
+        task_soft_time_limit=celery_soft_limit_s(s),
         broker_connection_retry_on_startup=True,
+        # A lost broker connection puts every unacknowledged message back on its queue, the
+        # tasks still running included: they are stopped, or each would run twice at once
+        # (their copies under the same task id take over their stage locks).
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Retries wait in the worker that took them (countdown), each counted against the
+        # visibility timeout from then: a retry storm must not fill a worker with more of
+        # them than it can run before they are delivered again elsewhere.
+        worker_eta_task_limit=c.eta_task_limit,
         broker_transport_options={
             "visibility_timeout": c.visibility_timeout_s,
             "queue_order_strategy": "priority",

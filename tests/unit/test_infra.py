@@ -77,6 +77,21 @@ def test_workers_stop_gracefully_within_the_codes_time_limit() -> None:
     assert not [k for k in config if k.startswith("SHELF_CELERY__")]  # the code's, not copies
 
 
+def test_worker_children_are_recycled_before_their_pod_runs_out_of_memory() -> None:
+    # Each pool child is replaced once its memory passes the cap: the children at the cap,
+    # and the parent, must fit the container's limit, or the whole pod is killed first.
+    cap_mb = Settings().celery.max_memory_per_child_mb
+    for name in ("shelf-worker-cpu", "shelf-worker-inference"):
+        (worker,) = [c for c in of_kind("Deployment")[name]["spec"]["template"]["spec"][
+            "containers"] if c["name"] == "worker"]
+        args = worker["command"]
+        children = int(args[args.index("--concurrency") + 1]) if "--concurrency" in args else 1
+        limit = str(worker["resources"]["limits"]["memory"])
+        limit_mb = int(limit.removesuffix("Gi")) * 1024 if limit.endswith("Gi") else int(
+            limit.removesuffix("Mi"))
+        assert children * cap_mb + 400 <= limit_mb, name
+
+
 def test_inference_runs_one_process_per_gpu_and_beat_is_a_singleton() -> None:
     d = of_kind("Deployment")
     inference = d["shelf-worker-inference"]["spec"]["template"]["spec"]["containers"][0]

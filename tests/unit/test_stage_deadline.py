@@ -60,3 +60,22 @@ def test_beat_tasks_that_grow_with_the_data_have_limits_of_their_own(name: str) 
     assert task.soft_time_limit < task.time_limit
     # periodic ones are taken on receipt: a long run is never redelivered and run twice
     assert task.acks_late is (name == "shelf.aggregate")
+
+
+def test_celerys_own_soft_limit_lands_after_the_stages_and_before_the_hard_one() -> None:
+    # At the same instant, Celery's signal would land inside the stage's dead-lettering and
+    # turn a stage out of time into a retry of the whole stage
+    from pipeline.settings import get_settings
+    from pipeline.tasks.app import app, soft_limit_s
+
+    s = get_settings()
+    assert soft_limit_s(s) + 5 <= app.conf.task_soft_time_limit < app.conf.task_time_limit
+
+
+def test_a_task_running_when_the_broker_connection_drops_is_not_run_twice_at_once() -> None:
+    # The connection's loss puts its unacknowledged messages back on their queues: the tasks
+    # still running are stopped, and a worker holds only a few retries waiting to run
+    from pipeline.tasks.app import app
+
+    assert app.conf.worker_cancel_long_running_tasks_on_connection_loss is True
+    assert 1 <= app.conf.worker_eta_task_limit <= 8
