@@ -207,11 +207,12 @@ def test_the_shipped_settings_build_clients_for_real_aws_with_the_pods_role(
 
 
 def test_one_s3_call_to_an_endpoint_that_stopped_answering_stays_inside_a_stage() -> None:
-    from pipeline.settings import Settings
+    from pipeline.settings import AwsSettings, CelerySettings, Settings
     from pipeline.storage.s3 import make_client
     from pipeline.tasks.app import soft_limit_s
 
-    s = Settings()
+    # (the code's defaults: the test stack shortens the stage's time limit)
+    s = Settings().model_copy(update={"aws": AwsSettings(), "celery": CelerySettings()})
     s3, sqs = make_client(s.aws, "s3"), make_client(s.aws, "sqs")
     attempts = s3.meta.config.retries["total_max_attempts"]
     worst = attempts * (s3.meta.config.connect_timeout + s3.meta.config.read_timeout)
