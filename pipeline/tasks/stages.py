@@ -442,32 +442,45 @@ def aggregate(self: Task, date: str | None = None) -> None:
 
 
 def _rebuild(rt: Runtime, day: str) -> None:
-    """Rebuild ``day`` while it is marked due, one rebuild of a day at a time.
+    """Rebuild ``day``, one rebuild of a day at a time.
 
-    A rebuild that finds another one running leaves the day marked and returns: the
-    running one rebuilds again before it lets go, so the results it did not list (those
-    that ended while it ran) are in a rollup all the same, and no rebuild is dropped after
-    its retries waited in vain. The lease is renewed while a rebuild runs, so a worker
+    A rebuild that finds another one running leaves the day marked due and returns. The
+    running one, once done, asks for one more rebuild (debounced) if the day was marked
+    meanwhile, so the results that ended while it ran are in a rollup too, and no rebuild
+    is dropped after its retries waited in vain; a burst of photos costs a rebuild per
+    debounce, not one per photo. The lease is renewed while a rebuild runs, so a worker
     killed mid-rebuild holds the day up for a minute, and beat's next run finds it due."""
     from pipeline.analytics.aggregates import aggregate_day
 
     due = ROLLUP_DUE + day
-    while True:
-        with lease(rt.redis, f"shelf:aggregate-running:{day}", uuid.uuid4().hex,
-                   _ROLLUP_LEASE_S) as held:
-            if not held:
-                log.info("rollup of %s: being rebuilt elsewhere, which runs it again", day)
-                return
-            while unflag(rt.redis, due):
-                try:
-                    counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
-                except BaseException:  # still due: its retry, or beat, rebuilds it
-                    with contextlib.suppress(PipelineError):
-                        flag(rt.redis, due, _ROLLUP_DUE_S)
-                    raise
-                log.info("aggregated %s: %s", day, counts)
-        if not flagged(rt.redis, [due]):  # marked between the last rebuild and the release
+    with lease(rt.redis, f"shelf:aggregate-running:{day}", uuid.uuid4().hex,
+               _ROLLUP_LEASE_S) as held:
+        if not held:
+            log.info("rollup of %s: being rebuilt elsewhere, which asks for it again", day)
             return
+        unflag(rt.redis, due)
+        try:
+            counts = aggregate_day(rt.store, rt.settings.s3.results_bucket, day)
+        except BaseException:  # still due: its retry, or beat, rebuilds it
+            with contextlib.suppress(PipelineError):
+                flag(rt.redis, due, _ROLLUP_DUE_S)
+            raise
+        log.info("aggregated %s: %s", day, counts)
+    if flagged(rt.redis, [due]):  # photos of the day ended while it ran
+        _ask_rebuild(rt, day)
+
+
+def _ask_rebuild(rt: Runtime, day: str) -> None:
+    """A rebuild of ``day`` in ``aggregate_debounce_s``, unless one is asked for already.
+    Redis or the broker away leaves it to beat, which rebuilds every day still due."""
+    delay = rt.settings.celery.aggregate_debounce_s
+    try:
+        if claim(rt.redis, f"shelf:aggregate-pending:{day}", "1", int(delay)):
+            app.signature("shelf.aggregate", args=(day,), immutable=True,
+                          countdown=delay).apply_async()
+    except (PipelineError, RedisError, KombuError, OSError) as exc:
+        log.warning("rollup of %s not asked for (%s: %s); beat's periodic rollup rebuilds "
+                    "it", day, type(exc).__name__, exc)
 
 
 def schedule_aggregate(rt: Runtime, date: str) -> None:
@@ -475,15 +488,11 @@ def schedule_aggregate(rt: Runtime, date: str) -> None:
     day is marked due first, so beat's next run rebuilds it should the request be lost. The
     photo's result is written by then: a broker or Redis away now must not turn it into a
     dead letter."""
-    delay = rt.settings.celery.aggregate_debounce_s
     try:
         flag(rt.redis, ROLLUP_DUE + date, _ROLLUP_DUE_S)
-        if claim(rt.redis, f"shelf:aggregate-pending:{date}", "1", int(delay)):
-            app.signature("shelf.aggregate", args=(date,), immutable=True,
-                          countdown=delay).apply_async()
-    except (PipelineError, RedisError, KombuError, OSError) as exc:
-        log.warning("rollup of %s not scheduled (%s: %s); beat's periodic rollup rebuilds "
-                    "it", date, type(exc).__name__, exc)
+    except PipelineError as exc:
+        log.warning("rollup of %s not marked due (%s: %s)", date, type(exc).__name__, exc)
+    _ask_rebuild(rt, date)
 
 
 @app.task(bind=True, max_retries=3, name="shelf.recompute", acks_late=False,
