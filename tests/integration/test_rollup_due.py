@@ -21,34 +21,67 @@ def rebuilt(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return days
 
 
-def test_a_rebuild_asked_for_while_one_runs_is_run_by_it_not_dropped(
+def test_a_rebuild_asked_for_while_one_runs_is_asked_for_again_not_dropped(
         stack: Stack, rebuilt: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.tasks.runtime import get_runtime
     from pipeline.tasks.stages import _rebuild, schedule_aggregate
 
     rt = get_runtime()
     day = "2025-03-02"  # an old day: beat's run of today and yesterday never covers it
-    monkeypatch.setattr("pipeline.tasks.stages.app.signature",
-                        lambda *a, **k: type("S", (), {"apply_async": lambda self: None})())
-    asked: list[str] = []
+    asked: list[tuple[Any, ...]] = []
+
+    class Signature:
+        def __init__(self, name: str, args: tuple[Any, ...], **_: Any) -> None:
+            self.args = args
+
+        def apply_async(self) -> None:
+            asked.append(self.args)
+
+    monkeypatch.setattr("pipeline.tasks.stages.app.signature", Signature)
 
     def rebuild_while_a_photo_ends(store: Any, bucket: str, d: str) -> dict[str, int]:
         rebuilt.append(d)
         if len(rebuilt) == 1:
-            # Given a photo of that day ending while the rebuild runs, whose own rebuild
-            # finds the day busy
+            # Given a photo of that day ending while the rebuild runs (its debounced request
+            # already spent), whose own rebuild finds the day busy
+            stack.redis.delete(f"shelf:aggregate-pending:{d}")
             schedule_aggregate(rt, d)
             _rebuild(rt, d)
-            asked.append(d)
         return {}
 
     monkeypatch.setattr("pipeline.analytics.aggregates.aggregate_day",
                         rebuild_while_a_photo_ends)
-    schedule_aggregate(rt, day)
     _rebuild(rt, day)
-    # Then the running rebuild ran once more for it before letting go, and nothing is due
-    assert asked == [day] and rebuilt == [day, day]
-    assert not stack.redis.exists(ROLLUP_DUE + day)
+    # Then the busy rebuild did not run, and the day is still due
+    assert rebuilt == [day] and stack.redis.exists(ROLLUP_DUE + day)
+    # And one more rebuild is asked for: the photo's own, debounced (the running one's
+    # finds it asked for already), which then rebuilds the day and leaves nothing due
+    assert asked == [(day,)]
+    _rebuild(rt, day)
+    assert rebuilt == [day, day] and not stack.redis.exists(ROLLUP_DUE + day)
+
+
+def test_the_running_rebuild_asks_again_when_the_photos_request_was_spent(
+        stack: Stack, rebuilt: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tasks.runtime import get_runtime
+    from pipeline.tasks.stages import _rebuild
+
+    rt = get_runtime()
+    day = "2025-03-03"
+    asked: list[tuple[Any, ...]] = []
+    monkeypatch.setattr("pipeline.tasks.stages.app.signature", lambda name, args, **_: type(
+        "S", (), {"apply_async": lambda self: asked.append(args)})())
+
+    def marked_meanwhile(store: Any, bucket: str, d: str) -> dict[str, int]:
+        rebuilt.append(d)
+        stack.redis.set(ROLLUP_DUE + d, "1")  # a photo ended; its request ran and returned
+        return {}
+
+    monkeypatch.setattr("pipeline.analytics.aggregates.aggregate_day", marked_meanwhile)
+    stack.redis.delete(f"shelf:aggregate-pending:{day}")
+    _rebuild(rt, day)
+    assert rebuilt == [day] and asked == [(day,)]
+    stack.redis.delete(ROLLUP_DUE + day, f"shelf:aggregate-pending:{day}")
 
 
 def test_beat_rebuilds_a_day_whose_rebuild_was_asked_for_and_never_ran(
