@@ -192,7 +192,8 @@ def parse_message(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: in
         raise MalformedEventError(f"body is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict):
         raise MalformedEventError("body is not a JSON object")
-    if _depth(doc) > MAX_DEPTH:
+    # (a body with fewer brackets than the cap cannot nest deeper: most are not walked)
+    if body.count("{") + body.count("[") > MAX_DEPTH and _depth(doc) > MAX_DEPTH:
         raise MalformedEventError(f"body is nested more than {MAX_DEPTH} deep")
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
         if _envelopes:
