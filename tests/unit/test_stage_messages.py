@@ -98,4 +98,4 @@ def test_a_rollup_that_cannot_be_scheduled_leaves_the_finished_photo_alone(
     # finished photo into a dead letter): the periodic rollup rebuilds the day
     schedule_aggregate(rt, "2025-06-02")  # type: ignore[arg-type]
 
-    assert "rollup of 2025-06-02 not scheduled" in caplog.text
+    assert "rollup of 2025-06-02 not asked for" in caplog.text
