@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.settings import Settings, get_settings
-from pipeline.storage.keys import result_key, upload_id
+from pipeline.storage.keys import bay_planogram_key, result_key, upload_id
 from pipeline.storage.s3 import ObjectStore, make_client
 from pipeline.synth.world import Photo, make_photo
 
@@ -79,7 +79,7 @@ def upload_photo(s: Settings, store: ObjectStore, photo: Photo, *, store_id: str
     """The bay's planogram into the config bucket, then the photo as a camera uploads it."""
     t = photo.truth
     display = str(t["display"])
-    store.put_json(s.s3.config_bucket, f"planograms/{store_id}/{aisle}/{bay}.json",
+    store.put_json(s.s3.config_bucket, bay_planogram_key(store_id, aisle, bay),
                    t["planogram"])
     key = f"{s.s3.raw_prefix}{store_id}/{aisle}/{bay}/{camera}/{name}.jpg"
     put_at = time.time()

@@ -101,6 +101,11 @@ def result_key(*, store: str, date: str, aisle: str, upload_id: str) -> str:
             f"aisle={partition_value(aisle)}/{upload_id}.json")
 
 
+def bay_planogram_key(store: str, aisle: str, bay: str) -> str:
+    """Where a bay's planogram is kept in the config bucket."""
+    return f"planograms/{store}/{aisle}/{bay}.json"
+
+
 def check_result_room(cam: CameraKey) -> None:
     """Refuse, before any work, an upload whose store, aisle or bay would make a key it ends
     under longer than S3 allows: its result (partition values are percent-encoded: up to 9
@@ -108,8 +113,7 @@ def check_result_room(cam: CameraKey) -> None:
     longest = {
         "result": result_key(store=cam.store, date="0000-00-00", aisle=cam.aisle,
                              upload_id="0" * 32),
-        "waiting": pending_key(f"planograms/{cam.store}/{cam.aisle}/{cam.bay}.json",
-                               "0" * 32)}
+        "waiting": pending_key(bay_planogram_key(cam.store, cam.aisle, cam.bay), "0" * 32)}
     for what, key in longest.items():
         size = len(key.encode("utf-8", "surrogatepass"))
         if size > MAX_S3_KEY_BYTES:

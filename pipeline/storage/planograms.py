@@ -13,6 +13,7 @@ from pydantic_core import ErrorDetails
 from pipeline.core.planogram import Planogram
 from pipeline.errors import ObjectNotFoundError, PlanogramError
 from pipeline.messages import PhotoRef
+from pipeline.storage.keys import bay_planogram_key
 from pipeline.storage.s3 import ObjectStore
 
 MAX_PLANOGRAM_BYTES = 512 * 1024
@@ -60,7 +61,7 @@ def _problem(error: ErrorDetails) -> str:
 def planogram_key(photo: PhotoRef) -> str:
     if photo.planogram_id:
         return f"planograms/by-id/{photo.planogram_id}.json"
-    return f"planograms/{photo.store}/{photo.aisle}/{photo.bay}.json"
+    return bay_planogram_key(photo.store, photo.aisle, photo.bay)
 
 
 def load_planogram(store: ObjectStore, bucket: str, photo: PhotoRef,
