@@ -91,9 +91,9 @@ _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 def _jpeg_scans(data: bytes) -> int:
-    """How many scans the primary image has; :class:`CorruptImageError` when its segments do
-    not follow one another (truncated, or bytes where a marker should be), or are so many
-    that reading them is itself the attack.
+    """How many scans the primary image has; :class:`CorruptImageError` when it has none, when
+    its segments do not follow one another (truncated, or bytes where a marker should be),
+    or when they are so many that reading them is itself the attack.
 
     Every segment is walked by its length, and between scans the entropy-coded data is
     skipped to the next marker: a comment can hold the bytes FF D9 without ending the image,
@@ -120,6 +120,8 @@ def _jpeg_scans(data: bytes) -> int:
                                     "0xff should be): damaged or padded data")
         marker = data[i + 1]
         if marker == 0xD9:  # end of image
+            if not scans:
+                raise CorruptImageError("JPEG without image data (no scan before its end)")
             return scans
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
@@ -169,8 +171,7 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
         return ImageFacts("HEIF", (w, h), 1, _exif_taken(heif.info.get("exif"),
                                                          now or datetime.now(UTC)))
     if fmt == "JPEG":
-        if _jpeg_scans(data) == 0:
-            raise CorruptImageError("JPEG without image data (no scan before its end)")
+        _jpeg_scans(data)
     elif data.rfind(b"IEND") <= 8:
         raise CorruptImageError(f"truncated {fmt}: the file ends before its last marker")
     try:

@@ -452,11 +452,11 @@ class Listener:
             self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url,
                                                      Entries=entries)
 
-    def _extend_if_slow(self, pending: list[dict[str, Any]], since: float) -> float:
+    def _extend_if_slow(self, messages: list[dict[str, Any]], since: float) -> float:
         """Past half the visibility timeout, give the batch's messages a full one again."""
         timeout = self.s.sqs.visibility_timeout_s
         if time.monotonic() - since > timeout / 2:
-            self._visibility(pending, timeout)
+            self._visibility(messages, timeout)
             return time.monotonic()
         return since
 

@@ -93,12 +93,16 @@ class CatalogIndex(BaseModel):
             return len(s.embedding) == dim and len(s.colour) == colour_len and bool(
                 np.isfinite(s.embedding).all() and np.isfinite(s.colour).all())
 
-        fit = [(sku, s) for sku, s in rows if fits(s)]
-        if len(fit) < len(rows):
-            bad = sorted({sku for sku, s in rows if not fits(s)})
+        fit, bad = [], set()
+        for sku, s in rows:
+            if fits(s):
+                fit.append((sku, s))
+            else:
+                bad.add(sku)
+        if bad:
             log.warning("catalog: %d signatures of %s are not %s's shape (%d-long finite "
                         "embeddings) and are left out: %s", len(rows) - len(fit),
-                        ", ".join(bad[:10]), embedder, dim,
+                        ", ".join(sorted(bad)[:10]), embedder, dim,
                         "`shelf catalog resign` signs them again")
         rows = fit
         if not rows:

@@ -61,6 +61,11 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
     if p.bucket != s.s3.raw_bucket:
         raise ForgedUrlError(f"photo in bucket {p.bucket!r}: only the raw bucket is read")
     cfg = s.ingest
+
+    def get(url: str) -> Download:
+        return fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s,
+                     deadline_s=cfg.download_deadline_s)
+
     got = None
     if p.url:
         try:
@@ -71,13 +76,9 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
                         p.key, exc)
         else:
             with contextlib.suppress(UrlRejectedError):
-                got = fetch(p.url, max_bytes=cfg.max_bytes,
-                            timeout_s=cfg.download_timeout_s,
-                            deadline_s=cfg.download_deadline_s)
+                got = get(p.url)
     if got is None:
-        url = rt.store.presign_get(p.bucket, p.key, s.s3.presign_expiry_s, p.version_id)
-        got = fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s,
-                    deadline_s=cfg.download_deadline_s)
+        got = get(rt.store.presign_get(p.bucket, p.key, s.s3.presign_expiry_s, p.version_id))
     got.check_version(version_id=p.version_id, etag=p.etag)
     return got
 
