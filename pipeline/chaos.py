@@ -38,6 +38,7 @@ from urllib.parse import quote_plus, urlsplit
 import cv2
 import numpy as np
 
+from pipeline.errors import TransientError
 from pipeline.settings import REPO_ROOT, get_settings
 from pipeline.storage.keys import outcome_key, upload_id
 from pipeline.storage.s3 import ObjectStore, make_client
@@ -420,13 +421,22 @@ class Campaign:
 
     # -- accounting -----------------------------------------------------------------------
     def _outcomes(self) -> dict[str, dict[str, Any]]:
+        """Each upload's outcome record, read straight from LocalStack. The campaign's load
+        can make LocalStack itself answer 503: the count waits that out (it is what is
+        measured, not part of the pipeline), rather than calling the campaign failed."""
         s3 = self.direct.s3
         out = {}
         for up in self.uploads:
-            head = self.store.head(s3.artifacts_bucket, outcome_key(up.upload_id))
-            if head is not None:
-                out[up.upload_id] = self.store.get_json(s3.artifacts_bucket,
-                                                        outcome_key(up.upload_id))
+            key = outcome_key(up.upload_id)
+            for attempt in range(6):
+                try:
+                    if self.store.head(s3.artifacts_bucket, key) is not None:
+                        out[up.upload_id] = self.store.get_json(s3.artifacts_bucket, key)
+                    break
+                except TransientError:
+                    if attempt == 5:
+                        raise
+                    time.sleep(0.5 * 2 ** attempt)
         return out
 
     def _drain(self, since: datetime) -> None:
