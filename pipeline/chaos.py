@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import random
 import signal
@@ -43,6 +44,8 @@ from pipeline.settings import REPO_ROOT, get_settings
 from pipeline.storage.keys import outcome_key, upload_id
 from pipeline.storage.s3 import ObjectStore, make_client
 from pipeline.supervise import die_with_parent
+
+log = logging.getLogger(__name__)
 
 # -- the fault proxy ------------------------------------------------------------------------
 
@@ -452,9 +455,12 @@ class Campaign:
                 break
             # What a beat would do: uploads quiet for a minute without an end go round again.
             if time.monotonic() - reconciled_at > 90:
-                r = reconcile(self.proxied, self.proxy_store, since=since, grace_s=60,
-                              enqueue=lambda m: send_stage("ingest", m))
-                self.report.reconciled += r.requeued
+                try:
+                    r = reconcile(self.proxied, self.proxy_store, since=since, grace_s=60,
+                                  enqueue=lambda m: send_stage("ingest", m))
+                    self.report.reconciled += r.requeued
+                except TransientError as exc:  # the proxy's faults: beat retries, so do we
+                    log.warning("campaign reconciliation cut short: %s", exc)
                 reconciled_at = time.monotonic()
             time.sleep(3)
         self.report.drain_s = time.monotonic() - start
