@@ -30,10 +30,12 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote_plus, urlsplit
 
 import cv2
@@ -46,6 +48,7 @@ from pipeline.storage.s3 import ObjectStore, make_client
 from pipeline.supervise import die_with_parent
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # -- the fault proxy ------------------------------------------------------------------------
 
@@ -423,23 +426,30 @@ class Campaign:
                 self.report.injected["Redis crash and restart"] += 1
 
     # -- accounting -----------------------------------------------------------------------
+    @staticmethod
+    def _patiently(call: Callable[[], T]) -> T:
+        """The campaign's own reads go straight to LocalStack, whose load can make it answer
+        503: they wait that out (they are what is measured, not part of the pipeline),
+        rather than calling the campaign failed."""
+        for attempt in range(5):
+            try:
+                return call()
+            except TransientError:
+                time.sleep(0.5 * 2 ** attempt)
+        return call()
+
+    def _read_if_there(self, bucket: str, key: str) -> Any:
+        return self.store.get_json(bucket, key) if self.store.head(bucket, key) else None
+
     def _outcomes(self) -> dict[str, dict[str, Any]]:
-        """Each upload's outcome record, read straight from LocalStack. The campaign's load
-        can make LocalStack itself answer 503: the count waits that out (it is what is
-        measured, not part of the pipeline), rather than calling the campaign failed."""
-        s3 = self.direct.s3
+        """Each upload's outcome record, read straight from LocalStack."""
+        bucket = self.direct.s3.artifacts_bucket
         out = {}
         for up in self.uploads:
             key = outcome_key(up.upload_id)
-            for attempt in range(6):
-                try:
-                    if self.store.head(s3.artifacts_bucket, key) is not None:
-                        out[up.upload_id] = self.store.get_json(s3.artifacts_bucket, key)
-                    break
-                except TransientError:
-                    if attempt == 5:
-                        raise
-                    time.sleep(0.5 * 2 ** attempt)
+            doc = self._patiently(partial(self._read_if_there, bucket, key))
+            if doc:
+                out[up.upload_id] = doc
         return out
 
     def _drain(self, since: datetime) -> None:
@@ -469,16 +479,18 @@ class Campaign:
         s3 = self.direct.s3
         outcomes = self._outcomes()
         by_upload: Counter[str] = Counter()
-        for key in self.store.list_keys(s3.results_bucket, "compliance/"):
+        for key in self._patiently(lambda: list(self.store.list_keys(s3.results_bucket,
+                                                                      "compliance/"))):
             by_upload[key.rsplit("/", 1)[-1].removesuffix(".json")] += 1
         sent = {u.upload_id for u in self.uploads}
         self.report.duplicated = sum(n - 1 for n in by_upload.values() if n > 1) + sum(
             n for uid, n in by_upload.items() if uid not in sent)
         letters = {}
-        for key in self.store.list_keys(s3.artifacts_bucket, "dead-letter/"):
+        for key in self._patiently(lambda: list(self.store.list_keys(s3.artifacts_bucket,
+                                                                      "dead-letter/"))):
             if "/unreadable/" in key:
                 continue
-            doc = self.store.get_json(s3.artifacts_bucket, key)
+            doc = self._patiently(partial(self.store.get_json, s3.artifacts_bucket, key))
             letters[doc["id"]] = doc
         for up in self.uploads:
             got = outcomes.get(up.upload_id)
