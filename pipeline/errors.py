@@ -75,6 +75,16 @@ class ObjectNotFoundError(PermanentError):
     """The object or bucket does not exist."""
 
 
+class ArtifactLostError(ObjectNotFoundError):
+    """An earlier stage's artifact is gone from S3 although the ledger marks that stage done
+    (a purge of the artifacts bucket, a restore of Redis from an older snapshot). Retrying
+    the stage cannot bring it back; the photo's chain starts again from ingest."""
+
+    def __init__(self, message: str, sha256: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+
+
 class DatasetError(PermanentError):
     """A folder that is not a readable labelled dataset."""
 

@@ -40,7 +40,8 @@ from prometheus_client import Counter, Histogram  # noqa: E402  (after the direc
 STAGE_SECONDS = Histogram("shelf_stage_duration_seconds", "Time a stage spent on one photo.",
                           ["stage"], buckets=BUCKETS)
 STAGE_RUNS = Counter("shelf_stage_runs_total", "Stage runs by outcome: success, skipped "
-                     "(artifact already there), retry, dead_letter.", ["stage", "outcome"])
+                     "(artifact already there), retry, redo (sent back to ingest: an "
+                     "artifact was gone), dead_letter.", ["stage", "outcome"])
 STAGE_FAILURES = Counter("shelf_stage_failures_total", "Stage failures by error class.",
                          ["stage", "error"])
 DEAD_LETTERS = Counter("shelf_dead_letters_total", "Dead letters by stage and reason.",

@@ -25,6 +25,8 @@ class Ledger(Protocol):
 
     def put(self, stage: str, subject: str, doc: dict[str, Any]) -> None: ...
 
+    def forget(self, stage: str, subject: str) -> None: ...
+
 
 class RedisLedger:
     def __init__(self, client: Redis) -> None:
@@ -47,6 +49,12 @@ class RedisLedger:
         except RedisError as exc:
             raise TransientError(f"redis ledger put: {exc}") from exc
 
+    def forget(self, stage: str, subject: str) -> None:
+        try:
+            self.client.delete(self.key(stage, subject))
+        except RedisError as exc:
+            raise TransientError(f"redis ledger forget: {exc}") from exc
+
 
 class MemoryLedger:
     """The same in a dict, for the benchmark's floor (it must not mark the real pipeline's
@@ -60,3 +68,6 @@ class MemoryLedger:
 
     def put(self, stage: str, subject: str, doc: dict[str, Any]) -> None:
         self.marks[(stage, subject)] = dict(doc)
+
+    def forget(self, stage: str, subject: str) -> None:
+        self.marks.pop((stage, subject), None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,8 +25,10 @@ from pipeline.core.result import PhotoResult
 from pipeline.core.routing import choose_route
 from pipeline.core.shelf import Detected, evaluate_shelves, split_by_score
 from pipeline.errors import (
+    ArtifactLostError,
     CorruptImageError,
     ForgedUrlError,
+    ObjectNotFoundError,
     PermanentError,
     PlanogramError,
     TransientError,
@@ -99,6 +102,26 @@ def capture_time(taken: str | None, msg: StageMessage, max_age_days: int) -> str
     return None
 
 
+def earlier_artifact(rt: Runtime, sha: str, bucket: str, key: str) -> bytes:
+    """An artifact an earlier stage wrote: one that is gone is an ``ArtifactLostError``, on
+    which the photo goes round again from ingest (see ``redo_from_ingest``)."""
+    try:
+        return rt.store.get_bytes(bucket, key)
+    except ObjectNotFoundError as exc:
+        raise ArtifactLostError(f"artifact s3://{bucket}/{key} is gone", sha) from exc
+
+
+def redo_from_ingest(rt: Runtime, msg: StageMessage, sha: str) -> StageMessage:
+    """The photo's message back at ingest with the stages before comply marked undone, so
+    that each writes its artifact again. The upload's result is per upload and written once:
+    a redo rewrites it only where the message already said to (``recompute``)."""
+    rt.ledger.forget("ingest", sha)
+    rt.ledger.forget("normalize", sha)
+    if msg.model:
+        rt.ledger.forget("detect", f"{sha}:{msg.model}")
+    return StageMessage(photo=msg.photo, recompute=msg.recompute)
+
+
 def filed_day(taken: str | None, msg: StageMessage) -> str:
     """The day a photo is filed under: the day it was taken (a :func:`capture_time`), else
     the day it was uploaded: a bay filed under its camera's reset clock would drop out of
@@ -166,7 +189,7 @@ def normalize(msg: StageMessage, rt: Runtime) -> StageMessage:
         kept = rt.images.pop(sha, None)
         # Ingest ran in this process: its image is the stored one but for JPEG's rounding.
         image = kept if kept is not None else decode_jpeg(
-            rt.store.get_bytes(bucket, artifact_key(sha, "ingested.jpg")))
+            earlier_artifact(rt, sha, bucket, artifact_key(sha, "ingested.jpg")))
         quality = measure_quality(image).to_json()
         rt.store.put_bytes(bucket, norm_key,
                            encode_jpeg(normalize_lighting(image), rt.settings.ingest.jpeg_quality),
@@ -204,7 +227,7 @@ def detect(msg: StageMessage, rt: Runtime) -> StageMessage:
     else:
         @functools.cache  # each artifact read once, whichever needs it first
         def artifact(name: str) -> npt.NDArray[np.uint8]:
-            return decode_jpeg(rt.store.get_bytes(bucket, artifact_key(sha, name)))
+            return decode_jpeg(earlier_artifact(rt, sha, bucket, artifact_key(sha, name)))
 
         image = artifact("normalized.jpg" if detector.files.normalized_lighting
                          else "ingested.jpg")
@@ -276,7 +299,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
         except PlanogramError as exc:  # the bay's file is broken: the photo's products are
             planogram, why_none = None, str(exc)  # still a result; it waits for a good one
         ref = msg.artifacts["detections"]
-        det = rt.store.get_json(ref.bucket, ref.key)
+        det = json.loads(earlier_artifact(rt, sha, ref.bucket, ref.key))
         planned = ({q.sku for shelf in planogram.shelves for q in shelf.positions}
                    if planogram else None)
         seen = name_detections(det, planned, s.recognition.threshold,

@@ -359,6 +359,37 @@ def test_reconcile_requeues_an_upload_that_left_no_trace(stack: Stack) -> None:
     assert (without.requeued, without.ended, len(heads)) == (0, 1, 1)
 
 
+def test_artifacts_gone_while_marked_done_are_written_again_not_dead_lettered(
+        stack: Stack) -> None:
+    from pipeline.storage.keys import outcome_key
+    from pipeline.tasks.stages import send_stage
+
+    # Given a photo worked to its result, every stage marked done in Redis
+    data, truth = photo_bytes(8)
+    key = "raw/S006/A02/B1/cam1/purged.jpg"
+    up = put_photo(stack, key, data, truth)
+    first = wait_result(stack, up)
+    wait_idle(stack)
+    # When its artifacts are purged from S3 (the marks stay) and the upload is sent round
+    # again with its result to be written anew, as reconciliation sends a lost one
+    bucket = stack.settings.s3.artifacts_bucket
+    for name in ARTIFACTS:
+        stack.store.delete(bucket, artifact_key(up.sha, name))
+    head = stack.s3.head_object(Bucket=stack.settings.s3.raw_bucket, Key=key)
+    send_stage("ingest", StageMessage(recompute=True, photo=PhotoRef(
+        bucket=stack.settings.s3.raw_bucket, key=key, url="", store="S006", aisle="A02",
+        bay="B1", camera="cam1", version_id=head.get("VersionId"))))
+    # Then the chain starts again from ingest: the artifacts are written again and the
+    # upload's one result is rewritten from them, with no dead letter
+    again = wait_result(stack, up, until=lambda d: d["completed_at"] != first["completed_at"])
+    wait_idle(stack)
+    assert again["detections"] == first["detections"]
+    assert all(stack.store.head(bucket, artifact_key(up.sha, n)) for n in ARTIFACTS)
+    assert len(result_keys(stack, up)) == 1
+    assert not [d for d in dead_letters(stack) if d.message.photo.key == key]
+    assert stack.store.get_json(bucket, outcome_key(up.upload_id))["dead_letter"] is None
+
+
 def test_sqs_dead_letters_are_listed_and_redriven(stack: Stack) -> None:
     from pipeline.operations import event_letters, redrive_events
 

@@ -99,3 +99,28 @@ def test_a_rollup_that_cannot_be_scheduled_leaves_the_finished_photo_alone(
     schedule_aggregate(rt, "2025-06-02")  # type: ignore[arg-type]
 
     assert "rollup of 2025-06-02 not asked for" in caplog.text
+
+
+def test_a_redo_from_ingest_forgets_the_photos_marks_and_carries_no_artifact() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.errors import ArtifactLostError, ObjectNotFoundError
+    from pipeline.storage.ledger import MemoryLedger
+    from pipeline.storage.memory import MemoryStore
+    from pipeline.tasks.steps import earlier_artifact, redo_from_ingest
+
+    ledger = MemoryLedger()
+    for stage, subject in [("ingest", SHA), ("normalize", SHA), ("detect", f"{SHA}:light/11"),
+                           ("comply", PHOTO["key"]), ("ingest", OTHER_SHA)]:
+        ledger.put(stage, subject, {"done": True})
+    rt: Any = SimpleNamespace(ledger=ledger, store=MemoryStore())
+    # A read of an earlier stage's artifact that is gone names the photo to redo
+    with pytest.raises(ArtifactLostError) as lost:
+        earlier_artifact(rt, SHA, S3.artifacts_bucket, artifact_key(SHA, "ingested.jpg"))
+    assert lost.value.sha256 == SHA and isinstance(lost.value, ObjectNotFoundError)
+    msg = message(model="light/11", recompute=True)
+    again = redo_from_ingest(rt, msg, SHA)
+    # The photo's own stage marks before comply are gone; the upload's and others' stay
+    assert set(ledger.marks) == {("comply", PHOTO["key"]), ("ingest", OTHER_SHA)}
+    assert again.artifacts == {} and again.sha256 is None and again.recompute
+    assert again.photo == msg.photo
