@@ -422,6 +422,7 @@ def _alive(pid: int) -> bool:
 def _dlq(args: argparse.Namespace) -> int:
     from pipeline.errors import PipelineError
     from pipeline.operations import event_letters, list_letters, redrive_events, replay
+    from pipeline.storage.redis import make_redis
     from pipeline.storage.s3 import ObjectStore, make_client
 
     s = get_settings()
@@ -454,7 +455,7 @@ def _dlq(args: argparse.Namespace) -> int:
             print(f"no such dead letter: {', '.join(sorted(missing))}", file=sys.stderr)
             return 1
     try:
-        print(f"replayed {replay(s, store, chosen)} dead letters")
+        print(f"replayed {replay(s, store, chosen, redis=make_redis(s.redis.url))} dead letters")
     except (ValueError, PipelineError) as exc:
         print(f"dlq replay refused: {exc}", file=sys.stderr)
         return 1

@@ -51,11 +51,18 @@ def list_letters(settings: Settings, store: ObjectStore) -> list[DeadLetter]:
 
 
 def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter], *,
-           automatic: bool = False) -> int:
+           redis: Redis | None = None, automatic: bool = False) -> int:
     """Send each letter's message to its stage again and mark the record replayed (and,
     ``automatic``, count one more of beat's replays). A letter is checked first (it is read
     back from a bucket): a known stage, the raw bucket's photo, artifacts in the pipeline's
-    buckets; the photo's URL is minted afresh by ingest."""
+    buckets; the photo's URL is minted afresh by ingest.
+
+    The upload is in flight again, so its recorded end (the outcome pointing at the letter,
+    and its flag in ``redis``) is dropped before the send: a replayed message lost on its way
+    (a Redis crash) leaves an upload without an end, which reconciliation sends round again,
+    rather than one that looks ended forever."""
+    from pipeline.storage.keys import ended_key, outcome_key
+    from pipeline.storage.redis import unflag
     from pipeline.tasks.stages import STEPS, check_message, send_stage
 
     for letter in letters:
@@ -67,11 +74,15 @@ def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter], *,
         msg = letter.message.model_copy(update={
             "photo": letter.message.photo.model_copy(update={"url": ""})})
         # Marked before it is sent: a replay that fails again at once writes its new letter
-        # after this mark, never under it. A send that fails puts the letter back.
+        # (and its new end) after this mark, never under it. A send that fails puts the
+        # letter back (the upload, if its end is already gone, is reconciliation's again).
         done = letter.model_copy(update={"replayed_at": datetime.now(UTC), "auto_replays": (
             letter.auto_replays + automatic)})
         store.put_json(bucket, dead_letter_key(letter.id), done.model_dump(mode="json"))
         try:
+            store.delete(bucket, outcome_key(msg.photo.upload_id))
+            if redis is not None:
+                unflag(redis, ended_key(msg.photo.upload_id))
             send_stage(letter.stage, msg)
         except BaseException:
             store.put_json(bucket, dead_letter_key(letter.id), letter.model_dump(mode="json"))
@@ -105,7 +116,7 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
                             "%s", letter_id, letter.auto_replays, letter.error)
             else:
                 try:
-                    sent += replay(settings, store, [letter], automatic=True)
+                    sent += replay(settings, store, [letter], redis=redis, automatic=True)
                 except TransientError as exc:  # the outage goes on: the next run tries again
                     log.warning("dead letter %s not sent round yet: %s", letter_id, exc)
                     continue

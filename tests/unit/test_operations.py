@@ -40,6 +40,11 @@ class FakeRedis:
     def exists(self, key: str) -> int:
         return int(key in self.keys)
 
+    def delete(self, key: str) -> int:
+        had = key in self.keys
+        self.keys.discard(key)
+        return int(had)
+
     def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
         if nx and key in self.keys:
             return False

@@ -79,3 +79,44 @@ def test_an_upload_deleted_since_is_not_brought_back() -> None:
 
     assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/kept.jpg"]
     assert (r.requeued, r.ignored) == (1, 1)
+
+
+def test_a_replayed_letter_whose_message_was_lost_is_sent_round_again(
+        monkeypatch: Any) -> None:
+    from pipeline.messages import DeadLetter, PhotoRef
+    from pipeline.operations import replay
+    from pipeline.storage.keys import dead_letter_key, ended_key, outcome_key, upload_id
+
+    class FlagRedis(DictRedis):
+        def delete(self, key: str) -> int:
+            return int(self.values.pop(key, None) is not None)
+
+    # Given an upload that ended as a dead letter, its end recorded in S3 and flagged in Redis
+    store, redis = VersionedStore(), FlagRedis()
+    s3, key = SETTINGS.s3, "raw/S1/A1/B1/c1/p.jpg"
+    store.put_bytes(s3.raw_bucket, key, b"jpg", "image/jpeg")
+    uid = upload_id(s3.raw_bucket, key, "v1")
+    letter = DeadLetter(id="ingest-0000000000000001", stage="ingest", error_type="TransientError",
+                        error="retries exhausted", attempts=11, failed_at=datetime.now(UTC),
+                        message=StageMessage(photo=PhotoRef(
+                            bucket=s3.raw_bucket, key=key, version_id="v1", store="S1",
+                            aisle="A1", bay="B1", camera="c1")))
+    assert letter.message.photo.upload_id == uid
+    store.put_json(s3.artifacts_bucket, dead_letter_key(letter.id), letter.model_dump(mode="json"))
+    store.put_json(s3.artifacts_bucket, outcome_key(uid), {"dead_letter": letter.id})
+    redis.set(ended_key(uid), "1")
+    sent: list[StageMessage] = []
+
+    def run() -> Any:
+        return reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1),
+                         grace_s=900, enqueue=sent.append, redis=redis)  # type: ignore[arg-type]
+
+    assert run().ended == 1 and not sent
+    # When a person replays it and the replayed message is lost on its way (a Redis crash)
+    monkeypatch.setattr("pipeline.tasks.stages.send_stage", lambda stage, msg: None)
+    assert replay(SETTINGS, store, [letter], redis=redis) == 1  # type: ignore[arg-type]
+    # Then the upload has no end on record, and reconciliation sends it round again
+    assert store.head(s3.artifacts_bucket, outcome_key(uid)) is None
+    again = run()
+    assert (again.ended, again.requeued) == (0, 1)
+    assert [m.photo.key for m in sent] == [key]
