@@ -100,6 +100,7 @@ class _Job:
     refused: list[RefusedRecord] = field(default_factory=list)  # records that are not S3's
     test_event: bool = False
     keep: bool = False  # a record must come back: leave the message on the queue
+    letters: list[dict[str, Any]] = field(default_factory=list)  # for the DLQ, sent together
 
 
 class Listener:
@@ -240,6 +241,7 @@ class Listener:
         for it in sent:
             self._count("enqueued")
             log.debug("enqueued %s/%s", it.rec.bucket, it.key)  # the stages log each photo
+        self._send_letters(jobs[:handled])
         again: list[dict[str, Any]] = []
         for job in jobs[:handled]:
             if not job.keep and not any(it.failed for it in job.items):
@@ -321,14 +323,14 @@ class Listener:
         m = job.m
         if job.malformed is not None:
             self._count("malformed")
-            self._dead_letter(m, m.get("Body", ""), job.malformed)
+            self._dead_letter(job, m.get("Body", ""), job.malformed)
             return
         if job.test_event:
             self._count("test_events")
             return
         for bad in job.refused:  # each on its own: the message's good records go on
             self._count("malformed")
-            self._dead_letter(m, json.dumps({"Records": [bad.raw]}), bad.reason)
+            self._dead_letter(job, json.dumps({"Records": [bad.raw]}), bad.reason)
         for it in job.items:
             rec = it.rec
             if it.state == "skip":
@@ -348,7 +350,7 @@ class Listener:
                             rec.bucket, _printable(it.key), exc)
             except Exception as exc:  # refused (PermanentError) or a bug: keep it, with why
                 self._count("refused")
-                self._dead_letter(m, json.dumps({"Records": [rec.model_dump(
+                self._dead_letter(job, json.dumps({"Records": [rec.model_dump(
                     mode="json", by_alias=True)]}), f"{type(exc).__name__}: {exc}")
             if it.state == "claimed" and it.msg is None:
                 with contextlib.suppress(Exception):  # else it expires with the visibility
@@ -408,8 +410,10 @@ class Listener:
                 log.warning("delete of a handled message failed (%s), it will come back as a "
                             "duplicate", failed.get("Code"))
 
-    def _dead_letter(self, m: dict[str, Any], body: str, reason: str) -> None:
-        """Keep ``body`` on the DLQ with the reason (shelf dlq events list / redrive)."""
+    def _dead_letter(self, job: _Job, body: str, reason: str) -> None:
+        """Keep ``body`` on the DLQ with the reason (shelf dlq events list / redrive): the
+        batch's letters are sent together once it is handled (``_send_letters``)."""
+        m = job.m
         reason = _printable(reason)[:1000]
         log.warning("event %s to the DLQ: %s", m.get("MessageId"), reason)
         data = body if isinstance(body, str) else repr(body)
@@ -419,11 +423,44 @@ class Listener:
         room = self.s.sqs.max_body_bytes - len(reason.encode()) - len(source.encode()) - 256
         if len(data.encode()) > room:
             data = json.dumps({"truncated": True, "head": data[:4096]})
-        self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=data or "(empty)",
-                              MessageAttributes={
-                                  "reason": {"DataType": "String", "StringValue": reason},
-                                  "source_message_id": {
-                                      "DataType": "String", "StringValue": source}})
+        job.letters.append({"MessageBody": data or "(empty)", "MessageAttributes": {
+            "reason": {"DataType": "String", "StringValue": reason},
+            "source_message_id": {"DataType": "String", "StringValue": source}}})
+
+    def _send_letters(self, jobs: list[_Job]) -> None:
+        """The letters of ``jobs`` in as few calls as SQS takes (ten letters, and the size
+        of one message, a call). A message whose letter SQS did not take stays on the queue
+        and comes back: its refusal is sent again then, never lost."""
+        limit = self.s.sqs.max_body_bytes
+        chunk: list[tuple[_Job, dict[str, Any]]] = []
+        size = 0
+        for job in jobs:
+            for letter in job.letters:
+                weight = _letter_bytes(letter)
+                if chunk and (len(chunk) == 10 or size + weight > limit):
+                    self._send_letter_chunk(chunk)
+                    chunk, size = [], 0
+                chunk.append((job, letter))
+                size += weight
+        if chunk:
+            self._send_letter_chunk(chunk)
+
+    def _send_letter_chunk(self, chunk: list[tuple[_Job, dict[str, Any]]]) -> None:
+        try:
+            resp = self.sqs.send_message_batch(QueueUrl=self.dlq_url, Entries=[
+                {"Id": str(i), **letter} for i, (_, letter) in enumerate(chunk)])
+        except (ClientError, BotoCoreError) as exc:
+            for job, _ in chunk:
+                job.keep = True
+            self._count("errors")
+            log.warning("%d events not taken by the DLQ, their messages come back: %s",
+                        len(chunk), exc)
+            return
+        for failed in resp.get("Failed", []):
+            chunk[int(failed["Id"])][0].keep = True
+            self._count("errors")
+            log.warning("an event not taken by the DLQ (%s), its message comes back",
+                        failed.get("Code"))
 
     def _return(self, messages: list[dict[str, Any]]) -> None:
         """Hand unprocessed messages back at once (visibility 0) instead of hiding them."""
@@ -471,6 +508,14 @@ class Listener:
 
 
 _MAX_BACK_OFF_S = 900
+
+
+def _letter_bytes(letter: dict[str, Any]) -> int:
+    """What SQS counts of a letter against a batch's size: its body and its attributes."""
+    attrs = letter["MessageAttributes"]
+    return len(letter["MessageBody"].encode()) + sum(
+        len(name) + len(a["DataType"]) + len(a["StringValue"].encode())
+        for name, a in attrs.items())
 
 
 def _printable(text: str) -> str:

@@ -544,3 +544,49 @@ def test_a_slow_batch_keeps_its_handled_messages_hidden_until_they_are_deleted(
     # Then no message it handled was seen by anyone else before it was deleted
     assert sorted(done) == keys and others == []
     assert _visible(isolated) == 0
+
+
+def test_a_batch_of_refusals_goes_to_the_dlq_in_few_calls_and_none_is_lost(
+        isolated: Isolated) -> None:
+    sqs = isolated.stack.sqs
+    _drain_test_event(isolated)
+    # Given a batch of ten hostile bodies, two of them near the size limit
+    big = "x" * (isolated.settings.sqs.max_body_bytes - 2000)
+    bodies = [f"not json {i}" for i in range(8)] + [big, big + "y"]
+    sqs.send_message_batch(QueueUrl=isolated.queue_url, Entries=[
+        {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)])
+    got = _receive_all(sqs, isolated.queue_url, 2)
+    assert len(got) == 10
+
+    class CountingSqs:  # the real SQS, counting the DLQ calls and failing one letter
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(sqs, name)
+
+        def send_message_batch(self, QueueUrl: str, Entries: list[Any]) -> Any:
+            self.calls.append(len(Entries))
+            refused = [e for e in Entries if e["MessageBody"] == "not json 3"]
+            resp = sqs.send_message_batch(QueueUrl=QueueUrl, Entries=[
+                e for e in Entries if e not in refused])
+            return {**resp, "Failed": [{"Id": e["Id"], "Code": "InternalError"}
+                                       for e in refused]}
+
+    counting = CountingSqs()
+    listener = Listener(isolated.settings, sqs=counting, store=isolated.stack.store,
+                        redis=isolated.stack.redis, enqueue=lambda m: None)
+    # When the listener handles them in one batch
+    listener._local.deferred = []
+    listener.handle_batch(got)
+    listener._delete_batch(listener._local.deferred)
+    # Then they go to the DLQ in a handful of calls, each within SQS's limits (ten letters,
+    # the size of one message), and the one letter SQS refused leaves its message on the queue
+    assert sum(counting.calls) == 10 and 2 <= len(counting.calls) <= 3
+    dead = _dlq_messages(isolated)
+    assert len(dead) == 9
+    assert "not json 3" not in {m["Body"] for m in dead}
+    left = sqs.get_queue_attributes(QueueUrl=isolated.queue_url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert left == {"ApproximateNumberOfMessages": "0",
+                    "ApproximateNumberOfMessagesNotVisible": "1"}  # backed off, then back
