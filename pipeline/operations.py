@@ -165,6 +165,7 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
         LEGACY_PENDING_PREFIX,
         PENDING_PREFIX,
         pending_planogram,
+        spellings,
     )
     from pipeline.storage.planograms import load_planogram, planogram_key
     from pipeline.tasks.stages import check_message, send_stage
@@ -174,7 +175,8 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
     waiting: dict[str, list[str]] = {}
     for key in store.list_keys(s3.artifacts_bucket, PENDING_PREFIX):
         waiting.setdefault(pending_planogram(key), []).append(key)
-    there = [k for plan in waiting if store.head(s3.config_bucket, plan) is not None
+    there = [k for plan in waiting
+             if any(store.head(s3.config_bucket, key) is not None for key in spellings(plan))
              for k in waiting[plan]]
     legacy = list(store.list_keys(s3.artifacts_bucket, LEGACY_PENDING_PREFIX))
     sent = 0

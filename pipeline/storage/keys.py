@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -36,8 +37,18 @@ def parse_raw_key(key: str, prefix: str = "raw/") -> CameraKey | None:
     parts = key[len(prefix):].split("/")
     if len(parts) < 5 or not all(parts[:4]) or not parts[-1]:
         return None
-    store, aisle, bay, camera = parts[:4]
+    # One store, aisle, bay or camera however its name's accents were spelled in Unicode:
+    # a Mac's files come decomposed (e + U+0301), most others composed (U+00E9). Composed
+    # (NFC) is the identity the planogram, the result's partitions and the rollups use.
+    store, aisle, bay, camera = (unicodedata.normalize("NFC", p) for p in parts[:4])
     return CameraKey(store, aisle, bay, camera, "/".join(parts[4:]))
+
+
+def spellings(key: str) -> list[str]:
+    """``key`` composed (NFC) and, where that differs, decomposed (NFD): the two ways an
+    uploader's tools write one name, in the order to look for them."""
+    composed, decomposed = (unicodedata.normalize(f, key) for f in ("NFC", "NFD"))
+    return [composed] if composed == decomposed else [composed, decomposed]
 
 
 # What a phone's camera roll or a sync tool copies beside the photos: videos (a Live Photo

@@ -6,6 +6,7 @@ import codecs
 import contextlib
 import json
 from typing import Any
+from unicodedata import normalize
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -13,7 +14,7 @@ from pydantic_core import ErrorDetails
 from pipeline.core.planogram import Planogram
 from pipeline.errors import ObjectNotFoundError, PlanogramError
 from pipeline.messages import PhotoRef
-from pipeline.storage.keys import bay_planogram_key
+from pipeline.storage.keys import bay_planogram_key, spellings
 from pipeline.storage.s3 import ObjectStore
 
 MAX_PLANOGRAM_BYTES = 512 * 1024
@@ -68,9 +69,11 @@ def load_planogram(store: ObjectStore, bucket: str, photo: PhotoRef,
                    max_bytes: int = MAX_PLANOGRAM_BYTES) -> Planogram | None:
     """The bay's planogram; None when there is none. Raises :class:`PlanogramError` for one
     that is too large, invalid, or names another store, aisle or bay."""
-    key = planogram_key(photo)
-    head = store.head(bucket, key)
-    if head is None:
+    for key in spellings(planogram_key(photo)):  # a bay's file named on a Mac: decomposed
+        head = store.head(bucket, key)
+        if head is not None:
+            break
+    else:
         return None
     size = int(head.get("ContentLength", 0))
     if size > max_bytes:
@@ -91,7 +94,7 @@ def load_planogram(store: ObjectStore, bucket: str, photo: PhotoRef,
         raise PlanogramError(f"invalid {where}: {problems}") from exc
     for field in ("store", "aisle", "bay"):
         planned, actual = getattr(plan, field), getattr(photo, field)
-        if planned is not None and planned != actual:
+        if planned is not None and normalize("NFC", planned) != normalize("NFC", actual):
             raise PlanogramError(f"planogram s3://{bucket}/{key} is for {field} {planned!r}, "
                                  f"the photo is from {actual!r}")
     return plan

@@ -16,6 +16,7 @@ import re
 import signal
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -171,7 +172,10 @@ def check_message(msg: StageMessage, settings: Settings) -> None:
         raise ForgedMessageError(f"photo in bucket {p.bucket!r}, not the raw bucket")
     cam = parse_raw_key(p.key, s3.raw_prefix)
     claimed = (p.store, p.aisle, p.bay, p.camera)
-    if claimed != ((cam.store, cam.aisle, cam.bay, cam.camera) if cam else ("unknown",) * 4):
+    # Composed as the key's own are (a message of a release that kept a Mac's decomposed
+    # accents names the same bay)
+    if tuple(unicodedata.normalize("NFC", v) for v in claimed) != (
+            (cam.store, cam.aisle, cam.bay, cam.camera) if cam else ("unknown",) * 4):
         raise ForgedMessageError(f"identity {claimed} is not the one its key says")
     if msg.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", msg.sha256):
         raise ForgedMessageError("sha256 is not a hex digest")

@@ -27,6 +27,7 @@ from tests.e2e.helpers import (
     photo_bytes,
     put,
     put_photo,
+    put_planogram,
     result_keys,
     versions,
     wait_dead_letter,
@@ -94,6 +95,24 @@ def test_keys_with_spaces_and_non_ascii(stack: Stack) -> None:
     assert result["store"] == "Store 7" and result["aisle"] == "Allée é"
     assert result_keys(stack, up)[0].startswith("compliance/store=Store%207/")
     assert "/aisle=All%C3%A9e%20%C3%A9/" in result_keys(stack, up)[0]
+
+
+def test_a_bay_named_with_decomposed_accents_is_the_same_bay(stack: Stack) -> None:
+    from unicodedata import normalize
+
+    # Given the bay's planogram saved under its composed name, and a photo uploaded from a
+    # Mac, whose file and folder names come decomposed (e + U+0301)
+    data, truth = photo_bytes(9)
+    composed = "raw/S009/All\u00e9e 3/Rayon \u00e9t\u00e9/cam1/p.jpg"
+    put_planogram(stack, composed, truth)
+    up = put(stack, normalize("NFD", composed), data)
+    # Then its result is the bay's: compliance against that planogram, filed under the
+    # composed aisle, as every other photo of the aisle is
+    result = wait_result(stack, up)
+    assert result["compliance"] is not None
+    assert (result["aisle"], result["bay"]) == ("All\u00e9e 3", "Rayon \u00e9t\u00e9")
+    assert result["source"]["key"] == normalize("NFD", composed)
+    assert "/aisle=All%C3%A9e%203/" in result_keys(stack, up)[0]
 
 
 def _event_body(stack: Stack, key: str) -> str:

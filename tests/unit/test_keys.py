@@ -22,6 +22,7 @@ from pipeline.storage.keys import (
     partition_value,
     pending_key,
     result_key,
+    spellings,
 )
 
 SHA = hashlib.sha256(b"shelf photo").hexdigest()
@@ -45,10 +46,13 @@ SHA = hashlib.sha256(b"shelf photo").hexdigest()
     ("raw/store-001//bay-03/cam-2/IMG_0001.jpg", None),
     ("raw/store-001/aisle-07/bay-03/cam-2/", None),
     ("raw//store-001/aisle-07/bay-03/cam-2", None),
+    ("raw/cafe\u0301 lyon/alle\u0301e/b1/c1/e\u0301te\u0301.jpg",  # as a Mac names them
+     CameraKey("caf\u00e9 lyon", "all\u00e9e", "b1", "c1", "e\u0301te\u0301.jpg")),
 ], ids=["valid", "valid-spaces-unicode", "wrong-prefix", "prefix-case-differs",
         "prefix-not-first", "too-few-segments", "camera-subfolders", "empty-subfolder",
         "prefix-only", "empty",
-        "empty-middle-segment", "trailing-slash", "leading-double-slash"])
+        "empty-middle-segment", "trailing-slash", "leading-double-slash",
+        "decomposed-accents-composed"])
 def test_parse_raw_key(key: str, expected: CameraKey | None) -> None:
     assert parse_raw_key(key) == expected
 
@@ -79,6 +83,17 @@ def test_a_key_off_the_layout_is_refused_saying_the_layout() -> None:
         with pytest.raises(InvalidKeyError) as refused:
             check_layout(key)
         assert "raw/{store}/{aisle}/{bay}/{camera}/{file}" in str(refused.value)
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("planograms/S1/A1/B1.json", ["planograms/S1/A1/B1.json"]),
+    ("planograms/S1/all\u00e9e/B1.json",
+     ["planograms/S1/all\u00e9e/B1.json", "planograms/S1/alle\u0301e/B1.json"]),
+    ("planograms/S1/alle\u0301e/B1.json",
+     ["planograms/S1/all\u00e9e/B1.json", "planograms/S1/alle\u0301e/B1.json"]),
+], ids=["ascii", "composed", "decomposed"])
+def test_spellings_of_a_key_composed_first(key: str, expected: list[str]) -> None:
+    assert spellings(key) == expected
 
 
 def test_parse_raw_key_honours_a_custom_prefix() -> None:

@@ -54,3 +54,20 @@ def test_a_planogram_that_cannot_be_used_says_why(body: bytes, said: str) -> Non
         _load(body)
 
     assert said in str(refused.value) and "planograms/S1/A1/B1.json" in str(refused.value)
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_a_bays_planogram_is_found_however_its_accents_were_spelled(form: str) -> None:
+    from unicodedata import normalize
+
+    # Given a photo of aisle "Allée" (its identity composed, as the key's parsing gives it)
+    # and the bay's planogram saved from a Mac (key and aisle field decomposed) or not
+    photo = PHOTO.model_copy(update={"key": "raw/S1/All\u00e9e/B1/c1/p.jpg",
+                                     "aisle": "All\u00e9e"})
+    store = MemoryStore()
+    aisle = normalize(form, "All\u00e9e")
+    store.put_bytes("cfg", f"planograms/S1/{aisle}/B1.json",
+                    json.dumps({**DOC, "aisle": aisle}).encode(), "application/json")
+    # Then it is the bay's planogram
+    plan = load_planogram(store, "cfg", photo)
+    assert plan is not None and plan.planogram_id == "PG-1"
