@@ -102,7 +102,7 @@ def test_a_bay_named_with_decomposed_accents_is_the_same_bay(stack: Stack) -> No
 
     # Given the bay's planogram saved under its composed name, and a photo uploaded from a
     # Mac, whose file and folder names come decomposed (e + U+0301)
-    data, truth = photo_bytes(9)
+    data, truth = photo_bytes(16)
     composed = "raw/S009/All\u00e9e 3/Rayon \u00e9t\u00e9/cam1/p.jpg"
     put_planogram(stack, composed, truth)
     up = put(stack, normalize("NFD", composed), data)
@@ -384,7 +384,7 @@ def test_artifacts_gone_while_marked_done_are_written_again_not_dead_lettered(
     from pipeline.tasks.stages import send_stage
 
     # Given a photo worked to its result, every stage marked done in Redis
-    data, truth = photo_bytes(8)
+    data, truth = photo_bytes(15)
     key = "raw/S006/A02/B1/cam1/purged.jpg"
     up = put_photo(stack, key, data, truth)
     first = wait_result(stack, up)
