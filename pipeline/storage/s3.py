@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -164,7 +164,7 @@ class ObjectStore:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
                                                                           Prefix=prefix)
-            for page in pages:
+            for page in _no_cycles(pages, f"list s3://{bucket}/{prefix}"):
                 for obj in page.get("Contents", []):
                     yield str(obj["Key"]), str(obj.get("ETag", ""))
         except (ClientError, BotoCoreError) as exc:
@@ -175,7 +175,7 @@ class ObjectStore:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix, Delimiter="/")
-            for page in pages:
+            for page in _no_cycles(pages, f"list s3://{bucket}/{prefix}"):
                 for common in page.get("CommonPrefixes", []):
                     yield str(common["Prefix"])
         except (ClientError, BotoCoreError) as exc:
@@ -190,7 +190,7 @@ class ObjectStore:
         try:
             pages = self.client.get_paginator("list_object_versions").paginate(
                 Bucket=bucket, Prefix=prefix)
-            for page in pages:
+            for page in _no_cycles(pages, f"list versions s3://{bucket}/{prefix}"):
                 deleted.update(str(m["Key"]) for m in page.get("DeleteMarkers", [])
                                if m.get("IsLatest"))
                 for v in page.get("Versions", []):
@@ -203,3 +203,21 @@ class ObjectStore:
             self.client.delete_object(Bucket=bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"delete s3://{bucket}/{key}") from exc
+
+
+_PAGE_TOKENS = ("NextContinuationToken", "NextKeyMarker", "NextVersionIdMarker", "NextMarker")
+
+
+def _no_cycles(pages: Iterable[dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
+    """``pages`` as they come, until one hands back a page token seen before: an endpoint
+    that sends a listing round in a cycle (botocore stops only a token repeated at once)
+    would otherwise list for ever. A ``TransientError``: the caller's next run lists anew."""
+    seen: set[tuple[str | None, ...]] = set()
+    for page in pages:
+        token = tuple(page.get(name) for name in _PAGE_TOKENS)
+        if any(token):
+            if token in seen:
+                raise TransientError(f"{what}: S3 sent a page token it had sent before; "
+                                     "the listing goes round in a cycle")
+            seen.add(token)
+        yield page

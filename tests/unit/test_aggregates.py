@@ -103,3 +103,35 @@ def test_s3_errors_that_may_pass_are_transient(code: str, transient: bool) -> No
                        "ResponseMetadata": {"HTTPStatusCode": status.get(code, 400)}},
                       "GetObject")
     assert isinstance(translate(exc, "get"), TransientError) is transient
+
+
+@pytest.mark.parametrize("listing", ["objects", "versions"])
+def test_a_listing_that_goes_round_in_a_cycle_stops_as_a_transient_fault(listing: str) -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from pipeline.errors import TransientError
+    from pipeline.storage.s3 import ObjectStore
+
+    # Given an S3 endpoint whose listing hands back page tokens A, B, then A again
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s")
+    stub = Stubber(client)
+    for i, token in enumerate(["A", "B", "A", "B"]):
+        if listing == "objects":
+            stub.add_response("list_objects_v2", {
+                "Contents": [{"Key": f"raw/{i}.jpg"}], "IsTruncated": True,
+                "NextContinuationToken": token})
+        else:
+            stub.add_response("list_object_versions", {
+                "Versions": [{"Key": f"raw/{i}.jpg", "VersionId": "v"}], "IsTruncated": True,
+                "NextKeyMarker": f"raw/{token}", "NextVersionIdMarker": token})
+    store = ObjectStore(client)
+    listed: list[str] = []
+    # Then the listing stops, saying why, at the page that hands back a token seen before
+    with stub, pytest.raises(TransientError, match="cycle"):
+        if listing == "objects":
+            listed.extend(store.list_keys("b", "raw/"))
+        else:
+            listed.extend(str(v["Key"]) for v in store.list_versions("b", "raw/"))
+    assert listed == ["raw/0.jpg", "raw/1.jpg"]
