@@ -74,7 +74,7 @@ from pipeline.tasks.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 Step = Callable[[StageMessage, Runtime], StageMessage]
-REDOS_PER_DAY = 3  # a photo's chain started again from ingest for lost artifacts
+REDOS_PER_DAY = 3  # an upload's chain started again from ingest for lost artifacts
 NEXT = {"ingest": "normalize", "normalize": "detect", "detect": "comply"}
 STEPS: dict[str, Step] = {"ingest": steps.ingest, "normalize": steps.normalize,
                           "detect": steps.detect, "comply": steps.comply}
@@ -361,9 +361,9 @@ def _attempt(task: Task, stage: str, msg: StageMessage) -> None:
         dead_letter(stage, timeout, attempts, msg)
     except ArtifactLostError as exc:
         metrics.STAGE_FAILURES.labels(stage, type(exc).__name__).inc()
-        # Every artifact is rebuilt from the photo, which is still in the raw bucket; a
-        # photo whose artifacts keep vanishing (so a redo that cannot end) is a dead letter.
-        if count(rt.redis, f"shelf:redo:{exc.sha256}", 24 * 3600) <= REDOS_PER_DAY:
+        # Every artifact is rebuilt from the photo, which is still in the raw bucket; an
+        # upload whose artifacts keep vanishing (so a redo that cannot end) is a dead letter.
+        if count(rt.redis, f"shelf:redo:{msg.photo.upload_id}", 24 * 3600) <= REDOS_PER_DAY:
             log.warning("%s: %s; the photo goes round again from ingest", stage, exc)
             send_stage("ingest", steps.redo_from_ingest(rt, msg, exc.sha256))
             metrics.STAGE_RUNS.labels(stage, "redo").inc()

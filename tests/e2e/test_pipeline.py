@@ -407,6 +407,18 @@ def test_artifacts_gone_while_marked_done_are_written_again_not_dead_lettered(
     assert len(result_keys(stack, up)) == 1
     assert not [d for d in dead_letters(stack) if d.message.photo.key == key]
     assert stack.store.get_json(bucket, outcome_key(up.upload_id))["dead_letter"] is None
+    # And an upload whose artifacts keep vanishing is not sent round for ever: past its
+    # redos of the day, it is a dead letter saying what is gone
+    from pipeline.tasks.stages import REDOS_PER_DAY
+
+    stack.redis.set(f"shelf:redo:{up.upload_id}", REDOS_PER_DAY)
+    for name in ARTIFACTS:
+        stack.store.delete(bucket, artifact_key(up.sha, name))
+    send_stage("ingest", StageMessage(recompute=True, photo=PhotoRef(
+        bucket=stack.settings.s3.raw_bucket, key=key, url="", store="S006", aisle="A02",
+        bay="B1", camera="cam1", version_id=head.get("VersionId"))))
+    letter = wait_dead_letter(stack, key, error_type="ArtifactLostError")
+    assert letter.stage == "comply" and "is gone" in letter.error
 
 
 def test_sqs_dead_letters_are_listed_and_redriven(stack: Stack) -> None:
