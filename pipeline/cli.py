@@ -483,8 +483,10 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(f"uploads since {since:%Y-%m-%d %H:%M:%S}: {r.scanned} checked, {r.ended} ended "
           f"(result or dead letter), {r.recent} younger than {grace:.0f} s, {verb} "
           f"{r.requeued} ({r.resent} sent round within {grace:.0f} s left to that copy); "
-          f"{r.ignored} objects are not photos the pipeline takes")
-    return 0
+          f"{r.ignored} objects are not photos the pipeline takes"
+          + (f"; {r.unchecked} not checked (S3 did not answer), run again" if r.unchecked
+             else ""))
+    return 1 if r.unchecked else 0
 
 
 def _recompute(args: argparse.Namespace) -> int:

@@ -175,14 +175,24 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
     waiting: dict[str, list[str]] = {}
     for key in store.list_keys(s3.artifacts_bucket, PENDING_PREFIX):
         waiting.setdefault(pending_planogram(key), []).append(key)
-    there = [k for plan in waiting
-             if any(store.head(s3.config_bucket, key) is not None for key in spellings(plan))
-             for k in waiting[plan]]
+
+    def arrived(plan: str) -> bool:
+        try:
+            return any(store.head(s3.config_bucket, k) is not None for k in spellings(plan))
+        except TransientError as exc:  # one bay's question, not the whole run's: the next
+            log.warning("recompute: %s not looked up yet: %s", plan, exc)  # run asks again
+            return False
+
+    there = [k for plan in waiting if arrived(plan) for k in waiting[plan]]
     legacy = list(store.list_keys(s3.artifacts_bucket, LEGACY_PENDING_PREFIX))
     sent = 0
     ready: dict[tuple[str, str, str, str], bool] = {}
     for key in there + legacy:
-        msg = StageMessage.model_validate(store.get_json(s3.artifacts_bucket, key))
+        try:
+            msg = StageMessage.model_validate(store.get_json(s3.artifacts_bucket, key))
+        except TransientError as exc:
+            log.warning("recompute: %s not read yet: %s", key, exc)
+            continue
         p = msg.photo
         if any(v is not None and getattr(p, k) != v for k, v in wanted.items()):
             continue
@@ -190,7 +200,7 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
         if plan not in ready:
             try:
                 ready[plan] = load_planogram(store, s3.config_bucket, p) is not None
-            except PlanogramError as exc:
+            except (PlanogramError, TransientError) as exc:
                 log.warning("uploads of %s/%s/%s keep waiting: %s", p.store, p.aisle, p.bay,
                             exc)
                 ready[plan] = False
@@ -216,6 +226,8 @@ class Reconciliation:
     # not uploads the pipeline takes: outside the prefix, folder markers, hidden files,
     # keys off the layout or unreadable (the listener dead-lettered those, saying why)
     ignored: int = 0
+    # S3 did not say whether they ended (a transient fault): the next run asks again
+    unchecked: int = 0
 
 
 def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_s: float,
@@ -275,8 +287,17 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
     ids = [upload_id(s3.raw_bucket, key, version or etag) for key, version, etag, _ in due]
     flags = [ended_key(i) for i in ids]
     known = flagged(redis, flags) if redis is not None else set()
+    fault: TransientError | None = None
     for (key, version, etag, v), uid, flag in zip(due, ids, flags, strict=True):
-        if flag in known or store.head(s3.artifacts_bucket, outcome_key(uid)):
+        try:
+            ended = flag in known or store.head(s3.artifacts_bucket, outcome_key(uid)) is not None
+        except TransientError as exc:  # one upload's question, not the whole run's: in a
+            # brownout any HEAD may fail, and a run that stopped at the first would never
+            # reach the uploads after it
+            out.unchecked += 1
+            fault = exc
+            continue
+        if ended:
             out.ended += 1
             continue
         msg = build_photo_message(settings, store, bucket=s3.raw_bucket, key=key,
@@ -291,6 +312,9 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
             # (its result may be gone), and finishing it is the point of sending it round.
             enqueue(msg.model_copy(update={"recompute": True}))
         out.requeued += 1
+    if fault is not None:
+        log.warning("reconcile: %d uploads not checked, S3 did not answer for them (%s); the "
+                    "next run asks again", out.unchecked, fault)
     return out
 
 

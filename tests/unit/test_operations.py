@@ -148,6 +148,30 @@ def test_only_the_uploads_of_bays_whose_planogram_arrived_are_read_and_sent_once
     assert not [k for k in store.gets if "/B2/" in k]
 
 
+def test_a_bay_s3_cannot_answer_for_waits_for_the_next_recompute_not_the_others(
+        sent: list[tuple[str, StageMessage]]) -> None:
+    from pipeline.errors import TransientError
+
+    class Brownout(MemoryStore):  # S3 fails every call about bay B2's planogram
+        def head(self, bucket: str, key: str) -> dict[str, object] | None:
+            if "/B2" in key and bucket == s.s3.config_bucket:
+                raise TransientError(f"head s3://{bucket}/{key}: 503 Service Unavailable")
+            return super().head(bucket, key)
+
+    # Given uploads waiting in two bays whose planograms both arrived
+    s, store = Settings(), Brownout()
+    for bay, n in (("B1", 1), ("B2", 2)):
+        m = _msg(bay, n)
+        store.put_json(s.s3.artifacts_bucket,
+                       pending_key(f"planograms/S1/A1/{bay}.json", m.photo.upload_id),
+                       m.model_dump(mode="json"))
+        store.put_bytes(s.s3.config_bucket, f"planograms/S1/A1/{bay}.json",
+                        json.dumps(PLAN).encode(), "application/json")
+    # When beat recomputes while S3 fails for B2
+    n = recompute_pending(s, store)
+    # Then B1's upload goes on, and B2's keeps waiting for a run S3 answers
+    assert n == 1 and [m.photo.key for _, m in sent] == ["raw/S1/A1/B1/c1/p1.jpg"]
+    assert list(store.list_keys(s.s3.artifacts_bucket, "pending/planograms/S1/A1/B2/"))
 
 
 def test_a_replay_cut_short_by_the_outage_is_tried_again_on_the_next_run(

@@ -120,3 +120,30 @@ def test_a_replayed_letter_whose_message_was_lost_is_sent_round_again(
     again = run()
     assert (again.ended, again.requeued) == (0, 1)
     assert [m.photo.key for m in sent] == [key]
+
+
+def test_an_upload_s3_cannot_answer_for_is_left_to_the_next_run_not_the_whole_run() -> None:
+    from pipeline.errors import TransientError
+
+    class Brownout(VersionedStore):  # S3 fails the HEAD of one upload's outcome
+        def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+            if key == failing:
+                raise TransientError(f"head s3://{bucket}/{key}: 503 Service Unavailable")
+            return super().head(bucket, key)
+
+    # Given three uploads an hour old with no end on record, and S3 failing for the second
+    store = Brownout()
+    for n in range(3):
+        store.put_bytes(SETTINGS.s3.raw_bucket, f"raw/S1/A1/B1/c1/p{n}.jpg", b"jpg",
+                        "image/jpeg")
+    from pipeline.storage.keys import outcome_key, upload_id
+
+    failing = outcome_key(upload_id(SETTINGS.s3.raw_bucket, "raw/S1/A1/B1/c1/p1.jpg", "v1"))
+    sent: list[StageMessage] = []
+    # When reconciliation runs
+    r = reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1), grace_s=900,
+                  enqueue=sent.append)
+    # Then the two it could ask about are sent round, and the third is left to the next run
+    assert sorted(m.photo.key for m in sent) == ["raw/S1/A1/B1/c1/p0.jpg",
+                                                 "raw/S1/A1/B1/c1/p2.jpg"]
+    assert (r.requeued, r.unchecked, r.ended) == (2, 1, 0)
