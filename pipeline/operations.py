@@ -253,11 +253,12 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         outcome_key,
         upload_id,
     )
-    from pipeline.storage.redis import claim, flagged
+    from pipeline.storage.redis import flagged
 
     s3 = settings.s3
     out = Reconciliation()
     cutoff = datetime.now(UTC).timestamp() - grace_s
+    window_s = max(grace_s, datetime.now(UTC).timestamp() - since.timestamp())
     due = []
     for v in store.list_versions(s3.raw_bucket, s3.raw_prefix):
         key = str(v["Key"])
@@ -304,8 +305,7 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
                                   version_id=version, etag=etag, size=int(v.get("Size", 0)),
                                   event_time=v["LastModified"])
         if not dry_run:
-            if redis is not None and not claim(redis, f"shelf:reconciled:{uid}", "1",
-                                               int(grace_s)):
+            if redis is not None and not _hold_for_resend(redis, uid, grace_s, window_s):
                 out.resent += 1
                 continue
             # Comply again even if its stage mark says done: the upload has no end on record
@@ -316,6 +316,21 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         log.warning("reconcile: %d uploads not checked, S3 did not answer for them (%s); the "
                     "next run asks again", out.unchecked, fault)
     return out
+
+
+def _hold_for_resend(redis: Redis, uid: str, grace_s: float, window_s: float) -> bool:
+    """Whether reconciliation may send ``uid`` round now, holding it if so: an upload sent
+    round waits ``grace_s`` before it may be sent again, twice that after a second send, and
+    so on. Under a backlog longer than the grace, its earlier copy is still queued: sending
+    every waiting upload again at each run would add a copy of the backlog each time."""
+    from pipeline.storage.redis import claim, count, number
+
+    sends = number(redis, f"shelf:resends:{uid}")
+    hold = grace_s * 2 ** min(sends, 12)
+    if not claim(redis, f"shelf:reconciled:{uid}", "1", int(min(hold, window_s))):
+        return False
+    count(redis, f"shelf:resends:{uid}", int(window_s))
+    return True
 
 
 @dataclass(frozen=True)

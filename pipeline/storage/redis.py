@@ -202,6 +202,15 @@ def count(client: redis.Redis, key: str, ttl_s: int) -> int:
         raise _translate(exc, "count") from exc
 
 
+def number(client: redis.Redis, key: str) -> int:
+    """The integer at ``key``; 0 when it is not set."""
+    try:
+        raw = client.get(key)
+    except RedisError as exc:
+        raise _translate(exc, "get") from exc
+    return int(raw) if raw else 0
+
+
 def flag(client: redis.Redis, key: str, ttl_s: int) -> None:
     """Set ``key`` for ``ttl_s`` seconds."""
     try:

@@ -30,40 +30,71 @@ class VersionedStore(MemoryStore):
 
 
 class DictRedis:
-    """What reconciliation asks of Redis: MGET and SET NX with expiry (the expiry ignored:
-    the runs below all fall within it)."""
+    """What reconciliation asks of Redis (MGET, GET, SET NX with expiry, INCR), on a clock
+    the test moves (``clock``, seconds)."""
 
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
+        self.expiry: dict[str, float] = {}
+        self.clock = 0.0
+
+    def _live(self, key: str) -> str | None:
+        if key in self.expiry and self.expiry[key] <= self.clock:
+            self.values.pop(key, None)
+            self.expiry.pop(key)
+        return self.values.get(key)
 
     def mget(self, keys: list[str]) -> list[str | None]:
-        return [self.values.get(k) for k in keys]
+        return [self._live(k) for k in keys]
+
+    def get(self, key: str) -> str | None:
+        return self._live(key)
 
     def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
-        if nx and key in self.values:
+        if nx and self._live(key) is not None:
             return False
         self.values[key] = value
+        if ex is not None:
+            self.expiry[key] = self.clock + ex
         return True
 
+    def pipeline(self) -> DictRedis:
+        self.queued: list[Any] = []
+        return self
 
-def test_an_upload_sent_round_is_not_sent_again_while_its_copy_may_be_on_its_way() -> None:
+    def incr(self, key: str) -> None:
+        self.queued.append(int(self._live(key) or 0) + 1)
+        self.values[key] = str(self.queued[-1])
+
+    def expire(self, key: str, ttl_s: int) -> None:
+        self.expiry[key] = self.clock + ttl_s
+
+    def execute(self) -> list[Any]:
+        return self.queued
+
+
+def test_an_upload_sent_round_waits_longer_each_time_while_its_copy_may_be_on_its_way(
+        ) -> None:
     # Given an upload an hour old with no result and no dead letter, under a backlog
     store, redis = VersionedStore(), DictRedis()
     store.put_bytes(SETTINGS.s3.raw_bucket, "raw/S1/A1/B1/c1/p.jpg", b"jpg", "image/jpeg")
     sent: list[StageMessage] = []
 
-    def run() -> Any:
+    def run(at: float) -> Any:
+        redis.clock = at
         return reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1),
                          grace_s=900, enqueue=sent.append, redis=redis)  # type: ignore[arg-type]
 
-    # When reconciliation runs three times within the grace period
-    first, second, third = run(), run(), run()
+    # When reconciliation runs every ten minutes for an hour and a half
+    runs = {at: run(at) for at in range(0, 5401, 600)}
 
-    # Then the upload is sent round once, and the later runs say they left it to that copy
-    assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/p.jpg"]
-    assert sent[0].recompute
-    assert (first.requeued, second.requeued, third.requeued) == (1, 0, 0)
-    assert (second.resent, third.resent) == (1, 1)
+    # Then it is sent round at once, again after the grace (900 s), again after twice the
+    # grace, and left to the copy on its way at every other run
+    sends = [at for at, r in runs.items() if r.requeued]
+    assert sends == [0, 1200, 3000]
+    assert all(r.resent == 1 for at, r in runs.items() if at not in sends)
+    assert len(sent) == 3 and all(m.recompute for m in sent)
+    assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/p.jpg"] * 3
 
 
 def test_an_upload_deleted_since_is_not_brought_back() -> None:
