@@ -41,7 +41,7 @@ from urllib.parse import quote_plus, urlsplit
 import cv2
 import numpy as np
 
-from pipeline.errors import TransientError
+from pipeline.errors import ObjectNotFoundError, TransientError
 from pipeline.settings import REPO_ROOT, get_settings
 from pipeline.storage.keys import outcome_key, upload_id
 from pipeline.storage.s3 import ObjectStore, make_client
@@ -439,7 +439,10 @@ class Campaign:
         return call()
 
     def _read_if_there(self, bucket: str, key: str) -> Any:
-        return self.store.get_json(bucket, key) if self.store.head(bucket, key) else None
+        try:  # one GET, not a HEAD and a GET, for each upload at every round
+            return self.store.get_json(bucket, key)
+        except ObjectNotFoundError:
+            return None
 
     def _outcomes(self) -> dict[str, dict[str, Any]]:
         """Each upload's outcome record, read straight from LocalStack."""

@@ -257,8 +257,9 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
 
     s3 = settings.s3
     out = Reconciliation()
-    cutoff = datetime.now(UTC).timestamp() - grace_s
-    window_s = max(grace_s, datetime.now(UTC).timestamp() - since.timestamp())
+    now = datetime.now(UTC).timestamp()
+    cutoff = now - grace_s
+    window_s = max(grace_s, now - since.timestamp())
     due = []
     for v in store.list_versions(s3.raw_bucket, s3.raw_prefix):
         key = str(v["Key"])

@@ -205,7 +205,8 @@ class ObjectStore:
             raise translate(exc, f"delete s3://{bucket}/{key}") from exc
 
 
-_PAGE_TOKENS = ("NextContinuationToken", "NextKeyMarker", "NextVersionIdMarker", "NextMarker")
+# What the two listings used here (list_objects_v2, list_object_versions) page by.
+_PAGE_TOKENS = ("NextContinuationToken", "NextKeyMarker", "NextVersionIdMarker")
 
 
 def _no_cycles(pages: Iterable[dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
