@@ -2,16 +2,18 @@
 
 On buckets and queues of its own, the campaign starts two workers and the listener under
 supervisors, with every S3 call of theirs going through a fault proxy in front of LocalStack
-(errors, throttling, latency). It uploads photos (most good, some bad, some into bays with
-no planogram), and meanwhile kills pool children, whole workers and the listener with
-SIGKILL, restarts Redis, sends duplicate events, and enqueues uploads again with expired
-pre-signed URLs. After the last upload it waits for the pipeline to drain, runs the
-reconciliation a beat would run, and checks every upload (bucket, key, version):
+(errors, throttling, latency, a bit flipped in one object body in a hundred). It uploads
+photos (most good, some bad, some into bays with no planogram), and meanwhile kills pool
+children, whole workers and the listener with SIGKILL, restarts Redis, sends duplicate
+events, and enqueues uploads again with expired pre-signed URLs. After the last upload it
+waits for the pipeline to drain, runs the reconciliation a beat would run, and checks every
+upload (bucket, key, version):
 
 - a good photo ends as exactly one result;
 - a bad input ends as a dead letter with its reason;
 - lost = uploads with neither; duplicated = uploads with more than one result, or results of
-  uploads never made. Either above zero fails the campaign (exit status 1).
+  uploads never made; misread = results whose photo is not the uploaded bytes (another
+  SHA-256). Any above zero fails the campaign (exit status 1).
 """
 
 from __future__ import annotations
@@ -59,7 +61,25 @@ class Faults:
     throttle_rate: float = 0.02  # 503 SlowDown
     latency_rate: float = 0.05  # 0.2-1.0 s added
     only_paths: str | None = None  # faults only for request paths containing this
+    # One bit flipped in an object's bytes on the way (a PUT's body to S3, a GET's body
+    # back; listings are left whole): what a link or a proxy that damages data does.
+    damage_rate: float = 0.0
     served: Counter[str] = field(default_factory=Counter)
+
+    def damage(self, command: str, path: str, body: bytes | None) -> bytes | None:
+        """``body``, one bit of it flipped at the damage rate when it is an object's."""
+        u = urlsplit(path)
+        if self.only_paths is not None and self.only_paths not in path:
+            return body
+        if not body or command not in ("GET", "PUT") or u.path.count("/") < 2 or any(
+                q in u.query for q in ("list-type", "versions", "uploads", "tagging")):
+            return body
+        if random.random() >= self.damage_rate:
+            return body
+        self.served["damaged"] += 1
+        out = bytearray(body)
+        out[random.randrange(len(out))] ^= 1 << random.randrange(8)
+        return bytes(out)
 
 
 class _Proxy(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -95,12 +115,14 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(random.uniform(0.2, 1.0))
         f.served["forwarded"] += 1
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
+        body = f.damage(self.command, self.path, self.rfile.read(length) if length else None)
         conn = http.client.HTTPConnection(*self.server.upstream, timeout=60)
         try:
             conn.request(self.command, self.path, body=body, headers=dict(self.headers))
             resp = conn.getresponse()
             data = resp.read()
+            if resp.status == 200:
+                data = f.damage(self.command, self.path, data) or data
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -179,6 +201,8 @@ class Report:
     bad_with_result: int = 0
     lost: int = 0
     duplicated: int = 0
+    # results whose photo is not the uploaded bytes (their SHA-256 another photo's)
+    misread: int = 0
     reconciled: int = 0
     drain_s: float = 0.0
     injected: Counter[str] = field(default_factory=Counter)
@@ -186,14 +210,16 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.bad_with_result == 0
+        return self.lost == 0 and self.duplicated == 0 and self.bad_with_result == 0 and \
+            self.misread == 0
 
     def to_json(self) -> dict[str, object]:
         return {"sent": self.sent, "good": self.good, "bad": self.bad, "results": self.results,
                 "dead_letters": dict(self.dead_letters),
                 "good_dead_lettered": self.good_dead_lettered,
                 "bad_with_result": self.bad_with_result, "lost": self.lost,
-                "duplicated": self.duplicated, "reconciled": self.reconciled,
+                "duplicated": self.duplicated, "misread": self.misread,
+                "reconciled": self.reconciled,
                 "drain_s": round(self.drain_s, 1), "injected": dict(self.injected),
                 "proxy": dict(self.proxy), "ok": self.ok}
 
@@ -207,6 +233,7 @@ class Report:
                   f"re-enqueued by reconciliation  {self.reconciled}",
                   f"lost               {self.lost}",
                   f"duplicated         {self.duplicated}",
+                  f"misread            {self.misread}",
                   f"time to drain      {self.drain_s:.1f} s",
                   "injected           " + ", ".join(f"{k} {v}" for k, v in
                                                       sorted(self.injected.items())),
@@ -228,7 +255,7 @@ class Campaign:
         self.pace = pace
         self.timeout_s = timeout_s
         self.report = Report()
-        self.faults = Faults()
+        self.faults = Faults(damage_rate=0.01)
         base = get_settings()
         sfx = uuid.uuid4().hex[:6]
         self.run_dir = base.run_dir / f"chaos-{sfx}"
@@ -482,9 +509,12 @@ class Campaign:
         s3 = self.direct.s3
         outcomes = self._outcomes()
         by_upload: Counter[str] = Counter()
+        result_keys: dict[str, str] = {}
         for key in self._patiently(lambda: list(self.store.list_keys(s3.results_bucket,
                                                                       "compliance/"))):
-            by_upload[key.rsplit("/", 1)[-1].removesuffix(".json")] += 1
+            uid = key.rsplit("/", 1)[-1].removesuffix(".json")
+            by_upload[uid] += 1
+            result_keys[uid] = key
         sent = {u.upload_id for u in self.uploads}
         self.report.duplicated = sum(n - 1 for n in by_upload.values() if n > 1) + sum(
             n for uid, n in by_upload.items() if uid not in sent)
@@ -500,6 +530,10 @@ class Campaign:
             has_result = by_upload.get(up.upload_id, 0) > 0
             if has_result:
                 self.report.results += 1
+                doc = self._patiently(partial(self.store.get_json, s3.results_bucket,
+                                              result_keys[up.upload_id]))
+                if doc.get("sha256") != up.sha:
+                    self.report.misread += 1
             if got is None and not has_result:
                 self.report.lost += 1
                 continue

@@ -7,7 +7,9 @@ bucket and key the message names, carrying a SigV4 signature; redirects are not 
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import logging
 import re
 import time
 import urllib.error
@@ -27,6 +29,17 @@ from pipeline.errors import (
 
 CHUNK = 1 << 20
 META_PREFIX = "x-amz-meta-"
+# A single-part upload's ETag is the MD5 of its bytes, except under KMS encryption (or a
+# customer's key); a multipart upload's is ``md5-of-md5s-N``, which the bytes alone cannot
+# check.
+_MD5_ETAG = re.compile(r"[0-9a-fA-F]{32}")
+_ETAG_NOT_MD5_SSE = ("aws:kms", "aws:kms:dsse")
+
+log = logging.getLogger(__name__)
+# Stores (scheme, host, bucket) whose single-part ETags turned out not to be the MD5 of the
+# bytes (an S3-compatible store that encrypts, or computes them its own way): not checked
+# again, rather than read twice for every photo.
+_ETAGS_NOT_MD5: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,18 @@ class Download:
     etag: str | None = None  # as S3 sent it, without quotes
     # When this version was written (Last-Modified); None when absent or unreadable.
     last_modified: datetime | None = None
+    # Whether the ETag is one the bytes can be checked against (an MD5 of them, as S3 says
+    # of a single-part upload that is not KMS- or customer-key encrypted).
+    etag_is_md5: bool = False
+
+    def damaged(self) -> str | None:
+        """Why these bytes are not the object's (their MD5 is not its ETag); None when they
+        are, or when nothing says what they should be."""
+        if not self.etag_is_md5 or self.etag is None:
+            return None
+        md5 = hashlib.md5(self.data, usedforsecurity=False).hexdigest()
+        return None if md5 == self.etag.lower() else f"MD5 {md5} of the bytes is not the ETag " \
+            f"{self.etag}"
 
     def check_version(self, *, version_id: str | None, etag: str | None) -> None:
         """Refuse bytes of another version than the event announced. A versioned bucket's
@@ -122,12 +147,45 @@ def _http_date(value: str | None) -> datetime | None:
         return None
 
 
+def _store_of(url: str) -> tuple[str, str, str]:
+    u = urlsplit(url)
+    return u.scheme, u.netloc.lower(), u.path.lstrip("/").split("/", 1)[0]
+
+
 def fetch(url: str, *, max_bytes: int, timeout_s: float,
           deadline_s: float | None = None) -> Download:
     """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims.
     ``timeout_s`` bounds each wait on the socket; ``deadline_s`` the whole download: a
     server that trickles bytes is a transient fault, well before the stage's time limit
-    would end the photo as a permanent one."""
+    would end the photo as a permanent one.
+
+    Bytes damaged on the way (a proxy or a link that flips them: plain HTTP has nothing
+    that would notice) are a transient fault, told by the ETag where it is the bytes' MD5:
+    hashed, decoded or refused as corrupt, they would be another photo, or a good one lost
+    to the dead letters. Where the bytes do not match it, they are read again: the same
+    bytes twice mean the store's ETags are not MD5s (not checked there again); a second
+    read that matches is the photo."""
+    got = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
+    store = _store_of(url)
+    if store in _ETAGS_NOT_MD5:
+        return got
+    why = got.damaged()
+    if why is None:
+        return got
+    again = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
+    if again.damaged() is None:
+        log.warning("download of %s damaged on the way (%s): read again", store, why)
+        return again
+    if again.data == got.data:
+        log.warning("the ETags of %s are not the MD5 of the objects' bytes (%s): downloads "
+                    "from it are not checked against them", "/".join(store), why)
+        _ETAGS_NOT_MD5.add(store)
+        return again
+    raise TransientError(f"download damaged on the way: {why}, and a second read differs")
+
+
+def _fetch_once(url: str, *, max_bytes: int, timeout_s: float,
+                deadline_s: float | None) -> Download:
     start = time.monotonic()
     try:
         with _OPENER.open(url, timeout=timeout_s) as resp:
@@ -153,8 +211,11 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
             metadata = {k.lower().removeprefix(META_PREFIX): v for k, v in resp.headers.items()
                         if k.lower().startswith(META_PREFIX)}
             etag = (resp.headers.get("ETag") or "").strip('"') or None
+            md5 = etag is not None and _MD5_ETAG.fullmatch(etag) is not None and \
+                resp.headers.get("x-amz-server-side-encryption") not in _ETAG_NOT_MD5_SSE \
+                and not resp.headers.get("x-amz-server-side-encryption-customer-algorithm")
             return Download(b"".join(chunks), metadata, etag,
-                            _http_date(resp.headers.get("Last-Modified")))
+                            _http_date(resp.headers.get("Last-Modified")), md5)
     except urllib.error.HTTPError as exc:
         if exc.code in (400, 401, 403):
             # 403: expired or badly signed; 400: signed with a session token that expired

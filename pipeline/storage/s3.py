@@ -29,7 +29,10 @@ _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTim
                     # a KMS key that is throttled or briefly unusable.
                     "ExpiredToken", "ExpiredTokenException", "RequestExpired",
                     "KMS.ThrottlingException", "KMS.KMSInvalidStateException",
-                    "KMS.DisabledException", "KMS.InternalException", "NoSuchBucket"}
+                    "KMS.DisabledException", "KMS.InternalException", "NoSuchBucket",
+                    # The body S3 received is not the one sent (its checksum or MD5 does not
+                    # match, or it ended early): damaged or cut on the way; sent again whole.
+                    "BadDigest", "XAmzContentChecksumMismatch", "IncompleteBody"}
 # A bucket that is not there is no missing object: read as "no such key", a missing config
 # bucket would silently mean an empty catalog and no planograms. It is waited for (a deploy
 # that creates it after the workers), and retried, like S3 away.

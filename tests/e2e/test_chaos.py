@@ -21,6 +21,7 @@ def test_short_fault_campaign_loses_nothing_and_counts_nothing_twice(stack: Stac
     assert report.lost == 0, report.format()
     assert report.duplicated == 0, report.format()
     assert report.bad_with_result == 0, report.format()
+    assert report.misread == 0, report.format()
     assert report.good_dead_lettered == 0, report.format()
     assert report.results == report.good
     assert sum(report.dead_letters.values()) == report.bad

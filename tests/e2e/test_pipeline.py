@@ -593,6 +593,41 @@ def test_transient_faults_are_retried_then_dead_lettered_when_they_last(
         pipeline_procs["cpu"] = start_worker(stack, tmp_path, "cpu", "worker-cpu-back")
 
 
+def test_bytes_damaged_on_the_way_are_read_and_written_again(
+        stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path) -> None:
+    import hashlib
+
+    from pipeline.chaos import Faults, start_proxy
+
+    # Given the CPU stages on a worker whose link to S3 flips a bit in a quarter of the
+    # objects' bytes, both ways: the photo it downloads, the artifacts it reads and writes
+    faults = Faults(error_rate=0.0, throttle_rate=0.0, latency_rate=0.0, damage_rate=0.25)
+    proxy, url = start_proxy(str(stack.settings.aws.endpoint_url), faults)
+    pipeline_procs["cpu"].stop()
+    damaging = start_worker(stack, tmp_path, "cpu", "worker-damaging-link",
+                            {"SHELF_AWS__ENDPOINT_URL": url,
+                             "SHELF_CELERY__BACKOFF_BASE_S": "0.2",
+                             "SHELF_CELERY__BACKOFF_MAX_S": "1"})
+    try:
+        uploads = []
+        for i in range(3):
+            data, truth = photo_bytes(40 + i)
+            uploads.append((put_photo(stack, f"raw/S040/A01/B1/cam1/damaged-{i}.jpg", data,
+                                      truth), data))
+        # Then each photo ends as one result of its own bytes (its id their SHA-256), none as
+        # a corrupt photo or a dead letter
+        for up, data in uploads:
+            result = wait_result(stack, up, timeout_s=150)
+            assert result["sha256"] == hashlib.sha256(data).hexdigest()
+            assert len(result_keys(stack, up)) == 1
+        assert faults.served["damaged"] >= 1
+        assert not [d for d in dead_letters(stack) if d.message.photo.store == "S040"]
+    finally:
+        damaging.stop()
+        proxy.shutdown()
+        pipeline_procs["cpu"] = start_worker(stack, tmp_path, "cpu", "worker-cpu-back")
+
+
 def test_a_photo_that_kills_its_worker_every_time_is_dead_lettered(
         stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
         slow_model_env: dict[str, str]) -> None:

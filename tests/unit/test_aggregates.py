@@ -91,7 +91,9 @@ def test_a_result_s3_will_not_give_is_left_out_not_fatal_to_its_day(refusal: str
 
 @pytest.mark.parametrize(("code", "transient"), [
     ("ExpiredToken", True), ("SlowDown", True), ("KMS.DisabledException", True),
-    ("NoSuchBucket", True), ("AccessDenied", False), ("NoSuchKey", False)])
+    ("NoSuchBucket", True), ("AccessDenied", False), ("NoSuchKey", False),
+    # a body damaged or cut on its way to S3: sent again, it arrives whole
+    ("BadDigest", True), ("XAmzContentChecksumMismatch", True), ("IncompleteBody", True)])
 def test_s3_errors_that_may_pass_are_transient(code: str, transient: bool) -> None:
     from botocore.exceptions import ClientError
 

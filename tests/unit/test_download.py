@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.errors import PermanentError, TooLargeError, TransientError
+from pipeline.storage import download
 from pipeline.storage.download import Download, fetch
 
 BODY = bytes(range(256)) * 64  # 16 KiB
@@ -117,6 +119,74 @@ def test_bytes_of_another_version_than_announced_are_refused(
     else:
         with pytest.raises(PermanentError, match="replaced since its event"):
             got.check_version(version_id=version_id, etag=announced)
+
+
+def _damaged(body: bytes, at: int) -> bytes:
+    out = bytearray(body)
+    out[at] ^= 0x10
+    return bytes(out)
+
+
+def _s3_response(body: bytes, etag: str, extra: str = "") -> bytes:
+    """A single-part S3 object as a pre-signed GET returns it, ``etag`` its ETag."""
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+            f'Content-Length: {len(body)}\r\nETag: "{etag}"\r\n{extra}\r\n').encode() + body
+
+
+MD5 = hashlib.md5(BODY).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_stores() -> Iterator[None]:
+    yield
+    download._ETAGS_NOT_MD5.clear()
+
+
+def test_bytes_damaged_on_the_way_are_read_again(serve: Serve) -> None:
+    # Given a link that flips a bit of the first read, not of the second
+    url = serve(_s3_response(_damaged(BODY, 5000), MD5))
+    serve(_s3_response(BODY, MD5))
+    # Then the photo's own bytes come back
+    assert fetch(url, max_bytes=1 << 20, timeout_s=5).data == BODY
+
+
+def test_bytes_damaged_twice_are_a_transient_fault(serve: Serve) -> None:
+    url = serve(_s3_response(_damaged(BODY, 5000), MD5))
+    serve(_s3_response(_damaged(BODY, 9000), MD5))
+    with pytest.raises(TransientError, match="damaged on the way"):
+        fetch(url, max_bytes=1 << 20, timeout_s=5)
+
+
+def test_a_store_whose_etags_are_not_md5s_is_read_twice_once(serve: Serve) -> None:
+    # Given a store whose ETags look like MD5s but are not (an S3-compatible store that
+    # encrypts): the same bytes twice
+    opaque = "0123456789abcdef0123456789abcdef"
+    url = serve(_s3_response(BODY, opaque))
+    serve(_s3_response(BODY, opaque))
+    assert fetch(url, max_bytes=1 << 20, timeout_s=5).data == BODY
+    # Then its next objects are read once, unchecked
+    other = serve(_s3_response(BODY[::-1], opaque))
+    assert fetch(other, max_bytes=1 << 20, timeout_s=5).data == BODY[::-1]
+
+
+@pytest.mark.parametrize("etag, extra", [
+    (f"{MD5[:31]}0-2", ""),  # a multipart upload's
+    ("0123456789abcdef0123456789abcdef", "x-amz-server-side-encryption: aws:kms\r\n"),
+    ("0123456789abcdef0123456789abcdef",
+     "x-amz-server-side-encryption-customer-algorithm: AES256\r\n"),
+])
+def test_etags_that_are_no_md5_of_the_bytes_are_not_checked(serve: Serve, etag: str,
+                                                            extra: str) -> None:
+    # One answer only: a second read would find the test's server gone
+    got = fetch(serve(_s3_response(BODY, etag, extra)), max_bytes=1 << 20, timeout_s=5)
+    assert got.data == BODY
+    assert got.damaged() is None
+
+
+def test_an_etag_in_capitals_checks_as_well(serve: Serve) -> None:
+    got = fetch(serve(_s3_response(BODY, MD5.upper())), max_bytes=1 << 20, timeout_s=5)
+    assert got.damaged() is None
+    assert Download(_damaged(BODY, 1), {}, MD5.upper(), etag_is_md5=True).damaged() is not None
 
 
 def test_a_server_that_trickles_its_bytes_is_a_transient_fault_at_the_deadline() -> None:
