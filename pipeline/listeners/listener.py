@@ -26,6 +26,7 @@ finishes the current message and hands the rest of the batch back (visibility 0)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -75,6 +76,7 @@ class Stats:
     refused: int = 0
     failed: int = 0
     errors: int = 0
+    damaged: int = 0  # bodies not as SQS sent them (its MD5 says): left for redelivery
 
 
 @dataclass
@@ -97,6 +99,7 @@ class _Job:
     m: dict[str, Any]
     items: list[_Item] = field(default_factory=list)
     malformed: str | None = None
+    damaged: str | None = None  # why the body is not the one SQS sent
     refused: list[RefusedRecord] = field(default_factory=list)  # records that are not S3's
     test_event: bool = False
     keep: bool = False  # a record must come back: leave the message on the queue
@@ -257,6 +260,9 @@ class Listener:
     def _prepare(self, m: dict[str, Any]) -> _Job:
         """Parse a message and sort its records; no side effects yet."""
         cfg = self.s.sqs
+        damaged = _damaged(m)
+        if damaged is not None:
+            return _Job(m, damaged=damaged)
         try:
             parsed = parse_message(m.get("Body", ""), max_bytes=cfg.max_body_bytes,
                                    max_records=cfg.max_records)
@@ -321,6 +327,12 @@ class Listener:
 
     def _handle(self, job: _Job, token: str) -> None:
         m = job.m
+        if job.damaged is not None:  # the event it holds is whole on the queue: read again
+            job.keep = True
+            self._count("damaged")
+            log.warning("message %s damaged on the way (%s): left for redelivery",
+                        m.get("MessageId"), job.damaged)
+            return
         if job.malformed is not None:
             self._count("malformed")
             self._dead_letter(job, m.get("Body", ""), job.malformed)
@@ -508,6 +520,18 @@ class Listener:
 
 
 _MAX_BACK_OFF_S = 900
+
+
+def _damaged(m: dict[str, Any]) -> str | None:
+    """Why a received message's body is not the one SQS holds (its MD5 is not the
+    ``MD5OfBody`` SQS sent with it); None when it is, or when SQS sent none. Damaged on
+    the way, a body would be refused as malformed, or name another key, though the event
+    on the queue is whole."""
+    sent, body = m.get("MD5OfBody"), m.get("Body", "")
+    if not isinstance(sent, str) or not isinstance(body, str):
+        return None
+    got = hashlib.md5(body.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+    return None if got == sent.lower() else f"MD5 {got} of its body, not SQS's {sent[:40]}"
 
 
 def _letter_bytes(letter: dict[str, Any]) -> int:

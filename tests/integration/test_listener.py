@@ -478,6 +478,49 @@ def test_records_redis_refuses_to_claim_come_back_and_are_never_dead_lettered(
     assert [m.photo.key for m in done] == [key]
 
 
+class _SqsDamagingOnce:
+    """The real SQS client, but the first message it receives has a byte of its body
+    changed on the way: the key it names reads ``damagec`` for ``damaged``."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.damaged = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        resp = dict(self.real.receive_message(**kwargs))
+        for m in resp.get("Messages", []):
+            if not self.damaged and "damaged.jpg" in m["Body"]:
+                m["Body"] = m["Body"].replace("damaged.jpg", "damagec.jpg")
+                self.damaged += 1
+        return resp
+
+
+def test_a_message_damaged_on_the_way_is_read_again_not_taken_as_it_came(
+        isolated: Isolated) -> None:
+    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
+    _drain_test_event(isolated)
+    key = "raw/S1/A1/B1/c1/damaged.jpg"
+    s3.put_object(Bucket=raw, Key=key, Body=b"x")
+    # Given a link that changes a byte of the first message received (its MD5 no longer
+    # SQS's), and a one-second visibility timeout
+    done: list[StageMessage] = []
+    listener = _listener(isolated, done.append)
+    listener.s.sqs.visibility_timeout_s = 1
+    listener.sqs = _SqsDamagingOnce(isolated.stack.sqs)
+    deadline = time.time() + 20
+    while not done and time.time() < deadline:
+        listener.poll_once()
+    # Then the damaged copy names no photo and goes to no dead-letter queue: the event,
+    # read again, enqueues the photo it names
+    assert [m.photo.key for m in done] == [key]
+    assert listener.sqs.damaged == 1 and listener.stats.damaged == 1
+    assert listener.stats.malformed == 0 and listener.stats.refused == 0
+    assert _dlq_messages(isolated, seconds=1) == []
+
+
 def test_a_message_left_by_a_transient_fault_comes_back_later_each_time(
         isolated: Isolated) -> None:
     s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
