@@ -130,19 +130,25 @@ def index_transient_letters(settings: Settings, store: ObjectStore, redis: Redis
     """Build the index of letters waiting to be sent round from the letters in S3, once: a
     Redis restarted without its data (or a letter whose message to the dead-letter queue
     was lost with it) would otherwise leave them waiting for a person. Returns how many
-    were indexed; 0 when the index was there."""
+    were indexed; 0 when the index was there. A letter S3 does not hand over (a brownout)
+    leaves the index to be built again at the next run, with the others indexed now."""
     from pipeline.tasks.deadletter import read_letters
     from pipeline.tasks.stages import AUTO_REPLAYED, TRANSIENT_LETTERS, TRANSIENT_LETTERS_BUILT
 
     if redis.exists(TRANSIENT_LETTERS_BUILT):
         return 0
+    unread: list[str] = []
     due = {d.id: d.failed_at.timestamp()
-           for d in read_letters(store, settings.s3.artifacts_bucket)
+           for d in read_letters(store, settings.s3.artifacts_bucket, unread=unread)
            if d.error_type in AUTO_REPLAYED and d.replayed_at is None}
     ids = list(due)
     for i in range(0, len(ids), 1000):
         redis.zadd(TRANSIENT_LETTERS, {k: due[k] for k in ids[i:i + 1000]})
-    redis.set(TRANSIENT_LETTERS_BUILT, datetime.now(UTC).isoformat())
+    if unread:
+        log.warning("dead letters: %d not read (S3 did not answer), indexed at the next run: "
+                    "%s", len(unread), ", ".join(unread[:3]))
+    else:
+        redis.set(TRANSIENT_LETTERS_BUILT, datetime.now(UTC).isoformat())
     if ids:
         log.warning("dead letters: %d of transient faults indexed again from S3", len(ids))
     return len(ids)

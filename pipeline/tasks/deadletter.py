@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from pipeline.errors import ObjectNotFoundError
+from pipeline.errors import ObjectNotFoundError, TransientError
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.storage.keys import dead_letter_key
 from pipeline.storage.s3 import ObjectStore
@@ -57,15 +57,24 @@ def read_letter(store: ObjectStore, bucket: str, letter_id: str) -> DeadLetter |
         return None
 
 
-def read_letters(store: ObjectStore, bucket: str, *, seen: set[str] | None = None
-                 ) -> Iterator[DeadLetter]:
+def read_letters(store: ObjectStore, bucket: str, *, seen: set[str] | None = None,
+                 unread: list[str] | None = None) -> Iterator[DeadLetter]:
     """Replayable letters (unreadable messages live apart, under ``unreadable/``). With
     ``seen``, letters whose key is in it are skipped and every key read is added to it, so a
-    watcher reads each letter once."""
+    watcher reads each letter once. With ``unread``, a letter S3 does not hand over (a
+    transient fault) is added to it and the others go on, instead of the fault ending the
+    reading."""
     for key in store.list_keys(bucket, PREFIX):
         if key.startswith(f"{PREFIX}unreadable/") or (seen is not None and key in seen):
             continue
+        try:
+            letter = _letter(store, bucket, key)
+        except TransientError:
+            if unread is None:
+                raise
+            unread.append(key)
+            continue
         if seen is not None:
             seen.add(key)
-        if (letter := _letter(store, bucket, key)) is not None:
+        if letter is not None:
             yield letter

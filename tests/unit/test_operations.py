@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pipeline.errors import TransientError
 from pipeline.messages import DeadLetter, PhotoRef, StageMessage
 from pipeline.operations import recompute_pending, replay_transient
 from pipeline.settings import Settings
@@ -122,6 +123,44 @@ def test_letters_are_indexed_again_from_s3_after_redis_lost_its_data(
     store.gets.clear()
     assert replay_transient(s, store, redis, now=NOW) == 0  # type: ignore[arg-type]
     assert not store.gets
+
+
+class _BrownoutStore(CountingStore):
+    """Fails the reads of the keys in ``failing`` with S3's transient fault."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: set[str] = set()
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        if key in self.failing:
+            raise TransientError(f"get s3://{bucket}/{key}: SlowDown")
+        return super().get_bytes(bucket, key)
+
+
+def test_a_letter_s3_does_not_hand_over_leaves_the_index_to_the_next_run(
+        sent: list[tuple[str, StageMessage]]) -> None:
+    # Given two outage letters in S3 that Redis no longer knows, and S3 in a brownout that
+    # fails the read of the second one
+    s, store, redis = Settings(), _BrownoutStore(), FakeRedis()
+    letters = [_letter(1, "TransientError", 1200), _letter(2, "TransientError", 1200)]
+    for letter in letters:
+        store.put_json(s.s3.artifacts_bucket, dead_letter_key(letter.id),
+                       letter.model_dump(mode="json"))
+    store.failing = {dead_letter_key(letters[1].id)}
+
+    # When beat's reconciliation runs, the first one is sent round all the same
+    assert replay_transient(s, store, redis, now=NOW) == 1  # type: ignore[arg-type]
+    assert [m.photo.key for _, m in sent] == ["raw/S1/A1/B1/c1/p1.jpg"]
+
+    # Then, S3 back, the next run reads the letters again and sends the second round, once
+    store.failing.clear()
+    assert replay_transient(s, store, redis, now=NOW) == 1  # type: ignore[arg-type]
+    assert [m.photo.key for _, m in sent] == ["raw/S1/A1/B1/c1/p1.jpg",
+                                             "raw/S1/A1/B1/c1/p2.jpg"]
+    store.gets.clear()
+    assert replay_transient(s, store, redis, now=NOW) == 0  # type: ignore[arg-type]
+    assert not store.gets  # built now: the index is read, not S3
 
 
 def test_only_the_uploads_of_bays_whose_planogram_arrived_are_read_and_sent_once(
