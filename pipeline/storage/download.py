@@ -174,7 +174,8 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
         return got
     again = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
     if again.damaged() is None:
-        log.warning("download of %s damaged on the way (%s): read again", store, why)
+        log.warning("download from %s damaged on the way (%s): read again", "/".join(store),
+                    why)
         return again
     if again.data == got.data:
         log.warning("the ETags of %s are not the MD5 of the objects' bytes (%s): downloads "
