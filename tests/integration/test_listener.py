@@ -76,6 +76,15 @@ def _listener(iso: Isolated, enqueue: Any) -> Listener:
                     redis=iso.stack.redis, enqueue=enqueue)
 
 
+def _one_upload(iso: Isolated, key: str, enqueue: Any) -> Listener:
+    """A listener with a one-second visibility timeout, and one upload's event waiting."""
+    _drain_test_event(iso)
+    iso.stack.s3.put_object(Bucket=iso.settings.s3.raw_bucket, Key=key, Body=b"x")
+    listener = _listener(iso, enqueue)
+    listener.s.sqs.visibility_timeout_s = 1
+    return listener
+
+
 def test_notification_delivers_every_upload_under_the_prefix_whatever_its_name(
         isolated: Isolated) -> None:
     s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
@@ -456,14 +465,10 @@ class _RedisRefusing:
 
 def test_records_redis_refuses_to_claim_come_back_and_are_never_dead_lettered(
         isolated: Isolated) -> None:
-    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
-    _drain_test_event(isolated)
     key = "raw/S1/A1/B1/c1/misconf.jpg"
-    s3.put_object(Bucket=raw, Key=key, Body=b"x")
-    # Given Redis refusing writes with an error that is not a connection failure
     done: list[StageMessage] = []
-    listener = _listener(isolated, done.append)
-    listener.s.sqs.visibility_timeout_s = 1
+    listener = _one_upload(isolated, key, done.append)
+    # Given Redis refusing writes with an error that is not a connection failure
     listener.redis = _RedisRefusing(isolated.stack.redis)  # type: ignore[assignment]
     deadline = time.time() + 10
     while listener.stats.failed == 0 and time.time() < deadline:
@@ -500,15 +505,11 @@ class _SqsDamagingOnce:
 
 def test_a_message_damaged_on_the_way_is_read_again_not_taken_as_it_came(
         isolated: Isolated) -> None:
-    s3, raw = isolated.stack.s3, isolated.settings.s3.raw_bucket
-    _drain_test_event(isolated)
     key = "raw/S1/A1/B1/c1/damaged.jpg"
-    s3.put_object(Bucket=raw, Key=key, Body=b"x")
-    # Given a link that changes a byte of the first message received (its MD5 no longer
-    # SQS's), and a one-second visibility timeout
     done: list[StageMessage] = []
-    listener = _listener(isolated, done.append)
-    listener.s.sqs.visibility_timeout_s = 1
+    listener = _one_upload(isolated, key, done.append)
+    # Given a link that changes a byte of the first message received (its MD5 no longer
+    # SQS's)
     listener.sqs = _SqsDamagingOnce(isolated.stack.sqs)
     deadline = time.time() + 20
     while not done and time.time() < deadline:
