@@ -66,6 +66,10 @@ class Faults:
     damage_rate: float = 0.0
     served: Counter[str] = field(default_factory=Counter)
 
+    def _hit(self) -> bool:
+        """Whether the object body now on its way is damaged."""
+        return random.random() < self.damage_rate
+
     def damage(self, command: str, path: str, body: bytes | None) -> bytes | None:
         """``body``, one bit of it flipped at the damage rate when it is an object's."""
         u = urlsplit(path)
@@ -74,7 +78,7 @@ class Faults:
         if not body or command not in ("GET", "PUT") or u.path.count("/") < 2 or any(
                 q in u.query for q in ("list-type", "versions", "uploads", "tagging")):
             return body
-        if random.random() >= self.damage_rate:
+        if not self._hit():
             return body
         self.served["damaged"] += 1
         out = bytearray(body)
