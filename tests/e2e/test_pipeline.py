@@ -612,8 +612,8 @@ def test_bytes_damaged_on_the_way_are_read_and_written_again(
 
     # Given the CPU stages on a worker whose link to S3 flips a bit in the 1st, 3rd, 7th,
     # 15th... object body on its way, either way: the photo it downloads, the artifacts it
-    # reads and writes (every photo meets one; fewer as they go, so that each stage gets
-    # through in a few retries)
+    # reads and writes (the first download among them; rarer as they go, so that each stage
+    # gets through in a few retries)
     faults = _DamagingLess(error_rate=0.0, throttle_rate=0.0, latency_rate=0.0)
     proxy, url = start_proxy(str(stack.settings.aws.endpoint_url), faults)
     pipeline_procs["cpu"].stop()
