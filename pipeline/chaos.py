@@ -70,15 +70,12 @@ class Faults:
         """Whether the object body now on its way is damaged."""
         return random.random() < self.damage_rate
 
-    def damage(self, command: str, path: str, body: bytes | None) -> bytes | None:
+    def damage(self, command: str, path: str, body: bytes) -> bytes:
         """``body``, one bit of it flipped at the damage rate when it is an object's."""
         u = urlsplit(path)
-        if self.only_paths is not None and self.only_paths not in path:
-            return body
-        if not body or command not in ("GET", "PUT") or u.path.count("/") < 2 or any(
-                q in u.query for q in ("list-type", "versions", "uploads", "tagging")):
-            return body
-        if not self._hit():
+        listing = any(q in u.query for q in ("list-type", "versions", "uploads", "tagging"))
+        if not body or command not in ("GET", "PUT") or u.path.count("/") < 2 or listing or (
+                self.only_paths is not None and self.only_paths not in path) or not self._hit():
             return body
         self.served["damaged"] += 1
         out = bytearray(body)
@@ -119,14 +116,14 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(random.uniform(0.2, 1.0))
         f.served["forwarded"] += 1
         length = int(self.headers.get("Content-Length") or 0)
-        body = f.damage(self.command, self.path, self.rfile.read(length) if length else None)
+        body = f.damage(self.command, self.path, self.rfile.read(length)) if length else None
         conn = http.client.HTTPConnection(*self.server.upstream, timeout=60)
         try:
             conn.request(self.command, self.path, body=body, headers=dict(self.headers))
             resp = conn.getresponse()
             data = resp.read()
             if resp.status == 200:
-                data = f.damage(self.command, self.path, data) or data
+                data = f.damage(self.command, self.path, data)
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() not in ("transfer-encoding", "connection", "content-length"):
