@@ -243,6 +243,20 @@ class Report:
         return "\n".join(lines)
 
 
+def upload_in_one_part(s3: Any, bucket: str, key: str, data: bytes,
+                       metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Upload ``data`` as a multipart upload of one part, as some cameras' uploaders send
+    every photo: its ETag is the MD5 of the part's MD5 (``...-1``), not of the bytes. The
+    response of the completion (``ETag``, ``VersionId``)."""
+    up = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="image/jpeg",
+                                    Metadata=metadata or {})
+    part = s3.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1,
+                          Body=data)
+    return dict(s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]}))
+
+
 class Campaign:
     def __init__(self, photos: int, seed: int, bad_share: float = 0.06,
                  no_plan_share: float = 0.08, kills: bool = True, timeout_s: float = 1800,
@@ -352,8 +366,7 @@ class Campaign:
                     self.store.put_json(s3cfg.config_bucket,
                                         f"planograms/C{i % 3}/A{i % 7}/{bay}.json",
                                         photo.truth["planogram"])
-            resp = self.s3.put_object(Bucket=s3cfg.raw_bucket, Key=key, Body=data,
-                                      ContentType="image/jpeg")
+            resp = self._put(key, data, multipart=i % 4 == 3)
             version = str(resp.get("VersionId") or resp["ETag"].strip('"'))
             self.uploads.append(Upload(key, kind, version,
                                        upload_id(s3cfg.raw_bucket, key, version),
@@ -367,6 +380,14 @@ class Campaign:
                 self._duplicate_event(self.uploads[self.rng.randrange(len(self.uploads))])
             if i and self.rng.random() < 0.02:
                 self._expired_url(self.uploads[self.rng.randrange(len(self.uploads))])
+
+    def _put(self, key: str, data: bytes, *, multipart: bool) -> dict[str, Any]:
+        bucket = self.direct.s3.raw_bucket
+        if not multipart:
+            return dict(self.s3.put_object(Bucket=bucket, Key=key, Body=data,
+                                           ContentType="image/jpeg"))
+        self.report.injected["multipart upload"] += 1
+        return upload_in_one_part(self.s3, bucket, key, data)
 
     def _duplicate_event(self, up: Upload) -> None:
         body = json.dumps({"Records": [{

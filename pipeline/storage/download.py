@@ -16,7 +16,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import Message
 from email.utils import parsedate_to_datetime
+from typing import Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pipeline.errors import (
@@ -28,18 +30,53 @@ from pipeline.errors import (
 )
 
 CHUNK = 1 << 20
+MIB = 1 << 20
 META_PREFIX = "x-amz-meta-"
-# A single-part upload's ETag is the MD5 of its bytes, except under KMS encryption (or a
-# customer's key); a multipart upload's is ``md5-of-md5s-N``, which the bytes alone cannot
-# check.
+# A single-part upload's ETag is the MD5 of its bytes; a multipart upload's the MD5 of its
+# parts' MD5s and their count (``md5-of-md5s-N``), which the bytes check once the part size
+# is known. Neither under KMS encryption (or a customer's key).
 _MD5_ETAG = re.compile(r"[0-9a-fA-F]{32}")
+_PARTS_ETAG = re.compile(r"([0-9a-fA-F]{32})-([1-9][0-9]{0,4})")
 _ETAG_NOT_MD5_SSE = ("aws:kms", "aws:kms:dsse")
+# The part sizes of the common uploaders, the most used first: the AWS CLI, boto3 and the
+# Java v2 SDK 8 MiB; the Go, JavaScript and Java v1 SDKs and rclone 5 MiB; minio-go 16;
+# s3cmd 15; the rest the sizes people set.
+_PART_SIZES_MIB = (8, 5, 16, 15, 10, 32, 50, 64, 100, 128, 256, 512)
+
+EtagKind = Literal["md5", "parts"]
 
 log = logging.getLogger(__name__)
-# Stores (scheme, host, bucket) whose single-part ETags turned out not to be the MD5 of the
-# bytes (an S3-compatible store that encrypts, or computes them its own way): not checked
+# Stores (scheme, host, bucket) whose ETags of a kind turned out not to follow from the
+# bytes: single-part ETags that are no MD5 (an S3-compatible store that encrypts, or
+# computes them its own way), multipart ones of parts of no usual size. Not checked there
 # again, rather than read twice for every photo.
-_ETAGS_NOT_MD5: set[tuple[str, str, str]] = set()
+_UNCHECKABLE: set[tuple[EtagKind, tuple[str, str, str]]] = set()
+
+
+def parts_etag(data: bytes, part_size: int) -> str:
+    """The ETag S3 gives ``data`` uploaded in parts of ``part_size`` bytes (the last one
+    shorter): the MD5 of the parts' MD5s, a dash, the number of parts."""
+    view = memoryview(data)
+    digests = [hashlib.md5(view[at:at + part_size], usedforsecurity=False).digest()
+               for at in range(0, len(data), part_size)] or \
+        [hashlib.md5(b"", usedforsecurity=False).digest()]
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+
+
+def part_sizes(length: int, parts: int) -> list[int]:
+    """The part sizes an uploader may have cut ``length`` bytes into ``parts`` with, the
+    most likely first: the usual fixed sizes that give that many parts, then an even split
+    (to the byte, rounded up to a MiB, to a million bytes)."""
+    if parts == 1:
+        return [max(length, 1)]
+    even = -(-length // parts)
+    sizes = [m * MIB for m in _PART_SIZES_MIB] + [even, -(-even // MIB) * MIB,
+                                                   -(-even // 1_000_000) * 1_000_000]
+    found: list[int] = []
+    for size in sizes:
+        if size > 0 and -(-length // size) == parts and size not in found:
+            found.append(size)
+    return found
 
 
 @dataclass(frozen=True)
@@ -49,18 +86,26 @@ class Download:
     etag: str | None = None  # as S3 sent it, without quotes
     # When this version was written (Last-Modified); None when absent or unreadable.
     last_modified: datetime | None = None
-    # Whether the ETag is one the bytes can be checked against (an MD5 of them, as S3 says
-    # of a single-part upload that is not KMS- or customer-key encrypted).
-    etag_is_md5: bool = False
+    # How the ETag follows from the bytes: "md5" (a single-part upload), "parts" (a
+    # multipart one); None where it does not (KMS- or customer-key encrypted) or is absent.
+    etag_kind: EtagKind | None = None
 
     def damaged(self) -> str | None:
-        """Why these bytes are not the object's (their MD5 is not its ETag); None when they
-        are, or when nothing says what they should be."""
-        if not self.etag_is_md5 or self.etag is None:
+        """Why these bytes are not the object's (their MD5, or that of their parts at every
+        usual part size, is not its ETag); None when they are, or when nothing says what
+        they should be."""
+        if self.etag_kind is None or self.etag is None:
             return None
-        md5 = hashlib.md5(self.data, usedforsecurity=False).hexdigest()
-        return None if md5 == self.etag.lower() else f"MD5 {md5} of the bytes is not the ETag " \
-            f"{self.etag}"
+        etag = self.etag.lower()
+        if self.etag_kind == "md5":
+            md5 = hashlib.md5(self.data, usedforsecurity=False).hexdigest()
+            return None if md5 == etag else f"MD5 {md5} of the bytes is not the ETag {etag}"
+        parts = int(etag.rsplit("-", 1)[1])
+        sizes = part_sizes(len(self.data), parts)
+        if any(parts_etag(self.data, size) == etag for size in sizes):
+            return None
+        return f"no part size gives the bytes the multipart ETag {etag} (tried " \
+            f"{', '.join(str(size) for size in sizes) or 'none'})"
 
     def check_version(self, *, version_id: str | None, etag: str | None) -> None:
         """Refuse bytes of another version than the event announced. A versioned bucket's
@@ -163,11 +208,12 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
     that would notice) are a transient fault, told by the ETag where it is the bytes' MD5:
     hashed, decoded or refused as corrupt, they would be another photo, or a good one lost
     to the dead letters. Where the bytes do not match it, they are read again: the same
-    bytes twice mean the store's ETags are not MD5s (not checked there again); a second
-    read that matches is the photo."""
+    bytes twice mean the store's ETags of that kind do not follow from the bytes (not
+    checked there again); a second read that matches is the photo. A multipart upload's
+    ETag checks the bytes at the part size its uploader used, one of the usual ones."""
     got = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
     store = _store_of(url)
-    if store in _ETAGS_NOT_MD5:
+    if got.etag_kind is None or (got.etag_kind, store) in _UNCHECKABLE:
         return got
     why = got.damaged()
     if why is None:
@@ -177,12 +223,23 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
         log.warning("download from %s damaged on the way (%s): read again", "/".join(store),
                     why)
         return again
-    if again.data == got.data:
-        log.warning("the ETags of %s are not the MD5 of the objects' bytes (%s): downloads "
-                    "from it are not checked against them", "/".join(store), why)
-        _ETAGS_NOT_MD5.add(store)
+    if again.data == got.data and again.etag_kind == got.etag_kind:
+        log.warning("the %s ETags of %s do not follow from the objects' bytes (%s): such "
+                    "downloads from it are not checked against them",
+                    "single-part" if got.etag_kind == "md5" else "multipart", "/".join(store),
+                    why)
+        _UNCHECKABLE.add((got.etag_kind, store))
         return again
     raise TransientError(f"download damaged on the way: {why}, and a second read differs")
+
+
+def _etag_kind(etag: str | None, headers: Message) -> EtagKind | None:
+    if etag is None or headers.get("x-amz-server-side-encryption") in _ETAG_NOT_MD5_SSE or \
+            headers.get("x-amz-server-side-encryption-customer-algorithm"):
+        return None
+    if _MD5_ETAG.fullmatch(etag):
+        return "md5"
+    return "parts" if _PARTS_ETAG.fullmatch(etag) else None
 
 
 def _fetch_once(url: str, *, max_bytes: int, timeout_s: float,
@@ -212,11 +269,9 @@ def _fetch_once(url: str, *, max_bytes: int, timeout_s: float,
             metadata = {k.lower().removeprefix(META_PREFIX): v for k, v in resp.headers.items()
                         if k.lower().startswith(META_PREFIX)}
             etag = (resp.headers.get("ETag") or "").strip('"') or None
-            md5 = etag is not None and _MD5_ETAG.fullmatch(etag) is not None and \
-                resp.headers.get("x-amz-server-side-encryption") not in _ETAG_NOT_MD5_SSE \
-                and not resp.headers.get("x-amz-server-side-encryption-customer-algorithm")
             return Download(b"".join(chunks), metadata, etag,
-                            _http_date(resp.headers.get("Last-Modified")), md5)
+                            _http_date(resp.headers.get("Last-Modified")),
+                            _etag_kind(etag, resp.headers))
     except urllib.error.HTTPError as exc:
         if exc.code in (400, 401, 403):
             # 403: expired or badly signed; 400: signed with a session token that expired

@@ -38,16 +38,22 @@ class Uploaded:
     upload_id: str
 
 
-def put_photo(stack: Stack, key: str, data: bytes, truth: dict[str, Any],
-              **metadata: str) -> Uploaded:
-    """A camera upload into a bay whose planogram is known."""
+def put_photo(stack: Stack, key: str, data: bytes, truth: dict[str, Any], *,
+              multipart: bool = False, **metadata: str) -> Uploaded:
+    """A camera upload into a bay whose planogram is known; ``multipart``: uploaded in one
+    part of a multipart upload."""
     put_planogram(stack, key, truth)
-    return put(stack, key, data, **metadata)
+    return put(stack, key, data, multipart=multipart, **metadata)
 
 
-def put(stack: Stack, key: str, data: bytes, **metadata: str) -> Uploaded:
-    resp = stack.s3.put_object(Bucket=stack.settings.s3.raw_bucket, Key=key, Body=data,
-                               ContentType="image/jpeg", Metadata=metadata)
+def put(stack: Stack, key: str, data: bytes, *, multipart: bool = False,
+        **metadata: str) -> Uploaded:
+    from pipeline.chaos import upload_in_one_part
+
+    raw = stack.settings.s3.raw_bucket
+    resp = upload_in_one_part(stack.s3, raw, key, data, metadata) if multipart else \
+        stack.s3.put_object(Bucket=raw, Key=key, Body=data, ContentType="image/jpeg",
+                            Metadata=metadata)
     version = resp.get("VersionId") or resp["ETag"].strip('"')
     return Uploaded(key, hashlib.sha256(data).hexdigest(),
                     upload_id(stack.settings.s3.raw_bucket, key, version))

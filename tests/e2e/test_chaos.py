@@ -30,4 +30,5 @@ def test_short_fault_campaign_loses_nothing_and_counts_nothing_twice(stack: Stac
     assert injected["SIGKILL pool child"] >= 1 and injected["SIGKILL whole worker"] >= 1
     assert injected["SIGKILL listener"] >= 1
     assert injected["Redis crash and restart"] == 1
+    assert injected["multipart upload"] >= 5
     assert report.proxy["error"] + report.proxy["throttle"] >= 5

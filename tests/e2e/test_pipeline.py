@@ -613,7 +613,8 @@ def test_bytes_damaged_on_the_way_are_read_and_written_again(
     # Given the CPU stages on a worker whose link to S3 flips a bit in the 1st, 3rd, 7th,
     # 15th... object body on its way, either way: the photo it downloads, the artifacts it
     # reads and writes (the first download among them; rarer as they go, so that each stage
-    # gets through in a few retries)
+    # gets through in a few retries); the first and the last photo uploaded in one part of a
+    # multipart upload, whose ETag is no MD5 of the bytes
     faults = _DamagingLess(error_rate=0.0, throttle_rate=0.0, latency_rate=0.0)
     proxy, url = start_proxy(str(stack.settings.aws.endpoint_url), faults)
     pipeline_procs["cpu"].stop()
@@ -626,7 +627,7 @@ def test_bytes_damaged_on_the_way_are_read_and_written_again(
         for i in range(3):
             data, truth = photo_bytes(40 + i)
             uploads.append((put_photo(stack, f"raw/S040/A01/B1/cam1/damaged-{i}.jpg", data,
-                                      truth), data))
+                                      truth, multipart=i != 1), data))
         # Then each photo ends as one result of its own bytes (its id their SHA-256), none as
         # a corrupt photo or a dead letter
         for up, data in uploads:

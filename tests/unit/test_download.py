@@ -139,7 +139,7 @@ MD5 = hashlib.md5(BODY).hexdigest()
 @pytest.fixture(autouse=True)
 def _no_remembered_stores() -> Iterator[None]:
     yield
-    download._ETAGS_NOT_MD5.clear()
+    download._UNCHECKABLE.clear()
 
 
 def test_bytes_damaged_on_the_way_are_read_again(serve: Serve) -> None:
@@ -170,8 +170,8 @@ def test_a_store_whose_etags_are_not_md5s_is_read_twice_once(serve: Serve) -> No
 
 
 @pytest.mark.parametrize("etag, extra", [
-    (f"{MD5[:31]}0-2", ""),  # a multipart upload's
     ("0123456789abcdef0123456789abcdef", "x-amz-server-side-encryption: aws:kms\r\n"),
+    ("0123456789abcdef0123456789abcdef-2", "x-amz-server-side-encryption: aws:kms\r\n"),
     ("0123456789abcdef0123456789abcdef",
      "x-amz-server-side-encryption-customer-algorithm: AES256\r\n"),
 ])
@@ -186,7 +186,71 @@ def test_etags_that_are_no_md5_of_the_bytes_are_not_checked(serve: Serve, etag: 
 def test_an_etag_in_capitals_checks_as_well(serve: Serve) -> None:
     got = fetch(serve(_s3_response(BODY, MD5.upper())), max_bytes=1 << 20, timeout_s=5)
     assert got.damaged() is None
-    assert Download(_damaged(BODY, 1), {}, MD5.upper(), etag_is_md5=True).damaged() is not None
+    assert Download(_damaged(BODY, 1), {}, MD5.upper(), etag_kind="md5").damaged() is not None
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(("length", "parts", "sizes"), [
+    (3 * MIB, 1, [3 * MIB]),  # one part: the whole
+    (0, 1, [1]),
+    (12 * MIB, 2, [8 * MIB, 10 * MIB, 6 * MIB, 7_000_000]),
+    (12 * MIB, 3, [5 * MIB, 4 * MIB, 5_000_000]),
+    (20 * MIB, 2, [16 * MIB, 15 * MIB, 10 * MIB, 11_000_000]),  # even: 10 MiB, tried once
+    (16 * MIB + 1, 3, [8 * MIB, 5_592_406, 6 * MIB, 6_000_000]),
+    (4, 2, [2]),
+    (9 * MIB, 10_000, []),  # no size gives that many parts
+])
+def test_the_part_sizes_tried_are_the_usual_ones_first(length: int, parts: int,
+                                                      sizes: list[int]) -> None:
+    assert download.part_sizes(length, parts) == sizes
+
+
+@pytest.mark.parametrize(("data", "size", "etag"), [
+    # md5(md5(b"")) and md5(md5(b"ab") + md5(b"c")), worked out by hand with hashlib
+    (b"", 1, hashlib.md5(hashlib.md5(b"").digest()).hexdigest() + "-1"),
+    (b"abc", 2, hashlib.md5(hashlib.md5(b"ab").digest() + hashlib.md5(b"c").digest())
+     .hexdigest() + "-2"),
+    (b"abcd", 2, hashlib.md5(hashlib.md5(b"ab").digest() + hashlib.md5(b"cd").digest())
+     .hexdigest() + "-2"),
+])
+def test_a_multipart_etag_is_the_md5_of_the_parts_md5s(data: bytes, size: int,
+                                                      etag: str) -> None:
+    assert download.parts_etag(data, size) == etag
+
+
+PARTS = download.parts_etag(BODY, len(BODY) // 2)  # two even parts
+
+
+def test_a_multipart_upload_damaged_on_the_way_is_read_again(serve: Serve) -> None:
+    url = serve(_s3_response(_damaged(BODY, 12000), PARTS))
+    serve(_s3_response(BODY, PARTS))
+    got = fetch(url, max_bytes=1 << 20, timeout_s=5)
+    assert got.data == BODY and got.etag_kind == "parts" and got.damaged() is None
+
+
+def test_a_multipart_upload_damaged_twice_is_a_transient_fault(serve: Serve) -> None:
+    url = serve(_s3_response(_damaged(BODY, 12000), PARTS))
+    serve(_s3_response(_damaged(BODY, 100), PARTS))
+    with pytest.raises(TransientError, match="no part size gives the bytes"):
+        fetch(url, max_bytes=1 << 20, timeout_s=5)
+
+
+def test_multipart_uploads_of_unusual_part_sizes_are_read_twice_once(serve: Serve) -> None:
+    # Given an uploader that cut the photo into parts of 5,000 bytes, which nothing guesses
+    odd = download.parts_etag(BODY, 5000)
+    assert download.part_sizes(len(BODY), 4) == [4096]
+    url = serve(_s3_response(BODY, odd))
+    serve(_s3_response(BODY, odd))
+    assert fetch(url, max_bytes=1 << 20, timeout_s=5).data == BODY
+    # Then the store's next multipart objects are read once, unchecked
+    assert fetch(serve(_s3_response(BODY[::-1], odd)), max_bytes=1 << 20,
+                 timeout_s=5).data == BODY[::-1]
+    # And its single-part objects are still checked: a damaged one is read again
+    url = serve(_s3_response(_damaged(BODY, 3), MD5))
+    serve(_s3_response(BODY, MD5))
+    assert fetch(url, max_bytes=1 << 20, timeout_s=5).data == BODY
 
 
 def test_a_server_that_trickles_its_bytes_is_a_transient_fault_at_the_deadline() -> None:
