@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -191,6 +192,21 @@ def _products(photos: Iterator[PreparedPhoto]) -> Iterator[View]:
         yield from product_crops(detector, photo, detector.facing_scores(s.compliance)[0])
 
 
+def _size_cm(text: str) -> tuple[float, float]:
+    """``WxH`` in cm (``8x22``, ``7.5 x 19.5``)."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        w, h = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size is WIDTHxHEIGHT in cm (8x22), got "
+                                         f"{text!r}") from None
+    if not all(math.isfinite(v) for v in (w, h)):
+        raise argparse.ArgumentTypeError(f"a size is two finite numbers, got {text!r}")
+    return w, h
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from pipeline.detect.embedder import Embedder
     from pipeline.detect.recognizer import Recognizer, weights_from
@@ -205,8 +221,9 @@ def _catalog(args: argparse.Namespace) -> int:
         if args.action == "list":
             index = catalog.index()
             for e in index.entries:
+                size = f"{e.size_cm[0]:g}x{e.size_cm[1]:g} cm" if e.size_cm else "-"
                 print(f"{e.sku:24} {e.brand or '-':16} {len(e.signatures)} packshot(s)  "
-                      f"{e.name or ''}  [{e.embedder}]")
+                      f"{size:14} {e.name or ''}  [{e.embedder}]")
             print(f"{len(index.entries)} SKUs")
             if index.reference:
                 r = index.reference
@@ -250,7 +267,8 @@ def _catalog(args: argparse.Namespace) -> int:
             return 2
         sku, paths = args.args[0], [Path(p) for p in args.args[1:]]
         entry = recognizer.enrol(sku, [(p.name, p.read_bytes()) for p in paths],
-                                 brand=args.brand, name=args.name, replace=args.replace)
+                                 brand=args.brand, name=args.name, size_cm=args.size,
+                                 replace=args.replace)
     except (PipelineError, OSError) as exc:
         print(f"catalog {args.action}: {exc}", file=sys.stderr)
         return 1
@@ -688,6 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "detector finds them, are the reference")
     p.add_argument("--brand", default=None, help="add: the SKU's brand (kept if not given)")
     p.add_argument("--name", default=None, help="add: the SKU's name (kept if not given)")
+    p.add_argument("--size", type=_size_cm, default=None, metavar="WxH",
+                   help="add: the pack front's width and height in cm, e.g. 8x22 (kept if "
+                        "not given): tells one product line's sizes apart on the shelf")
     p.add_argument("--replace", action="store_true",
                    help="add: these packshots only (else they join the SKU's others)")
     p.set_defaults(func=_catalog)

@@ -138,6 +138,11 @@ class RecognitionSettings(BaseModel):
     # recognition.rerank_by_layout). Tuned on `shelf eval --seed 7` endcap crops.
     layout_weight: float = Field(default=0.004, ge=0)
     layout_margin: float = Field(default=0.05, ge=0, le=1)
+    # Near ties (within size_margin of a product's best score) reordered by how well its box
+    # fits each SKU's size in the catalog against the products around it, size_weight per
+    # unit of |log| size mismatch (0: off; see recognition.rerank_by_size).
+    size_weight: float = Field(default=0.6, ge=0)
+    size_margin: float = Field(default=0.1, ge=0, le=1)
     # Best similarity below this: unknown. scripts/calibrate_recognition.py, sku-embed/7
     # with colour layouts: 0.959 of synthetic shelf crops named right (0.957 at 0.55, 0.954
     # at 0.7), and 0.113 of real products the catalog lacks named as one of its SKUs (0.250

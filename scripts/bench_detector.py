@@ -32,7 +32,7 @@ from pipeline.detect.recognizer import (
 from pipeline.eval.synthetic import prepare
 from pipeline.image import PreparedPhoto
 from pipeline.settings import get_settings
-from pipeline.synth.enrol import catalog_images
+from pipeline.synth.enrol import catalog_images, catalog_sizes
 from pipeline.synth.world import make_photo
 
 CROPS = 100
@@ -77,18 +77,22 @@ def bench_naming(photos: list[PreparedPhoto], detector: str, threads: int, repea
     s = get_settings()
     det = Detector.from_dir(s.models.root, detector, intra_op_threads=threads)
     crops: list[View] = []
+    boxes = []
     for p in photos:
-        crops += crop_views(p.normalized, p.photographed, det.detect(p.normalized).xyxy)
+        found = det.detect(p.normalized).xyxy
+        crops += crop_views(p.normalized, p.photographed, found)
+        boxes.append(found)
     crops = (crops * (CROPS // max(1, len(crops)) + 1))[:CROPS]
+    xyxy = np.concatenate(boxes * (CROPS // max(1, len(boxes)) + 1))[:CROPS]
     embedder = Embedder.from_dir(s.models.root, s.recognition.embedder,
                                  intra_op_threads=threads)
-    gallery = gallery_from_packshots(embedder, catalog_images())
+    gallery = gallery_from_packshots(embedder, catalog_images(), catalog_sizes())
     weights = weights_from(s.recognition)
     crop_signatures(embedder, crops[:8])  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        rank_crops(embedder, crops, gallery, weights, s.recognition.candidates)
+        rank_crops(embedder, crops, gallery, weights, s.recognition.candidates, boxes=xyxy)
         times.append((time.perf_counter() - t0) * 1000)
     return {"embedder": embedder.ref, "crops": len(crops), "gallery": len(gallery),
             "p50_ms": round(statistics.median(times), 1), "p95_ms": round(_p95(times), 1)}

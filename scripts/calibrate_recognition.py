@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.core.recognition import UNKNOWN, Gallery, choose, gallery_offsets, nearly_as_like
 from pipeline.datasets import images_under
 from pipeline.detect.detector import Detector
@@ -50,7 +52,7 @@ from pipeline.eval.synthetic import prepare
 from pipeline.image import prepare_photo
 from pipeline.settings import get_settings
 from pipeline.synth.catalog import UNKNOWN_SKU
-from pipeline.synth.enrol import catalog_images
+from pipeline.synth.enrol import catalog_images, catalog_sizes
 from pipeline.synth.world import make_photo
 
 COLOUR_WEIGHTS = (0.0, 0.15, 0.25, 0.35, 0.5, 0.7)
@@ -92,9 +94,10 @@ def threshold_on_shelves(embedder: Embedder, gallery: Gallery, photos: int, seed
         plan = photo.truth["planogram"]
         assert isinstance(objects, list) and isinstance(plan, dict)
         planned = {p["sku"] for shelf in plan["shelves"] for p in shelf["positions"]}
-        crops = crop_views(prepared.normalized, prepared.photographed,
-                           [[v * scale for v in o["box"]] for o in objects])
-        cands += rank_crops(embedder, crops, gallery, weights, s.recognition.candidates)
+        boxes = np.array([[v * scale for v in o["box"]] for o in objects], np.float32)
+        crops = crop_views(prepared.normalized, prepared.photographed, boxes)
+        cands += rank_crops(embedder, crops, gallery, weights, s.recognition.candidates,
+                            boxes=boxes)
         truths += [str(o["sku"]) for o in objects]
         planned_sets += [planned] * len(objects)
     out = {}
@@ -186,7 +189,7 @@ def main() -> None:
     s = get_settings()
     embedder = Embedder.from_dir(s.models.root, s.recognition.embedder, intra_op_threads=2)
     colour = colour_weight_on_val(embedder, args.grocery)
-    gallery = gallery_from_packshots(embedder, catalog_images())  # the synthetic catalog
+    gallery = gallery_from_packshots(embedder, catalog_images(), catalog_sizes())
     if args.reference is not None:
         gallery = with_reference(embedder, gallery, args.reference)
     threshold = threshold_on_shelves(embedder, gallery, args.photos, args.seed)

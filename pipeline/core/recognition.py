@@ -14,8 +14,8 @@ arrays in, names out.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -37,6 +37,8 @@ class Weights:
     threshold: float = 0.65  # below: unknown
     layout: float = 0.004  # per unit of CIELAB chroma distance (8-bit a*, b*)
     layout_margin: float = 0.05  # of a crop's best score: the near ties the layout reorders
+    size: float = 0.0  # per unit of |log| size mismatch (rerank_by_size); 0: off
+    size_margin: float = 0.1  # of a crop's best score: the near ties its size reorders
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class Gallery:
     # (G, LAYOUT_ROWS * 2) colour layouts (colour_layout), NaN for a row signed without one
     # (rerank_by_layout leaves any row that is not finite as it is); None: none at all
     layouts: Array | None = None
+    # The front's width and height in cm of the SKUs whose size the catalog gives
+    # (rerank_by_size); the others have none.
+    sizes: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @staticmethod
     def empty(dim: int) -> Gallery:
@@ -134,6 +139,59 @@ def rerank_by_layout(scores: Array, layouts: Array, gallery_layouts: Array, *, w
     np.minimum.at(nearest, rows, dist)
     out = scores.copy()
     out[rows, cols] -= weight * (dist - nearest[rows])
+    return out
+
+
+Candidates = list[list[tuple[str, float]]]  # per crop, (SKU, score) best first
+SIZE_NEIGHBOURS = 6  # products sure of their SKU whose sizes scale a photo around a crop
+
+
+def rerank_by_size(cands: Sequence[Sequence[tuple[str, float]]], boxes: npt.NDArray[np.floating],
+                   sizes: Mapping[str, tuple[float, float]], *, weight: float, margin: float,
+                   threshold: float, neighbours: int = SIZE_NEIGHBOURS) -> Candidates:
+    """``cands`` (one list per box of ``boxes``, x1 y1 x2 y2) with the near ties of each
+    crop reordered by how well its box fits each SKU's size in the catalog (``sizes``: the
+    front's width and height, cm).
+
+    One product line in two sizes (a 500 ml and a 750 ml bottle of one print) looks alike
+    at any distance; only its size against the products around it tells it. The photo's
+    scale around each crop, pixels per cm across and up, is the median over its
+    ``neighbours`` nearest boxes that are sure of their SKU (named at ``threshold`` or more,
+    no other candidate within ``margin``, a size known) of their box's width and height over
+    their SKU's. Medians across and up separately absorb a detector's boxes that run wider
+    or shorter than products alike. Of a crop's candidates within ``margin`` of its best
+    with a size, each loses ``weight`` times how much farther its expected box is from the
+    crop's (|log| of the width ratio plus of the height ratio) than the nearest of them: the
+    best fit keeps its score, a best score never rises (the unknown threshold keeps its
+    calibration). A crop with fewer than two sure neighbours is left as it is."""
+    out = [list(c) for c in cands]
+    if weight <= 0 or not sizes or len(out) < 3:
+        return out
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if b.shape[0] != len(out):
+        raise ValueError(f"{len(out)} candidate lists for {b.shape[0]} boxes")
+    wh = np.maximum(b[:, 2:] - b[:, :2], 1e-3)
+    centre = (b[:, :2] + b[:, 2:]) / 2
+    sure = [i for i, c in enumerate(out) if c and c[0][0] in sizes and c[0][1] >= threshold
+            and (len(c) < 2 or c[1][1] < c[0][1] - margin)]
+    if len(sure) < 2:
+        return out
+    scale = wh[sure] / np.array([sizes[out[i][0][0]] for i in sure], np.float64)
+    for i, c in enumerate(out):
+        near = [sku for sku, score in c if score >= c[0][1] - margin and sku in sizes] \
+            if c else []
+        if len(near) < 2:
+            continue
+        others = np.array([j for j in range(len(sure)) if sure[j] != i], np.intp)
+        if len(others) < 2:
+            continue
+        dist = np.hypot(*(centre[[sure[j] for j in others]] - centre[i]).T)
+        local = np.median(scale[others[np.argsort(dist, kind="stable")[:neighbours]]], axis=0)
+        miss = {sku: float(np.abs(np.log(wh[i] / (local * np.array(sizes[sku])))).sum())
+                for sku in near}
+        fit = min(miss.values())
+        out[i] = sorted(((sku, round(score - weight * (miss[sku] - fit), 4) if sku in miss
+                          else score) for sku, score in c), key=lambda t: -t[1])
     return out
 
 

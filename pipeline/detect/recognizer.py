@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ from pipeline.core.recognition import (
     colour_signature,
     crop_box,
     gallery_offsets,
+    rerank_by_size,
     similarity,
 )
 from pipeline.detect.embedder import Embedder
@@ -38,6 +39,7 @@ from pipeline.storage.catalog import (
     Signature,
     check_fact,
     check_new_sku,
+    check_size,
 )
 
 if TYPE_CHECKING:
@@ -107,16 +109,18 @@ class Recognizer:
         if len(boxes) == 0:
             return version, []
         return version, rank_crops(self.embedder, crop_views(normalized, photographed, boxes),
-                                   gallery, self.weights, k)
+                                   gallery, self.weights, k, boxes=boxes)
 
     def enrol(self, sku: str, images: Sequence[tuple[str, bytes]], *, brand: str | None,
-              name: str | None, replace: bool = False) -> CatalogEntry:
+              name: str | None, size_cm: tuple[float, float] | None = None,
+              replace: bool = False) -> CatalogEntry:
         """Sign each packshot and store the SKU; the catalog changes at once, no retraining.
         A SKU already in the catalog gains these packshots and keeps its others, and its
-        brand and name unless given; with ``replace`` it holds these packshots only."""
+        brand, name and size unless given; with ``replace`` it holds these packshots only."""
         check_new_sku(sku)
         check_fact(brand, "brand", MAX_BRAND)
         check_fact(name, "name", MAX_NAME)
+        check_size(size_cm)
         decoded = []
         for filename, data in images:  # every packshot checked before anything is stored
             suffix = IMAGE_SUFFIXES.get(PurePath(filename).suffix.lower())
@@ -134,6 +138,7 @@ class Recognizer:
         entry = CatalogEntry(
             sku=sku, brand=brand if brand is not None or old is None else old.brand,
             name=name if name is not None or old is None else old.name,
+            size_cm=size_cm if size_cm is not None or old is None else old.size_cm,
             embedder=self.embedder.ref, signatures=sigs,
             added_at=old.added_at if old else datetime.now(UTC))
         self.catalog.put(entry)
@@ -272,15 +277,22 @@ def product_crops(detector: Detector, photo: PreparedPhoto, min_score: float) ->
 
 
 def rank_crops(embedder: Embedder, views: Sequence[View], gallery: Gallery, weights: Weights,
-               k: int) -> list[list[tuple[str, float]]]:
-    """The ``k`` SKUs of ``gallery`` most similar to each product, with their scores."""
+               k: int, *, boxes: npt.NDArray[np.float32] | None = None
+               ) -> list[list[tuple[str, float]]]:
+    """The ``k`` SKUs of ``gallery`` most similar to each product, with their scores; given
+    the products' ``boxes`` on one photo, near ties reordered by the SKUs' sizes
+    (:func:`rerank_by_size`)."""
     emb, colours, aspects = crop_signatures(embedder, views)
     # Layouts only where they count: a catalog signed before them, or the weight at 0.
     layouts = crop_layouts(views) if gallery.layouts is not None and weights.layout > 0 \
         else None
     scores = similarity(embeddings=emb, colours=colours, aspects=aspects, gallery=gallery,
                         weights=weights, layouts=layouts)
-    return candidates(scores, gallery, k)
+    ranked = candidates(scores, gallery, k)
+    if boxes is None:
+        return ranked
+    return rerank_by_size(ranked, boxes, gallery.sizes, weight=weights.size,
+                          margin=weights.size_margin, threshold=weights.threshold)
 
 
 SHELF_VIEW_HEIGHT = 40  # pixels: how small a product often is in a shelf photo
@@ -303,18 +315,20 @@ def packshot_signatures(embedder: Embedder, image: Image
     return [(emb, colour, aspect, layout) for emb in embedder.embed([image, small])]
 
 
-def gallery_from_packshots(embedder: Embedder, packshots: Sequence[tuple[str, Image]]
-                           ) -> Gallery:
-    """A gallery in memory (evaluations, benchmarks) signed as the catalog signs."""
+def gallery_from_packshots(embedder: Embedder, packshots: Sequence[tuple[str, Image]],
+                           sizes: Mapping[str, tuple[float, float]] | None = None) -> Gallery:
+    """A gallery in memory (evaluations, benchmarks) signed as the catalog signs; ``sizes``
+    as the catalog gives them (the SKUs' fronts, cm)."""
     rows = [(sku, sig) for sku, image in packshots
             for sig in packshot_signatures(embedder, image)]
     return Gallery(tuple(sku for sku, _ in rows), np.stack([r[1][0] for r in rows]),
                    np.stack([r[1][1] for r in rows]),
                    np.array([r[1][2] for r in rows], np.float32),
-                   layouts=np.stack([r[1][3] for r in rows]))
+                   layouts=np.stack([r[1][3] for r in rows]), sizes=dict(sizes or {}))
 
 
 def weights_from(settings: RecognitionSettings) -> Weights:
     return Weights(embed=settings.embed_weight, colour=settings.colour_weight,
                    aspect=settings.aspect_weight, threshold=settings.threshold,
-                   layout=settings.layout_weight, layout_margin=settings.layout_margin)
+                   layout=settings.layout_weight, layout_margin=settings.layout_margin,
+                   size=settings.size_weight, size_margin=settings.size_margin)

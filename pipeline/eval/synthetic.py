@@ -19,7 +19,7 @@ from pipeline.detect.embedder import Embedder
 from pipeline.detect.recognizer import crop_views, gallery_from_packshots, rank_crops
 from pipeline.image import PreparedPhoto, decode_upright, prepare_photo
 from pipeline.synth.catalog import LABELS, UNKNOWN_SKU
-from pipeline.synth.enrol import catalog_images
+from pipeline.synth.enrol import catalog_images, catalog_sizes
 from pipeline.synth.planogram import DISPLAYS
 from pipeline.synth.world import make_photo
 
@@ -54,7 +54,7 @@ class SyntheticNamer:
         self.k = candidates
         self.gallery: Gallery | None = None
         if embedder is not None:
-            self.gallery = gallery_from_packshots(embedder, catalog_images())
+            self.gallery = gallery_from_packshots(embedder, catalog_images(), catalog_sizes())
 
     def name(self, det: Detector, photo: PreparedPhoto, found: Detections, planned: set[str]
              ) -> Detections:
@@ -78,7 +78,7 @@ class SyntheticNamer:
             raise ValueError(f"{det.ref} finds products: naming them needs an embedder")
         ranked = rank_crops(self.embedder,
                             crop_views(photo.normalized, photo.photographed, found.xyxy),
-                            self.gallery, self.weights, self.k)
+                            self.gallery, self.weights, self.k, boxes=found.xyxy)
         out = []
         for b, s, cands in zip(boxes, found.scores, ranked, strict=True):
             sku, alternatives = name_crop(cands, planned=planned, margin=margin, floor=floor,

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +53,10 @@ class Signature(BaseModel):
 # A brand or a name: printable text (no control or terminal escape characters), bounded.
 FACT = r"^[^\x00-\x1f\x7f-\x9f]*$"
 MAX_BRAND, MAX_NAME = 120, 300
+# A pack's front, cm: from a lipstick to a pallet's display.
+MIN_SIZE_CM, MAX_SIZE_CM = 0.5, 300.0
+SizeCm = tuple[Annotated[float, Field(ge=MIN_SIZE_CM, le=MAX_SIZE_CM)],
+               Annotated[float, Field(ge=MIN_SIZE_CM, le=MAX_SIZE_CM)]]
 
 
 class CatalogEntry(BaseModel):
@@ -61,6 +66,9 @@ class CatalogEntry(BaseModel):
     embedder: str
     signatures: list[Signature] = Field(min_length=1)
     added_at: datetime
+    # The front's width and height, cm, as the retailer's product data gives them: a
+    # product line in two sizes is told apart by them (recognition.rerank_by_size).
+    size_cm: SizeCm | None = None
 
 
 class Reference(BaseModel):
@@ -114,7 +122,9 @@ class CatalogIndex(BaseModel):
                        np.array([s.embedding for _, s in rows], np.float32),
                        np.array([s.colour for _, s in rows], np.float32),
                        np.array([s.aspect for _, s in rows], np.float32),
-                       layouts=None if np.isnan(layouts).all() else layouts)
+                       layouts=None if np.isnan(layouts).all() else layouts,
+                       sizes={e.sku: e.size_cm for e in self.entries
+                              if e.embedder == embedder and e.size_cm is not None})
 
     def signed_by_others(self, embedder: str) -> dict[str, int]:
         """How many SKUs each embedder other than ``embedder`` signed (they go unnamed)."""
@@ -137,6 +147,14 @@ def check_fact(value: str | None, what: str, longest: int) -> str | None:
         raise CatalogError(f"{what} must be 1-{longest} printable characters (no control or "
                            f"escape characters), got {value[:40]!r}")
     return value
+
+
+def check_size(size: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A pack front's width and height as given, cm."""
+    if size is not None and not all(MIN_SIZE_CM <= v <= MAX_SIZE_CM for v in size):
+        raise CatalogError(f"a size is a width and a height of {MIN_SIZE_CM:g}-"
+                           f"{MAX_SIZE_CM:g} cm, got {size[0]:g} x {size[1]:g}")
+    return size
 
 
 def check_sku(sku: str) -> str:

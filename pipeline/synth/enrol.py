@@ -36,6 +36,12 @@ def catalog_packshots() -> list[tuple[str, str, bytes]]:
     return [(sku.sku_id, sku.brand, packshot_png(sku)) for sku in CATALOG]
 
 
+def catalog_sizes() -> dict[str, tuple[float, float]]:
+    """The front of every synthetic SKU, width and height in cm, as its product data gives
+    it to the catalog."""
+    return {sku.sku_id: (sku.width_cm, sku.height_cm) for sku in CATALOG}
+
+
 def catalog_images() -> list[tuple[str, npt.NDArray[np.uint8]]]:
     """(SKU id, packshot pixels) of every synthetic SKU."""
     return [(sku.sku_id, np.asarray(cv2.imdecode(np.frombuffer(packshot_png(sku), np.uint8),
@@ -45,6 +51,8 @@ def catalog_images() -> list[tuple[str, npt.NDArray[np.uint8]]]:
 
 def enrol_catalog(recognizer: Recognizer) -> int:
     """Add every synthetic SKU to the catalog through ``recognizer``; returns the count."""
+    sizes = catalog_sizes()
     for sku, brand, png in catalog_packshots():
-        recognizer.enrol(sku, [(f"{sku}.png", png)], brand=brand, name=None)
+        recognizer.enrol(sku, [(f"{sku}.png", png)], brand=brand, name=None,
+                         size_cm=sizes[sku])
     return len(CATALOG)

@@ -227,17 +227,20 @@ def test_adding_packshots_to_a_sku_keeps_its_others_and_its_facts(
     catalog = recognizer.catalog
     # Given a SKU enrolled with two packshots, a brand and a name
     recognizer.enrol("7310865004703", [("front.png", _packshot(0)), ("back.png", _packshot(1))],
-                     brand="Oatly", name="Barista 1 l")
-    # When one more packshot is added, with no brand or name given
+                     brand="Oatly", name="Barista 1 l", size_cm=(7.5, 24.5))
+    # When one more packshot is added, with no brand, name or size given
     entry = recognizer.enrol("7310865004703", [("top.png", _packshot(2))], brand=None,
                              name=None)
-    # Then the SKU holds all three, each stored once, and keeps its brand and name
+    # Then the SKU holds all three, each stored once, and keeps its brand, name and size
     images = catalog.image_keys("7310865004703")
     assert len(images) == 3 and {s.source for s in entry.signatures} == set(images)
     stored = sorted(catalog.get_image(k) for k in images)
     assert stored == sorted([_packshot(0), _packshot(1), _packshot(2)])
-    assert (entry.brand, entry.name) == ("Oatly", "Barista 1 l")
+    assert (entry.brand, entry.name, entry.size_cm) == ("Oatly", "Barista 1 l", (7.5, 24.5))
     assert catalog.index().brands()["7310865004703"] == "Oatly"
+    embedder = recognizer.embedder
+    assert catalog.index().gallery(embedder.ref, embedder.dim).sizes == {
+        "7310865004703": (7.5, 24.5)}
     # When it is replaced by one packshot, then that one is all it holds and stores
     entry = recognizer.enrol("7310865004703", [("new.png", _packshot(3))], brand="Oatly",
                              name=None, replace=True)
@@ -268,6 +271,60 @@ def test_a_brand_or_name_that_is_not_plain_text_is_refused(
     assert recognizer.catalog.get("7310865004703") is None
 
 
+@pytest.mark.parametrize("size", [(0.1, 20.0), (8.0, 1000.0), (0.0, 0.0)])
+def test_a_size_no_pack_has_is_refused(recognizer: Recognizer,
+                                       size: tuple[float, float]) -> None:
+    with pytest.raises(CatalogError, match="a width and a height"):
+        recognizer.enrol("7310865004703", [("a.png", _packshot(0))], brand=None, name=None,
+                         size_cm=size)
+    assert recognizer.catalog.get("7310865004703") is None
+
+
+def _shelf(bottle_cm: float) -> tuple[np.ndarray, np.ndarray]:
+    """A board at 5 px/cm: five cans (6.5 x 12 cm) and, at its left end, a bottle of
+    SKU-013's print ``bottle_cm`` tall; the photo and the products' boxes."""
+    image = np.full((400, 700, 3), 200, np.uint8)
+    boxes = []
+
+    def paste(pack: int, x: int, w: int, h: int) -> None:
+        img, mask = draw_packshot(CATALOG[pack], 240)
+        front = cv2.resize(on_white(Cutout(img, mask)), (w, h), interpolation=cv2.INTER_AREA)
+        image[350 - h:350, x:x + w] = front
+        boxes.append([x, 350 - h, x + w, 350])
+
+    paste(12, 20, 40, round(bottle_cm * 5))
+    for i in range(5):
+        paste(2, 100 + 60 * i, 32, 60)
+    return image, np.array(boxes, np.float32)
+
+
+@pytest.mark.parametrize(("bottle_cm", "named"), [(26.0, "SHINE-750"), (22.0, "SHINE-500")])
+def test_a_product_line_in_two_sizes_is_told_apart_by_the_catalogs_sizes(
+        recognizer: Recognizer, bottle_cm: float, named: str) -> None:
+    # Given one print enrolled as two SKUs, a 22 cm and a 26 cm bottle, and a can
+    shine = _packshot(12)
+    recognizer.enrol("SHINE-500", [("f.png", shine)], brand="SHINE", name=None,
+                     size_cm=(8.0, 22.0))
+    recognizer.enrol("SHINE-750", [("f.png", shine)], brand="SHINE", name=None,
+                     size_cm=(8.0, 26.0))
+    recognizer.enrol("FIZZ-330", [("f.png", _packshot(2))], brand="FIZZ", name=None,
+                     size_cm=(6.5, 12.0))
+    # When a shelf of cans with one such bottle is named
+    image, boxes = _shelf(bottle_cm)
+    _, cands = recognizer.candidates(image, image, boxes, 5)
+    # Then the cans are cans, and the bottle is the one of its size against them
+    assert [c[0][0] for c in cands[1:]] == ["FIZZ-330"] * 5
+    assert cands[0][0][0] == named
+    # And without sizes in the catalog the two are one score: a coin toss
+    for sku in ("SHINE-500", "SHINE-750", "FIZZ-330"):
+        entry = recognizer.catalog.get(sku)
+        assert entry is not None
+        recognizer.catalog.put(entry.model_copy(update={"size_cm": None}))
+    _, plain = recognizer.candidates(image, image, boxes, 5)
+    assert {sku for sku, _ in plain[0][:2]} == {"SHINE-500", "SHINE-750"}
+    assert plain[0][0][1] == plain[0][1][1]
+
+
 @pytest.mark.parametrize("date", ["2025-06-02/../../../x", "yesterday", "2025-13-01"])
 def test_a_report_or_rollup_date_is_a_date(date: str, capsys: pytest.CaptureFixture[str]
                                            ) -> None:
@@ -277,6 +334,25 @@ def test_a_report_or_rollup_date_is_a_date(date: str, capsys: pytest.CaptureFixt
         with pytest.raises(SystemExit):
             build_parser().parse_args(command)
         assert "is not a date (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("given", "size"), [
+    ("8x22", (8.0, 22.0)), ("7.5 X 19.5", (7.5, 19.5)), ("8x", None), ("8x22x4", None),
+    ("eightx22", None), ("nanx22", None), ("8,5x22", None),
+])
+def test_a_catalog_size_is_width_x_height_in_cm(
+        given: str, size: tuple[float, float] | None, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    from pipeline.cli import build_parser
+
+    command = ["catalog", "add", "SKU-1", "a.png", "--size", given]
+    if size is None:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(command)
+        err = capsys.readouterr().err
+        assert "WIDTHxHEIGHT in cm" in err or "two finite numbers" in err
+    else:
+        assert build_parser().parse_args(command).size == size
 
 
 def test_entries_stored_before_the_checks_are_read_and_any_sku_can_be_removed(

@@ -22,6 +22,7 @@ from pipeline.core.recognition import (
     nearly_as_like,
     reference_offsets,
     rerank_by_layout,
+    rerank_by_size,
     similarity,
 )
 
@@ -247,6 +248,87 @@ def test_rerank_by_layout_off_at_weight_zero() -> None:
                            np.array([[40.0] * LAYOUT_ROWS * 2, [0.0] * LAYOUT_ROWS * 2],
                                     np.float32), weight=0.0, margin=0.05)
     np.testing.assert_array_equal(got, s)
+
+
+# One product line in two sizes, and a can; fronts in cm.
+SIZES = {"SMALL": (8.0, 22.0), "LARGE": (8.0, 26.0), "CAN": (6.5, 12.0)}
+SURE_CAN = [("CAN", 0.9), ("SMALL", 0.5)]
+
+
+def _box(x: float, scale: float, size: tuple[float, float], wider: float = 1.0
+         ) -> list[float]:
+    """A product's box standing on a board at y = 500, ``scale`` pixels per cm."""
+    w, h = size[0] * scale * wider, size[1] * scale
+    return [x, 500 - h, x + w, 500]
+
+
+def _row(crop: list[float], cands: list[tuple[str, float]],
+         neighbours: list[tuple[list[float], list[tuple[str, float]]]]
+         ) -> tuple[list[list[tuple[str, float]]], np.ndarray]:
+    boxes = [crop] + [b for b, _ in neighbours]
+    return [cands] + [c for _, c in neighbours], np.array(boxes, np.float32)
+
+
+CANS_AT_5 = [(_box(100 + 40 * i, 5, SIZES["CAN"]), SURE_CAN) for i in range(4)]
+
+
+@pytest.mark.parametrize(("crop", "cands", "neighbours", "expected"), [
+    # a 26 cm bottle among cans at 5 px/cm: the large one wins, the small loses its misfit
+    (_box(0, 5, SIZES["LARGE"]), [("SMALL", 0.90), ("LARGE", 0.88)], CANS_AT_5,
+     [("LARGE", 0.88), ("SMALL", round(0.90 - float(np.log(26 / 22)), 4))]),
+    # a 22 cm one: the small one keeps its score, the large loses
+    (_box(0, 5, SIZES["SMALL"]), [("SMALL", 0.90), ("LARGE", 0.88)], CANS_AT_5,
+     [("SMALL", 0.90), ("LARGE", round(0.88 - float(np.log(26 / 22)), 4))]),
+    # beyond the margin: no near tie, left as it is
+    (_box(0, 5, SIZES["LARGE"]), [("SMALL", 0.90), ("LARGE", 0.70)], CANS_AT_5,
+     [("SMALL", 0.90), ("LARGE", 0.70)]),
+    # a near candidate without a size is no near tie
+    (_box(0, 5, SIZES["LARGE"]), [("SMALL", 0.90), ("OTHER", 0.89)], CANS_AT_5,
+     [("SMALL", 0.90), ("OTHER", 0.89)]),
+    # one sure neighbour is too few to scale the photo
+    (_box(0, 5, SIZES["LARGE"]), [("SMALL", 0.90), ("LARGE", 0.88)], CANS_AT_5[:1],
+     [("SMALL", 0.90), ("LARGE", 0.88)]),
+    # neighbours unsure of their SKU (a near tie of their own) or under the threshold
+    # scale nothing
+    (_box(0, 5, SIZES["LARGE"]), [("SMALL", 0.90), ("LARGE", 0.88)],
+     [(b, [("CAN", 0.9), ("SMALL", 0.85)]) for b, _ in CANS_AT_5[:2]]
+     + [(b, [("CAN", 0.6)]) for b, _ in CANS_AT_5[2:]],
+     [("SMALL", 0.90), ("LARGE", 0.88)]),
+    # boxes a detector draws 20 % wider than products, the crop's as its neighbours': the
+    # width fits every candidate alike, the height tells
+    (_box(0, 5, SIZES["LARGE"], wider=1.2), [("SMALL", 0.90), ("LARGE", 0.88)],
+     [(_box(100 + 40 * i, 5, SIZES["CAN"], wider=1.2), SURE_CAN) for i in range(4)],
+     [("LARGE", 0.88), ("SMALL", round(0.90 - float(np.log(26 / 22)), 4))]),
+    # a photo along the aisle: the crop's nearest neighbours scale it (2.5 px/cm far off),
+    # not the near end's (5 px/cm), where a 26 cm bottle would read as 13 cm
+    (_box(1000, 2.5, SIZES["LARGE"]), [("SMALL", 0.90), ("LARGE", 0.88)],
+     [(_box(1050 + 20 * i, 2.5, SIZES["CAN"]), SURE_CAN) for i in range(6)] + CANS_AT_5 * 2,
+     [("LARGE", 0.88), ("SMALL", round(0.90 - float(np.log(26 / 22)), 4))]),
+], ids=["large", "small", "no-tie", "no-size", "one-neighbour", "unsure-neighbours",
+        "wide-boxes", "perspective"])
+def test_rerank_by_size(crop: list[float], cands: list[tuple[str, float]],
+                        neighbours: list[tuple[list[float], list[tuple[str, float]]]],
+                        expected: list[tuple[str, float]]) -> None:
+    all_cands, boxes = _row(crop, cands, neighbours)
+    got = rerank_by_size(all_cands, boxes, SIZES, weight=1.0, margin=0.1, threshold=0.65)
+    assert got[0] == expected
+    assert got[0][0][1] <= cands[0][1]  # a best score never rises
+    assert got[1:] == all_cands[1:]  # the sure neighbours keep their names
+
+
+def test_rerank_by_size_is_off_at_weight_zero_and_without_sizes() -> None:
+    all_cands, boxes = _row(_box(0, 5, SIZES["LARGE"]), [("SMALL", 0.90), ("LARGE", 0.88)],
+                            CANS_AT_5)
+    for weight, sizes in ((0.0, SIZES), (1.0, {})):
+        got = rerank_by_size(all_cands, boxes, sizes, weight=weight, margin=0.1,
+                             threshold=0.65)
+        assert got == all_cands
+
+
+def test_rerank_by_size_wants_a_box_per_candidate_list() -> None:
+    all_cands, boxes = _row(_box(0, 5, SIZES["LARGE"]), [("SMALL", 0.9)], CANS_AT_5)
+    with pytest.raises(ValueError, match="candidate lists"):
+        rerank_by_size(all_cands, boxes[:-1], SIZES, weight=1.0, margin=0.1, threshold=0.65)
 
 
 def test_similarity_orders_look_alikes_by_layout_only_when_both_sides_have_one() -> None:
