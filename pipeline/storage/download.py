@@ -36,7 +36,7 @@ META_PREFIX = "x-amz-meta-"
 # parts' MD5s and their count (``md5-of-md5s-N``), which the bytes check once the part size
 # is known. Neither under KMS encryption (or a customer's key).
 _MD5_ETAG = re.compile(r"[0-9a-fA-F]{32}")
-_PARTS_ETAG = re.compile(r"([0-9a-fA-F]{32})-([1-9][0-9]{0,4})")
+_PARTS_ETAG = re.compile(r"[0-9a-fA-F]{32}-[1-9][0-9]{0,4}")
 _ETAG_NOT_MD5_SSE = ("aws:kms", "aws:kms:dsse")
 # The part sizes of the common uploaders, the most used first: the AWS CLI, boto3 and the
 # Java v2 SDK 8 MiB; the Go, JavaScript and Java v1 SDKs and rclone 5 MiB; minio-go 16;
