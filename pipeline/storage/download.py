@@ -14,6 +14,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -24,6 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 from pipeline.errors import (
     ForgedUrlError,
     PermanentError,
+    PipelineError,
     TooLargeError,
     TransientError,
     UrlRejectedError,
@@ -90,10 +92,10 @@ class Download:
     # multipart one); None where it does not (KMS- or customer-key encrypted) or is absent.
     etag_kind: EtagKind | None = None
 
-    def damaged(self) -> str | None:
+    def damaged(self, part_size: int | None = None) -> str | None:
         """Why these bytes are not the object's (their MD5, or that of their parts at every
-        usual part size, is not its ETag); None when they are, or when nothing says what
-        they should be."""
+        usual part size and ``part_size``, the first part's as S3 gives it, is not its
+        ETag); None when they are, or when nothing says what they should be."""
         if self.etag_kind is None or self.etag is None:
             return None
         etag = self.etag.lower()
@@ -102,6 +104,8 @@ class Download:
             return None if md5 == etag else f"MD5 {md5} of the bytes is not the ETag {etag}"
         parts = int(etag.rsplit("-", 1)[1])
         sizes = part_sizes(len(self.data), parts)
+        if part_size is not None and part_size > 0 and part_size not in sizes:
+            sizes.append(part_size)
         if any(parts_etag(self.data, size) == etag for size in sizes):
             return None
         return f"no part size gives the bytes the multipart ETag {etag} (tried " \
@@ -197,8 +201,8 @@ def _store_of(url: str) -> tuple[str, str, str]:
     return u.scheme, u.netloc.lower(), u.path.lstrip("/").split("/", 1)[0]
 
 
-def fetch(url: str, *, max_bytes: int, timeout_s: float,
-          deadline_s: float | None = None) -> Download:
+def fetch(url: str, *, max_bytes: int, timeout_s: float, deadline_s: float | None = None,
+          first_part_size: Callable[[], int | None] | None = None) -> Download:
     """GET ``url``; at most ``max_bytes`` are read, whatever Content-Length claims.
     ``timeout_s`` bounds each wait on the socket; ``deadline_s`` the whole download: a
     server that trickles bytes is a transient fault, well before the stage's time limit
@@ -210,7 +214,8 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
     to the dead letters. Where the bytes do not match it, they are read again: the same
     bytes twice mean the store's ETags of that kind do not follow from the bytes (not
     checked there again); a second read that matches is the photo. A multipart upload's
-    ETag checks the bytes at the part size its uploader used, one of the usual ones."""
+    ETag checks the bytes at the part size its uploader used: one of the usual ones, else
+    the one ``first_part_size`` asks S3 for."""
     got = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
     store = _store_of(url)
     if got.etag_kind is None or (got.etag_kind, store) in _UNCHECKABLE:
@@ -218,8 +223,13 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
     why = got.damaged()
     if why is None:
         return got
+    part_size = _ask(first_part_size) if got.etag_kind == "parts" else None
+    if part_size is not None:
+        why = got.damaged(part_size)
+        if why is None:
+            return got
     again = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
-    if again.damaged() is None:
+    if again.damaged(part_size) is None:
         log.warning("download from %s damaged on the way (%s): read again", "/".join(store),
                     why)
         return again
@@ -231,6 +241,18 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float,
         _UNCHECKABLE.add((got.etag_kind, store))
         return again
     raise TransientError(f"download damaged on the way: {why}, and a second read differs")
+
+
+def _ask(first_part_size: Callable[[], int | None] | None) -> int | None:
+    """The first part's size as S3 gives it; None when nothing can ask or S3 does not say
+    (the check then goes on without it)."""
+    if first_part_size is None:
+        return None
+    try:
+        return first_part_size()
+    except PipelineError as exc:
+        log.warning("the size of a multipart photo's first part is not known (%s)", exc)
+        return None
 
 
 def _etag_kind(etag: str | None, headers: Message) -> EtagKind | None:

@@ -35,6 +35,10 @@ class MemoryStore(ObjectStore):
         return {"ContentLength": len(data), "ETag": f'"{etag}"',
                 "LastModified": datetime.now(UTC), "Metadata": {}}
 
+    def first_part_size(self, bucket: str, key: str, version_id: str | None = None
+                        ) -> int | None:
+        return None  # objects are put whole
+
     def presign_get(self, bucket: str, key: str, expiry_s: int,
                     version_id: str | None = None) -> str:
         return f"memory://{bucket}/{key}"

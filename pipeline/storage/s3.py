@@ -137,6 +137,21 @@ class ObjectStore:
     def exists(self, bucket: str, key: str) -> bool:
         return self.head(bucket, key) is not None
 
+    def first_part_size(self, bucket: str, key: str, version_id: str | None = None
+                        ) -> int | None:
+        """The size of a multipart upload's first part (S3 answers a HEAD of part 1 with
+        its length), from which its ETag can be worked out of its bytes; None when the
+        object was uploaded whole or S3 does not say."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "PartNumber": 1}
+        if version_id:
+            params["VersionId"] = version_id
+        try:
+            head = self.client.head_object(**params)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"head part 1 of s3://{bucket}/{key}") from exc
+        size = head.get("ContentLength")
+        return int(size) if head.get("PartsCount") and isinstance(size, int) else None
+
     def presign_get(self, bucket: str, key: str, expiry_s: int,
                     version_id: str | None = None) -> str:
         fast = self._signing()

@@ -67,7 +67,9 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
 
     def get(url: str) -> Download:
         return fetch(url, max_bytes=cfg.max_bytes, timeout_s=cfg.download_timeout_s,
-                     deadline_s=cfg.download_deadline_s)
+                     deadline_s=cfg.download_deadline_s,
+                     first_part_size=lambda: rt.store.first_part_size(p.bucket, p.key,
+                                                                      p.version_id))
 
     got = None
     if p.url:

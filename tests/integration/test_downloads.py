@@ -46,3 +46,27 @@ def test_a_multipart_upload_is_checked_against_its_etag(stack: Stack, size: int,
     flipped = bytearray(data)
     flipped[size // 2] ^= 1
     assert Download(bytes(flipped), {}, got.etag, etag_kind="parts").damaged() is not None
+
+
+def test_a_multipart_upload_of_an_unusual_part_size_is_checked_at_the_size_s3_gives(
+        stack: Stack) -> None:
+    # Given a photo uploaded in parts of 6 MiB and 12,345 bytes, which nothing guesses
+    raw = stack.settings.s3.raw_bucket
+    key = f"raw/S7/A1/B1/c1/{uuid.uuid4().hex}.jpg"
+    data = os.urandom(13 * MIB)
+    part = 6 * MIB + 12_345
+    stack.s3.upload_fileobj(io.BytesIO(data), raw, key, Config=TransferConfig(
+        multipart_threshold=5 * MIB, multipart_chunksize=part))
+    url = stack.store.presign_get(raw, key, 60)
+    # Then S3 gives its first part's size, and the bytes check at it
+    assert stack.store.first_part_size(raw, key) == part
+    got = fetch(url, max_bytes=64 * MIB, timeout_s=10,
+                first_part_size=lambda: stack.store.first_part_size(raw, key))
+    assert got.data == data and got.damaged() is not None and got.damaged(part) is None
+
+
+def test_an_object_uploaded_whole_has_no_first_part_size(stack: Stack) -> None:
+    raw = stack.settings.s3.raw_bucket
+    key = f"raw/S7/A1/B1/c1/{uuid.uuid4().hex}.jpg"
+    stack.s3.put_object(Bucket=raw, Key=key, Body=b"jpg")
+    assert stack.store.first_part_size(raw, key) is None

@@ -241,6 +241,47 @@ def test_multipart_uploads_of_unusual_part_sizes_are_read_twice_once(serve: Serv
     assert fetch(url, max_bytes=1 << 20, timeout_s=5).data == BODY
 
 
+@pytest.mark.parametrize("damaged_reads", [0, 1])
+def test_a_multipart_upload_of_an_unusual_part_size_is_checked_at_the_size_s3_gives(
+        serve: Serve, damaged_reads: int) -> None:
+    # Given an uploader that cut the photo into parts of 5,000 bytes, which nothing
+    # guesses, and S3 that says so when asked (a HEAD of part 1)
+    odd = download.parts_etag(BODY, 5000)
+    asked: list[int] = []
+
+    def first_part_size() -> int:
+        asked.append(5000)
+        return 5000
+
+    url = serve(_s3_response(_damaged(BODY, 7) if damaged_reads else BODY, odd))
+    if damaged_reads:
+        serve(_s3_response(BODY, odd))
+    # Then the bytes are checked at that size: whole, read once; damaged, read again
+    got = fetch(url, max_bytes=1 << 20, timeout_s=5, first_part_size=first_part_size)
+    assert got.data == BODY and got.damaged(5000) is None and asked == [5000]
+    # And the store's multipart photos are still checked
+    assert not download._UNCHECKABLE
+
+
+def test_a_multipart_upload_damaged_twice_at_the_size_s3_gives_is_a_transient_fault(
+        serve: Serve) -> None:
+    odd = download.parts_etag(BODY, 5000)
+    url = serve(_s3_response(_damaged(BODY, 7), odd))
+    serve(_s3_response(_damaged(BODY, 8000), odd))
+    with pytest.raises(TransientError, match="5000"):
+        fetch(url, max_bytes=1 << 20, timeout_s=5, first_part_size=lambda: 5000)
+
+
+def test_a_first_part_size_s3_does_not_give_leaves_the_check_as_it_was(serve: Serve) -> None:
+    def refused() -> int:
+        raise TransientError("head part 1: 503 Service Unavailable")
+
+    odd = download.parts_etag(BODY, 5000)
+    url = serve(_s3_response(BODY, odd))
+    serve(_s3_response(BODY, odd))
+    assert fetch(url, max_bytes=1 << 20, timeout_s=5, first_part_size=refused).data == BODY
+
+
 def test_a_server_that_trickles_its_bytes_is_a_transient_fault_at_the_deadline() -> None:
     # Given a server that sends its headers, then a byte every 0.1 s
     sock = socket.socket()
