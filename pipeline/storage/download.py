@@ -94,8 +94,8 @@ class Download:
 
     def damaged(self, part_size: int | None = None) -> str | None:
         """Why these bytes are not the object's (their MD5, or that of their parts at every
-        usual part size and ``part_size``, the first part's as S3 gives it, is not its
-        ETag); None when they are, or when nothing says what they should be."""
+        usual part size, or at ``part_size`` alone, the first part's as S3 gives it, is
+        not its ETag); None when they are, or when nothing says what they should be."""
         if self.etag_kind is None or self.etag is None:
             return None
         etag = self.etag.lower()
@@ -103,9 +103,7 @@ class Download:
             md5 = hashlib.md5(self.data, usedforsecurity=False).hexdigest()
             return None if md5 == etag else f"MD5 {md5} of the bytes is not the ETag {etag}"
         parts = int(etag.rsplit("-", 1)[1])
-        sizes = part_sizes(len(self.data), parts)
-        if part_size is not None and part_size > 0 and part_size not in sizes:
-            sizes.append(part_size)
+        sizes = [part_size] if part_size else part_sizes(len(self.data), parts)
         if any(parts_etag(self.data, size) == etag for size in sizes):
             return None
         return f"no part size gives the bytes the multipart ETag {etag} (tried " \
