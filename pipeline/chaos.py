@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import cv2
 import numpy as np
@@ -62,7 +62,8 @@ class Faults:
     latency_rate: float = 0.05  # 0.2-1.0 s added
     only_paths: str | None = None  # faults only for request paths containing this
     # One bit flipped in an object's bytes on the way (a PUT's body to S3, a GET's body
-    # back; listings are left whole): what a link or a proxy that damages data does.
+    # back) and in listings of object versions (what reconciliation reads; other listings
+    # are left whole): what a link or a proxy that damages data does.
     damage_rate: float = 0.0
     served: Counter[str] = field(default_factory=Counter)
 
@@ -71,13 +72,16 @@ class Faults:
         return random.random() < self.damage_rate
 
     def damage(self, command: str, path: str, body: bytes) -> bytes:
-        """``body``, one bit of it flipped at the damage rate when it is an object's."""
+        """``body``, one bit of it flipped at the damage rate when it is an object's or a
+        listing of object versions."""
         u = urlsplit(path)
-        listing = any(q in u.query for q in ("list-type", "versions", "uploads", "tagging"))
-        if not body or command not in ("GET", "PUT") or u.path.count("/") < 2 or listing or (
+        versions = "versions" in parse_qs(u.query, keep_blank_values=True)
+        listing = versions or any(q in u.query for q in ("list-type", "uploads", "tagging"))
+        if not body or command not in ("GET", "PUT") or not (
+                versions if listing else u.path.count("/") >= 2) or (
                 self.only_paths is not None and self.only_paths not in path) or not self._hit():
             return body
-        self.served["damaged"] += 1
+        self.served["damaged listings" if versions else "damaged"] += 1
         out = bytearray(body)
         out[random.randrange(len(out))] ^= 1 << random.randrange(8)
         return bytes(out)
@@ -205,6 +209,8 @@ class Report:
     # results whose photo is not the uploaded bytes (their SHA-256 another photo's)
     misread: int = 0
     reconciled: int = 0
+    # listed by reconciliation, but not in S3 when asked: entries of damaged listings
+    vanished: int = 0
     drain_s: float = 0.0
     injected: Counter[str] = field(default_factory=Counter)
     proxy: Counter[str] = field(default_factory=Counter)
@@ -220,7 +226,7 @@ class Report:
                 "good_dead_lettered": self.good_dead_lettered,
                 "bad_with_result": self.bad_with_result, "lost": self.lost,
                 "duplicated": self.duplicated, "misread": self.misread,
-                "reconciled": self.reconciled,
+                "reconciled": self.reconciled, "vanished": self.vanished,
                 "drain_s": round(self.drain_s, 1), "injected": dict(self.injected),
                 "proxy": dict(self.proxy), "ok": self.ok}
 
@@ -231,7 +237,8 @@ class Report:
         lines += [f"  {n:4d}  {reason}" for reason, n in self.dead_letters.most_common()]
         lines += [f"good photos dead-lettered  {self.good_dead_lettered}",
                   f"bad inputs with a result   {self.bad_with_result}",
-                  f"re-enqueued by reconciliation  {self.reconciled}",
+                  f"re-enqueued by reconciliation  {self.reconciled} ({self.vanished} "
+                  "listed but not in S3, left to the next run)",
                   f"lost               {self.lost}",
                   f"duplicated         {self.duplicated}",
                   f"misread            {self.misread}",
@@ -521,6 +528,7 @@ class Campaign:
                     r = reconcile(self.proxied, self.proxy_store, since=since, grace_s=60,
                                   enqueue=lambda m: send_stage("ingest", m))
                     self.report.reconciled += r.requeued
+                    self.report.vanished += r.vanished
                 except TransientError as exc:  # the proxy's faults: beat retries, so do we
                     log.warning("campaign reconciliation cut short: %s", exc)
                 reconciled_at = time.monotonic()

@@ -502,6 +502,8 @@ def _reconcile(args: argparse.Namespace) -> int:
           f"(result or dead letter), {r.recent} younger than {grace:.0f} s, {verb} "
           f"{r.requeued} ({r.resent} sent round within {grace:.0f} s left to that copy); "
           f"{r.ignored} objects are not photos the pipeline takes"
+          + (f"; {r.vanished} listed but not in S3 when asked (deleted since, or the "
+             "listing damaged on its way)" if r.vanished else "")
           + (f"; {r.unchecked} not checked (S3 did not answer), run again" if r.unchecked
              else ""))
     return 1 if r.unchecked else 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from redis import Redis
 
-from pipeline.errors import PipelineError, TransientError
+from pipeline.errors import PermanentError, PipelineError, TransientError
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import dead_letter_key
@@ -234,6 +234,9 @@ class Reconciliation:
     ignored: int = 0
     # S3 did not say whether they ended (a transient fault): the next run asks again
     unchecked: int = 0
+    # listed, but S3 holds no such object version when asked: deleted since, or an entry
+    # damaged on its way (the listing has no checksum); the next run's listing decides
+    vanished: int = 0
 
 
 def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_s: float,
@@ -298,19 +301,33 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
     fault: TransientError | None = None
     for (key, version, etag, v), uid, flag in zip(due, ids, flags, strict=True):
         try:
-            ended = flag in known or store.head(s3.artifacts_bucket, outcome_key(uid)) is not None
+            if flag in known or store.head(s3.artifacts_bucket, outcome_key(uid)) is not None:
+                out.ended += 1
+                continue
+            # Sent round only as S3 holds it: a listing over plain HTTP has no checksum, and
+            # an entry damaged on the way (a key, version or ETag with a bit flipped) would
+            # be sent round as an upload that does not exist, to be dead-lettered as gone,
+            # or with an ETag no download of it matches. One HEAD, for those sent round only.
+            obj = _held(store, s3.raw_bucket, key, version)
+            if obj is None:
+                out.vanished += 1
+                continue
+            held = str(obj.get("ETag", "")).strip('"') or None
+            if held != etag and version is None:  # an unversioned upload is known by it
+                uid = upload_id(s3.raw_bucket, key, held)
+                if store.head(s3.artifacts_bucket, outcome_key(uid)) is not None:
+                    out.ended += 1
+                    continue
         except TransientError as exc:  # one upload's question, not the whole run's: in a
             # brownout any HEAD may fail, and a run that stopped at the first would never
             # reach the uploads after it
             out.unchecked += 1
             fault = exc
             continue
-        if ended:
-            out.ended += 1
-            continue
         msg = build_photo_message(settings, store, bucket=s3.raw_bucket, key=key,
-                                  version_id=version, etag=etag, size=int(v.get("Size", 0)),
-                                  event_time=v["LastModified"])
+                                  version_id=version, etag=held,
+                                  size=int(obj.get("ContentLength", 0)),
+                                  event_time=obj.get("LastModified") or v["LastModified"])
         if not dry_run:
             if redis is not None and not _hold_for_resend(redis, uid, grace_s, window_s):
                 out.resent += 1
@@ -323,6 +340,16 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
         log.warning("reconcile: %d uploads not checked, S3 did not answer for them (%s); the "
                     "next run asks again", out.unchecked, fault)
     return out
+
+
+def _held(store: ObjectStore, bucket: str, key: str, version: str | None
+          ) -> dict[str, Any] | None:
+    """The HEAD of one listed upload, or None when S3 holds no such object version (a
+    version id it cannot read is not one it gave)."""
+    try:
+        return store.head(bucket, key, version)
+    except PermanentError:
+        return None
 
 
 def _hold_for_resend(redis: Redis, uid: str, grace_s: float, window_s: float) -> bool:

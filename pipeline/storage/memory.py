@@ -27,7 +27,9 @@ class MemoryStore(ObjectStore):
                   metadata: dict[str, str] | None = None) -> None:
         self.objects[(bucket, key)] = bytes(data)
 
-    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+    def head(self, bucket: str, key: str, version_id: str | None = None
+             ) -> dict[str, Any] | None:
+        # One version per key: any version asked for is that one.
         data = self.objects.get((bucket, key))
         if data is None:
             return None

@@ -124,10 +124,15 @@ class ObjectStore:
         data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
         self.put_bytes(bucket, key, data, "application/json")
 
-    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
-        """The object's HEAD response, or None when it does not exist."""
+    def head(self, bucket: str, key: str, version_id: str | None = None
+             ) -> dict[str, Any] | None:
+        """The object's HEAD response (of ``version_id`` when given), or None when it does
+        not exist."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
         try:
-            return dict(self.client.head_object(Bucket=bucket, Key=key))
+            return dict(self.client.head_object(**params))
         except (ClientError, BotoCoreError) as exc:
             err = translate(exc, f"head s3://{bucket}/{key}")
             if isinstance(err, ObjectNotFoundError):

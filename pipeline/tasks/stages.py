@@ -547,8 +547,8 @@ def reconcile(self: Task) -> None:
         raise self.retry(exc=exc, countdown=c.backoff_base_s) from exc
     log.log(logging.WARNING if r.requeued else logging.INFO,
             "reconcile: %d checked, %d ended, %d recent, %d re-enqueued, %d sent round "
-            "already, %d left to the next run", r.scanned, r.ended, r.recent, r.requeued,
-            r.resent, r.unchecked)
+            "already, %d left to the next run, %d listed but not in S3", r.scanned, r.ended,
+            r.recent, r.requeued, r.resent, r.unchecked, r.vanished)
     replayed = replay_transient(rt.settings, rt.store, rt.redis)
     if replayed:
         log.warning("reconcile: %d photos dead-lettered by a transient fault sent round again",

@@ -343,9 +343,9 @@ def test_reconcile_requeues_an_upload_that_left_no_trace(stack: Stack) -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(stack.store, name)
 
-        def head(self, bucket: str, key: str) -> Any:
+        def head(self, bucket: str, key: str, version_id: str | None = None) -> Any:
             heads.append(key)
-            return stack.store.head(bucket, key)
+            return stack.store.head(bucket, key, version_id)
 
     def run(with_redis: bool) -> Any:
         heads.clear()
@@ -367,8 +367,9 @@ def test_reconcile_requeues_an_upload_that_left_no_trace(stack: Stack) -> None:
     # When reconciliation runs over the raw bucket
     r = run(with_redis=True)
     # Then that upload, and only it, goes through again (S3 asked, as Redis did not know
-    # it) and ends as its one result
-    assert (r.requeued, r.ended) == (1, 0) and heads == [outcome_key(up.upload_id)]
+    # it, and the upload confirmed as S3 holds it) and ends as its one result
+    assert (r.requeued, r.ended) == (1, 0)
+    assert heads == [outcome_key(up.upload_id), "raw/S006/A01/B1/cam1/lost.jpg"]
     again = wait_result(stack, up)
     assert again["upload_id"] == first["upload_id"] and again["sha256"] == up.sha
     wait_idle(stack)

@@ -157,10 +157,11 @@ def test_an_upload_s3_cannot_answer_for_is_left_to_the_next_run_not_the_whole_ru
     from pipeline.errors import TransientError
 
     class Brownout(VersionedStore):  # S3 fails the HEAD of one upload's outcome
-        def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        def head(self, bucket: str, key: str, version_id: str | None = None
+                 ) -> dict[str, Any] | None:
             if key == failing:
                 raise TransientError(f"head s3://{bucket}/{key}: 503 Service Unavailable")
-            return super().head(bucket, key)
+            return super().head(bucket, key, version_id)
 
     # Given three uploads an hour old with no end on record, and S3 failing for the second
     store = Brownout()
@@ -178,3 +179,34 @@ def test_an_upload_s3_cannot_answer_for_is_left_to_the_next_run_not_the_whole_ru
     assert sorted(m.photo.key for m in sent) == ["raw/S1/A1/B1/c1/p0.jpg",
                                                  "raw/S1/A1/B1/c1/p2.jpg"]
     assert (r.requeued, r.unchecked, r.ended) == (2, 1, 0)
+
+
+def test_an_unversioned_upload_listed_with_a_damaged_etag_is_known_by_the_one_s3_holds(
+        ) -> None:
+    import hashlib
+
+    from pipeline.storage.keys import outcome_key, upload_id
+
+    class Unversioned(VersionedStore):  # no versions; the listing's ETags damaged
+        def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+            for v in super().list_versions(bucket, prefix):
+                yield {**v, "VersionId": "null", "ETag": '"0badc0de"'}
+
+    # Given two unversioned uploads, the first ended (its outcome under the upload id its
+    # ETag gives), and a listing whose ETags were damaged on the way
+    store, s3 = Unversioned(), SETTINGS.s3
+    keys = ["raw/S1/A1/B1/c1/ended.jpg", "raw/S1/A1/B1/c1/lost.jpg"]
+    for key in keys:
+        store.put_bytes(s3.raw_bucket, key, key.encode(), "image/jpeg")
+    etags = [hashlib.md5(key.encode(), usedforsecurity=False).hexdigest() for key in keys]
+    store.put_json(s3.artifacts_bucket, outcome_key(upload_id(s3.raw_bucket, keys[0], etags[0])),
+                   {"dead_letter": None})
+    sent: list[StageMessage] = []
+    # When reconciliation runs
+    r = reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1), grace_s=900,
+                  enqueue=sent.append)
+    # Then the ended one is known by the ETag S3 holds and left alone, and the other is
+    # sent round with that ETag, which its download is checked against
+    assert (r.ended, r.requeued, r.vanished) == (1, 1, 0)
+    assert [(m.photo.key, m.photo.etag, m.photo.upload_id) for m in sent] == [
+        (keys[1], etags[1], upload_id(s3.raw_bucket, keys[1], etags[1]))]
