@@ -62,14 +62,16 @@ class Faults:
     latency_rate: float = 0.05  # 0.2-1.0 s added
     only_paths: str | None = None  # faults only for request paths containing this
     # One bit flipped in an object's bytes on the way (a PUT's body to S3, a GET's body
-    # back) and in listings of object versions (what reconciliation reads; other listings
-    # are left whole): what a link or a proxy that damages data does.
+    # back), and in listings of object versions (what reconciliation reads; other listings
+    # are left whole) at a rate of their own, as a campaign makes few of them: what a link
+    # or a proxy that damages data does.
     damage_rate: float = 0.0
+    listing_damage_rate: float = 0.0
     served: Counter[str] = field(default_factory=Counter)
 
-    def _hit(self) -> bool:
-        """Whether the object body now on its way is damaged."""
-        return random.random() < self.damage_rate
+    def _hit(self, rate: float) -> bool:
+        """Whether the body now on its way, damaged at ``rate``, is damaged."""
+        return random.random() < rate
 
     def damage(self, command: str, path: str, body: bytes) -> bytes:
         """``body``, one bit of it flipped at the damage rate when it is an object's or a
@@ -79,7 +81,8 @@ class Faults:
         listing = versions or any(q in u.query for q in ("list-type", "uploads", "tagging"))
         if not body or command not in ("GET", "PUT") or not (
                 versions if listing else u.path.count("/") >= 2) or (
-                self.only_paths is not None and self.only_paths not in path) or not self._hit():
+                self.only_paths is not None and self.only_paths not in path) or \
+                not self._hit(self.listing_damage_rate if versions else self.damage_rate):
             return body
         self.served["damaged listings" if versions else "damaged"] += 1
         out = bytearray(body)
@@ -129,10 +132,14 @@ class _Handler(BaseHTTPRequestHandler):
             if resp.status == 200:
                 data = f.damage(self.command, self.path, data)
             self.send_response(resp.status, resp.reason)
+            # A HEAD's length is the object's, as S3 gave it; its body is empty.
+            head = self.command == "HEAD"
             for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                if k.lower() not in ("transfer-encoding", "connection") and (
+                        head or k.lower() != "content-length"):
                     self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
+            if not head:
+                self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
@@ -277,7 +284,7 @@ class Campaign:
         self.pace = pace
         self.timeout_s = timeout_s
         self.report = Report()
-        self.faults = Faults(damage_rate=0.01)
+        self.faults = Faults(damage_rate=0.01, listing_damage_rate=0.2)
         base = get_settings()
         sfx = uuid.uuid4().hex[:6]
         self.run_dir = base.run_dir / f"chaos-{sfx}"

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.core.result import PhotoResult
 from pipeline.core.rollup import LEVELS, rollups
-from pipeline.errors import PermanentError
+from pipeline.errors import ObjectNotFoundError, PermanentError, TransientError
 from pipeline.storage.s3 import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,25 @@ def read_results(store: ObjectStore, bucket: str, prefix: str, *, marker: str = 
             if (r := _read_result(store, bucket, k)) is not None]
 
 
-def _read_result(store: ObjectStore, bucket: str, key: str) -> PhotoResult | None:
+def _read_result(store: ObjectStore, bucket: str, key: str, *, relist: bool = False
+                 ) -> PhotoResult | None:
     """The result at ``key``; None (logged) when it is not one, or S3 will not give it (gone
     since the listing, refused: a key it may not decrypt): one such object must not hold
-    back its day's rollup. A fault that may pass (throttling, S3 away) is raised."""
+    back its day's rollup. A fault that may pass (throttling, S3 away) is raised.
+
+    With ``relist``, a listed result S3 does not hold is such a fault: the listing is stale,
+    or was damaged on its way (a listing carries no checksum, and a bit flipped in a key
+    names an object that does not exist while the result it named goes unread); the day is
+    listed again rather than rolled up without a photo."""
     try:
         return PhotoResult.model_validate(store.get_json(bucket, key))
+    except ObjectNotFoundError as exc:
+        if relist:
+            raise TransientError(f"s3://{bucket}/{key} was listed but is not in S3 (deleted "
+                                 "since, or the listing damaged on its way): list again"
+                                 ) from exc
+        log.error("s3://%s/%s is gone since it was listed, left out", bucket, key)
+        return None
     except (ValidationError, ValueError, PermanentError) as exc:
         log.error("s3://%s/%s is not a photo result it can read, left out: %s", bucket, key,
                   exc)
@@ -84,7 +97,7 @@ class ResultCache:
                         if hit is not None and hit[0] == etag:
                             fresh[key] = hit
                             continue
-                        doc = _read_result(store, bucket, key)
+                        doc = _read_result(store, bucket, key, relist=True)
                         if doc is not None:
                             fresh[key] = (etag, doc.model_copy(update=_NOT_ROLLED_UP))
                 done = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,48 +185,62 @@ class ObjectStore:
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, ETag) of every object under ``prefix``."""
-        try:
+        what = f"list s3://{bucket}/{prefix}"
+        with _listing(what):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
                                                                           Prefix=prefix)
-            for page in _no_cycles(pages, f"list s3://{bucket}/{prefix}"):
+            for page in _no_cycles(pages, what):
                 for obj in page.get("Contents", []):
                     yield str(obj["Key"]), str(obj.get("ETag", ""))
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
 
     def list_prefixes(self, bucket: str, prefix: str) -> Iterator[str]:
         """The "folders" right under ``prefix`` (which ends with ``/``), each ending with ``/``."""
-        try:
+        what = f"list s3://{bucket}/{prefix}"
+        with _listing(what):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix, Delimiter="/")
-            for page in _no_cycles(pages, f"list s3://{bucket}/{prefix}"):
+            for page in _no_cycles(pages, what):
                 for common in page.get("CommonPrefixes", []):
                     yield str(common["Prefix"])
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, f"list s3://{bucket}/{prefix}") from exc
 
     def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         """Every object version under ``prefix`` (delete markers left out): Key, VersionId,
         ETag, Size, LastModified, and ``Deleted`` when the key's latest entry is a delete
         marker (the object was deleted; its versions stay); an unversioned bucket gives its
         objects."""
+        what = f"list versions s3://{bucket}/{prefix}"
         deleted: set[str] = set()  # a key's entries run newest first, across pages too
-        try:
+        with _listing(what):
             pages = self.client.get_paginator("list_object_versions").paginate(
                 Bucket=bucket, Prefix=prefix)
-            for page in _no_cycles(pages, f"list versions s3://{bucket}/{prefix}"):
+            for page in _no_cycles(pages, what):
                 deleted.update(str(m["Key"]) for m in page.get("DeleteMarkers", [])
                                if m.get("IsLatest"))
                 for v in page.get("Versions", []):
+                    modified = v.get("LastModified")
+                    if not isinstance(modified, datetime) or modified.tzinfo is None:
+                        raise TransientError(f"{what}: an entry's time has no zone "
+                                             f"({modified!r}): the listing was damaged on its way")
                     yield {**v, "Deleted": str(v["Key"]) in deleted}
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, f"list versions s3://{bucket}/{prefix}") from exc
 
     def delete(self, bucket: str, key: str) -> None:
         try:
             self.client.delete_object(Bucket=bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"delete s3://{bucket}/{key}") from exc
+
+
+@contextmanager
+def _listing(what: str) -> Iterator[None]:
+    """A listing's faults as ours. A listing carries no checksum: over plain HTTP one damaged
+    on its way may hold a field botocore cannot read (a date or a size with a bit flipped),
+    a fault that may pass, as the next listing comes whole."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, what) from exc
+    except (ValueError, KeyError) as exc:
+        raise TransientError(f"{what}: the listing was damaged on its way: {exc}") from exc
 
 
 # What the two listings used here (list_objects_v2, list_object_versions) page by.

@@ -600,7 +600,7 @@ class _DamagingLess(Faults):
 
     bodies = 0
 
-    def _hit(self) -> bool:
+    def _hit(self, rate: float) -> bool:
         self.bodies += 1
         return self.bodies & (self.bodies + 1) == 0
 

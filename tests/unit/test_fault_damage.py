@@ -25,7 +25,7 @@ BODY = b"<ListVersionsResult><Version><Key>raw/S1/A1/B1/c1/p.jpg</Key></Version>
 ])
 def test_the_proxy_damages_objects_and_version_listings_only(
         command: str, path: str, damaged: bool, counted: str | None) -> None:
-    faults = Faults(damage_rate=1.0)
+    faults = Faults(damage_rate=1.0, listing_damage_rate=1.0)
 
     out = faults.damage(command, path, BODY)
 
@@ -36,7 +36,9 @@ def test_the_proxy_damages_objects_and_version_listings_only(
     assert dict(faults.served) == ({counted: 1} if counted else {})
 
 
-def test_the_proxy_damages_nothing_at_a_rate_of_zero() -> None:
-    faults = Faults(damage_rate=0.0)
-    assert faults.damage("GET", "/shelf-raw?versions", BODY) == BODY
-    assert faults.damage("GET", "/shelf-raw/raw/p.jpg", BODY) == BODY
+@pytest.mark.parametrize(("objects", "listings"), [(0.0, 1.0), (1.0, 0.0)])
+def test_objects_and_version_listings_are_damaged_at_rates_of_their_own(
+        objects: float, listings: float) -> None:
+    faults = Faults(damage_rate=objects, listing_damage_rate=listings)
+    assert (faults.damage("GET", "/shelf-raw?versions", BODY) != BODY) is (listings == 1.0)
+    assert (faults.damage("GET", "/shelf-raw/raw/p.jpg", BODY) != BODY) is (objects == 1.0)
