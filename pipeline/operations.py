@@ -307,10 +307,15 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
             # Sent round only as S3 holds it: a listing over plain HTTP has no checksum, and
             # an entry damaged on the way (a key, version or ETag with a bit flipped) would
             # be sent round as an upload that does not exist, to be dead-lettered as gone,
-            # or with an ETag no download of it matches. One HEAD, for those sent round only.
+            # or with an ETag no download of it matches. HEADs for those sent round only.
             obj = _held(store, s3.raw_bucket, key, version)
             if obj is None:
                 out.vanished += 1
+                continue
+            # A delete marker on top says the key was deleted: a damaged marker in the
+            # listing would hide that, and S3 answers for the key itself with a 404.
+            if version is not None and _held(store, s3.raw_bucket, key, None) is None:
+                out.ignored += 1
                 continue
             held = str(obj.get("ETag", "")).strip('"') or None
             if held != etag and version is None:  # an unversioned upload is known by it

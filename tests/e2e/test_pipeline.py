@@ -369,7 +369,7 @@ def test_reconcile_requeues_an_upload_that_left_no_trace(stack: Stack) -> None:
     # Then that upload, and only it, goes through again (S3 asked, as Redis did not know
     # it, and the upload confirmed as S3 holds it) and ends as its one result
     assert (r.requeued, r.ended) == (1, 0)
-    assert heads == [outcome_key(up.upload_id), "raw/S006/A01/B1/cam1/lost.jpg"]
+    assert heads == [outcome_key(up.upload_id), *["raw/S006/A01/B1/cam1/lost.jpg"] * 2]
     again = wait_result(stack, up)
     assert again["upload_id"] == first["upload_id"] and again["sha256"] == up.sha
     wait_idle(stack)

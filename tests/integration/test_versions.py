@@ -33,15 +33,17 @@ def test_reconciliation_sends_round_what_s3_holds_not_what_a_damaged_listing_say
     from pipeline.messages import StageMessage
     from pipeline.operations import reconcile
 
-    # Given three uploads with no end on record, and a listing of them damaged on its way:
-    # a bit flipped in the first's key, the second's version id and the third's ETag
+    # Given uploads with no end on record, and a listing of them damaged on its way: a bit
+    # flipped in the first's key, the second's version id and the third's ETag
     raw = stack.settings.s3.raw_bucket
     prefix = f"raw/S7/A1/B1/c1/{uuid.uuid4().hex}/"
     held = {}
-    for name in ("p0.jpg", "p1.jpg", "p2.jpg"):
+    for name in ("p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"):
         put = stack.s3.put_object(Bucket=raw, Key=prefix + name, Body=name.encode() * 100)
         held[name] = (put["VersionId"], put["ETag"].strip('"'))
-    damage = {"p0.jpg": "Key", "p1.jpg": "VersionId", "p2.jpg": "ETag"}
+    # and a fourth deleted since, the delete marker on top of it lost from the listing
+    stack.s3.delete_object(Bucket=raw, Key=prefix + "p3.jpg")
+    damage = {"p0.jpg": "Key", "p1.jpg": "VersionId", "p2.jpg": "ETag", "p3.jpg": "Deleted"}
 
     class DamagedListing:  # the real store, its listing of these uploads damaged
         def __getattr__(self, name: str) -> Any:
@@ -50,7 +52,8 @@ def test_reconciliation_sends_round_what_s3_holds_not_what_a_damaged_listing_say
         def list_versions(self, bucket: str, prefix_: str) -> Any:
             for v in stack.store.list_versions(bucket, prefix):
                 field = damage[v["Key"].removeprefix(prefix)]
-                yield {**v, field: _flip(str(v[field]), len(str(v[field])) - 3)}
+                yield {**v, field: False if field == "Deleted" else
+                       _flip(str(v[field]), len(str(v[field])) - 3)}
 
     sent: list[StageMessage] = []
     # When reconciliation runs over it
@@ -58,9 +61,10 @@ def test_reconciliation_sends_round_what_s3_holds_not_what_a_damaged_listing_say
                   since=datetime.now(UTC) - timedelta(hours=1), grace_s=0,
                   enqueue=sent.append)
 
-    # Then the two entries S3 holds no object for are left to the next run's listing, and
-    # the third is sent round as S3 holds it: its own version and ETag
-    assert (r.scanned, r.vanished, r.requeued) == (3, 2, 1)
+    # Then the two entries S3 holds no object for are left to the next run's listing, the
+    # deleted one is left alone (S3 answers 404 for its key), and the third is sent round
+    # as S3 holds it: its own version and ETag
+    assert (r.scanned, r.vanished, r.ignored, r.requeued) == (4, 2, 1, 1)
     assert [(m.photo.key, m.photo.version_id, m.photo.etag) for m in sent] == [
         (prefix + "p2.jpg", *held["p2.jpg"])]
     assert sent[0].photo.size == 600

@@ -28,6 +28,13 @@ class VersionedStore(MemoryStore):
                    "LastModified": datetime.now(UTC) - timedelta(hours=1),
                    "Deleted": key in self.deleted}
 
+    def head(self, bucket: str, key: str, version_id: str | None = None
+             ) -> dict[str, Any] | None:
+        # A deleted key answers 404 for itself; its version v1 is still there.
+        if version_id not in (None, "v1") or (version_id is None and key in self.deleted):
+            return None
+        return super().head(bucket, key)
+
 
 class DictRedis:
     """What reconciliation asks of Redis (MGET, GET, SET NX with expiry, INCR), on a clock
@@ -108,6 +115,28 @@ def test_an_upload_deleted_since_is_not_brought_back() -> None:
     r = reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1), grace_s=900,
                   enqueue=sent.append)
 
+    assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/kept.jpg"]
+    assert (r.requeued, r.ignored) == (1, 1)
+
+
+def test_an_upload_deleted_since_is_not_brought_back_by_a_listing_that_hides_its_marker(
+        ) -> None:
+    class DamagedMarker(VersionedStore):  # the listing's delete marker lost on the way
+        def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+            for v in super().list_versions(bucket, prefix):
+                yield {**v, "Deleted": False}
+
+    store = DamagedMarker()
+    for name in ("kept", "deleted"):
+        store.put_bytes(SETTINGS.s3.raw_bucket, f"raw/S1/A1/B1/c1/{name}.jpg", b"jpg",
+                        "image/jpeg")
+    store.deleted.add("raw/S1/A1/B1/c1/deleted.jpg")
+    sent: list[StageMessage] = []
+
+    r = reconcile(SETTINGS, store, since=datetime.now(UTC) - timedelta(days=1), grace_s=900,
+                  enqueue=sent.append)
+
+    # S3 says the key itself is gone: the upload is not a photo to finish
     assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/kept.jpg"]
     assert (r.requeued, r.ignored) == (1, 1)
 
