@@ -78,9 +78,9 @@ class Faults:
         listing of object versions."""
         u = urlsplit(path)
         versions = "versions" in parse_qs(u.query, keep_blank_values=True)
-        listing = versions or any(q in u.query for q in ("list-type", "uploads", "tagging"))
-        if not body or command not in ("GET", "PUT") or not (
-                versions if listing else u.path.count("/") >= 2) or (
+        other_listing = any(q in u.query for q in ("list-type", "uploads", "tagging"))
+        an_object = u.path.count("/") >= 2 and not other_listing
+        if not body or command not in ("GET", "PUT") or not (versions or an_object) or (
                 self.only_paths is not None and self.only_paths not in path) or \
                 not self._hit(self.listing_damage_rate if versions else self.damage_rate):
             return body

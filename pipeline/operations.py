@@ -299,9 +299,13 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
     flags = [ended_key(i) for i in ids]
     known = flagged(redis, flags) if redis is not None else set()
     fault: TransientError | None = None
+
+    def ended(uid: str) -> bool:  # a result or a dead letter on record in S3
+        return store.head(s3.artifacts_bucket, outcome_key(uid)) is not None
+
     for (key, version, etag, v), uid, flag in zip(due, ids, flags, strict=True):
         try:
-            if flag in known or store.head(s3.artifacts_bucket, outcome_key(uid)) is not None:
+            if flag in known or ended(uid):
                 out.ended += 1
                 continue
             # Sent round only as S3 holds it: a listing over plain HTTP has no checksum, and
@@ -320,7 +324,7 @@ def reconcile(settings: Settings, store: ObjectStore, *, since: datetime, grace_
             held = str(obj.get("ETag", "")).strip('"') or None
             if held != etag and version is None:  # an unversioned upload is known by it
                 uid = upload_id(s3.raw_bucket, key, held)
-                if store.head(s3.artifacts_bucket, outcome_key(uid)) is not None:
+                if ended(uid):
                     out.ended += 1
                     continue
         except TransientError as exc:  # one upload's question, not the whole run's: in a

@@ -129,11 +129,8 @@ class ObjectStore:
              ) -> dict[str, Any] | None:
         """The object's HEAD response (of ``version_id`` when given), or None when it does
         not exist."""
-        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if version_id:
-            params["VersionId"] = version_id
         try:
-            return dict(self.client.head_object(**params))
+            return dict(self.client.head_object(**_object(bucket, key, version_id)))
         except (ClientError, BotoCoreError) as exc:
             err = translate(exc, f"head s3://{bucket}/{key}")
             if isinstance(err, ObjectNotFoundError):
@@ -148,11 +145,8 @@ class ObjectStore:
         """The size of a multipart upload's first part (S3 answers a HEAD of part 1 with
         its length), from which its ETag can be worked out of its bytes; None when the
         object was uploaded whole or S3 does not say."""
-        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "PartNumber": 1}
-        if version_id:
-            params["VersionId"] = version_id
         try:
-            head = self.client.head_object(**params)
+            head = self.client.head_object(**_object(bucket, key, version_id), PartNumber=1)
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"head part 1 of s3://{bucket}/{key}") from exc
         size = head.get("ContentLength")
@@ -171,12 +165,9 @@ class ObjectStore:
                 endpoint_url=endpoint_url, region=region, bucket=bucket, key=key,
                 keys=SigningKeys(frozen.access_key, frozen.secret_key, frozen.token),
                 expiry_s=expiry_s, now=datetime.now(UTC), version_id=version_id)
-        params = {"Bucket": bucket, "Key": key}
-        if version_id:
-            params["VersionId"] = version_id
         try:
-            return str(self.client.generate_presigned_url("get_object", Params=params,
-                                                          ExpiresIn=expiry_s))
+            return str(self.client.generate_presigned_url(
+                "get_object", Params=_object(bucket, key, version_id), ExpiresIn=expiry_s))
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"presign s3://{bucket}/{key}") from exc
 
@@ -219,8 +210,7 @@ class ObjectStore:
                 for v in page.get("Versions", []):
                     modified = v.get("LastModified")
                     if not isinstance(modified, datetime) or modified.tzinfo is None:
-                        raise TransientError(f"{what}: an entry's time has no zone "
-                                             f"({modified!r}): the listing was damaged on its way")
+                        raise ValueError(f"an entry's time has no zone ({modified!r})")
                     yield {**v, "Deleted": str(v["Key"]) in deleted}
 
     def delete(self, bucket: str, key: str) -> None:
@@ -230,11 +220,16 @@ class ObjectStore:
             raise translate(exc, f"delete s3://{bucket}/{key}") from exc
 
 
+def _object(bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
+    """The parameters that name one object, of ``version_id`` when given."""
+    return {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+
+
 @contextmanager
 def _listing(what: str) -> Iterator[None]:
     """A listing's faults as ours. A listing carries no checksum: over plain HTTP one damaged
-    on its way may hold a field botocore cannot read (a date or a size with a bit flipped),
-    a fault that may pass, as the next listing comes whole."""
+    on its way may hold a field botocore cannot read (a date or a size with a bit flipped)
+    or a time in no zone, a fault that may pass, as the next listing comes whole."""
     try:
         yield
     except (ClientError, BotoCoreError) as exc:
