@@ -10,7 +10,7 @@ from typing import Any
 
 from redis import Redis
 
-from pipeline.errors import PermanentError, PipelineError, TransientError
+from pipeline.errors import ObjectNotFoundError, PermanentError, PipelineError, TransientError
 from pipeline.messages import DeadLetter, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import dead_letter_key
@@ -199,6 +199,8 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
         except TransientError as exc:
             log.warning("recompute: %s not read yet: %s", key, exc)
             continue
+        except ObjectNotFoundError:  # complied and removed since the listing, or its key
+            continue  # was damaged in the listing: the next run lists anew
         p = msg.photo
         if any(v is not None and getattr(p, k) != v for k, v in wanted.items()):
             continue

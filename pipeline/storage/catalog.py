@@ -244,7 +244,9 @@ class CatalogStore:
         return list(self.store.list_keys(self.bucket, f"{PREFIX}images/{check_sku(sku)}/"))
 
     def entries(self) -> list[CatalogEntry]:
-        out = [self._entry(key) for key in self.store.list_keys(self.bucket, PREFIX + "skus/")]
+        """Every SKU's entry; an entry removed while it was being listed is left out
+        (:meth:`ObjectStore.read_listed`)."""
+        out = [e for _, e in self.store.read_listed(self.bucket, PREFIX + "skus/", self._entry)]
         return sorted(out, key=lambda e: e.sku)
 
     def put_reference(self, embedder: str, embeddings: npt.NDArray[np.float32],

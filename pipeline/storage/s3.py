@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -41,6 +41,7 @@ _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
 
+T = TypeVar("T")
 SQS_READ_TIMEOUT_S = 30.0  # above the longest long poll (20 s)
 
 
@@ -173,6 +174,37 @@ class ObjectStore:
 
     def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
         return (key for key, _ in self.list_objects(bucket, prefix))
+
+    def read_listed(self, bucket: str, prefix: str, read: Callable[[str], T], *,
+                    skip: Callable[[str], bool] | None = None, listings: int = 3
+                    ) -> Iterator[tuple[str, T]]:
+        """``(key, read(key))`` of every object under ``prefix`` (but those ``skip`` names),
+        each read once, as it is listed.
+
+        A listed key S3 holds nothing for (``read`` raises ``ObjectNotFoundError``) was
+        deleted since the listing, or was damaged on its way: a listing carries no checksum,
+        and a bit flipped in a key names nothing while the object it stood for goes unread.
+        So the prefix is listed again, for the keys not read yet; a key a newer listing no
+        longer names is gone. After ``listings`` listings that each named an object S3 does
+        not hold: ``TransientError``, the caller's next run lists anew."""
+        done: set[str] = set()
+        missing: list[str] = []
+        for _ in range(listings):
+            missing = []
+            for key in self.list_keys(bucket, prefix):
+                if key in done or (skip is not None and skip(key)):
+                    continue
+                try:
+                    value = read(key)
+                except ObjectNotFoundError:
+                    missing.append(key)
+                    continue
+                done.add(key)
+                yield key, value
+            if not missing:
+                return
+        raise TransientError(f"list s3://{bucket}/{prefix}: {listings} listings in a row named "
+                             f"objects S3 does not hold ({missing[0]!r} among {len(missing)})")
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, ETag) of every object under ``prefix``."""

@@ -63,18 +63,24 @@ def read_letters(store: ObjectStore, bucket: str, *, seen: set[str] | None = Non
     ``seen``, letters whose key is in it are skipped and every key read is added to it, so a
     watcher reads each letter once. With ``unread``, a letter S3 does not hand over (a
     transient fault) is added to it and the others go on, instead of the fault ending the
-    reading."""
-    for key in store.list_keys(bucket, PREFIX):
-        if key.startswith(f"{PREFIX}unreadable/") or (seen is not None and key in seen):
-            continue
+    reading. A listed letter S3 does not hold (removed since, or its key damaged in the
+    listing) sends the listing round again (:meth:`ObjectStore.read_listed`)."""
+
+    def skip(key: str) -> bool:
+        return key.startswith(f"{PREFIX}unreadable/") or (seen is not None and key in seen)
+
+    def read(key: str) -> tuple[bool, DeadLetter | None]:
+        """Whether S3 handed the letter over, and the letter if it is one."""
         try:
-            letter = _letter(store, bucket, key)
+            return True, _letter(store, bucket, key)
         except TransientError:
             if unread is None:
                 raise
             unread.append(key)
-            continue
-        if seen is not None:
+            return False, None
+
+    for key, (handed, letter) in store.read_listed(bucket, PREFIX, read, skip=skip):
+        if handed and seen is not None:
             seen.add(key)
         if letter is not None:
             yield letter
