@@ -7,12 +7,17 @@ Names follow Prometheus conventions: ``_seconds`` for durations, ``_total`` for 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from pipeline.settings import Settings, get_settings
 
@@ -84,55 +89,148 @@ def mark_process_dead(pid: int) -> None:
 
 
 class LiveCollector:
-    """Queue depths, work in flight and the last hour's photo rate, read at scrape time."""
+    """Queue depths, work in flight and the last hour's photo rate, read at scrape time. A
+    scrape answers whatever is away: without Redis, ``shelf_redis_up`` is 0 and its gauges
+    are left out; without SQS, its depths are. Clients are made once and kept."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._redis: Any = None
+        self._sqs: Any = None
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from pipeline.storage.redis import make_redis
-        from pipeline.tasks.app import ALL_QUEUES, broker_key
-
-        r = make_redis(self.settings.redis.url)
-        depth = GaugeMetricFamily("shelf_queue_depth", "Tasks waiting per queue.",
-                                  labels=["queue"])
-        for q in ALL_QUEUES:
-            depth.add_metric([q], float(r.llen(broker_key(self.settings, q))))
-        yield depth
-        yield GaugeMetricFamily("shelf_tasks_in_flight", "Tasks taken by a worker, not yet "
-                                "acknowledged.",
-                                value=float(r.hlen(broker_key(self.settings, "unacked"))))
-        now = time.time()
-        yield GaugeMetricFamily("shelf_photos_per_hour", "Results written in the last hour.",
-                                value=float(r.zcount(COMPLETED_KEY, now - 3600, now)))
+        yield from self._redis_gauges()
         sqs_depth = GaugeMetricFamily("shelf_sqs_messages", "Messages on the event queues.",
                                       labels=["queue"])
         try:
             from pipeline.storage.s3 import make_client
 
-            sqs = make_client(self.settings.aws, "sqs")
+            if self._sqs is None:
+                self._sqs = make_client(self.settings.aws, "sqs")
             for name in (self.settings.sqs.queue, self.settings.sqs.dead_letter_queue):
-                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
                     "ApproximateNumberOfMessages"])["Attributes"]
                 sqs_depth.add_metric([name], float(attrs["ApproximateNumberOfMessages"]))
         except Exception as exc:  # SQS away: the other metrics still answer
             log.warning("sqs depth not read: %s", exc)
         yield sqs_depth
 
+    def _redis_gauges(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+        from redis.exceptions import RedisError
 
-def serve(settings: Settings) -> None:
-    """``/metrics`` on 127.0.0.1:<port> until interrupted."""
-    from wsgiref.simple_server import make_server
+        from pipeline.storage.redis import make_redis
+        from pipeline.tasks.app import ALL_QUEUES, broker_key
 
+        if self._redis is None:
+            self._redis = make_redis(self.settings.redis.url)
+        r = self._redis
+        try:
+            depth = GaugeMetricFamily("shelf_queue_depth", "Tasks waiting per queue.",
+                                      labels=["queue"])
+            for q in ALL_QUEUES:
+                depth.add_metric([q], float(r.llen(broker_key(self.settings, q))))
+            now = time.time()
+            gauges = [
+                depth,
+                GaugeMetricFamily("shelf_tasks_in_flight", "Tasks taken by a worker, not yet "
+                                  "acknowledged.",
+                                  value=float(r.hlen(broker_key(self.settings, "unacked")))),
+                GaugeMetricFamily("shelf_photos_per_hour", "Results written in the last hour.",
+                                  value=float(r.zcount(COMPLETED_KEY, now - 3600, now)))]
+        except (RedisError, OSError) as exc:  # Redis away: say so, and answer the rest
+            log.warning("redis gauges not read: %s", exc)
+            gauges = []
+        yield GaugeMetricFamily("shelf_redis_up", "Whether Redis answered this scrape.",
+                                value=1.0 if gauges else 0.0)
+        yield from gauges
+
+
+# A scrape's connection, however its client behaves, holds one of a few threads for a
+# bounded time: a client silent for TIMEOUT_S, or connected longer than DEADLINE_S (one
+# that trickles its request), is cut; past MAX_CONNECTIONS at once, new ones are closed.
+# The server wsgiref gives serves one connection at a time and waits on it for ever: one
+# idle connection (a port scan, a stuck client) stopped every scrape and liveness probe.
+TIMEOUT_S = 10.0
+DEADLINE_S = 30.0
+MAX_CONNECTIONS = 16
+HEALTH_PATH = "/healthz"  # answers without reading Redis or SQS: the liveness probe's
+
+
+def _cut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # ended meanwhile
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics %s: " + format, self.address_string(), *args)
+
+
+class MetricsServer(ThreadingMixIn, WSGIServer):
+    """A WSGI server with a thread per connection, a bounded number of them, each bounded
+    in time (see :data:`TIMEOUT_S`)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], *, timeout_s: float = TIMEOUT_S,
+                 deadline_s: float = DEADLINE_S, max_connections: int = MAX_CONNECTIONS
+                 ) -> None:
+        handler = type("Handler", (_QuietHandler,), {"timeout": timeout_s})
+        super().__init__(address, handler)
+        self.deadline_s = deadline_s
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # as many as it serves at once: closed at once
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        deadline = threading.Timer(self.deadline_s, _cut, (request,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            deadline.cancel()
+            self._slots.release()
+
+
+def make_app(settings: Settings) -> Any:
+    """``/metrics`` for every process of this host, and :data:`HEALTH_PATH`."""
     from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(LiveCollector(settings))
-    server = make_server(settings.metrics.host, settings.metrics.port,
-                         make_wsgi_app(registry))
-    log.info("metrics on http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == HEALTH_PATH:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        return metrics(environ, start_response)
+
+    return app
+
+
+def make_server(settings: Settings, **limits: Any) -> MetricsServer:
+    server = MetricsServer((settings.metrics.host, settings.metrics.port), **limits)
+    server.set_app(make_app(settings))
+    return server
+
+
+def serve(settings: Settings) -> None:
+    """``/metrics`` on 127.0.0.1:<port> until interrupted."""
+    server = make_server(settings)
+    log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.server_port)
     server.serve_forever()
