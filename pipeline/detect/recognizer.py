@@ -131,7 +131,11 @@ class Recognizer:
             raise CatalogError(f"{sku}: give at least one packshot")
         old = None if replace else self.catalog.get(sku)
         sigs = [] if old is None else self._current_signatures(old)
-        taken = {PurePath(k).stem for k in self.catalog.image_keys(sku)} if old else set()
+        # New packshots are numbered past those stored: listed, and those the entry signed
+        # (a key damaged in the listing would otherwise free its number, and the new
+        # packshot would overwrite the one the entry signed there).
+        taken = {PurePath(k).stem for k in self.catalog.image_keys(sku)} | {
+            PurePath(s.source).stem for s in old.signatures} if old else set()
         numbers = (n for n in itertools.count() if str(n) not in taken)
         for (data, suffix, image), n in zip(decoded, numbers, strict=False):
             sigs += self._sign(self.catalog.put_image(sku, n, data, suffix), image)

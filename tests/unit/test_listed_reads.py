@@ -107,3 +107,31 @@ def test_an_upload_complied_while_recompute_listed_it_is_left_alone(
     store.vanish = {keys[0]}  # complied, its pending copy removed, after the listing
     assert recompute_pending(s, store) == 1
     assert [m.photo.key for m in sent] == ["raw/S1/A1/B1/c1/p2.jpg"]
+
+
+def test_a_packshot_added_while_the_listing_is_damaged_overwrites_none_stored() -> None:
+    import cv2
+
+    from pipeline.core.packshot import Cutout
+    from pipeline.detect.embedder import Embedder
+    from pipeline.detect.recognizer import Recognizer, weights_from
+    from pipeline.synth.catalog import CATALOG, draw_packshot
+    from pipeline.synth.enrol import on_white
+
+    def png(i: int) -> bytes:
+        image, mask = draw_packshot(CATALOG[i], 120)
+        return bytes(cv2.imencode(".png", on_white(Cutout(image, mask)))[1].tobytes())
+
+    s = Settings()
+    store = ListingStore()
+    recognizer = Recognizer(Embedder.from_dir(s.models.root, s.recognition.embedder,
+                                              device="cpu"),
+                            CatalogStore(store, B), weights_from(s.recognition))
+    recognizer.enrol("A", [("front.png", png(0))], brand=None, name=None)
+    stored = store.get_bytes(B, "catalog/images/A/0.png")
+    # the next listing of the SKU's packshots names 0.png damaged, as 1.png
+    store.damage, store.listings = {"catalog/images/A/0.png": "catalog/images/A/1.png"}, 0
+    entry = recognizer.enrol("A", [("side.png", png(1))], brand=None, name=None)
+    assert store.get_bytes(B, "catalog/images/A/0.png") == stored
+    assert {sig.source for sig in entry.signatures} == {"catalog/images/A/0.png",
+                                                        "catalog/images/A/2.png"}
