@@ -214,7 +214,7 @@ class ObjectStore:
                                                                           Prefix=prefix)
             for page in _no_cycles(pages, what):
                 for obj in page.get("Contents", []):
-                    yield str(obj["Key"]), str(obj.get("ETag", ""))
+                    yield _under(prefix, str(obj["Key"])), str(obj.get("ETag", ""))
 
     def list_prefixes(self, bucket: str, prefix: str) -> Iterator[str]:
         """The "folders" right under ``prefix`` (which ends with ``/``), each ending with ``/``."""
@@ -224,7 +224,7 @@ class ObjectStore:
                 Bucket=bucket, Prefix=prefix, Delimiter="/")
             for page in _no_cycles(pages, what):
                 for common in page.get("CommonPrefixes", []):
-                    yield str(common["Prefix"])
+                    yield _under(prefix, str(common["Prefix"]))
 
     def list_versions(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         """Every object version under ``prefix`` (delete markers left out): Key, VersionId,
@@ -243,7 +243,8 @@ class ObjectStore:
                     modified = v.get("LastModified")
                     if not isinstance(modified, datetime) or modified.tzinfo is None:
                         raise ValueError(f"an entry's time has no zone ({modified!r})")
-                    yield {**v, "Deleted": str(v["Key"]) in deleted}
+                    yield {**v, "Key": _under(prefix, str(v["Key"])),
+                           "Deleted": str(v["Key"]) in deleted}
 
     def delete(self, bucket: str, key: str) -> None:
         try:
@@ -255,6 +256,15 @@ class ObjectStore:
 def _object(bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
     """The parameters that name one object, of ``version_id`` when given."""
     return {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+
+
+def _under(prefix: str, key: str) -> str:
+    """``key`` of a listing of ``prefix``; one outside it was damaged on its way (as a bit
+    flipped in it may name another SKU's packshot, which a caller acting on the listing
+    would then touch): ``ValueError``, a damaged listing to :func:`_listing`."""
+    if not key.startswith(prefix):
+        raise ValueError(f"an entry {key[:200]!r} outside the prefix listed")
+    return key
 
 
 @contextmanager

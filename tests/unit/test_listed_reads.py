@@ -135,3 +135,34 @@ def test_a_packshot_added_while_the_listing_is_damaged_overwrites_none_stored() 
     assert store.get_bytes(B, "catalog/images/A/0.png") == stored
     assert {sig.source for sig in entry.signatures} == {"catalog/images/A/0.png",
                                                         "catalog/images/A/2.png"}
+
+
+@pytest.mark.parametrize("listing", ["objects", "folders", "versions"])
+def test_a_listing_naming_a_key_outside_its_prefix_is_a_damaged_one(listing: str) -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from pipeline.storage.s3 import ObjectStore
+
+    # Given a listing of one SKU's packshots whose second entry names another SKU's (a bit
+    # flipped on the way: "SKU-001" and "SKU-003" differ by one)
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s")
+    stub = Stubber(client)
+    prefix = "catalog/images/SKU-001/"
+    keys = [f"{prefix}0.png", "catalog/images/SKU-003/1.png"]
+    when = datetime(2026, 12, 7, tzinfo=UTC)
+    store = ObjectStore(client)
+    calls = {
+        "objects": ("list_objects_v2", {"Contents": [{"Key": k} for k in keys]},
+                    lambda: list(store.list_keys("b", prefix))),
+        "folders": ("list_objects_v2", {"CommonPrefixes": [{"Prefix": k + "/"} for k in keys]},
+                    lambda: list(store.list_prefixes("b", prefix))),
+        "versions": ("list_object_versions", {"Versions": [
+            {"Key": k, "VersionId": "v", "LastModified": when} for k in keys]},
+            lambda: list(store.list_versions("b", prefix)))}
+    operation, response, run = calls[listing]
+    stub.add_response(operation, response)
+    # Then it is a damaged listing, a fault that may pass, and nothing acts on that entry
+    with stub, pytest.raises(TransientError, match="outside the prefix"):
+        run()
