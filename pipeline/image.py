@@ -35,7 +35,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm",
                          b"hevs", b"mif1", b"msf1"})
 # What else arrives named .jpg, told by its first bytes.
-OTHER_MAGIC = ((b"%PDF", "PDF"), (b"GIF8", "GIF"), (b"RIFF", "WebP/RIFF"), (b"BM", "BMP"),
+OTHER_MAGIC = ((b"%PDF", "PDF"), (b"GIF8", "GIF"), (b"RIFF", "RIFF (AVI, WAV)"), (b"BM", "BMP"),
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"<", "HTML/XML"),
                (b"PK\x03\x04", "ZIP"))
 
@@ -44,7 +44,7 @@ OTHER_MAGIC = ((b"%PDF", "PDF"), (b"GIF8", "GIF"), (b"RIFF", "WebP/RIFF"), (b"BM
 class ImageFacts:
     """What the header says: format, stored size, EXIF orientation and capture time."""
 
-    format: str  # JPEG | PNG | HEIF
+    format: str  # JPEG | PNG | HEIF | WEBP
     size_wh: tuple[int, int]
     orientation: int
     taken: datetime | None  # DateTimeOriginal when present and plausible
@@ -58,27 +58,29 @@ def _ftyp_brands(data: bytes) -> list[bytes]:
 
 
 def sniff_format(data: bytes) -> str:
-    """JPEG, PNG or HEIF from the magic bytes; :class:`CorruptImageError` naming anything
-    else."""
+    """JPEG, PNG, HEIF or WEBP from the magic bytes; :class:`CorruptImageError` naming
+    anything else."""
     if not data:
         raise CorruptImageError("empty file (0 bytes)")
     if data.startswith(JPEG_MAGIC):
         return "JPEG"
     if data.startswith(PNG_MAGIC):
         return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # phones' and web apps' uploads
+        return "WEBP"
     if data[4:8] == b"ftyp":
         brands = _ftyp_brands(data)
         if b"avif" in brands or b"avis" in brands:
-            raise CorruptImageError("an AVIF file, not a JPEG, PNG or HEIC photo")
+            raise CorruptImageError("an AVIF file, not a JPEG, PNG, HEIC or WebP photo")
         if HEIF_BRANDS.intersection(brands):
             return "HEIF"
-        raise CorruptImageError("an MP4/ISO media file (a video?), not a JPEG, PNG or HEIC "
-                                "photo")
+        raise CorruptImageError("an MP4/ISO media file (a video?), not a JPEG, PNG, HEIC or "
+                                "WebP photo")
     head = data[:16].lstrip()
     for magic, name in OTHER_MAGIC:
         if head.startswith(magic):
-            raise CorruptImageError(f"a {name} file, not a JPEG, PNG or HEIC photo")
-    raise CorruptImageError("not a JPEG, PNG or HEIC photo (unknown leading bytes)")
+            raise CorruptImageError(f"a {name} file, not a JPEG, PNG, HEIC or WebP photo")
+    raise CorruptImageError("not a JPEG, PNG, HEIC or WebP photo (unknown leading bytes)")
 
 
 MAX_JPEG_SCANS = 100  # progressive encoders write about 10; each scan is a decode of its own
@@ -172,6 +174,10 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
                                                          now or datetime.now(UTC)))
     if fmt == "JPEG":
         _jpeg_scans(data)
+    elif fmt == "WEBP":
+        # The RIFF header gives the file's length: one cut short ends before it.
+        if len(data) < 8 + int.from_bytes(data[4:8], "little"):
+            raise CorruptImageError("truncated WebP: the file ends before its RIFF length")
     elif data.rfind(b"IEND") <= 8:
         raise CorruptImageError(f"truncated {fmt}: the file ends before its last marker")
     try:

@@ -209,16 +209,22 @@ def test_corrupt_jpeg_is_dead_lettered_and_worker_keeps_serving(
     wait_result(stack, put(stack, "raw/S003/A01/B1/cam1/after.jpg", good))
 
 
-def test_an_iphone_heic_upload_is_a_result_like_its_jpeg(stack: Stack) -> None:
-    # Given a bay photographed by an iPhone: HEIC, under its default .HEIC name
+@pytest.mark.parametrize("name", ["IMG_0001.HEIC", "IMG_0002.webp"])
+def test_an_iphone_heic_or_a_webp_upload_is_a_result_like_its_jpeg(stack: Stack,
+                                                                    name: str) -> None:
+    # Given a bay photographed by an iPhone (HEIC, under its default .HEIC name) or sent
+    # through an app that keeps photos as WebP
     import pillow_heif
     from PIL import Image, ImageOps
 
     data, truth = photo_bytes(9)
     rgb = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     buf = io.BytesIO()
-    pillow_heif.from_pillow(rgb).save(buf, quality=85)
-    key = "raw/S007/A01/B1/cam1/IMG_0001.HEIC"
+    if name.endswith(".HEIC"):
+        pillow_heif.from_pillow(rgb).save(buf, quality=85)
+    else:
+        rgb.save(buf, "WEBP", quality=85)
+    key = f"raw/S007/A01/B1/cam1/{name}"
     up = put_photo(stack, key, buf.getvalue(), truth)
     # Then it becomes a result against the bay's planogram, its products found
     result = wait_result(stack, up)

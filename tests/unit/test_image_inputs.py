@@ -94,6 +94,31 @@ def png_claiming(w: int, h: int) -> bytes:
     return bytes(data)
 
 
+def webp(mode: str = "RGB", **kw: object) -> bytes:
+    """A still 640 x 480 WebP (lossy unless ``lossless=True``), with EXIF when ``exif``
+    bytes are given."""
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).convert(mode).save(buf, "WEBP", quality=80, **kw)
+    return buf.getvalue()
+
+
+def webp_claiming(w: int, h: int) -> bytes:
+    """A small extended WebP whose canvas (VP8X) claims ``w`` x ``h``."""
+    e = Image.Exif()
+    e[0x0112] = 1
+    data = bytearray(webp(exif=e.tobytes()))
+    i = data.index(b"VP8X") + 8 + 4  # past the chunk header, the flags and reserved bytes
+    data[i:i + 6] = (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    return bytes(data)
+
+
+def animated_webp() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).save(buf, "WEBP", save_all=True,
+                                    append_images=[Image.fromarray(_pixels()[::-1])])
+    return buf.getvalue()
+
+
 def animated_png() -> bytes:
     frames = [Image.fromarray(_pixels()), Image.fromarray(_pixels()[::-1])]
     buf = io.BytesIO()
@@ -164,7 +189,11 @@ REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
     "pdf-named-jpg": (lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "PDF"),
     "html-named-jpg": (lambda: b"\n  <!DOCTYPE html><html><body>hi</body></html>", "HTML"),
     "gif-named-jpg": (lambda: b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "GIF"),
-    "webp-named-jpg": (lambda: b"RIFF\x24\x00\x00\x00WEBPVP8 ", "WebP"),
+    "webp-header-only": (lambda: b"RIFF\x24\x00\x00\x00WEBPVP8 ", "truncated WebP"),
+    "truncated-webp": (lambda: webp()[:len(webp()) // 2], "truncated WebP"),
+    "animated-webp": (animated_webp, "animated"),
+    "webp-pixel-bomb": (lambda: webp_claiming(16_000, 16_000), "pixel bomb|exceeds"),
+    "riff-named-jpg": (lambda: b"RIFF\x24\x00\x00\x00AVI LIST", "RIFF"),
     "heic-header-only": (lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
                          "unreadable HEIC"),
     "heic-truncated": (lambda: heic()[:200], "unreadable HEIC"),
@@ -202,6 +231,9 @@ ACCEPTED: dict[str, tuple[Callable[[], bytes], str]] = {
     "progressive-jpeg": (progressive_jpeg, "JPEG"),
     "multi-picture-jpeg": (multi_picture_jpeg, "JPEG"),
     "heic": (lambda: heic(640, 480), "HEIF"),
+    "webp": (webp, "WEBP"),
+    "webp-lossless": (lambda: webp(lossless=True), "WEBP"),
+    "webp-alpha": (lambda: webp("RGBA"), "WEBP"),
     "grey-heic": (lambda: grey_heic(), "HEIF"),
 }
 
@@ -392,3 +424,14 @@ def test_a_png_turned_by_its_exif_is_read_upright_as_a_jpeg_is() -> None:
     # And every reader of orientation agrees with ingest (evaluation reads it on its own)
     again, _ = decode_upright(data, 1280)
     assert np.array_equal(again, image)
+
+
+def test_a_webp_turned_by_its_exif_is_read_upright_with_its_capture_time() -> None:
+    e = Image.Exif()
+    e[0x0112] = 6  # turned a quarter: stored 640 x 480, upright 480 x 640
+    e.get_ifd(0x8769)[0x9003] = "2026:11:20 10:00:00"
+    data = webp(exif=e.tobytes())
+    facts = inspect_image(data, now=NOW, **LIMITS)
+    image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
+    assert (facts.format, facts.orientation) == ("WEBP", 6) and image.shape == (640, 480, 3)
+    assert facts.taken == datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
