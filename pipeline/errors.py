@@ -56,7 +56,7 @@ class InvalidKeyError(PermanentError):
 
 
 class CorruptImageError(PermanentError):
-    """The photo is not a decodable JPEG or PNG within the configured bounds."""
+    """The photo is not a decodable JPEG, PNG, HEIC or WebP within the configured bounds."""
 
 
 class TooLargeError(PermanentError):

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.core.orientation import apply_orientation
 from pipeline.core.packshot import cut_out
 from pipeline.core.recognition import (
     Gallery,
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
 View = tuple[Image, Image]  # one product: (lighting normalized, as photographed)
-IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}
+# Web shops keep their packshots as WebP, transparent backdrop and all.
+IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".webp": ".webp"}
 MAX_REFERENCE = 3000  # reference photos kept (their signatures: about 1.2 KB each)
 
 
@@ -125,7 +127,7 @@ class Recognizer:
         for filename, data in images:  # every packshot checked before anything is stored
             suffix = IMAGE_SUFFIXES.get(PurePath(filename).suffix.lower())
             if suffix is None:
-                raise CatalogError(f"{filename}: not a readable JPEG or PNG packshot")
+                raise CatalogError(f"{filename}: not a readable JPEG, PNG or WebP packshot")
             decoded.append((data, suffix, decode_packshot(data, filename)))
         if not decoded:
             raise CatalogError(f"{sku}: give at least one packshot")
@@ -202,12 +204,15 @@ def decode_packshot(data: bytes, name: str) -> Image:
         facts = inspect_image(data, max_pixels=limits.max_pixels, min_side=1,
                               max_side=limits.max_side)
     except CorruptImageError as exc:
-        raise CatalogError(f"{name}: not a usable JPEG or PNG packshot: {exc}") from exc
-    # A JPEG is decoded upright (its EXIF orientation applied); a PNG as it is, alpha kept.
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8),
-                       cv2.IMREAD_COLOR if facts.format == "JPEG" else cv2.IMREAD_UNCHANGED)
+        raise CatalogError(f"{name}: not a usable JPEG, PNG or WebP packshot: {exc}") from exc
+    buf = np.frombuffer(data, np.uint8)
+    if facts.format == "JPEG":  # upright (its EXIF orientation applied), CMYK or grey as BGR
+        raw = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    else:  # a PNG or WebP as stored, alpha kept, then upright as its EXIF says
+        raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        raw = None if raw is None else apply_orientation(np.asarray(raw), facts.orientation)
     if raw is None:
-        raise CatalogError(f"{name}: not a readable JPEG or PNG packshot")
+        raise CatalogError(f"{name}: not a readable JPEG, PNG or WebP packshot")
     image = np.asarray(raw)
     if image.dtype == np.uint16:
         image = (image.astype(np.uint32) // 257).astype(np.uint8)

@@ -202,8 +202,8 @@ class CatalogStore:
 
     def put_image(self, sku: str, n: int, data: bytes, suffix: str) -> str:
         key = f"{PREFIX}images/{check_sku(sku)}/{n}{suffix}"
-        self.store.put_bytes(self.bucket, key, data, "image/png" if suffix == ".png"
-                             else "image/jpeg")
+        types = {".png": "image/png", ".webp": "image/webp"}
+        self.store.put_bytes(self.bucket, key, data, types.get(suffix, "image/jpeg"))
         return key
 
     def get_image(self, key: str) -> bytes:

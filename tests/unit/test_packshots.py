@@ -128,3 +128,16 @@ def test_a_packshot_is_cut_to_the_whole_product(
     assert cut is not None
     assert cut.mask.shape == size
     assert cut.aspect == pytest.approx(size[1] / size[0])
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_a_web_shop_packshot_is_read_upright_on_white(fmt: str) -> None:
+    # A transparent WebP (or PNG) packshot, stored sideways with EXIF orientation 6
+    im = Image.open(io.BytesIO(product_on((0, 0, 0, 0)))).rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, fmt, exif=exif.tobytes(), **({"lossless": True} if fmt == "WEBP" else {}))
+    out = decode_packshot(buf.getvalue(), f"shop.{fmt.lower()}")
+    # Then it is the same packshot as the upright one on white
+    assert np.array_equal(out, decode_packshot(product_on((255, 255, 255, 255)), "w.png"))
