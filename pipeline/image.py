@@ -34,6 +34,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ISO media (``ftyp``) brands of HEIF stills: an iPhone's .HEIC, Android's .heif.
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm",
                          b"hevs", b"mif1", b"msf1"})
+NOT_A_PHOTO = "not a JPEG, PNG, HEIC or WebP photo"  # what a refusal by format says
 # What else arrives named .jpg, told by its first bytes.
 OTHER_MAGIC = ((b"%PDF", "PDF"), (b"GIF8", "GIF"), (b"RIFF", "RIFF (AVI, WAV)"), (b"BM", "BMP"),
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"<", "HTML/XML"),
@@ -71,16 +72,15 @@ def sniff_format(data: bytes) -> str:
     if data[4:8] == b"ftyp":
         brands = _ftyp_brands(data)
         if b"avif" in brands or b"avis" in brands:
-            raise CorruptImageError("an AVIF file, not a JPEG, PNG, HEIC or WebP photo")
+            raise CorruptImageError(f"an AVIF file, {NOT_A_PHOTO}")
         if HEIF_BRANDS.intersection(brands):
             return "HEIF"
-        raise CorruptImageError("an MP4/ISO media file (a video?), not a JPEG, PNG, HEIC or "
-                                "WebP photo")
+        raise CorruptImageError(f"an MP4/ISO media file (a video?), {NOT_A_PHOTO}")
     head = data[:16].lstrip()
     for magic, name in OTHER_MAGIC:
         if head.startswith(magic):
-            raise CorruptImageError(f"a {name} file, not a JPEG, PNG, HEIC or WebP photo")
-    raise CorruptImageError("not a JPEG, PNG, HEIC or WebP photo (unknown leading bytes)")
+            raise CorruptImageError(f"a {name} file, {NOT_A_PHOTO}")
+    raise CorruptImageError(f"{NOT_A_PHOTO} (unknown leading bytes)")
 
 
 MAX_JPEG_SCANS = 100  # progressive encoders write about 10; each scan is a decode of its own

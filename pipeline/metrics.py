@@ -97,6 +97,7 @@ class LiveCollector:
         self.settings = settings
         self._redis: Any = None
         self._sqs: Any = None
+        self._queue_urls: dict[str, str] = {}  # a queue's URL follows from its name: asked once
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -110,7 +111,9 @@ class LiveCollector:
             if self._sqs is None:
                 self._sqs = make_client(self.settings.aws, "sqs")
             for name in (self.settings.sqs.queue, self.settings.sqs.dead_letter_queue):
-                url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                if name not in self._queue_urls:
+                    self._queue_urls[name] = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                url = self._queue_urls[name]
                 attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
                     "ApproximateNumberOfMessages"])["Attributes"]
                 sqs_depth.add_metric([name], float(attrs["ApproximateNumberOfMessages"]))

@@ -51,6 +51,7 @@ Image = npt.NDArray[np.uint8]
 View = tuple[Image, Image]  # one product: (lighting normalized, as photographed)
 # Web shops keep their packshots as WebP, transparent backdrop and all.
 IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".webp": ".webp"}
+PACKSHOT = "JPEG, PNG or WebP packshot"
 MAX_REFERENCE = 3000  # reference photos kept (their signatures: about 1.2 KB each)
 
 
@@ -127,7 +128,7 @@ class Recognizer:
         for filename, data in images:  # every packshot checked before anything is stored
             suffix = IMAGE_SUFFIXES.get(PurePath(filename).suffix.lower())
             if suffix is None:
-                raise CatalogError(f"{filename}: not a readable JPEG, PNG or WebP packshot")
+                raise CatalogError(f"{filename}: not a readable {PACKSHOT}")
             decoded.append((data, suffix, decode_packshot(data, filename)))
         if not decoded:
             raise CatalogError(f"{sku}: give at least one packshot")
@@ -204,7 +205,7 @@ def decode_packshot(data: bytes, name: str) -> Image:
         facts = inspect_image(data, max_pixels=limits.max_pixels, min_side=1,
                               max_side=limits.max_side)
     except CorruptImageError as exc:
-        raise CatalogError(f"{name}: not a usable JPEG, PNG or WebP packshot: {exc}") from exc
+        raise CatalogError(f"{name}: not a usable {PACKSHOT}: {exc}") from exc
     buf = np.frombuffer(data, np.uint8)
     if facts.format == "JPEG":  # upright (its EXIF orientation applied), CMYK or grey as BGR
         raw = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -212,7 +213,7 @@ def decode_packshot(data: bytes, name: str) -> Image:
         raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
         raw = None if raw is None else apply_orientation(np.asarray(raw), facts.orientation)
     if raw is None:
-        raise CatalogError(f"{name}: not a readable JPEG, PNG or WebP packshot")
+        raise CatalogError(f"{name}: not a readable {PACKSHOT}")
     image = np.asarray(raw)
     if image.dtype == np.uint16:
         image = (image.astype(np.uint32) // 257).astype(np.uint8)

@@ -38,6 +38,7 @@ PREFIX = "catalog/"
 INDEX_KEY = PREFIX + "index.json"
 REFERENCE_KEY = PREFIX + "reference.npz"
 REFERENCE_META_KEY = PREFIX + "reference.json"
+CONTENT_TYPES = {".png": "image/png", ".webp": "image/webp"}  # a packshot's; else JPEG
 
 
 class Signature(BaseModel):
@@ -202,8 +203,7 @@ class CatalogStore:
 
     def put_image(self, sku: str, n: int, data: bytes, suffix: str) -> str:
         key = f"{PREFIX}images/{check_sku(sku)}/{n}{suffix}"
-        types = {".png": "image/png", ".webp": "image/webp"}
-        self.store.put_bytes(self.bucket, key, data, types.get(suffix, "image/jpeg"))
+        self.store.put_bytes(self.bucket, key, data, CONTENT_TYPES.get(suffix, "image/jpeg"))
         return key
 
     def get_image(self, key: str) -> bytes:

@@ -38,10 +38,8 @@ _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTim
 # bucket would silently mean an empty catalog and no planograms. It is waited for (a deploy
 # that creates it after the workers), and retried, like S3 away.
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+T = TypeVar("T")  # what read_listed's reader gives
 
-
-
-T = TypeVar("T")
 SQS_READ_TIMEOUT_S = 30.0  # above the longest long poll (20 s)
 
 
@@ -243,8 +241,8 @@ class ObjectStore:
                     modified = v.get("LastModified")
                     if not isinstance(modified, datetime) or modified.tzinfo is None:
                         raise ValueError(f"an entry's time has no zone ({modified!r})")
-                    yield {**v, "Key": _under(prefix, str(v["Key"])),
-                           "Deleted": str(v["Key"]) in deleted}
+                    key = _under(prefix, str(v["Key"]))
+                    yield {**v, "Key": key, "Deleted": key in deleted}
 
     def delete(self, bucket: str, key: str) -> None:
         try:
