@@ -92,8 +92,9 @@ MAX_JPEG_SEGMENTS = 1000
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _jpeg_scans(data: bytes) -> int:
-    """How many scans the primary image has; :class:`CorruptImageError` when it has none, when
+def _jpeg_end(data: bytes) -> int:
+    """Where the primary image's end marker (EOI) is; :class:`CorruptImageError` when it has
+    no scan, when
     its segments do not follow one another (truncated, or bytes where a marker should be),
     or when they are so many that reading them is itself the attack.
 
@@ -124,7 +125,7 @@ def _jpeg_scans(data: bytes) -> int:
         if marker == 0xD9:  # end of image
             if not scans:
                 raise CorruptImageError("JPEG without image data (no scan before its end)")
-            return scans
+            return i
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
             raise CorruptImageError(f"JPEG with more than {MAX_JPEG_SEGMENTS} segments or "
@@ -173,7 +174,7 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
         return ImageFacts("HEIF", (w, h), 1, _exif_taken(heif.info.get("exif"),
                                                          now or datetime.now(UTC)))
     if fmt == "JPEG":
-        _jpeg_scans(data)
+        _jpeg_end(data)
     elif fmt == "WEBP":
         # The RIFF header gives the file's length: one cut short ends before it.
         if len(data) < 8 + int.from_bytes(data[4:8], "little"):
@@ -184,7 +185,7 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
         with warnings.catch_warnings():
             # Our own pixel cap below decides; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = _open_photo(data, fmt)
         with im:
             # A JPEG that carries more pictures (camera previews, depth maps, gain maps) is
             # an MPO to Pillow; its first picture is the photo, and that is what is decoded.
@@ -199,10 +200,24 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
             orientation, taken = _exif(im, now or datetime.now(UTC))
     except CorruptImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-            Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:  # its message names an object, not the fault
+        raise CorruptImageError(f"not a readable {fmt}: its headers are malformed") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise CorruptImageError(f"not a readable {fmt}: {exc}") from exc
     return ImageFacts(fmt, (int(w), int(h)), orientation, taken)
+
+
+def _open_photo(data: bytes, fmt: str) -> Image.Image:
+    """Pillow's view of the photo's headers. A JPEG with metadata Pillow cannot parse (an
+    ICC segment holding only its name, an Adobe segment cut short), which libjpeg passes
+    over, is read without it, its EXIF kept."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        pixels = _pixel_segments(data, keep=_EXIF_MARKERS) if fmt == "JPEG" else data
+        if pixels is data:
+            raise
+        return Image.open(io.BytesIO(pixels))
 
 
 def _check_size(w: int, h: int, *, max_pixels: int, min_side: int, max_side: int,
@@ -358,29 +373,84 @@ def _decode_jpeg_strictly(data: bytes, factor: int, size_wh: tuple[int, int]
     """A JPEG's stored pixels at 1/``factor`` (libjpeg-turbo's DCT scaling, as OpenCV's
     reduced modes), refused with ``ValueError`` where libjpeg finds the data corrupt: a
     photo cut short, or whose entropy-coded data is damaged, would otherwise decode with
-    its lower part grey and its shelves missing from the result. None for the colour
-    spaces libjpeg-turbo cannot turn into BGR (CMYK, YCCK), which OpenCV decodes."""
+    its lower part grey, or shifted and miscoloured, and its shelves missing from the
+    result. Its metadata segments are left out first (:func:`_pixel_segments`): what
+    libjpeg says of them is no fault of the pixels. None for the colour spaces
+    libjpeg-turbo cannot turn into BGR (CMYK, YCCK): checked here as strictly, then
+    decoded by OpenCV."""
+    pixels = _pixel_segments(data)
     try:
-        space = simplejpeg.decode_jpeg_header(data)[2]
+        space = simplejpeg.decode_jpeg_header(pixels)[2]
     except ValueError as exc:
         raise ValueError(f"not a readable JPEG: {exc}") from exc
-    if space not in ("YCbCr", "Gray", "RGB"):
-        return None
     w, h = size_wh
+    inks = space not in ("YCbCr", "Gray", "RGB")
 
     def decode(strict: bool) -> npt.NDArray[np.uint8]:
         return np.asarray(simplejpeg.decode_jpeg(
-            data, colorspace="BGR", min_width=-(-w // factor), min_height=-(-h // factor),
-            min_factor=factor, strict=strict), np.uint8)
+            pixels, colorspace="CMYK" if inks else "BGR", min_width=-(-w // factor),
+            min_height=-(-h // factor), min_factor=factor, strict=strict), np.uint8)
 
     try:
-        return decode(strict=True)
+        image = decode(strict=True)
     except ValueError as exc:
-        # Padding between the image data and its end marker, which some cameras write, is
-        # the one complaint about a whole image: that one is decoded again, leniently.
-        if "extraneous bytes before marker 0xd9" not in str(exc):
+        if not _padding_before_end(pixels, str(exc)):
             raise ValueError(f"corrupt JPEG data ({exc})") from exc
-    return decode(strict=False)
+        image = decode(strict=False)
+    return None if inks else image
+
+
+# Segments that carry no pixels (APP0-APP13, APP15, comments); APP14, Adobe's, says how the
+# colours are coded and stays, unless too short for libjpeg to read it (12 bytes).
+_METADATA_MARKERS = frozenset([*range(0xE0, 0xEE), 0xEF, 0xFE])
+_EXIF_MARKERS = frozenset([0xE1])
+_ADOBE = b"Adobe"
+_ADOBE_LENGTH = 2 + 12  # its length field counts itself
+_EXTRANEOUS_AT_END = re.compile(r"(\d+) extraneous bytes before marker 0xd9")
+
+
+def _pixel_segments(data: bytes, keep: frozenset[int] = frozenset()) -> bytes:
+    """``data`` without the metadata segments before its first scan, but those whose marker
+    is in ``keep``. libjpeg's complaints about them (a JFIF revision it does not know, an
+    ICC profile missing a chunk) would refuse an intact photo under strict decoding; EXIF
+    and the rest are read elsewhere. Anything unexpected in the headers leaves the rest as
+    it is."""
+    parts: list[bytes] = []
+    i, kept, n = 2, 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte
+            i += 1
+            continue
+        if marker == 0xDA or not 0xC0 <= marker <= 0xFE:
+            break
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        end = i + 2 + length
+        metadata = marker in _METADATA_MARKERS or (marker == 0xEE and (
+            length < _ADOBE_LENGTH or data[i + 4:i + 9] != _ADOBE))
+        if metadata and marker not in keep:
+            parts.append(data[kept:i])
+            kept = end
+        i = end
+    if not parts:
+        return data
+    return data[:2] + b"".join(parts) + data[kept:]
+
+
+def _padding_before_end(data: bytes, complaint: str) -> bool:
+    """Whether libjpeg's ``complaint`` is the padding some cameras write between the image
+    data and its end marker: bytes before the EOI it had no use for, each 0x00 or 0xFF.
+    Data damaged on its way into the file leaves the image's own bytes over instead (its
+    blocks run out before the data does), and those are refused."""
+    found = _EXTRANEOUS_AT_END.search(complaint)
+    if found is None:
+        return False
+    try:
+        end = _jpeg_end(data)
+    except CorruptImageError:
+        return False
+    count = int(found.group(1))
+    return 0 < count <= end and not data[end - count:end].strip(b"\x00\xff")
 
 
 WIDE_ASPECT = 2.0  # beyond it, a photo's short side keeps long_side / WIDE_ASPECT pixels

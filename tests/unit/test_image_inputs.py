@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import cv2
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
 from pipeline.errors import CorruptImageError
@@ -278,8 +279,13 @@ def _progressive_cut_short() -> bytes:
     return data[:len(data) // 2] + b"\xff\xd9"
 
 
-@pytest.mark.parametrize("make", [_cut_short, _progressive_cut_short],
-                         ids=["baseline", "progressive"])
+def _cmyk_cut_short() -> bytes:
+    data = cmyk_jpeg()
+    return data[:len(data) // 2] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("make", [_cut_short, _progressive_cut_short, _cmyk_cut_short],
+                         ids=["baseline", "progressive", "cmyk"])
 def test_a_jpeg_whose_data_ends_early_is_refused_not_greyed_out(
         make: Callable[[], bytes]) -> None:
     data = make()
@@ -295,6 +301,85 @@ def test_padding_before_the_end_marker_is_no_corruption() -> None:
     facts = inspect_image(padded, now=NOW, **LIMITS)
     image, _ = decode_upright(padded, 1280, size_wh=facts.size_wh)
     assert image.shape == (480, 640, 3)
+
+
+def _photo_like() -> np.ndarray:
+    """Gradients with grain: a photo's entropy-coded data, as a camera's."""
+    yy, xx = np.mgrid[0:480, 0:640]
+    smooth = np.dstack([xx * 255 // 640, yy * 255 // 480, (xx + yy) * 255 // 1120])
+    grain = np.random.default_rng(3).integers(-20, 20, smooth.shape)
+    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+
+
+def test_damage_inside_the_image_data_is_refused_not_read_as_another_photo() -> None:
+    # Bytes overwritten inside the scan: the Huffman decoder loses step, fills every block
+    # before the data runs out, and leaves image data over before the end marker
+    clean = cv2.imencode(".jpg", _photo_like(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    rng = np.random.default_rng(1)
+    sos = clean.find(b"\xff\xda")
+    damaged = []
+    for _ in range(40):
+        d = bytearray(clean)
+        at = int(rng.integers(sos + 400, len(clean) - 4000))
+        d[at:at + 4] = rng.integers(0, 0xFF, 4, np.uint8).tobytes()  # never a marker
+        try:
+            simplejpeg.decode_jpeg(bytes(d), strict=True)
+        except ValueError as exc:
+            if "extraneous bytes before marker 0xd9" in str(exc):
+                damaged.append(bytes(d))
+    assert damaged  # the complaint a camera's padding also draws
+    truth = cv2.imdecode(np.frombuffer(clean, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    for data in damaged:
+        lenient = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=False).astype(int)
+        rows_wrong = (np.abs(lenient - truth).mean(axis=(1, 2)) > 5).sum()
+        assert rows_wrong >= 24  # read leniently, rows of it shifted and miscoloured
+        facts = inspect_image(data, now=NOW, **LIMITS)  # every header and marker is whole
+        with pytest.raises(ValueError, match="corrupt JPEG data"):
+            decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
+
+
+def _app(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _jfif_revision(data: bytes) -> bytes:
+    at = data.find(b"JFIF\0") + 5
+    return data[:at] + b"\x02\x01" + data[at + 2:]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d[:2] + _app(0xE2, b"ICC_PROFILE\0\x01\x02" + bytes(200)) + d[2:],
+    _jfif_revision,
+], ids=["icc-chunk-lost", "jfif-revision"])
+def test_metadata_libjpeg_complains_of_leaves_the_photo_readable(
+        damage: Callable[[bytes], bytes]) -> None:
+    clean = cv2.imencode(".jpg", _photo_like())[1].tobytes()
+    data = damage(clean)
+    with pytest.raises(ValueError):  # strict libjpeg refuses the file as it is
+        simplejpeg.decode_jpeg(data, strict=True)
+    facts = inspect_image(data, now=NOW, **LIMITS)
+    image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
+    assert np.array_equal(image, cv2.imdecode(np.frombuffer(clean, np.uint8), cv2.IMREAD_COLOR))
+
+
+@pytest.mark.parametrize("segment", [
+    _app(0xE2, b"ICC_PROFILE\0"),  # an ICC segment holding its name alone
+    _app(0xEE, b"Adobe"),  # an Adobe segment cut short
+], ids=["icc-name-only", "adobe-cut-short"])
+def test_metadata_pillow_cannot_parse_is_read_as_none_its_exif_kept(segment: bytes) -> None:
+    clean = jpeg(orientation=6)
+    data = clean[:2] + segment + clean[2:]
+    facts = inspect_image(data, now=NOW, **LIMITS)
+    image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
+    assert facts.orientation == 6 and image.shape == (640, 480, 3)
+
+
+def test_a_refusal_names_the_fault_not_an_object() -> None:
+    data = bytearray(png())
+    data[29] ^= 0xFF  # the header chunk's checksum
+    with pytest.raises(CorruptImageError, match=r"^not a readable PNG: its headers are "
+                                                r"malformed$"):
+        inspect_image(bytes(data), now=NOW, **LIMITS)
 
 
 @pytest.mark.parametrize(("factor", "long_side"), [(1, 4001), (2, 2000), (4, 1000), (8, 500)])
