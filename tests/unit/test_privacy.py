@@ -16,11 +16,13 @@ def portrait() -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
 
 
-def shelf_with_shopper(face_scale: float) -> npt.NDArray[np.uint8]:
-    """A 1280x960 shelf-coloured frame with the portrait pasted at ``face_scale``."""
+def shelf_with_shopper(face_scale: float, size_wh: tuple[int, int] = (1280, 960)
+                       ) -> npt.NDArray[np.uint8]:
+    """A shelf-coloured frame (1280x960) with the portrait pasted at ``face_scale``."""
     rng = np.random.default_rng(0)
-    frame = np.empty((960, 1280, 3), np.uint8)
-    for x in range(0, 1280, 40):  # rows of packs
+    w, h = size_wh
+    frame = np.empty((h, w, 3), np.uint8)
+    for x in range(0, w, 40):  # rows of packs
         frame[:, x:x + 40] = rng.integers(40, 220, 3)
     side = int(512 * face_scale)
     if side:
@@ -28,9 +30,14 @@ def shelf_with_shopper(face_scale: float) -> npt.NDArray[np.uint8]:
     return frame
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.75], ids=["near", "farther"])
-def test_the_face_is_found_and_made_unrecognisable(scale: float) -> None:
-    image = shelf_with_shopper(scale)
+@pytest.mark.parametrize(("scale", "size_wh"), [
+    (1.0, (1280, 960)), (0.75, (1280, 960)),
+    (0.6, (2560, 640)),  # a bay seen whole: a wide photo's working image
+    (0.75, (1280, 720)),
+], ids=["near", "farther", "wide-photo", "16:9"])
+def test_the_face_is_found_and_made_unrecognisable(scale: float, size_wh: tuple[int, int]
+                                                   ) -> None:
+    image = shelf_with_shopper(scale, size_wh)
     faces = find_faces(image)
     assert len(faces) == 1
     x1, y1, x2, y2 = faces[0]
