@@ -195,6 +195,13 @@ def parse_message(body: str, *, max_bytes: int = MAX_BODY_BYTES, max_records: in
     # (a body with fewer brackets than the cap cannot nest deeper: most are not walked)
     if body.count("{") + body.count("[") > MAX_DEPTH and _depth(doc) > MAX_DEPTH:
         raise MalformedEventError(f"body is nested more than {MAX_DEPTH} deep")
+    shapes = [shape for shape, found in (
+        ("an SNS envelope", doc.get("Type") == "Notification"),
+        ("an s3:TestEvent", doc.get("Event") == "s3:TestEvent"),
+        ("an EventBridge event", doc.get("source") == "aws.s3"),
+        ("Records", "Records" in doc)) if found]
+    if len(shapes) > 1:  # S3, SNS and EventBridge each send one: records beside another
+        raise MalformedEventError(f"body is {' and '.join(shapes)} at once")
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
         if _envelopes:
             raise MalformedEventError("SNS envelope inside an SNS envelope")

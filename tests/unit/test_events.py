@@ -238,8 +238,16 @@ def test_malformed_bodies_raise_permanent_error(raw: str) -> None:
     ("\ud800", "not JSON"),
     (json.dumps({"Records": [{**s3_record(), "x": json.loads("[" * 40 + "]" * 40)}]}),
      "nested more than 32 deep"),
+    # records beside another shape's marker: read as that shape, they were thrown away
+    (json.dumps({"Event": "s3:TestEvent", "Records": [s3_record()]}),
+     "s3:TestEvent and Records at once"),
+    (json.dumps({"Type": "Notification", "Message": json.dumps({"Event": "s3:TestEvent"}),
+                 "Records": [s3_record()]}), "SNS envelope and Records at once"),
+    (json.dumps({"source": "aws.s3", "detail-type": "Object Created", "detail": {},
+                 "Records": [s3_record()]}), "EventBridge event and Records at once"),
 ], ids=["deep-list", "deep-object", "too-many-records", "huge-body", "nested-envelopes",
-        "lone-surrogate-body", "deep-record-field"])
+        "lone-surrogate-body", "deep-record-field", "test-event-and-records",
+        "sns-and-records", "eventbridge-and-records"])
 def test_hostile_bodies_are_malformed_not_crashes(raw: str, message: str) -> None:
     with pytest.raises(MalformedEventError, match=message):
         parse_body(raw)
