@@ -46,6 +46,16 @@ class S3Settings(BaseModel):
     raw_prefix: str = "raw/"
     presign_expiry_s: int = Field(default=3600, ge=1, le=604800)  # SigV4 maximum: 7 days
 
+    @field_validator("raw_prefix")
+    @classmethod
+    def _a_folder(cls, v: str) -> str:
+        """A folder (``raw/``) or the whole bucket (blank): ``raw`` would make every upload's
+        store ``""`` and refuse them all."""
+        if v and (not v.endswith("/") or v.startswith("/")):
+            raise ValueError(f"raw_prefix {v!r} is no folder: it ends in '/' and does not "
+                             "start with one (raw/), or is blank for the whole bucket")
+        return v
+
 
 class SqsSettings(BaseModel):
     queue: str = "shelf-events"

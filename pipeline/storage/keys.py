@@ -27,15 +27,20 @@ class CameraKey:
     filename: str
 
 
+# Folders no camera writes, which a URL or a path would read as another folder.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def parse_raw_key(key: str, prefix: str = "raw/") -> CameraKey | None:
     """Camera fields from a raw key; None when the key does not follow the layout (fewer
-    than five segments after the prefix, an empty store, aisle, bay or camera, or no file
-    name). Empty folders below the camera's (``2025-06-02//f.jpg``, from a sync tool) are
-    the file's path, which nothing but the upload's own key uses."""
+    than five segments after the prefix, an empty store, aisle, bay or camera, no file
+    name, or a folder named ``.`` or ``..``). Empty folders below the camera's
+    (``2025-06-02//f.jpg``, from a sync tool) are the file's path, which nothing but the
+    upload's own key uses."""
     if not key.startswith(prefix):
         return None
     parts = key[len(prefix):].split("/")
-    if len(parts) < 5 or not all(parts[:4]) or not parts[-1]:
+    if len(parts) < 5 or not all(parts[:4]) or not parts[-1] or DOT_SEGMENTS & set(parts):
         return None
     # One store, aisle, bay or camera however its name's accents were spelled in Unicode:
     # a Mac's files come decomposed (e + U+0301), most others composed (U+00E9). Composed

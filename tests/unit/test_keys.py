@@ -48,11 +48,16 @@ SHA = hashlib.sha256(b"shelf photo").hexdigest()
     ("raw//store-001/aisle-07/bay-03/cam-2", None),
     ("raw/cafe\u0301 lyon/alle\u0301e/b1/c1/e\u0301te\u0301.jpg",  # as a Mac names them
      CameraKey("caf\u00e9 lyon", "all\u00e9e", "b1", "c1", "e\u0301te\u0301.jpg")),
+    ("raw/../A1/B1/c1/f.jpg", None),  # a URL or a path reads these as another folder
+    ("raw/S1/./B1/c1/f.jpg", None),
+    ("raw/S1/A1/B1/c1/../f.jpg", None),
+    ("raw/S1/A1/B1/c1/..f.jpg", CameraKey("S1", "A1", "B1", "c1", "..f.jpg")),
 ], ids=["valid", "valid-spaces-unicode", "wrong-prefix", "prefix-case-differs",
         "prefix-not-first", "too-few-segments", "camera-subfolders", "empty-subfolder",
         "prefix-only", "empty",
         "empty-middle-segment", "trailing-slash", "leading-double-slash",
-        "decomposed-accents-composed"])
+        "decomposed-accents-composed", "dot-dot-store", "dot-aisle", "dot-dot-in-file-path",
+        "dots-in-a-name"])
 def test_parse_raw_key(key: str, expected: CameraKey | None) -> None:
     assert parse_raw_key(key) == expected
 
@@ -243,3 +248,19 @@ def test_a_pending_upload_is_kept_under_the_planogram_it_waits_for(plan: str) ->
     assert pending_planogram(key) == plan
     with pytest.raises(ValueError):
         pending_key("elsewhere/B2.json", "0" * 32)
+
+
+@pytest.mark.parametrize(("prefix", "ok"), [
+    ("raw/", True), ("incoming/photos/", True), ("", True),
+    ("raw", False), ("/raw/", False),
+], ids=["folder", "nested-folder", "whole-bucket", "no-slash", "leading-slash"])
+def test_the_raw_prefix_is_a_folder_or_the_whole_bucket(prefix: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    from pipeline.settings import S3Settings
+
+    if ok:
+        assert S3Settings(raw_prefix=prefix).raw_prefix == prefix
+    else:
+        with pytest.raises(ValidationError, match="is no folder"):
+            S3Settings(raw_prefix=prefix)
