@@ -7,7 +7,9 @@ single pixel is decoded, so a pixel bomb costs a header read, not gigabytes.
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pillow_heif
 import simplejpeg
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from pipeline.core.lighting import resize_long_side
 from pipeline.core.orientation import ORIENTATIONS, apply_orientation
@@ -40,15 +42,19 @@ OTHER_MAGIC = ((b"%PDF", "PDF"), (b"GIF8", "GIF"), (b"RIFF", "RIFF (AVI, WAV)"),
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"<", "HTML/XML"),
                (b"PK\x03\x04", "ZIP"))
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """What the header says: format, stored size, EXIF orientation and capture time."""
+    """What the header says: format, stored size, EXIF orientation, capture time and the
+    colour profile the pixels are in."""
 
     format: str  # JPEG | PNG | HEIF | WEBP
     size_wh: tuple[int, int]
     orientation: int
     taken: datetime | None  # DateTimeOriginal when present and plausible
+    icc_profile: bytes | None = None  # the embedded ICC profile; None: sRGB
 
 
 def _ftyp_brands(data: bytes) -> list[bytes]:
@@ -172,7 +178,8 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
         # libheif turns the pixels upright by the container's own transforms (irot, imir),
         # which iPhones write beside an EXIF Orientation saying the same: that one is moot.
         return ImageFacts("HEIF", (w, h), 1, _exif_taken(heif.info.get("exif"),
-                                                         now or datetime.now(UTC)))
+                                                         now or datetime.now(UTC)),
+                          _profile(heif.info.get("icc_profile")))
     if fmt == "JPEG":
         _jpeg_end(data)
     elif fmt == "WEBP":
@@ -198,13 +205,18 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
             if not multi and getattr(im, "is_animated", False):
                 raise CorruptImageError("animated image: a shelf photo is a single frame")
             orientation, taken = _exif(im, now or datetime.now(UTC))
+            icc = _profile(im.info.get("icc_profile"))
     except CorruptImageError:
         raise
     except UnidentifiedImageError as exc:  # its message names an object, not the fault
         raise CorruptImageError(f"not a readable {fmt}: its headers are malformed") from exc
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise CorruptImageError(f"not a readable {fmt}: {exc}") from exc
-    return ImageFacts(fmt, (int(w), int(h)), orientation, taken)
+    return ImageFacts(fmt, (int(w), int(h)), orientation, taken, icc)
+
+
+def _profile(value: object) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | bytearray) and value else None
 
 
 def _open_photo(data: bytes, fmt: str) -> Image.Image:
@@ -328,6 +340,17 @@ def read_orientation(source: bytes | Path) -> int:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return 1
     return int(value) if value in ORIENTATIONS else 1
+
+
+def read_icc_profile(data: bytes) -> bytes | None:
+    """The ICC profile embedded in an encoded image; None when absent or unreadable."""
+    try:
+        if sniff_format(data) == "HEIF":
+            return _profile(_open_heif(data).info.get("icc_profile"))
+        with Image.open(io.BytesIO(data)) as im:
+            return _profile(im.info.get("icc_profile"))
+    except (CorruptImageError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
 
 
 def image_size(source: bytes | Path) -> tuple[int, int]:
@@ -467,11 +490,12 @@ def working_long_side(size_wh: tuple[int, int], long_side: int) -> int:
 
 
 def decode_upright(data: bytes, long_side: int, *, size_wh: tuple[int, int] | None = None,
-                   orientation: int | None = None, resize: bool = True
-                   ) -> tuple[npt.NDArray[np.uint8], float]:
+                   orientation: int | None = None, icc_profile: bytes | None = None,
+                   resize: bool = True) -> tuple[npt.NDArray[np.uint8], float]:
     """Upright pixels at the working size, as ingest stores them: DCT-scaled decode, EXIF
     orientation applied, then (``resize``) downscaled to ``long_side`` (more for a wide
-    photo: :func:`working_long_side`).
+    photo: :func:`working_long_side`), and their colours in sRGB where ``icc_profile``
+    (the photo's, from :func:`inspect_image`) says they are in another space.
 
     Returns the image and its linear scale from the full-size photo. Header facts the caller
     already read (``size_wh``, ``orientation``) are not read again. Raises ``ValueError``
@@ -490,9 +514,43 @@ def decode_upright(data: bytes, long_side: int, *, size_wh: tuple[int, int] | No
         o = read_orientation(data) if orientation is None else orientation
         upright = apply_orientation(stored, o)
     if not resize:
-        return upright, scale
+        return to_srgb(upright, icc_profile), scale
     small = resize_long_side(upright, target)
-    return small, scale * small.shape[1] / upright.shape[1]
+    return to_srgb(small, icc_profile), scale * small.shape[1] / upright.shape[1]
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@functools.lru_cache(maxsize=32)
+def _srgb_transform(icc_profile: bytes) -> ImageCms.ImageCmsTransform | None:
+    """The transform from an embedded RGB profile to sRGB; None where there is nothing to
+    do or nothing sound to do it with: a profile that is sRGB already, one of another colour
+    space (a grey or CMYK photo is read as before), one that does not parse."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        if source.profile.xcolor_space.strip() != "RGB" or \
+                "srgb" in (source.profile.profile_description or "").lower().replace(" ", ""):
+            return None
+        return ImageCms.buildTransform(source, _SRGB, "RGB", "RGB")
+    except (ImageCms.PyCMSError, OSError, TypeError, ValueError) as exc:
+        log.warning("an embedded ICC profile is unusable (%s): the colours are taken as sRGB",
+                    exc)
+        return None
+
+
+def to_srgb(image: npt.NDArray[np.uint8], icc_profile: bytes | None
+            ) -> npt.NDArray[np.uint8]:
+    """BGR pixels encoded in ``icc_profile``'s colour space (an iPhone's Display P3, a
+    camera's Adobe RGB) as sRGB, the space the catalog's packshots, the detector and the
+    colours that name products are in: the same can is then the same colour whichever
+    phone took it. ``image`` itself where there is no profile or nothing to do."""
+    transform = _srgb_transform(icc_profile) if icc_profile else None
+    if transform is None:
+        return image
+    rgb = Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    ImageCms.applyTransform(rgb, transform, inPlace=True)
+    return np.asarray(cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR), np.uint8)
 
 
 def jpeg_roundtrip(image: npt.NDArray[np.uint8], quality: int) -> npt.NDArray[np.uint8]:
@@ -527,7 +585,8 @@ def prepare_photo(data: bytes, *, long_side: int, jpeg_quality: int,
     from pipeline.core.lighting import normalize_lighting
     from pipeline.privacy import blur_faces
 
-    upright, scale = decode_upright(data, long_side, orientation=orientation)
+    upright, scale = decode_upright(data, long_side, orientation=orientation,
+                                    icc_profile=read_icc_profile(data))
     ingested = jpeg_roundtrip(blur_faces(upright)[0], jpeg_quality)
     return PreparedPhoto(ingested, jpeg_roundtrip(normalize_lighting(ingested), jpeg_quality),
                          scale)

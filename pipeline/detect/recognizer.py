@@ -28,7 +28,7 @@ from pipeline.core.recognition import (
 )
 from pipeline.detect.embedder import Embedder
 from pipeline.errors import CatalogError, CorruptImageError
-from pipeline.image import PreparedPhoto, inspect_image
+from pipeline.image import PreparedPhoto, inspect_image, to_srgb
 from pipeline.settings import RecognitionSettings, get_settings
 from pipeline.storage.catalog import (
     MAX_BRAND,
@@ -198,8 +198,8 @@ class Recognizer:
 def decode_packshot(data: bytes, name: str) -> Image:
     """A packshot's BGR pixels: its headers checked first (no decompression bomb reaches
     the decoder), a transparent backdrop made white as a studio's is (the backdrop that
-    ``cut_out`` removes), grey or 16-bit images made 8-bit colour. The pixel and side caps
-    are the photos' (``ingest`` settings); a packshot may be small."""
+    ``cut_out`` removes), grey or 16-bit images made 8-bit colour, colours in sRGB. The
+    pixel and side caps are the photos' (``ingest`` settings); a packshot may be small."""
     limits = get_settings().ingest
     try:
         facts = inspect_image(data, max_pixels=limits.max_pixels, min_side=1,
@@ -222,8 +222,9 @@ def decode_packshot(data: bytes, name: str) -> Image:
     if image.shape[2] == 4:
         alpha = image[:, :, 3:4].astype(np.float32) / 255.0
         white = np.full_like(image[:, :, :3], 255, np.float32)
-        return np.asarray(np.round(image[:, :, :3] * alpha + white * (1 - alpha)), np.uint8)
-    return np.asarray(image[:, :, :3], np.uint8)
+        image = np.round(image[:, :, :3] * alpha + white * (1 - alpha))
+    # in sRGB, as the photos it names products in are read (a phone's packshot is in P3)
+    return to_srgb(np.asarray(image[:, :, :3], np.uint8), facts.icc_profile)
 
 
 def crop_views(normalized: Image, photographed: Image, boxes: Iterable[Sequence[float]]

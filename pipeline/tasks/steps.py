@@ -158,7 +158,8 @@ def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
                               max_side=cfg.max_side, max_aspect=cfg.max_aspect)
         try:
             upright, scale = decode_upright(data, cfg.working_long_side, size_wh=facts.size_wh,
-                                            orientation=facts.orientation)
+                                            orientation=facts.orientation,
+                                            icc_profile=facts.icc_profile)
         except ValueError as exc:
             raise CorruptImageError(str(exc)) from exc
         upright, faces = blur_faces(upright)

@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 
 import cv2
 import numpy as np
+import pillow_heif
 import pytest
 import simplejpeg
 from PIL import Image
 
 from pipeline.errors import CorruptImageError
 from pipeline.image import MAX_JPEG_SCANS, decode_upright, inspect_image, parse_exif_time
+from tests.unit import icc_profiles
 
 LIMITS = {"max_pixels": 50_000_000, "min_side": 320, "max_side": 12_000}
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -520,3 +522,69 @@ def test_a_webp_turned_by_its_exif_is_read_upright_with_its_capture_time() -> No
     image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation)
     assert (facts.format, facts.orientation) == ("WEBP", 6) and image.shape == (640, 480, 3)
     assert facts.taken == datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+# Saturated colours, where the spaces differ most, and greys, where they agree.
+_SWATCHES = np.array([[200, 30, 30], [40, 160, 60], [30, 60, 220], [240, 200, 20],
+                      [128, 128, 128], [250, 250, 250]], np.uint8)  # RGB
+
+
+def _swatch_photo() -> np.ndarray:
+    """480 x 640 RGB, one swatch per band."""
+    return np.repeat(np.repeat(_SWATCHES[None], 480, axis=0), 107, axis=1)[:, :640]
+
+
+def _with_profile(fmt: str, profile: bytes | None) -> bytes:
+    buf = io.BytesIO()
+    kw: dict[str, object] = {"icc_profile": profile} if profile else {}
+    if fmt == "JPEG":
+        kw.update(quality=100, subsampling=0)
+    Image.fromarray(_swatch_photo()).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _decoded_swatches(data: bytes) -> np.ndarray:
+    facts = inspect_image(data, now=NOW, **LIMITS)
+    image, _ = decode_upright(data, 1280, size_wh=facts.size_wh, orientation=facts.orientation,
+                              icc_profile=facts.icc_profile)
+    return image[240, 53::107][:, ::-1].astype(float)  # RGB at each band's middle
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize(("name", "primaries"), [
+    ("Display P3", icc_profiles.DISPLAY_P3_PRIMARIES),
+    ("Adobe RGB (1998)", icc_profiles.ADOBE_RGB_PRIMARIES),
+], ids=["display-p3", "adobe-rgb"])
+def test_a_photo_in_a_wide_colour_space_is_read_in_srgb(
+        fmt: str, name: str, primaries: tuple[tuple[float, float], ...]) -> None:
+    # An iPhone's photos are in Display P3: read as sRGB, its red can would be duller than
+    # the same can's packshot
+    data = _with_profile(fmt, icc_profiles.display_profile(name, primaries))
+    expected = icc_profiles.as_srgb(_SWATCHES, primaries)
+    got = _decoded_swatches(data)
+    assert np.abs(got - expected).max() <= 4
+    assert np.abs(got - _SWATCHES).max() >= 15  # (what it was read as before)
+
+
+def test_an_iphone_heic_in_display_p3_is_read_in_srgb() -> None:
+    profile = icc_profiles.display_profile("Display P3", icc_profiles.DISPLAY_P3_PRIMARIES)
+    heif = pillow_heif.from_bytes(mode="RGB", size=(640, 480),
+                                  data=np.ascontiguousarray(_swatch_photo()).tobytes())
+    heif.info["icc_profile"] = profile
+    buf = io.BytesIO()
+    heif.save(buf, quality=-1)  # lossless
+    got = _decoded_swatches(buf.getvalue())
+    assert np.abs(got - icc_profiles.as_srgb(_SWATCHES, icc_profiles.DISPLAY_P3_PRIMARIES)
+                  ).max() <= 6
+
+
+@pytest.mark.parametrize("profile", [
+    None,
+    icc_profiles.display_profile("sRGB IEC61966-2.1", icc_profiles.SRGB_PRIMARIES),
+    b"not a profile" * 40,  # unusable: taken as sRGB, as a photo without one
+], ids=["none", "srgb", "unusable"])
+def test_a_photo_in_srgb_or_of_no_usable_profile_keeps_its_pixels(profile: bytes | None
+                                                                  ) -> None:
+    plain = _decoded_swatches(_with_profile("PNG", None))
+    assert np.array_equal(_decoded_swatches(_with_profile("PNG", profile)), plain)
+    assert np.abs(plain - _SWATCHES).max() == 0

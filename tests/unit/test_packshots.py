@@ -16,6 +16,7 @@ from PIL import Image
 from pipeline.core.packshot import cut_out
 from pipeline.detect.recognizer import decode_packshot
 from pipeline.errors import CatalogError
+from tests.unit import icc_profiles
 
 
 def product_on(background: tuple[int, int, int, int]) -> bytes:
@@ -53,6 +54,21 @@ def test_grey_16_bit_and_palette_packshots_are_colour_8_bit(mode: str) -> None:
     assert out.shape == (200, 200, 3) and out.dtype == np.uint8
     assert out[0, 0].min() >= 250  # the white backdrop stays white
     assert out[100, 100, 2] > 150 or mode == "L"  # and the red pack red
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_packshot_in_display_p3_is_read_in_srgb_as_the_photos_are(fmt: str) -> None:
+    # A packshot taken with an iPhone: the pack's red in P3, the backdrop white
+    profile = icc_profiles.display_profile("Display P3", icc_profiles.DISPLAY_P3_PRIMARIES)
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(product_on((255, 255, 255, 255)))).convert("RGB").save(
+        buf, fmt, icc_profile=profile, **({"quality": 100, "subsampling": 0}
+                                          if fmt == "JPEG" else {}))
+    out = decode_packshot(buf.getvalue(), f"p3.{fmt.lower()}")
+    red = icc_profiles.as_srgb(np.array([[200, 30, 30]], np.uint8),
+                               icc_profiles.DISPLAY_P3_PRIMARIES)[0]
+    assert np.abs(out[100, 100, ::-1] - red).max() <= 4  # (200, 30, 30) read as sRGB before
+    assert out[5, 5].min() >= 253
 
 
 def test_a_packshot_claiming_a_bomb_of_pixels_is_refused_unread() -> None:
