@@ -201,6 +201,10 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
             continue
         except ObjectNotFoundError:  # complied and removed since the listing, or its key
             continue  # was damaged in the listing: the next run lists anew
+        except ValueError as exc:  # not JSON, or not a stage message: the others go on
+            log.error("recompute: %s is not a waiting upload's message, skipped: %s", key,
+                      str(exc)[:300])
+            continue
         p = msg.photo
         if any(v is not None and getattr(p, k) != v for k, v in wanted.items()):
             continue
@@ -217,7 +221,11 @@ def recompute_pending(settings: Settings, store: ObjectStore, *, store_id: str |
         if redis is not None and not redis.set(f"shelf:recompute-sent:{p.upload_id}", "1",
                                                nx=True, ex=settings.celery.visibility_timeout_s):
             continue  # sent by an earlier run; its comply has not run yet
-        check_message(msg, settings)
+        try:
+            check_message(msg, settings)
+        except PermanentError as exc:  # (a photo of a bucket no longer the raw one)
+            log.error("recompute: %s is not sent back: %s", key, exc)
+            continue
         send_stage("comply", msg.model_copy(update={"recompute": True}))
         sent += 1
     return sent

@@ -290,3 +290,34 @@ def test_a_stage_that_ran_out_of_time_is_sent_round_like_an_outage(
     # When beat's reconciliation runs (its index built from S3 here)
     assert replay_transient(s, store, redis, now=NOW) == 1  # type: ignore[arg-type]
     assert [st for st, _ in sent] == ["comply"]
+
+
+@pytest.mark.parametrize("bad", [
+    b"{truncated",  # not JSON
+    json.dumps({"photo": {"key": "x"}}).encode(),  # not a stage message
+    None,  # a photo of a bucket that is no longer the raw one
+], ids=["not-json", "not-a-message", "foreign-bucket"])
+def test_an_unreadable_waiting_upload_is_skipped_and_the_others_are_sent(
+        sent: list[tuple[str, StageMessage]], bad: bytes | None) -> None:
+    # Given two bays whose planograms arrived, an upload waiting in each, and in the bay
+    # listed first a waiting entry that cannot be sent
+    s, store = Settings(), MemoryStore()
+    for bay, n in (("B1", 1), ("B2", 2)):
+        m = _msg(bay, n)
+        store.put_json(s.s3.artifacts_bucket,
+                       pending_key(f"planograms/S1/A1/{bay}.json", m.photo.upload_id),
+                       m.model_dump(mode="json"))
+        store.put_bytes(s.s3.config_bucket, f"planograms/S1/A1/{bay}.json",
+                        json.dumps(PLAN).encode(), "application/json")
+    foreign = _msg("B1", 3)
+    foreign = foreign.model_copy(update={"photo": foreign.photo.model_copy(
+        update={"bucket": "old-raw"})})
+    store.put_bytes(s.s3.artifacts_bucket,
+                    pending_key("planograms/S1/A1/B1.json", "0" * 32),
+                    bad or json.dumps(foreign.model_dump(mode="json")).encode(),
+                    "application/json")
+    # When beat recomputes
+    n = recompute_pending(s, store)
+    # Then both good uploads are sent back to comply, the bad entry alone is left
+    assert n == 2 and sorted(m.photo.key for _, m in sent) == ["raw/S1/A1/B1/c1/p1.jpg",
+                                                               "raw/S1/A1/B2/c1/p2.jpg"]
