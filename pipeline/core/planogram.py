@@ -18,7 +18,10 @@ from pipeline.core.recognition import SKU_ID, UNKNOWN  # UNKNOWN: a product reco
 MAX_SHELVES = 24
 MAX_POSITIONS = 200  # per shelf
 MAX_FACINGS = 100  # per position
-MIN_WIDTH_CM, MAX_WIDTH_CM = 0.1, 10_000.0  # a facing or a fixture; inf and denormals are errors
+# A facing or a fixture; inf and denormals are errors. No pack is narrower than a
+# centimetre, and facings narrower than the detected gaps they fill multiply the work of
+# aligning a shelf (2,000 facings of 0.1 cm took 8 s against 60 detections, 1 s at 1 cm).
+MIN_WIDTH_CM, MAX_WIDTH_CM = 1.0, 10_000.0
 MAX_TOTAL_FACINGS = 2000
 
 

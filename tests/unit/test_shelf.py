@@ -113,11 +113,12 @@ def test_the_synthetic_worlds_planograms_validate() -> None:
     {"shelves": [{"index": 0, "positions": [{"sku": "A", "facings": 1.5}]}]},
     {"shelves": [{"index": "0", "positions": [{"sku": "A"}]}]},
     {"version": "1"},
+    {"shelves": [{"index": 0, "positions": [{"sku": "A", "width_cm": 0.5}]}]},
 ], ids=["not-from-zero", "index-skipped", "no-shelves", "no-facings", "extra-position-key",
         "extra-key", "unknown-display", "infinite-fixture", "denormal-fixture",
         "infinite-facing", "nothing-planned", "reserved-sku", "sku-as-number", "blank-sku",
         "control-characters-in-sku", "path-in-sku", "facings-true", "facings-as-text",
-        "half-a-facing", "index-as-text", "version-as-text"])
+        "half-a-facing", "index-as-text", "version-as-text", "facing-under-a-centimetre"])
 def test_planograms_that_do_not_validate(change: dict[str, Any]) -> None:
     doc = {"planogram_id": "PG-1", "version": 1,
            "shelves": [{"index": 0, "positions": [{"sku": "A"}]}]} | change
