@@ -34,6 +34,17 @@ def _day(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _positive(value: str) -> int:
+    """A count of one or more."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a count of 1 or more, got {value!r}")
+    return n
+
+
 def _print_report(command: str, as_json: bool, measure: Callable[[], _Report]) -> int:
     """An evaluation's figures as text or one JSON object; a dataset it cannot read exits 2."""
     from pipeline.errors import DatasetError
@@ -664,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--format", choices=("auto", "voc", "yolo", "coco", "csv"), default="auto")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    p.add_argument("--limit", type=int, default=None, help="at most this many photos")
+    p.add_argument("--limit", type=_positive, default=None, help="at most this many photos")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_eval_real)
 
@@ -683,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nearest reference photos averaged per packshot (default 100)")
     p.add_argument("--models", type=Path, default=None, help="models root directory")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_positive, default=None, help="at most this many photos")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_eval_recognition)
 

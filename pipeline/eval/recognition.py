@@ -142,6 +142,8 @@ def evaluate_recognition(embedder: Embedder, gallery_dir: Path, queries_dir: Pat
 
     packshots = [(sku, image) for path, sku, _ in labelled_images(gallery_dir)
                  if (image := packshot(path)) is not None]
+    if not packshots:
+        raise DatasetError(f"{gallery_dir}: none of its packshots decodes")
     gallery = gallery_from_packshots(embedder, packshots)
     queries = labelled_images(queries_dir)[:limit]
     used = 0

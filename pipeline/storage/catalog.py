@@ -144,7 +144,8 @@ def check_fact(value: str | None, what: str, longest: int) -> str | None:
     """A SKU's brand or name as given: printable, at most ``longest`` characters."""
     if value is None:
         return None
-    if not value.strip() or len(value) > longest or not re.fullmatch(FACT, value):
+    if not value.strip() or len(value) > longest or not re.fullmatch(FACT, value) or \
+            not value.isprintable():  # (nor line separators, direction overrides...)
         raise CatalogError(f"{what} must be 1-{longest} printable characters (no control or "
                            f"escape characters), got {value[:40]!r}")
     return value
@@ -220,9 +221,14 @@ class CatalogStore:
         return self.reindex() if reindex else None
 
     def remove(self, sku: str) -> CatalogIndex:
-        """The SKU and its packshots."""
-        self.store.delete(self.bucket, f"{PREFIX}skus/{check_sku(sku)}.json")
-        for key in self.image_keys(sku):
+        """The SKU and its packshots; :class:`CatalogError` when the catalog has neither
+        (a mistyped SKU is said so, not reported removed)."""
+        entry_key = f"{PREFIX}skus/{check_sku(sku)}.json"
+        images = self.image_keys(sku)
+        if not images and self.store.head(self.bucket, entry_key) is None:
+            raise CatalogError(f"no SKU {sku!r} in the catalog")
+        self.store.delete(self.bucket, entry_key)
+        for key in images:
             self.store.delete(self.bucket, key)
         return self.reindex()
 

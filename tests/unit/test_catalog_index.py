@@ -64,3 +64,37 @@ def test_an_index_entry_that_does_not_read_is_left_out_not_fatal(
     index = CatalogStore(store, "cfg").index()
     assert [e.sku for e in index.entries] == ["A"]
     assert "2 entries" in caplog.text and "A B!" in caplog.text
+
+
+def test_removing_a_sku_the_catalog_lacks_says_so() -> None:
+    from pipeline.errors import CatalogError
+    from pipeline.storage.catalog import PREFIX, CatalogStore
+    from pipeline.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    catalog = CatalogStore(store, "config")
+    store.put_json("config", f"{PREFIX}skus/A1.json",
+                   entry("A1", [1.0, 0.0]).model_dump(mode="json"))
+    with pytest.raises(CatalogError, match="no SKU 'A1x' in the catalog"):
+        catalog.remove("A1x")  # mistyped
+    catalog.remove("A1")
+    assert catalog.get("A1") is None
+    with pytest.raises(CatalogError, match="no SKU 'A1'"):
+        catalog.remove("A1")  # removed already
+
+
+@pytest.mark.parametrize("value", ["Caf\u00e9 Noir", "Ben & Jerry's"])
+def test_printable_facts_are_kept(value: str) -> None:
+    from pipeline.storage.catalog import check_fact
+
+    assert check_fact(value, "name", 120) == value
+
+
+@pytest.mark.parametrize("value", ["Cola\u2028Zero", "\u202eenolC", "Co\u200bla", "Cola\nZero"],
+                         ids=["line-separator", "direction-override", "zero-width", "newline"])
+def test_facts_with_invisible_or_layout_characters_are_refused(value: str) -> None:
+    from pipeline.errors import CatalogError
+    from pipeline.storage.catalog import check_fact
+
+    with pytest.raises(CatalogError, match="printable"):
+        check_fact(value, "name", 120)

@@ -108,3 +108,26 @@ def test_a_reference_holding_the_queries_is_refused(
                  "--reference", str(queries / "Packages"), "--threads", "1"]) != 0
 
     assert "holds query photos" in capsys.readouterr().err
+
+
+def test_a_gallery_of_which_no_packshot_decodes_is_refused_with_why(
+        folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, queries = folders
+    broken = tmp_path / "broken-gallery" / "can" / "pack.jpg"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not an image")
+
+    assert main(["eval-recognition", "--gallery", str(broken.parents[1]), "--queries",
+                 str(queries), "--threads", "1"]) != 0
+
+    assert "none of its packshots decodes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "many"])
+def test_a_limit_is_a_count_of_one_or_more(folders: tuple[Path, Path], limit: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    gallery, queries = folders
+    with pytest.raises(SystemExit) as refused:  # argparse's refusal, exit status 2
+        main(["eval-recognition", "--gallery", str(gallery), "--queries", str(queries),
+              "--limit", limit])
+    assert refused.value.code == 2 and "a count of 1 or more" in capsys.readouterr().err
