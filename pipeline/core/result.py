@@ -112,6 +112,10 @@ class PhotoResult(_Model):
     planned_facings: int | None = None
     found_facings: int | None = None
     out_of_stock: list[str] = Field(default_factory=list)
+    not_in_catalog: list[str] = Field(
+        default_factory=list,
+        description="SKUs the planogram plans that the catalog lacks: no product can be "
+                    "named one, so their facings count as missing until they are added")
     misplaced: int = 0
     unknown_products: int = 0
     extra_facings: int = 0

@@ -338,6 +338,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                                       brand_of=lambda sku: brands.get(sku, sku), evidence=weak,
                                       tuning=s.compliance.tuning)
             fields.update(report.to_json())
+            fields["not_in_catalog"] = sorted((planned or set()) - brands.keys())
         result = PhotoResult.model_validate(fields).model_dump(mode="json")
         if planogram is None:  # kept waiting before its result is written: a stage stopped
             # between the two (its time limit) leaves an upload that is complied again once

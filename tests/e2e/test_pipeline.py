@@ -494,6 +494,7 @@ def test_adding_a_sku_to_the_catalog_names_it_without_retraining(stack: Stack) -
         if sku not in {e.sku for e in catalog.index().entries}:
             add(sku)
     assert [i for i in before["items"] if i["sku"] == sku] == []
+    assert before["not_in_catalog"] == [sku] and after["not_in_catalog"] == []
     assert len([i for i in after["items"] if i["sku"] == sku]) == named[sku]
     assert after["model"] == before["model"] and after["catalog"] != before["catalog"]
     assert after["compliance"] > before["compliance"]
