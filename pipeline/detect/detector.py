@@ -160,5 +160,8 @@ class Detector:
         if tiling.whole_image:
             parts.append(((0, 0, w, h), self._raw(image, thr)))
         merged = merge_tiles(parts, iou_threshold=self.card.postprocess.iou_threshold)
-        order = np.argsort(-merged.scores, kind="stable")[:self.card.postprocess.max_detections]
+        # Each window may hold as many products as a photo: a panorama of three bays holds
+        # more than one bay's cap, and what is cut is products, in no result.
+        cap = self.card.postprocess.max_detections * len(windows)
+        order = np.argsort(-merged.scores, kind="stable")[:cap]
         return merged.take(order)
