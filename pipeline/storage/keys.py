@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -50,10 +51,13 @@ def parse_raw_key(key: str, prefix: str = "raw/") -> CameraKey | None:
 
 
 def spellings(key: str) -> list[str]:
-    """``key`` composed (NFC) and, where that differs, decomposed (NFD): the two ways an
-    uploader's tools write one name, in the order to look for them."""
-    composed, decomposed = (unicodedata.normalize(f, key) for f in ("NFC", "NFD"))
-    return [composed] if composed == decomposed else [composed, decomposed]
+    """``key`` as an uploader's tools may have written it, the order to look for it in:
+    composed (NFC) first, decomposed (NFD) last, and between them each mix of the two by
+    folder (a store and aisle typed in a shell, a bay file named on a Mac). One spelling
+    for a key with no accents."""
+    forms = [list(dict.fromkeys(unicodedata.normalize(f, part) for f in ("NFC", "NFD")))
+             for part in key.split("/")]
+    return ["/".join(parts) for parts in itertools.product(*forms)]
 
 
 # What a phone's camera roll or a sync tool copies beside the photos: videos (a Live Photo

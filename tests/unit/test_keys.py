@@ -96,7 +96,10 @@ def test_a_key_off_the_layout_is_refused_saying_the_layout() -> None:
      ["planograms/S1/all\u00e9e/B1.json", "planograms/S1/alle\u0301e/B1.json"]),
     ("planograms/S1/alle\u0301e/B1.json",
      ["planograms/S1/all\u00e9e/B1.json", "planograms/S1/alle\u0301e/B1.json"]),
-], ids=["ascii", "composed", "decomposed"])
+    ("planograms/Caf\u00e9/all\u00e9e/B1.json",  # a mix, by folder, between the two
+     ["planograms/Caf\u00e9/all\u00e9e/B1.json", "planograms/Caf\u00e9/alle\u0301e/B1.json",
+      "planograms/Cafe\u0301/all\u00e9e/B1.json", "planograms/Cafe\u0301/alle\u0301e/B1.json"]),
+], ids=["ascii", "composed", "decomposed", "two-folders"])
 def test_spellings_of_a_key_composed_first(key: str, expected: list[str]) -> None:
     assert spellings(key) == expected
 
@@ -264,3 +267,22 @@ def test_the_raw_prefix_is_a_folder_or_the_whole_bucket(prefix: str, ok: bool) -
     else:
         with pytest.raises(ValidationError, match="is no folder"):
             S3Settings(raw_prefix=prefix)
+
+
+def test_a_planogram_named_in_mixed_forms_is_found() -> None:
+    # A store and aisle typed in a shell (composed), the bay's file named on a Mac
+    # (decomposed)
+    from pipeline.messages import PhotoRef
+    from pipeline.storage.memory import MemoryStore
+    from pipeline.storage.planograms import load_planogram
+
+    store = MemoryStore()
+    doc = {"planogram_id": "PG-1", "version": 1,
+           "shelves": [{"index": 0, "positions": [{"sku": "A"}]}]}
+    store.put_json("config", "planograms/Caf\u00e9/\u00c9pices/Ba\u0308y-1.json", doc)
+    photo = PhotoRef(bucket="raw", key="raw/Caf\u00e9/\u00c9pices/B\u00e4y-1/c1/f.jpg",
+                     store="Caf\u00e9", aisle="\u00c9pices", bay="B\u00e4y-1", camera="c1")
+
+    plan = load_planogram(store, "config", photo)
+
+    assert plan is not None and plan.planogram_id == "PG-1"
