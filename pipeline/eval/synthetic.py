@@ -252,7 +252,7 @@ def evaluate_compliance(detectors: dict[str, Detector], *, count: int, seed: int
                                   floor=rec.position_floor)
         firm, weak = split_by_score(detected, facing)
         report = evaluate_shelves(planogram=plan, detections=firm, evidence=weak,
-                                  tuning=cfg.tuning)
+                                  tuning=cfg.tuning, image_wh=(image.shape[1], image.shape[0]))
         expected = truth["expected"]
         assert isinstance(expected, dict)
         scores.errors[kind].append(abs(report.compliance - float(expected["compliance"])) * 100)

@@ -334,9 +334,11 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                               "score": d.score} for d in found],
             })
         else:
+            size = det.get("image_size")
             report = evaluate_shelves(planogram=planogram, detections=found,
                                       brand_of=lambda sku: brands.get(sku, sku), evidence=weak,
-                                      tuning=s.compliance.tuning)
+                                      tuning=s.compliance.tuning,
+                                      image_wh=(int(size[0]), int(size[1])) if size else None)
             fields.update(report.to_json())
             fields["not_in_catalog"] = sorted((planned or set()) - brands.keys())
         result = PhotoResult.model_validate(fields).model_dump(mode="json")

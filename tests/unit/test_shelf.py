@@ -607,3 +607,47 @@ def test_a_fixture_planned_far_wider_than_the_photo_shows_reads_without_overflow
     r = evaluate_shelves(planogram=plan, detections=dets)
     assert r.compliance == pytest.approx(4 / 7)
     assert all(math.isfinite(v) for g in r.gaps for v in g.box)
+
+
+# ------------------------------------------------------------------ what the photo shows
+
+CROPPED_PLAN = Planogram.model_validate({
+    "planogram_id": "PG-CROP", "version": 1, "width_cm": 60.0, "shelves": [
+        {"index": 0, "positions": [{"sku": "A", "facings": 3, "width_cm": 10.0},
+                                   {"sku": "B", "facings": 3, "width_cm": 10.0}]},
+        {"index": 1, "positions": [{"sku": "C", "facings": 3, "width_cm": 10.0},
+                                   {"sku": "D", "facings": 3, "width_cm": 10.0}]}]})
+
+
+def _left_half() -> list[Detected]:
+    """A and C in place, 10 px a centimetre; B and D planned to their right, from 300 px."""
+    dets = [Detected(box=(10 + 100 * i, 20, 95 + 100 * i, 180), sku="A", score=0.9)
+            for i in range(3)]
+    return dets + [Detected(box=(10 + 100 * i, 220, 95 + 100 * i, 380), sku="C", score=0.9)
+                   for i in range(3)]
+
+
+@pytest.mark.parametrize(("image_wh", "statuses"), [
+    (None, ["in_place", "out_of_stock", "in_place", "out_of_stock"]),  # shelf lines anywhere
+    ((340, 400), ["in_place", "missing", "in_place", "missing"]),  # they lie past the frame
+    ((700, 400), ["in_place", "out_of_stock", "in_place", "out_of_stock"]),  # seen empty
+], ids=["size-unknown", "photographed-in-part", "whole-bay-seen-empty"])
+def test_out_of_stock_is_judged_on_the_shelf_the_photo_shows(
+        image_wh: tuple[int, int] | None, statuses: list[str]) -> None:
+    report = evaluate_shelves(planogram=CROPPED_PLAN, detections=_left_half(),
+                              image_wh=image_wh)
+
+    assert [p.status for s in report.shelves for p in s.positions] == statuses
+    for gap in report.gaps:  # inside the photo
+        assert image_wh is None or (0 <= gap.box[0] < gap.box[2] <= image_wh[0]
+                                    and 0 <= gap.box[1] < gap.box[3] <= image_wh[1])
+
+
+def test_a_gap_seen_in_part_at_the_photo_s_edge_is_out_of_stock_with_its_box_clipped() -> None:
+    # B's first facing's place, 300-400 px, is inside a 400 px photo and empty
+    report = evaluate_shelves(planogram=CROPPED_PLAN, detections=_left_half(),
+                              image_wh=(400, 400))
+
+    assert position(report, 0, 1).status == "out_of_stock"
+    gap = next(g for g in report.gaps if g.sku == "B")
+    assert gap.box[0] == pytest.approx(295, abs=10) and gap.box[2] == 400

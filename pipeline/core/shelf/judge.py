@@ -197,10 +197,30 @@ def _replace_before_slack(path: list[Pair], *, tokens: list[_Token], plan: list[
     return path
 
 
+def _seen(x1: float, x2: float, geo: RowGeometry, image_wh: tuple[int, int] | None
+          ) -> tuple[float, float, float]:
+    """The part of the stretch of shelf ``x1``-``x2`` (and the product height above it) that
+    lies inside the photo: its share of the stretch's area and its ends. All of it without
+    the photo's size."""
+    if image_wh is None:
+        return 1.0, x1, x2
+    w, h = image_wh
+    a, b = max(x1, 0.0), min(x2, float(w))
+    if b <= a or x2 <= x1:
+        return 0.0, x1, x1
+    low, high = sorted((geo.y(x1), geo.y(x2)))
+    top = low - geo.height
+    visible_y = max(0.0, min(high, float(h)) - max(top, 0.0)) / max(high - top, 1e-9)
+    return (b - a) / (x2 - x1) * visible_y, a, b
+
+
 def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
                      plan: list[int], pos_cm: list[float], geo: RowGeometry,
-                     tuning: ShelfTuning) -> tuple[list[PositionReport], list[GapReport]]:
-    """Status per planned position; out of stock needs enough empty shelf where it belongs."""
+                     tuning: ShelfTuning, image_wh: tuple[int, int] | None = None
+                     ) -> tuple[list[PositionReport], list[GapReport]]:
+    """Status per planned position; out of stock needs enough empty shelf where it belongs,
+    seen in the photo: a stretch the alignment places past its edges (a bay photographed in
+    part, a shelf line carried on beyond the frame) is no evidence of a gap."""
     share: dict[int, float] = {}
     spans: dict[int, list[tuple[float, float]]] = {}
     need = [tuning.hole_min * w for w in pos_cm]
@@ -211,8 +231,11 @@ def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
         fills = _fill_hole(hole, [pos_cm[plan[p]] for p in facings], geo.scale)
         for p, (cm, x1, x2) in zip(facings, fills, strict=True):
             j = plan[p]
-            share[j] = share.get(j, 0.0) + cm
-            spans.setdefault(j, []).append((x1, x2))
+            seen, a, b = _seen(x1, x2, geo, image_wh)
+            if seen <= 0.0:
+                continue
+            share[j] = share.get(j, 0.0) + cm * seen
+            spans.setdefault(j, []).append((a, b))
             if hole.edge == "right":
                 need[j] = tuning.edge_hole_min * pos_cm[j]
     positions, gaps = [], []
@@ -229,6 +252,8 @@ def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
             x2 = max(b for _, b in spans[j])
             y1, y2 = sorted((geo.y(x1), geo.y(x2)))
             box = (x1, y1 - geo.height, x2, y2)
+            if image_wh is not None:
+                box = (x1, max(box[1], 0.0), x2, min(y2, float(image_wh[1])))
             gaps.append(GapReport(shelf.index, j, pos.sku, box))
         else:
             status = "missing"
@@ -239,7 +264,8 @@ def _judge_positions(*, shelf: Shelf, row: _RowAlignment, tokens: list[_Token],
 def _evaluate_shelf(*, shelf: Shelf, members: list[int], detections: Sequence[Detected],
                     g: npt.NDArray[np.float64], width_cm: list[float | None], geo: RowGeometry,
                     unknown_label: str, tuning: ShelfTuning,
-                    occupied: Sequence[tuple[float, float]] = ()) -> _ShelfResult:
+                    occupied: Sequence[tuple[float, float]] = (),
+                    image_wh: tuple[int, int] | None = None) -> _ShelfResult:
     plan = [j for j, p in enumerate(shelf.positions) for _ in range(p.facings)]
     det_cm = [g[i, 2] / geo.scale.at(g[i, 0]) for i in members]
     default_cm = max(float(np.median(det_cm)), 0.5) if det_cm else 10.0
@@ -250,7 +276,8 @@ def _evaluate_shelf(*, shelf: Shelf, members: list[int], detections: Sequence[De
     row = _align_row(tokens=tokens, plan=plan, shelf=shelf, pos_cm=pos_cm,
                      detections=detections, tuning=tuning)
     positions, gaps = _judge_positions(shelf=shelf, row=row, tokens=tokens, plan=plan,
-                                       pos_cm=pos_cm, geo=geo, tuning=tuning)
+                                       pos_cm=pos_cm, geo=geo, tuning=tuning,
+                                       image_wh=image_wh)
     items = _classify_items(path=row.path, tokens=tokens, plan=plan, shelf=shelf,
                             detections=detections, unknown_label=unknown_label)
     return _ShelfResult(positions, items, gaps)
@@ -323,13 +350,15 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
                      unknown_label: str = "unknown",
                      brand_of: Callable[[str], str] | None = None,
                      evidence: Sequence[Box] = (),
-                     tuning: ShelfTuning = DEFAULT_TUNING) -> ComplianceReport:
+                     tuning: ShelfTuning = DEFAULT_TUNING,
+                     image_wh: tuple[int, int] | None = None) -> ComplianceReport:
     """Shelf-by-shelf compliance of one upright bay photo's detections against its plan.
 
     ``evidence``: boxes of products seen below the detection threshold. They count for
     nothing, but a stretch of shelf holding one is not reported as an out-of-stock gap.
     ``tuning``: the core's thresholds and alignment scores (production passes
-    ``Settings().compliance.tuning``).
+    ``Settings().compliance.tuning``). ``image_wh``: the photo's size; out-of-stock gaps are
+    judged on the shelf it shows (without it, wherever the shelf lines run).
 
     A product found misplaced (or unknown) where the plan puts a SKU it looks nearly as like
     (its ``alternatives``) is named that SKU, and the bay judged once more: the planogram
@@ -337,7 +366,7 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
     SKU stays misplaced.
     """
     dets = list(detections)
-    result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
+    result = _evaluate(planogram, dets, unknown_label, evidence, tuning, image_wh)
     shelf_at = {shelf.index: shelf for shelf in planogram.shelves}
     renamed: dict[int, str] = {}
     for i, item in result.items:
@@ -348,7 +377,7 @@ def evaluate_shelves(*, planogram: Planogram, detections: Sequence[Detected],
                 renamed.setdefault(i, planned)
     if renamed:
         dets = [replace(d, sku=renamed[i]) if i in renamed else d for i, d in enumerate(dets)]
-        result = _evaluate(planogram, dets, unknown_label, evidence, tuning)
+        result = _evaluate(planogram, dets, unknown_label, evidence, tuning, image_wh)
         result.items = [(i, replace(item, by_position=True) if i in renamed else item)
                         for i, item in result.items]
     return ComplianceReport(
@@ -366,7 +395,8 @@ class _BayResult:
 
 
 def _evaluate(planogram: Planogram, dets: list[Detected], unknown_label: str,
-              evidence: Sequence[Box], tuning: ShelfTuning) -> _BayResult:
+              evidence: Sequence[Box], tuning: ShelfTuning,
+              image_wh: tuple[int, int] | None) -> _BayResult:
     shelves = planogram.shelves
     rows = fit_rows(dets, len(shelves), planogram, tuning=tuning)
     widths = planogram.sku_widths()
@@ -384,7 +414,7 @@ def _evaluate(planogram: Planogram, dets: list[Detected], unknown_label: str,
         else:
             res = _evaluate_shelf(shelf=shelf, members=members, detections=dets, g=g,
                                   width_cm=width_cm, geo=geo, unknown_label=unknown_label,
-                                  tuning=tuning, occupied=occ)
+                                  tuning=tuning, occupied=occ, image_wh=image_wh)
         out.shelves.append(ShelfReport(shelf.index, shelf.planned_facings,
                                        sum(p.found_facings for p in res.positions),
                                        len(members), tuple(res.positions)))
