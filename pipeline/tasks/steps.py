@@ -304,8 +304,8 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
         ref = msg.artifacts["detections"]
         det = json.loads(earlier_artifact(rt, sha, ref.bucket, ref.key))
         planned = ({q.sku for shelf in planogram.shelves for q in shelf.positions}
-                   if planogram else None)
-        seen = name_detections(det, planned, s.recognition.threshold,
+                   if planogram else set())
+        seen = name_detections(det, planned or None, s.recognition.threshold,
                                s.recognition.position_margin, s.recognition.position_floor)
         # The facing score the detect stage named by: the model's own scale.
         facing = det.get("facing_score", s.compliance.scores(None, None)[0])
@@ -333,6 +333,15 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                 "products": [{"box": list(d.box), "sku": d.sku, "brand": brands.get(d.sku, d.sku),
                               "score": d.score} for d in found],
             })
+        elif not found:
+            # A photo of no shelf (a wall, the floor, a hand over the lens) reads as a bay
+            # with nothing in place: its 0 % would replace the bay's figure of the day
+            fields.update({
+                "compliance": None, "compliance_reason": NOTHING_FOUND,
+                "planogram": {"id": planogram.planogram_id, "version": planogram.version},
+                "planned_facings": planogram.planned_facings, "found_facings": 0,
+                "not_in_catalog": sorted(planned - brands.keys()),
+            })
         else:
             size = det.get("image_size")
             report = evaluate_shelves(planogram=planogram, detections=found,
@@ -340,7 +349,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                                       tuning=s.compliance.tuning,
                                       image_wh=(int(size[0]), int(size[1])) if size else None)
             fields.update(report.to_json())
-            fields["not_in_catalog"] = sorted((planned or set()) - brands.keys())
+            fields["not_in_catalog"] = sorted(planned - brands.keys())
         result = PhotoResult.model_validate(fields).model_dump(mode="json")
         if planogram is None:  # kept waiting before its result is written: a stage stopped
             # between the two (its time limit) leaves an upload that is complied again once
@@ -359,6 +368,11 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
         metrics.ARTIFACTS_SKIPPED.labels("comply").inc()
     record_outcome(rt, msg, result=f"s3://{s.s3.results_bucket}/{key}")
     return msg.with_artifact("result", ArtifactRef(bucket=s.s3.results_bucket, key=key))
+
+
+NOTHING_FOUND = ("no product found in the photo: nothing to judge the bay by (a photo of no "
+                 "shelf, or a bay emptied of everything); the bay's other photos of the day "
+                 "count")
 
 
 def record_outcome(rt: Runtime, msg: StageMessage, *, result: str | None = None,

@@ -500,6 +500,27 @@ def test_adding_a_sku_to_the_catalog_names_it_without_retraining(stack: Stack) -
     assert after["compliance"] > before["compliance"]
 
 
+def test_a_photo_of_no_shelf_gives_no_figure_for_its_bay(stack: Stack) -> None:
+    # Given a bay with its planogram, photographed against a bare wall
+    import numpy as np
+
+    from pipeline.tasks.steps import NOTHING_FOUND
+
+    _, truth = photo_bytes(12)
+    rng = np.random.default_rng(5)
+    wall = np.clip(190 + rng.normal(0, 6, (1200, 1600, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(wall).save(buf, "JPEG", quality=90)
+
+    result = wait_result(stack, put_photo(stack, "raw/S012/A01/B1/cam1/wall.jpg",
+                                          buf.getvalue(), truth))
+
+    # Then it is a result, with nothing found and no compliance figure to replace the bay's
+    assert result["detections"] == 0
+    assert result["compliance"] is None and result["compliance_reason"] == NOTHING_FOUND
+    assert result["planogram"]["id"] == truth["planogram"]["planogram_id"]
+
+
 def test_a_stage_over_its_time_limit_ends_in_a_dead_letter(
         stack: Stack, pipeline_procs: dict[str, Proc], tmp_path: Path,
         slow_model_env: dict[str, str]) -> None:
