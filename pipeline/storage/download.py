@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pipeline.errors import (
     ForgedUrlError,
@@ -121,9 +121,9 @@ class Download:
 
 
 def check_presigned(url: str, *, endpoint_url: str | None, region: str, bucket: str,
-                    key: str) -> str:
-    """``url`` when it is a pre-signed GET of ``bucket``/``key`` on the configured S3
-    endpoint; :class:`ForgedUrlError` otherwise."""
+                    key: str, version_id: str | None = None) -> str:
+    """``url`` when it is a pre-signed GET of ``bucket``/``key`` (of that object version,
+    given ``version_id``) on the configured S3 endpoint; :class:`ForgedUrlError` otherwise."""
     try:
         u = urlsplit(url)
     except ValueError as exc:
@@ -147,8 +147,12 @@ def check_presigned(url: str, *, endpoint_url: str | None, region: str, bucket: 
         raise ForgedUrlError(f"URL host {u.netloc!r} is not the configured S3 endpoint")
     if not style_ok:
         raise ForgedUrlError(f"URL path does not name s3://{bucket}/{quote(key)}")
-    if "X-Amz-Signature=" not in u.query and "Signature=" not in u.query:
+    query = parse_qs(u.query, keep_blank_values=True)
+    if not query.get("X-Amz-Signature", query.get("Signature", [""]))[0]:
         raise ForgedUrlError("URL is not pre-signed")
+    if version_id is not None and query.get("versionId") != [version_id]:
+        # another version's bytes would be filed under this upload's id
+        raise ForgedUrlError(f"URL does not name the upload's version {version_id!r}")
     return url
 
 

@@ -75,7 +75,7 @@ def download_photo(msg: StageMessage, rt: Runtime) -> Download:
     if p.url:
         try:
             check_presigned(p.url, endpoint_url=s.aws.endpoint_url, region=s.aws.region,
-                            bucket=p.bucket, key=p.key)
+                            bucket=p.bucket, key=p.key, version_id=p.version_id)
         except ForgedUrlError as exc:
             log.warning("%s: its URL is not followed (%s); read through a URL minted here",
                         p.key, exc)

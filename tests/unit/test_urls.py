@@ -55,3 +55,20 @@ def test_aws_url_for_another_bucket_is_refused() -> None:
     with pytest.raises(ForgedUrlError):
         check_presigned(f"https://evil.s3.eu-west-1.amazonaws.com/{KEY}{SIG}", endpoint_url=None,
                         region="eu-west-1", bucket="shelf-raw", key=KEY)
+
+
+@pytest.mark.parametrize(("query", "ok"), [
+    (f"{SIG}&versionId=V2", True),
+    (f"{SIG}&versionId=V1-old", False),  # another version's bytes under this upload's id
+    (SIG, False),  # the latest version, whichever that is by the time it is read
+    ("?X-Amz-Credential=x&xSignature=1&versionId=V2", False),  # no signature at all
+], ids=["its-version", "other-version", "no-version", "signature-lookalike"])
+def test_a_versioned_upload_is_read_through_a_url_of_its_version(query: str, ok: bool) -> None:
+    url = f"http://127.0.0.1:4566/shelf-raw/raw/S1/A1/B1/cam%201/p%2B1.jpg{query}"
+    if ok:
+        assert check_presigned(url, endpoint_url="http://127.0.0.1:4566", region="us-east-1",
+                               bucket="shelf-raw", key=KEY, version_id="V2") == url
+    else:
+        with pytest.raises(ForgedUrlError):
+            check_presigned(url, endpoint_url="http://127.0.0.1:4566", region="us-east-1",
+                            bucket="shelf-raw", key=KEY, version_id="V2")
