@@ -62,8 +62,10 @@ class SqsSettings(BaseModel):
     dead_letter_queue: str = "shelf-events-dlq"
     wait_time_s: int = Field(default=20, ge=0, le=20)  # SQS long-poll maximum
     batch_size: int = Field(default=10, ge=1, le=10)  # SQS receive maximum
-    visibility_timeout_s: int = 60
-    max_receive_count: int = 5
+    # Also how long the listener's claim on a record lasts: 0 would claim nothing, and every
+    # record would be received again and again. SQS's range is 0 s to 12 hours.
+    visibility_timeout_s: int = Field(default=60, ge=1, le=43_200)
+    max_receive_count: int = Field(default=5, ge=1, le=1000)  # SQS redrive's range
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)  # SQS message maximum
     max_records: int = Field(default=100, ge=1)
     pollers: int = Field(default=3, ge=1, le=16)  # receive-and-handle threads per listener

@@ -286,3 +286,14 @@ def test_a_planogram_named_in_mixed_forms_is_found() -> None:
     plan = load_planogram(store, "config", photo)
 
     assert plan is not None and plan.planogram_id == "PG-1"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("visibility_timeout_s", 0), ("visibility_timeout_s", 50_000), ("max_receive_count", 0)])
+def test_sqs_settings_outside_what_sqs_takes_are_refused(field: str, value: int) -> None:
+    from pydantic import ValidationError
+
+    from pipeline.settings import SqsSettings
+
+    with pytest.raises(ValidationError):
+        SqsSettings(**{field: value})
