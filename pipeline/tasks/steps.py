@@ -124,12 +124,18 @@ def redo_from_ingest(rt: Runtime, msg: StageMessage, sha: str) -> StageMessage:
     return StageMessage(photo=msg.photo, recompute=msg.recompute)
 
 
-def filed_day(taken: str | None, msg: StageMessage) -> str:
+def filed_day(taken: str | None, msg: StageMessage, first_uploaded: str | None = None) -> str:
     """The day a photo is filed under: the day it was taken (a :func:`capture_time`), else
     the day it was uploaded: a bay filed under its camera's reset clock would drop out of
-    the day's rollups."""
-    return taken[:10] if taken else (msg.photo.event_time or datetime.now(UTC)).strftime(
-        "%Y-%m-%d")
+    the day's rollups. The same bytes uploaded again (a phone's sync sending yesterday's
+    photo once more) are filed under the day they were ``first_uploaded``, not counted again
+    as the next day's photo of the bay."""
+    if taken:
+        return taken[:10]
+    uploaded = msg.photo.event_time or datetime.now(UTC)
+    if first_uploaded:
+        uploaded = min(uploaded, datetime.fromisoformat(first_uploaded))
+    return uploaded.strftime("%Y-%m-%d")
 
 
 def ingest(msg: StageMessage, rt: Runtime) -> StageMessage:
@@ -171,13 +177,15 @@ def ingest_bytes(data: bytes, msg: StageMessage, rt: Runtime) -> StageMessage:
                 "stored_size": list(facts.size_wh), "orientation": facts.orientation,
                 "upright_size": [upright.shape[1], upright.shape[0]],
                 "scale_from_original": round(scale, 6), "faces_blurred": faces,
-                "taken_at": facts.taken.isoformat() if facts.taken else None}
+                "taken_at": facts.taken.isoformat() if facts.taken else None,
+                "first_uploaded_at": (msg.photo.event_time or datetime.now(UTC)).isoformat()}
         rt.store.put_json(bucket, meta_key, meta)
         rt.ledger.put("ingest", sha, meta)  # after the artifacts: marks the stage complete
         rt.keep_image(sha, upright)
     taken = capture_time(meta.get("taken_at"), msg, s.ingest.max_capture_age_days)
     return msg.model_copy(update={"sha256": sha, "taken_at": taken,
-                                  "captured_date": filed_day(taken, msg)}
+                                  "captured_date": filed_day(taken, msg,
+                                                             meta.get("first_uploaded_at"))}
                           ).with_artifact("ingested", ArtifactRef(bucket=bucket, key=image_key))
 
 

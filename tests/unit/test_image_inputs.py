@@ -588,3 +588,29 @@ def test_a_photo_in_srgb_or_of_no_usable_profile_keeps_its_pixels(profile: bytes
     plain = _decoded_swatches(_with_profile("PNG", None))
     assert np.array_equal(_decoded_swatches(_with_profile("PNG", profile)), plain)
     assert np.abs(plain - _SWATCHES).max() == 0
+
+
+def test_the_same_bytes_sent_again_the_next_day_are_filed_under_their_first_day() -> None:
+    # A phone's sync sends yesterday evening's photo (no EXIF time) again in the morning
+    from pipeline.messages import PhotoRef, StageMessage
+    from pipeline.settings import get_settings
+    from pipeline.storage.ledger import MemoryLedger
+    from pipeline.storage.memory import MemoryStore
+    from pipeline.tasks import steps
+    from pipeline.tasks.runtime import Runtime
+
+    rt = Runtime(get_settings(), MemoryStore(), None, 0, MemoryLedger())  # type: ignore[arg-type]
+    data = png()
+
+    def upload(n: int, at: str) -> StageMessage:
+        return StageMessage(photo=PhotoRef(
+            bucket="raw", key=f"raw/S1/A1/B1/c1/{n}.png", version_id=str(n),
+            event_time=datetime.fromisoformat(at)))
+
+    first = steps.ingest_bytes(data, upload(1, "2026-11-24T21:00:00+00:00"), rt)
+    again = steps.ingest_bytes(data, upload(2, "2026-11-25T06:00:00+00:00"), rt)
+    other = steps.ingest_bytes(png("L"), upload(3, "2026-11-25T06:05:00+00:00"), rt)
+
+    assert first.sha256 == again.sha256
+    assert (first.captured_date, again.captured_date) == ("2026-11-24", "2026-11-24")
+    assert other.captured_date == "2026-11-25"  # a new photo is filed under its upload day
