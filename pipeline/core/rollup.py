@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.core.result import PhotoResult
 
 LEVELS = ("shelf", "aisle", "store")
 Row = dict[str, Any]
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _instant(text: str | None) -> datetime:
+    """An ISO time as an instant, compared as such: ``+02:00`` and ``Z`` spellings, or a
+    fraction of a second, would order wrongly as text. Naive is UTC; none or unreadable is
+    before everything."""
+    if not text:
+        return _NEVER
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return _NEVER
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def latest_per_bay(results: Iterable[PhotoResult]) -> list[PhotoResult]:
@@ -27,7 +42,7 @@ def latest_per_bay(results: Iterable[PhotoResult]) -> list[PhotoResult]:
         photos = days[key]
         taken = all(r.taken_at for r in photos)
         best.append(max(photos, key=lambda r: (
-            r.compliance is not None, (r.taken_at if taken else r.captured_at) or "",
+            r.compliance is not None, _instant(r.taken_at if taken else r.captured_at),
             r.sha256, r.upload_id)))
     return best
 

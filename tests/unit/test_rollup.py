@@ -31,7 +31,12 @@ def _result(name: str, compliance: float | None, uploaded: str, taken: str | Non
     # a photo with a compliance figure beats a later one without (no planogram yet)
     ([("a", 0.5, "2025-06-02T09:00:00+00:00", "2025-06-02T09:00:00+00:00"),
       ("b", None, "2025-06-02T18:00:00+00:00", "2025-06-02T18:00:00+00:00")], "a"),
-], ids=["synced-out-of-order", "no-exif", "figure-first"])
+    # the same instants spelled in other ways: an offset, a Z, a fraction of a second
+    ([("a", 0.2, "2025-06-02T10:30:00+02:00", None),
+      ("b", 0.9, "2025-06-02T09:00:00+00:00", None)], "b"),
+    ([("a", 0.2, "2025-06-02T09:00:00Z", None),
+      ("b", 0.9, "2025-06-02T09:00:00.500000+00:00", None)], "b"),
+], ids=["synced-out-of-order", "no-exif", "figure-first", "offset", "z-and-fraction"])
 def test_the_bay_counts_its_latest_photo_by_when_it_was_taken(
         results: list[tuple[str, float | None, str, str | None]], latest: str) -> None:
     chosen = latest_per_bay([_result(*r) for r in results])
