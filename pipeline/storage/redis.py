@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,14 +30,19 @@ def make_redis(url: str) -> redis.Redis:
                                 health_check_interval=30, decode_responses=True)
 
 
+# (inside a pipeline, redis-py puts "Command # 1 (...) of pipeline caused error: " first)
+_WAIT_FOR_REDIS = re.compile(r"(^|: )(BUSY|MISCONF) ")
+
+
 def _translate(exc: RedisError, what: str) -> Exception:
     """Transient where Redis may answer later: away, loading, a replica promoted, full
-    (``maxmemory`` with ``noeviction`` refuses writes until memory frees), busy in a script.
-    Permanent otherwise (a wrong command, a missing permission)."""
+    (``maxmemory`` with ``noeviction`` refuses writes until memory frees), busy in a script,
+    refusing writes because its last snapshot to disk failed (MISCONF). Permanent otherwise
+    (a wrong command, a missing permission)."""
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError,
                         TryAgainError, ReadOnlyError, OutOfMemoryError, MasterDownError,
                         ClusterDownError)) or (
-            isinstance(exc, ResponseError) and str(exc).startswith("BUSY")):
+            isinstance(exc, ResponseError) and _WAIT_FOR_REDIS.search(str(exc))):
         return TransientError(f"redis {what}: {exc}")
     return PermanentError(f"redis {what}: {exc}")
 

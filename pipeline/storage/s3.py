@@ -16,6 +16,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 
@@ -71,13 +72,17 @@ def translate(exc: Exception, what: str) -> Exception:
         return TransientError(f"{what}: {exc}")
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        code = str(err.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        # (an error page that is not S3's XML, from a proxy, parses as no code: its status
+        # says what happened)
+        code = str(err.get("Code") or status or "")
         if code in _NOT_FOUND_CODES or (status == 404 and code not in _TRANSIENT_CODES):
             return ObjectNotFoundError(f"{what}: {code or status} not found")
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"{what}: {code} {err.get('Message', '')}".strip())
         return PermanentError(f"{what}: {code} {err.get('Message', '')}".strip())
+    if isinstance(exc, ParamValidationError):  # (a key or bucket S3 cannot take: no retry
+        return PermanentError(f"{what}: {exc}")  # makes it one)
     if isinstance(exc, BotoCoreError):
         return TransientError(f"{what}: {exc}")
     return exc
@@ -88,6 +93,7 @@ class ObjectStore:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._buckets: set[str] = set()  # known to exist
 
     def _signing(self) -> tuple[str, str, Any] | None:
         """What :func:`presign_get_url` needs, when this client signs as it does (SigV4,
@@ -133,8 +139,25 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             err = translate(exc, f"head s3://{bucket}/{key}")
             if isinstance(err, ObjectNotFoundError):
+                self._check_bucket(bucket)
                 return None
             raise err from exc
+
+    def _check_bucket(self, bucket: str) -> None:
+        """A HEAD's 404 has no body to say whether the object or its bucket is missing: a
+        missing config bucket would read as no planogram and an empty catalog. The bucket is
+        asked after once (a 403, no right to list it, is taken as there)."""
+        if bucket in self._buckets:
+            return
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except (ClientError, BotoCoreError) as exc:
+            err = translate(exc, f"head s3://{bucket}")
+            if isinstance(err, ObjectNotFoundError):
+                raise TransientError(f"s3://{bucket}: no such bucket (yet)") from exc
+            if not isinstance(err, PermanentError):
+                raise err from exc
+        self._buckets.add(bucket)
 
     def exists(self, bucket: str, key: str) -> bool:
         return self.head(bucket, key) is not None

@@ -30,8 +30,16 @@ from pipeline.storage.redis import _translate
      PermanentError),
     (NoPermissionError("this user has no permissions to run the 'set' command"),
      PermanentError),
+    # a failed snapshot to disk stops writes until the next one succeeds
+    (ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently "
+                   "unable to persist to disk."), TransientError),
+    (ResponseError("Command # 1 (SET k v NX EX 60) of pipeline caused error: BUSY Redis is "
+                   "busy running a script."), TransientError),
+    (ResponseError("Command # 1 (SET k v) of pipeline caused error: WRONGTYPE Operation "
+                   "against a key holding the wrong kind of value"), PermanentError),
 ], ids=["refused", "timeout", "loading", "read-only", "out-of-memory", "busy-script",
-        "wrong-type", "no-permission"])
+        "wrong-type", "no-permission", "misconf", "busy-in-a-pipeline",
+        "wrong-type-in-a-pipeline"])
 def test_redis_errors_are_transient_only_where_redis_may_answer_later(
         exc: RedisError, kind: type[Exception]) -> None:
     out = _translate(exc, "claim")
