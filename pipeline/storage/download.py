@@ -157,9 +157,19 @@ def check_presigned(url: str, *, endpoint_url: str | None, region: str, bucket: 
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed (a URL that leads elsewhere is no pre-signed GET of the
+    photo). S3's temporary ones (307 while a new bucket's name spreads through DNS) are a
+    refusal of this URL: one minted here is tried, and the fault may pass. A permanent one
+    says the endpoint or region configured is not the bucket's."""
+
     def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
                          headers: object, newurl: str) -> None:
-        raise ForgedUrlError(f"refused to follow a {code} redirect to {newurl[:100]}")
+        if code in (301, 308):
+            raise PermanentError(f"S3 moved the photo's URL for good (HTTP {code}, to "
+                                 f"{newurl[:100]}): the configured endpoint or region is not "
+                                 "the bucket's")
+        raise UrlRejectedError(f"pre-signed URL redirected (HTTP {code}) to {newurl[:100]}: "
+                               "not followed")
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))

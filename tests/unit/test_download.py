@@ -387,3 +387,19 @@ def test_a_message_url_whose_session_token_expired_is_left_for_one_minted_here(
     # Then the photo is read through a URL minted now, not dead-lettered
     got = download_photo(msg, SimpleNamespace(settings=s, store=store))  # type: ignore[arg-type]
     assert got.data == BODY and store.minted == ["raw/S1/A1/B1/c1/p.jpg"]
+
+
+@pytest.mark.parametrize(("status", "kind", "says"), [
+    (307, "UrlRejectedError", "redirected"),  # a new bucket's name still spreading in DNS
+    (302, "UrlRejectedError", "redirected"),
+    (301, "PermanentError", "endpoint or region"),  # another region's bucket
+], ids=["307", "302", "301"])
+def test_a_redirect_is_not_followed_and_says_whether_it_may_pass(serve: Serve, status: int,
+                                                                 kind: str, says: str) -> None:
+    from pipeline import errors
+
+    raw = (f"HTTP/1.1 {status} Moved\r\nLocation: http://elsewhere.example/photo.jpg\r\n"
+           "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
+    with pytest.raises(getattr(errors, kind), match=says) as refused:
+        fetch(serve(raw), max_bytes=1 << 20, timeout_s=5)
+    assert not isinstance(refused.value, errors.ForgedUrlError)
