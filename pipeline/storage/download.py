@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 _UNCHECKABLE: set[tuple[EtagKind, tuple[str, str, str]]] = set()
 
 
+def bare_etag(etag: str | None) -> str | None:
+    """An ETag without its quotes and its weak mark (``W/"..."``, which a proxy that
+    compresses or transforms a response sets); None when absent."""
+    return (etag or "").removeprefix("W/").strip('"') or None
+
+
 def parts_etag(data: bytes, part_size: int) -> str:
     """The ETag S3 gives ``data`` uploaded in parts of ``part_size`` bytes (the last one
     shorter): the MD5 of the parts' MD5s, a dash, the number of parts."""
@@ -114,7 +120,7 @@ class Download:
         URL names the version; an unversioned one is overwritten in place, and bytes of a
         newer upload filed under the older one's id would be counted twice (the newer event
         brings them again)."""
-        announced = (etag or "").strip('"')
+        announced = bare_etag(etag) or ""
         if version_id is None and announced and self.etag and announced != self.etag:
             raise PermanentError(f"the object was replaced since its event (ETag {self.etag}, "
                                  f"not {announced}): its newer upload carries it")
@@ -302,7 +308,7 @@ def _fetch_once(url: str, *, max_bytes: int, timeout_s: float,
                 raise TransientError(f"download cut short: {total} of {declared} bytes")
             metadata = {k.lower().removeprefix(META_PREFIX): v for k, v in resp.headers.items()
                         if k.lower().startswith(META_PREFIX)}
-            etag = (resp.headers.get("ETag") or "").strip('"') or None
+            etag = bare_etag(resp.headers.get("ETag"))
             return Download(b"".join(chunks), metadata, etag,
                             _http_date(resp.headers.get("Last-Modified")),
                             _etag_kind(etag, resp.headers))

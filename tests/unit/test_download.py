@@ -403,3 +403,13 @@ def test_a_redirect_is_not_followed_and_says_whether_it_may_pass(serve: Serve, s
     with pytest.raises(getattr(errors, kind), match=says) as refused:
         fetch(serve(raw), max_bytes=1 << 20, timeout_s=5)
     assert not isinstance(refused.value, errors.ForgedUrlError)
+
+
+def test_a_weak_etag_names_the_same_bytes_as_its_strong_form(serve: Serve) -> None:
+    # A proxy that may transform responses marks the ETag weak: W/"<md5>"
+    md5 = hashlib.md5(BODY).hexdigest()
+    raw = (f"HTTP/1.1 200 OK\r\nContent-Length: {len(BODY)}\r\nETag: W/\"{md5}\"\r\n"
+           "Connection: close\r\n\r\n").encode() + BODY
+    got = fetch(serve(raw), max_bytes=1 << 20, timeout_s=5)
+    assert got.etag == md5 and got.etag_kind == "md5"
+    got.check_version(version_id=None, etag=f'"{md5}"')  # the event's: the same object
