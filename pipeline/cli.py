@@ -450,6 +450,7 @@ def _alive(pid: int) -> bool:
 
 def _dlq(args: argparse.Namespace) -> int:
     from pipeline.errors import PipelineError
+    from pipeline.logs import printable
     from pipeline.operations import event_letters, list_letters, redrive_events, replay
     from pipeline.storage.redis import make_redis
     from pipeline.storage.s3 import ObjectStore, make_client
@@ -460,7 +461,7 @@ def _dlq(args: argparse.Namespace) -> int:
         events = event_letters(s, sqs)
         if args.action == "events":
             for e in events:
-                print(f"{e.message_id}  {e.reason}  {e.body[:120]!r}")
+                print(f"{printable(e.message_id)}  {printable(e.reason)}  {e.body[:120]!r}")
             print(f"{len(events)} events on {s.sqs.dead_letter_queue}")
             return 0
         chosen_events = events if args.all else [e for e in events if e.message_id in args.ids]
@@ -472,7 +473,9 @@ def _dlq(args: argparse.Namespace) -> int:
         for d in letters:
             state = f"replayed {d.replayed_at:%Y-%m-%d %H:%M:%S}" if d.replayed_at else "open"
             print(f"{d.id}  {d.failed_at:%Y-%m-%d %H:%M:%S}  {d.stage:9} {d.error_type}: "
-                  f"{d.error}  [{d.message.photo.bucket}/{d.message.photo.key}] {state}")
+                  f"{printable(d.error)}  "
+                  f"[{printable(d.message.photo.bucket)}/{printable(d.message.photo.key)}] "
+                  f"{state}")
         print(f"{len(letters)} dead letters")
         return 0
     if args.all:
@@ -844,7 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.logs import configure
+    from pipeline.logs import configure, printable
 
     configure(json_lines=args.command in SERVICES, verbose=args.verbose)
     if args.command in SERVICES:  # a service that stops shows where
@@ -854,7 +857,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PipelineError as exc:  # what the user asked for cannot be done: say why
-        print(f"shelf {args.command}: {exc}", file=sys.stderr)
+        # (names from S3 keys and results may hold a terminal's escape sequences)
+        print(f"shelf {args.command}: {printable(str(exc))}", file=sys.stderr)
         return 1
 
 

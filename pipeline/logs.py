@@ -37,6 +37,14 @@ def scrub(text: str) -> str:
     return text
 
 
+def printable(text: str) -> str:
+    """``text`` as a terminal, a log line or an SQS attribute may carry it: control, escape
+    and direction characters and lone surrogates spelled out (``\\x1b``), so a name from
+    an S3 key or a catalog cannot move the cursor, recolour or reverse what follows."""
+    out = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
+
+
 @contextmanager
 def context(**fields: Any) -> Iterator[None]:
     """Attach ``fields`` to every log line inside the block."""

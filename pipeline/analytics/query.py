@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import duckdb
 
 from pipeline.errors import PermanentError
+from pipeline.logs import printable
 from pipeline.settings import Settings
 from pipeline.storage.s3 import ObjectStore
 
@@ -168,8 +169,7 @@ def run_query(con: Any, sql: str, timeout_s: float | None = None,
 
 def _shown(value: object) -> str:
     """A cell as a terminal may print it: control and escape characters spelled out."""
-    text = "" if value is None else str(value)
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return "" if value is None else printable(str(value))
 
 
 def format_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:

@@ -47,6 +47,7 @@ from redis import Redis
 from pipeline import metrics
 from pipeline.errors import InFlightElsewhereError, PermanentError, TransientError
 from pipeline.listeners.events import RefusedRecord, S3Record, check_key, parse_message
+from pipeline.logs import printable
 from pipeline.messages import PhotoRef, StageMessage
 from pipeline.settings import Settings
 from pipeline.storage.keys import (
@@ -359,7 +360,7 @@ class Listener:
                 job.keep = True
                 self._count("failed")
                 log.warning("record %s/%s not enqueued, will be redelivered: %s",
-                            rec.bucket, _printable(it.key), exc)
+                            rec.bucket, printable(it.key), exc)
             except Exception as exc:  # refused (PermanentError) or a bug: keep it, with why
                 self._count("refused")
                 self._dead_letter(job, json.dumps({"Records": [rec.model_dump(
@@ -383,7 +384,7 @@ class Listener:
         for it in sent:
             self._count("failed")
             log.warning("record %s/%s may not be enqueued, will be redelivered: %s",
-                        it.rec.bucket, _printable(it.key), exc)
+                        it.rec.bucket, printable(it.key), exc)
         for it in sent:
             it.failed = True
         with contextlib.suppress(Exception):
@@ -426,11 +427,11 @@ class Listener:
         """Keep ``body`` on the DLQ with the reason (shelf dlq events list / redrive): the
         batch's letters are sent together once it is handled (``_send_letters``)."""
         m = job.m
-        reason = _printable(reason)[:1000]
+        reason = printable(reason)[:1000]
         log.warning("event %s to the DLQ: %s", m.get("MessageId"), reason)
         data = body if isinstance(body, str) else repr(body)
         data = data.encode("utf-8", "backslashreplace").decode("utf-8")
-        source = _printable(str(m.get("MessageId")))
+        source = printable(str(m.get("MessageId")))
         # SQS counts the attributes (names, types, values) against the size limit too.
         room = self.s.sqs.max_body_bytes - len(reason.encode()) - len(source.encode()) - 256
         if len(data.encode()) > room:
@@ -542,10 +543,6 @@ def _letter_bytes(letter: dict[str, Any]) -> int:
         for name, a in attrs.items())
 
 
-def _printable(text: str) -> str:
-    """``text`` safe for a log line or an SQS attribute: no control or lone surrogates."""
-    out = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
 
 
 def build_photo_message(settings: Settings, store: ObjectStore, *, bucket: str, key: str,

@@ -261,7 +261,11 @@ def test_hostile_bodies_are_malformed_not_crashes(raw: str, message: str) -> Non
     ("raw/S1/A1/B1/c1/a\nb.jpg", False),
     ("raw/" + "x" * 1100 + ".jpg", False),
     ("", False),
-], ids=["unicode", "encoded-slash", "lone-surrogate", "nul", "newline", "too-long", "empty"])
+    ("raw/S1\u009b2J/A1/B1/c1/x.jpg", False),  # a terminal's one-character escape (CSI)
+    ("raw/S1/A1\u202e/B1/c1/x.jpg", False),  # reverses how what follows reads
+    ("raw/S1\u00a0Nord/A1/B1/c1/x.jpg", True),  # a no-break space, as a Mac may write
+], ids=["unicode", "encoded-slash", "lone-surrogate", "nul", "newline", "too-long", "empty",
+        "c1-control", "direction-override", "no-break-space"])
 def test_check_key(key: str, ok: bool) -> None:
     from pipeline.errors import InvalidKeyError
     from pipeline.listeners.events import check_key

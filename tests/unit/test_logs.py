@@ -37,3 +37,31 @@ def test_a_line_is_json_with_its_context() -> None:
     assert doc["sha256"] == "a" * 64 and doc["duration_s"] == 0.25
     assert doc["level"] == "info" and "deadbeef" not in line
     assert "X-Amz-Signature" not in line
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("Caf\u00e9 Nord", "Caf\u00e9 Nord"),
+    ("S1\x1b[2J\x1b[31mALL CLEAR", "S1\\x1b[2J\\x1b[31mALL CLEAR"),
+    ("S1\u009b2J", "S1\\x9b2J"),
+    ("A1\u202eB1", "A1\\x202eB1"),
+    ("bad \ud800 half", "bad \\ud800 half"),
+], ids=["accents", "ansi", "c1-csi", "direction-override", "lone-surrogate"])
+def test_printable_spells_out_what_would_drive_a_terminal(text: str, shown: str) -> None:
+    from pipeline.logs import printable
+
+    assert printable(text) == shown
+
+
+def test_a_command_s_error_reaches_the_terminal_escaped(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # An error quoting a value from the results (a planogram id holding escape sequences)
+    from pipeline import cli
+    from pipeline.errors import PermanentError
+
+    def fails(args: object) -> int:
+        raise PermanentError("query failed: could not convert 'P1\x1b]0;owned\x07\x1b[2J'")
+
+    monkeypatch.setattr(cli, "_query", fails)
+    assert cli.main(["query", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\\x1b]0;owned\\x07" in err
