@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULT_VERSION = 1
 PositionStatus = Literal["in_place", "partial", "out_of_stock", "missing"]
 ItemStatus = Literal["in_place", "extra", "misplaced", "unknown", "off_shelf"]
-Box = list[float]  # x1, y1, x2, y2 in the upright working image's pixels
+# x1, y1, x2, y2 in the upright working image's pixels: four finite numbers of a size a
+# photo can have (a hand-edited or damaged result's NaN or 1e30 would stop a report drawing)
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
+Box = Annotated[list[Coordinate], Field(min_length=4, max_length=4)]
+Ratio = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=1.0)]
 
 
 class _Model(BaseModel):
@@ -46,7 +50,7 @@ class ShelfResult(_Model):
     index: int
     planned_facings: int
     found_facings: int
-    compliance: float
+    compliance: Ratio
     detections: int
     out_of_stock: list[str] = Field(default_factory=list)
     out_of_stock_positions: list[int] = Field(default_factory=list)
@@ -104,7 +108,7 @@ class PhotoResult(_Model):
     catalog: str | None = None
     image_size: list[int] | None = None
     detections: int
-    compliance: float | None = Field(
+    compliance: Ratio | None = Field(
         description="planned facings found in place / planned facings; null without a "
                     "planogram (see compliance_reason)")
     compliance_reason: str | None = None

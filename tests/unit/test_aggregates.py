@@ -189,3 +189,27 @@ def test_a_version_listing_damaged_into_a_time_without_a_zone_is_a_transient_fau
     with stub, pytest.raises(TransientError, match="no zone"):
         listed.extend(str(v["Key"]) for v in ObjectStore(client).list_versions("b", "raw/"))
     assert listed == ["raw/0.jpg"]
+
+
+@pytest.mark.parametrize("damage", [
+    {"products": [{"box": [float("nan"), 0, 5, 5], "sku": "S", "brand": "B", "score": 0.9}]},
+    {"products": [{"box": [0, 0, 1e30, 5], "sku": "S", "brand": "B", "score": 0.9}]},
+    {"products": [{"box": [1, 2, 3], "sku": "S", "brand": "B", "score": 0.9}]},
+    {"compliance": float("nan")},
+    {"compliance": 1.5},
+], ids=["nan-box", "huge-box", "three-numbers", "nan-compliance", "over-one"])
+def test_a_result_no_photo_could_have_is_left_out_of_its_day(
+        damage: dict[str, Any]) -> None:
+    import json
+
+    from pipeline.analytics.aggregates import read_results
+
+    # Given a day of two results, one hand-edited or damaged into numbers no photo has
+    store = MemoryStore()
+    _put(store, "S1", "a" * 64, "2026-11-20")
+    bad = _put(store, "S1", "b" * 64, "2026-11-20")
+    doc = json.loads(store.get_bytes(BUCKET, bad)) | damage
+    store.put_bytes(BUCKET, bad, json.dumps(doc).encode(), "application/json")
+    # Then the day reads the other (a report drawing its boxes stopped at the bad one)
+    results = read_results(store, BUCKET, "compliance/")
+    assert [r.sha256[0] for r in results] == ["a"]
