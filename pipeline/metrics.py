@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -196,6 +197,12 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
         except BaseException:
             self._slots.release()
             raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that timed out or broke (a port scan, a stuck client): a debug line,
+        not the traceback socketserver prints on stderr past the service's JSON logs."""
+        log.debug("metrics connection from %s ended: %s", client_address,
+                  sys.exc_info()[1])
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         deadline = threading.Timer(self.deadline_s, _cut, (request,))

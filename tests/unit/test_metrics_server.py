@@ -85,3 +85,13 @@ def test_a_client_trickling_its_request_is_cut_at_the_deadline(serve: object) ->
     assert cut and time.monotonic() - started < 6
     s.close()
     assert _get(address, HEALTH_PATH)[0] == 200
+
+
+def test_a_connection_that_times_out_leaves_no_traceback_on_stderr(
+        serve: object, capfd: pytest.CaptureFixture[str]) -> None:
+    address = serve(timeout_s=0.3)  # type: ignore[operator]
+    s = _idle(address)
+    assert s.recv(1) == b""  # hung up on once silent too long
+    s.close()
+    time.sleep(0.2)
+    assert "Traceback" not in capfd.readouterr().err
