@@ -11,6 +11,7 @@ to the results bucket; and the configuration locked before the first query.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,34 @@ def _httpfs_path() -> Path:
 READ_ONLY = {"SELECT"}
 
 
+# DuckDB's own tables and settings (its secrets, which name the S3 key id in use; its
+# configuration): nothing of the results, and not for analysts' queries.
+_SYSTEM = ("duckdb_", "pragma_", "which_secret", "current_setting", "getenv")
+
+
+def _system_functions(con: Any, sql: str) -> list[str]:
+    """The system functions ``sql`` calls (its syntax tree walked, so quoting a name does
+    not hide it); a statement that cannot be walked counts as calling one."""
+    doc = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    if doc.get("error"):
+        return [str(doc.get("error_message", "a statement that cannot be read"))]
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name = node.get("function_name")
+            if isinstance(name, str) and name.lower().startswith(_SYSTEM):
+                found.append(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    return found
+
+
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -146,6 +175,10 @@ def run_query(con: Any, sql: str, timeout_s: float | None = None,
         if len(statements) != 1 or statements[0].type.name not in READ_ONLY:
             kinds = ", ".join(st.type.name for st in statements) or "none"
             raise PermanentError(f"one SELECT query at a time, got: {kinds}")
+        system = _system_functions(con, sql)
+        if system:
+            raise PermanentError(f"the query calls {', '.join(sorted(set(system)))}: DuckDB's "
+                                 "own tables and settings are not the results")
         if timer:
             timer.start()
         cur = con.execute(sql)
