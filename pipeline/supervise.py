@@ -68,7 +68,10 @@ class Supervisor:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.state.stopping = True
         self.stop_event.set()
-        child = self.child
+        self._stop(self.child, signum)
+
+    @staticmethod
+    def _stop(child: subprocess.Popen[bytes] | None, signum: int) -> None:
         if child is not None and child.poll() is None:
             child.send_signal(signum)
             # A child that ignores the request is killed, never left behind.
@@ -84,6 +87,8 @@ class Supervisor:
         while not self.stop_event.is_set():
             started = time.monotonic()
             self.child = subprocess.Popen(self.state.command, preexec_fn=die_with_parent)
+            if self.stop_event.is_set():  # asked to stop while it was being started: the
+                self._stop(self.child, signal.SIGTERM)  # handler saw no child to tell
             self.state.child_pid = self.child.pid
             self.state.started_at = datetime.now(UTC).isoformat()
             self._save()

@@ -97,3 +97,22 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def test_a_stop_asked_for_while_the_child_starts_reaches_the_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import supervise
+
+    sup = supervise.Supervisor("race", [sys.executable, "-c", "import time; time.sleep(20)"],
+                               tmp_path)
+    real_popen = subprocess.Popen
+
+    def popen_interrupted(*args: object, **kw: object) -> subprocess.Popen[bytes]:
+        sup._on_signal(signal.SIGTERM, None)  # `make down` lands while the child starts
+        return real_popen(*args, **kw)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(supervise.subprocess, "Popen", popen_interrupted)
+    started = time.monotonic()
+    assert sup.run() == 0
+    assert time.monotonic() - started < 10  # not the child's 20 s
+    assert sup.state.last_exit == -signal.SIGTERM
