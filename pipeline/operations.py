@@ -90,6 +90,12 @@ def replay(settings: Settings, store: ObjectStore, letters: list[DeadLetter], *,
     return len(letters)
 
 
+# A run that sends a letter round claims it first: another run reading it at the same time
+# (still unmarked) would send it twice and count one replay.
+REPLAYING = "shelf:replaying:"
+REPLAY_CLAIM_S = 600
+
+
 def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
                      now: datetime | None = None) -> int:
     """Send round again each photo dead-lettered by a transient fault (retries spent in an
@@ -114,11 +120,14 @@ def replay_transient(settings: Settings, store: ObjectStore, redis: Redis, *,
             if letter.auto_replays >= c.auto_replays:
                 log.warning("dead letter %s: %d automatic replays spent, left for a person: "
                             "%s", letter_id, letter.auto_replays, letter.error)
+            elif not redis.set(f"{REPLAYING}{letter_id}", "1", nx=True, ex=REPLAY_CLAIM_S):
+                continue  # another run (two beats, or the last one still going) sends it
             else:
                 try:
                     sent += replay(settings, store, [letter], redis=redis, automatic=True)
                 except TransientError as exc:  # the outage goes on: the next run tries again
                     log.warning("dead letter %s not sent round yet: %s", letter_id, exc)
+                    redis.delete(f"{REPLAYING}{letter_id}")
                     continue
                 except (ValueError, PipelineError) as exc:  # no stage may take it: a person's
                     log.error("dead letter %s not sent round again: %s", letter_id, exc)

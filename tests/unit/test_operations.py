@@ -321,3 +321,25 @@ def test_an_unreadable_waiting_upload_is_skipped_and_the_others_are_sent(
     # Then both good uploads are sent back to comply, the bad entry alone is left
     assert n == 2 and sorted(m.photo.key for _, m in sent) == ["raw/S1/A1/B1/c1/p1.jpg",
                                                                "raw/S1/A1/B2/c1/p2.jpg"]
+
+
+def test_two_runs_reading_a_letter_at_once_send_it_round_once(
+        sent: list[tuple[str, StageMessage]]) -> None:
+    # Given an outage's letter, and two beat runs (two beats, or one still going when the
+    # next starts) that each read it before either has marked it replayed
+    class StaleReads(MemoryStore):
+        def get_bytes(self, bucket: str, key: str) -> bytes:
+            if key == dead_letter_key(letter.id):
+                return json.dumps(letter.model_dump(mode="json")).encode()
+            return super().get_bytes(bucket, key)
+
+    s, store, redis = Settings(), StaleReads(), FakeRedis()
+    letter = _letter(1, "TransientError", 1200)
+    store.put_json(s.s3.artifacts_bucket, dead_letter_key(letter.id),
+                   letter.model_dump(mode="json"))
+    redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})
+    first = replay_transient(s, store, redis, now=NOW)  # type: ignore[arg-type]
+    redis.zadd(TRANSIENT_LETTERS, {letter.id: letter.failed_at.timestamp()})  # read at once
+    second = replay_transient(s, store, redis, now=NOW)  # type: ignore[arg-type]
+    # Then it is sent round once
+    assert (first, second) == (1, 0) and len(sent) == 1
