@@ -30,6 +30,7 @@ from pipeline.errors import (
     ForgedUrlError,
     ObjectNotFoundError,
     PermanentError,
+    PipelineError,
     PlanogramError,
     TransientError,
     UrlRejectedError,
@@ -386,8 +387,15 @@ NOTHING_FOUND = ("no product found in the photo: nothing to judge the bay by (a 
 def record_outcome(rt: Runtime, msg: StageMessage, *, result: str | None = None,
                    dead_letter: str | None = None) -> None:
     """How the upload ended, where reconciliation looks for it: in S3, and flagged in Redis
-    for as long as reconciliation looks back (a flag lost with Redis costs a HEAD)."""
+    for as long as reconciliation looks back (a flag lost with Redis costs a HEAD). A dead
+    letter never replaces a result: a second copy of the upload (sent round by
+    reconciliation, or a worker that froze and woke) failing after the first one's result
+    would make an upload with a result read as dead-lettered."""
     s = rt.settings
+    if result is None and _ended_with_result(rt, msg.photo.upload_id):
+        log.warning("upload %s: a copy of it was dead-lettered (%s) after its result was "
+                    "written; the result stands", msg.photo.upload_id, dead_letter)
+        return
     rt.store.put_json(s.s3.artifacts_bucket, outcome_key(msg.photo.upload_id), {
         "upload_id": msg.photo.upload_id, "bucket": msg.photo.bucket, "key": msg.photo.key,
         "version_id": msg.photo.version_id, "result": result, "dead_letter": dead_letter,
@@ -396,6 +404,14 @@ def record_outcome(rt: Runtime, msg: StageMessage, *, result: str | None = None,
         flag(rt.redis, ended_key(msg.photo.upload_id), s.celery.reconcile_window_s + 86_400)
     except (TransientError, PermanentError) as exc:  # S3 holds the outcome all the same
         log.warning("upload %s ended, not flagged in Redis: %s", msg.photo.upload_id, exc)
+
+
+def _ended_with_result(rt: Runtime, upload_id: str) -> bool:
+    try:
+        doc = rt.store.get_json(rt.settings.s3.artifacts_bucket, outcome_key(upload_id))
+    except (PipelineError, ValueError):  # none yet, or unreadable: the letter is the end
+        return False
+    return isinstance(doc, dict) and bool(doc.get("result"))
 
 
 def _sha(msg: StageMessage) -> str:

@@ -614,3 +614,4 @@ def test_the_same_bytes_sent_again_the_next_day_are_filed_under_their_first_day(
     assert first.sha256 == again.sha256
     assert (first.captured_date, again.captured_date) == ("2026-11-24", "2026-11-24")
     assert other.captured_date == "2026-11-25"  # a new photo is filed under its upload day
+

@@ -124,3 +124,33 @@ def test_a_redo_from_ingest_forgets_the_photos_marks_and_carries_no_artifact() -
     assert set(ledger.marks) == {("comply", PHOTO["key"]), ("ingest", OTHER_SHA)}
     assert again.artifacts == {} and again.sha256 is None and again.recompute
     assert again.photo == msg.photo
+
+
+def test_a_copy_dead_lettered_after_the_upload_s_result_leaves_the_result_its_end() -> None:
+    # Reconciliation sent an upload round while its first copy was slow; the first wrote
+    # the result, then the second failed ("lock never freed", a time limit)
+    from pipeline.messages import PhotoRef, StageMessage
+    from pipeline.settings import get_settings
+    from pipeline.storage.keys import outcome_key
+    from pipeline.storage.ledger import MemoryLedger
+    from pipeline.storage.memory import MemoryStore
+    from pipeline.tasks import steps
+    from pipeline.tasks.runtime import Runtime
+
+    class NoRedis:
+        def set(self, *args: object, **kw: object) -> bool:
+            return True
+
+    rt = Runtime(get_settings(), MemoryStore(), NoRedis(), 0,  # type: ignore[arg-type]
+                 MemoryLedger())
+    msg = StageMessage(photo=PhotoRef(bucket="raw", key="raw/S1/A1/B1/c1/p.jpg",
+                                      version_id="v1"))
+    key = outcome_key(msg.photo.upload_id)
+    steps.record_outcome(rt, msg, result="s3://results/compliance/x.json")
+    steps.record_outcome(rt, msg, dead_letter="0" * 32)
+    assert rt.store.get_json(rt.settings.s3.artifacts_bucket, key)["result"] == \
+        "s3://results/compliance/x.json"
+    other = StageMessage(photo=msg.photo.model_copy(update={"version_id": "v2"}))
+    steps.record_outcome(rt, other, dead_letter="1" * 32)  # one with no result: its letter
+    assert rt.store.get_json(rt.settings.s3.artifacts_bucket, outcome_key(
+        other.photo.upload_id))["dead_letter"] == "1" * 32
