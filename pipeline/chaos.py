@@ -308,6 +308,7 @@ class Campaign:
             # A whole worker killed: its tasks come back in a minute, not the default five.
             "SHELF_CELERY__VISIBILITY_TIMEOUT_S": "75",
             "SHELF_CELERY__STAGE_TIME_LIMIT_S": "45",
+            "SHELF_INGEST__DOWNLOAD_DEADLINE_S": "20",  # under the stages' soft limit
             "SHELF_CELERY__BACKOFF_BASE_S": "0.5", "SHELF_CELERY__BACKOFF_MAX_S": "8",
             "SHELF_CELERY__MAX_RETRIES": "8",
             "SHELF_RUN_DIR": str(self.run_dir),

@@ -78,6 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SHELF_CELERY__AGGREGATE_DEBOUNCE_S": "2",
         "SHELF_CELERY__VISIBILITY_TIMEOUT_S": "60",
         "SHELF_CELERY__STAGE_TIME_LIMIT_S": "45",
+        "SHELF_INGEST__DOWNLOAD_DEADLINE_S": "20",  # under the stages' soft limit (30 s)
         "SHELF_METRICS__PORT": "9818",
         "SHELF_RECOGNITION__CATALOG_REFRESH_S": "0",  # catalog changes show at once
     }

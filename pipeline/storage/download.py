@@ -234,6 +234,7 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float, deadline_s: float | Non
     checked there again); a second read that matches is the photo. A multipart upload's
     ETag checks the bytes at the part size its uploader used: one of the usual ones, else
     the one ``first_part_size`` asks S3 for."""
+    started = time.monotonic()
     got = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
     store = _store_of(url)
     if got.etag_kind is None or (got.etag_kind, store) in _UNCHECKABLE:
@@ -246,7 +247,11 @@ def fetch(url: str, *, max_bytes: int, timeout_s: float, deadline_s: float | Non
         why = got.damaged(part_size)
         if why is None:
             return got
-    again = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s)
+    left = None if deadline_s is None else deadline_s - (time.monotonic() - started)
+    if left is not None and left <= 0:  # the deadline is the whole download's, both reads'
+        raise TransientError(f"download damaged on the way ({why}) and no time left within "
+                             f"its {deadline_s:g} s to read it again")
+    again = _fetch_once(url, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=left)
     if again.damaged(part_size) is None:
         log.warning("download from %s damaged on the way (%s): read again", "/".join(store),
                     why)

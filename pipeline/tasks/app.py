@@ -62,6 +62,11 @@ def create_app(settings: Settings | None = None) -> Celery:
         raise ValueError("stage_time_limit_s must stay well below the visibility timeout, or "
                          "a slow task runs twice (celery#5306) and a wait for a dead "
                          "worker's stage lock outlasts it")
+    if s.ingest.download_deadline_s >= soft_limit_s(s):
+        raise ValueError(f"ingest.download_deadline_s ({s.ingest.download_deadline_s:g} s) "
+                         f"must stay below a stage's soft time limit ({soft_limit_s(s)} s), "
+                         "or a slow download ends its photo in the dead letters instead of "
+                         "a retry")
     app = Celery("shelf", broker=s.redis.url, include=["pipeline.tasks.stages",
                                                             "pipeline.tasks.baseline"])
     exchange = Exchange("shelf", type="direct")

@@ -526,7 +526,8 @@ def test_a_stage_over_its_time_limit_ends_in_a_dead_letter(
         slow_model_env: dict[str, str]) -> None:
     # Given an inference worker whose model runs longer than the stage's soft time limit
     with swapped_worker(stack, pipeline_procs, tmp_path, "inference", "worker-too-slow", {
-        **slow_model_env, "SHELF_CELERY__STAGE_TIME_LIMIT_S": "16"}) as slow:
+        **slow_model_env, "SHELF_CELERY__STAGE_TIME_LIMIT_S": "16",
+        "SHELF_INGEST__DOWNLOAD_DEADLINE_S": "0.5"}) as slow:  # (it downloads nothing)
         data, truth = photo_bytes(9)
         key = "raw/S004/A02/B1/cam1/too-slow.jpg"
         put_photo(stack, key, data, truth)

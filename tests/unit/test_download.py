@@ -413,3 +413,25 @@ def test_a_weak_etag_names_the_same_bytes_as_its_strong_form(serve: Serve) -> No
     got = fetch(serve(raw), max_bytes=1 << 20, timeout_s=5)
     assert got.etag == md5 and got.etag_kind == "md5"
     got.check_version(version_id=None, etag=f'"{md5}"')  # the event's: the same object
+
+
+def test_the_deadline_is_the_whole_download_s_both_reads_included(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import errors
+    from pipeline.storage import download
+
+    # Given a first read that takes the whole deadline and whose bytes are damaged
+    reads: list[float | None] = []
+
+    def slow_damaged(url: str, *, max_bytes: int, timeout_s: float,
+                     deadline_s: float | None) -> Download:
+        reads.append(deadline_s)
+        time.sleep(0.3)
+        return Download(_damaged(BODY, 100), {}, hashlib.md5(BODY).hexdigest(),
+                        etag_kind="md5")
+
+    monkeypatch.setattr(download, "_fetch_once", slow_damaged)
+    # Then no second read starts past it: a transient fault, well inside the stage's limit
+    with pytest.raises(errors.TransientError, match="no time left"):
+        fetch("http://127.0.0.1:1/photo.jpg", max_bytes=1 << 20, timeout_s=5, deadline_s=0.2)
+    assert reads == [0.2]
