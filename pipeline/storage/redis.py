@@ -98,8 +98,21 @@ return 0
 """
 
 
+class Lease:
+    """What :func:`lease` yields: true when held; ``lost`` set once a renewal found it
+    taken by another holder (expired while this one was frozen, or Redis away longer than
+    its expiry): what the block writes after that may race the new holder's."""
+
+    def __init__(self, held: bool) -> None:
+        self.held = held
+        self.lost = threading.Event()
+
+    def __bool__(self) -> bool:
+        return self.held
+
+
 @contextmanager
-def lease(client: redis.Redis, key: str, owner: str, ttl_s: int) -> Iterator[bool]:
+def lease(client: redis.Redis, key: str, owner: str, ttl_s: int) -> Iterator[Lease]:
     """Hold ``key`` for ``owner`` while the block runs; yields whether it is held (``False``:
     someone else holds it, and the block should not do the work).
 
@@ -109,22 +122,24 @@ def lease(client: redis.Redis, key: str, owner: str, ttl_s: int) -> Iterator[boo
     job's longest run. A renewal that fails (Redis away) is tried again at the next tick."""
     ttl_s = max(3, ttl_s)
     if not claim(client, key, owner, ttl_s):
-        yield False
+        yield Lease(False)
         return
+    held = Lease(True)
     stop = threading.Event()
 
     def renew() -> None:
         while not stop.wait(ttl_s / 3):
             try:
                 if not client.eval(_RENEW_IF_OWNER, 1, key, owner, ttl_s):
-                    return  # expired and taken: nothing of ours left to renew
+                    held.lost.set()  # expired and taken: nothing of ours left to renew
+                    return
             except RedisError:
                 continue
 
     keeper = threading.Thread(target=renew, name=f"lease {key}", daemon=True)
     keeper.start()
     try:
-        yield True
+        yield held
     finally:
         stop.set()
         keeper.join()

@@ -483,6 +483,10 @@ def _rebuild(rt: Runtime, day: str) -> None:
                 flag(rt.redis, due, _ROLLUP_DUE_S)
             raise
         log.info("aggregated %s: %s", day, counts)
+        if held.lost.is_set():  # another rebuild took the day meanwhile (this one frozen,
+            # or Redis away past the lease): what this one wrote may be the older snapshot
+            log.warning("rollup of %s: its lease was lost while it ran; rebuilt again", day)
+            flag(rt.redis, due, _ROLLUP_DUE_S)
     if flagged(rt.redis, [due]):  # photos of the day ended while it ran
         _ask_rebuild(rt, day)
 

@@ -61,3 +61,14 @@ def test_a_holder_killed_hard_frees_its_lease_within_the_expiry(stack: Stack) ->
         time.sleep(0.2)
     with lease(stack.redis, key, "next", 3) as held:
         assert held
+
+
+def test_a_lease_taken_by_another_while_the_block_runs_says_it_was_lost(stack: Stack) -> None:
+    key = f"shelf:test-lease:{uuid.uuid4().hex}"
+    with lease(stack.redis, key, "me", 3) as held:
+        assert held and not held.lost.is_set()
+        # Given the lease expired while its holder was frozen, and another took it
+        stack.redis.set(key, "other", ex=30)
+        # Then the holder learns it at the next renewal, and can tell its work may be stale
+        assert held.lost.wait(3)
+    stack.redis.delete(key)
