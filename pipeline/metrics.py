@@ -32,9 +32,9 @@ def multiproc_dir(settings: Settings | None = None) -> Path:
     """Where every process writes its metrics; set in the environment before prometheus_client
     is imported (``make up`` and ``shelf worker`` do)."""
     env = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if env:
-        return Path(env)
-    path = (settings or get_settings()).run_dir / "metrics"
+    path = Path(env) if env else (settings or get_settings()).run_dir / "metrics"
+    # (made when missing: a pod's emptyDir starts empty, and prometheus_client would fail
+    # on its first metric, the container restarted for ever)
     path.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     return path

@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,14 @@ def test_a_connection_that_times_out_leaves_no_traceback_on_stderr(
     s.close()
     time.sleep(0.2)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_metrics_directory_named_but_missing_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pod's emptyDir at /run/shelf starts empty; PROMETHEUS_MULTIPROC_DIR names a folder
+    # inside it
+    from pipeline.metrics import multiproc_dir
+
+    wanted = tmp_path / "run" / "shelf" / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(wanted))
+    assert multiproc_dir() == wanted and wanted.is_dir()
