@@ -8,7 +8,7 @@ output "events_queue_url" {
 }
 
 output "redis_endpoint" {
-  description = "SHELF_REDIS__URL = rediss://:<auth token>@<this>:6379/1"
+  description = "SHELF_REDIS__URL = rediss://:<auth token>@<this>:6379/1?ssl_cert_reqs=required"
   value       = aws_elasticache_replication_group.shelf.primary_endpoint_address
 }
 

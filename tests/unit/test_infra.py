@@ -110,8 +110,13 @@ def test_autoscaling_and_budgets_point_at_real_deployments_and_queues() -> None:
              if t["type"] == "redis"}
     assert lists <= set(ALL_QUEUES) and len(lists) == 5
     assert any(t["type"] == "aws-sqs-queue" for t in scaled["shelf-listener"]["spec"]["triggers"])
+    smallest = {s["spec"]["scaleTargetRef"]["name"]: s["spec"].get("minReplicaCount", 0)
+                for s in scaled.values()}
     for pdb in of_kind("PodDisruptionBudget").values():
-        assert pdb["spec"]["selector"]["matchLabels"]["app"] in deployments
+        app = pdb["spec"]["selector"]["matchLabels"]["app"]
+        assert app in deployments
+        # a budget that keeps as many as the autoscaler's fewest would stop every drain
+        assert pdb["spec"].get("minAvailable", 0) < smallest.get(app, 2), app
 
 
 def _policy_actions(tf: dict[str, Any], name: str) -> set[str]:
