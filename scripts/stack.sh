@@ -21,7 +21,19 @@ acl="$run/redis/users.acl"
 
 log() { echo "[stack] $*" >&2; }
 
-alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+# A recorded pid is ours while it runs our supervisor of that name: after a reboot, or a
+# supervisor killed without its pid file removed, the pid may be another program's, which
+# is neither left in place of ours nor stopped.
+ours() {  # pid, name
+  [ -d /proc ] || return 0
+  tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "supervise --name $2 -- "
+}
+
+alive() {
+  [ -f "$run/$1.pid" ] || return 1
+  local pid; pid="$(cat "$run/$1.pid")"
+  kill -0 "$pid" 2>/dev/null && ours "$pid" "$1"
+}
 
 localstack_ok() {
   local health
@@ -136,11 +148,13 @@ stop() {
   for name in "$@"; do
     [ -f "$run/$name.pid" ] || continue
     pid="$(cat "$run/$name.pid")"
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$name"; then
       kill -TERM "$pid" 2>/dev/null || true
       for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 30 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
+      kill -0 "$pid" 2>/dev/null && ours "$pid" "$name" && { log "$name did not stop in 30 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
       log "stopped $name ($pid)"
+    elif kill -0 "$pid" 2>/dev/null; then
+      log "$name: pid $pid is not its supervisor (a stale pid file): left alone"
     fi
     rm -f "$run/$name.pid"
   done
