@@ -119,7 +119,8 @@ class Recognizer:
               replace: bool = False) -> CatalogEntry:
         """Sign each packshot and store the SKU; the catalog changes at once, no retraining.
         A SKU already in the catalog gains these packshots and keeps its others, and its
-        brand, name and size unless given; with ``replace`` it holds these packshots only."""
+        brand, name and size unless given; with ``replace`` it holds these packshots only
+        (its facts kept all the same unless given)."""
         check_new_sku(sku)
         check_fact(brand, "brand", MAX_BRAND)
         check_fact(name, "name", MAX_NAME)
@@ -132,13 +133,14 @@ class Recognizer:
             decoded.append((data, suffix, decode_packshot(data, filename)))
         if not decoded:
             raise CatalogError(f"{sku}: give at least one packshot")
-        old = None if replace else self.catalog.get(sku)
-        sigs = [] if old is None else self._current_signatures(old)
-        # New packshots are numbered past those stored: listed, and those the entry signed
-        # (a key damaged in the listing would otherwise free its number, and the new
-        # packshot would overwrite the one the entry signed there).
-        taken = {PurePath(k).stem for k in self.catalog.image_keys(sku)} | {
-            PurePath(s.source).stem for s in old.signatures} if old else set()
+        old = self.catalog.get(sku)
+        sigs = [] if old is None or replace else self._current_signatures(old)
+        # New packshots are numbered past those stored, replaced or not: listed, and those
+        # the entry signed (a key damaged in the listing would otherwise free its number,
+        # and the new packshot would overwrite the one the entry signed there; a replace
+        # cut short would leave the old entry signing a new image).
+        taken = {PurePath(k).stem for k in self.catalog.image_keys(sku)} | (
+            {PurePath(s.source).stem for s in old.signatures} if old else set())
         numbers = (n for n in itertools.count() if str(n) not in taken)
         for (data, suffix, image), n in zip(decoded, numbers, strict=False):
             sigs += self._sign(self.catalog.put_image(sku, n, data, suffix), image)
@@ -162,16 +164,27 @@ class Recognizer:
         a release that cuts packshots out or reads their colours anew); the index is rebuilt
         once. Returns (signed again, already current)."""
         done = current = 0
-        for entry in self.catalog.entries():
-            if entry.embedder == self.embedder.ref and not every:
-                current += 1
-                continue
-            self.catalog.put(entry.model_copy(update={
-                "embedder": self.embedder.ref,
-                "signatures": self._current_signatures(entry, again=every)}), reindex=False)
-            done += 1
-        if done:
-            self.catalog.reindex()
+        failed: list[str] = []
+        try:
+            for entry in self.catalog.entries():
+                if entry.embedder == self.embedder.ref and not every:
+                    current += 1
+                    continue
+                try:
+                    sigs = self._current_signatures(entry, again=every)
+                except CatalogError as exc:  # (a stored packshot gone): the others go on
+                    log.error("%s not signed again: %s", entry.sku, exc)
+                    failed.append(entry.sku)
+                    continue
+                self.catalog.put(entry.model_copy(update={
+                    "embedder": self.embedder.ref, "signatures": sigs}), reindex=False)
+                done += 1
+        finally:  # what was signed again is named by, however the run ended
+            if done:
+                self.catalog.reindex()
+        if failed:
+            raise CatalogError(f"signed {done} SKUs again; not {', '.join(failed)} (add their "
+                               "packshots again with 'shelf catalog add --replace')")
         return done, current
 
     def _current_signatures(self, entry: CatalogEntry, *, again: bool = False
@@ -193,6 +206,9 @@ class Recognizer:
                           aspect=round(float(aspect), 4),
                           layout=[round(float(v), 3) for v in layout])
                 for emb, colour, aspect, layout in packshot_signatures(self.embedder, image)]
+
+
+_OPAQUE = 32  # of 255: a packshot with no pixel more opaque shows nothing
 
 
 def decode_packshot(data: bytes, name: str) -> Image:
@@ -220,6 +236,8 @@ def decode_packshot(data: bytes, name: str) -> Image:
     if image.ndim == 2:
         return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
     if image.shape[2] == 4:
+        if int(image[:, :, 3].max()) < _OPAQUE:  # an export that lost its picture
+            raise CatalogError(f"{name}: a fully transparent {PACKSHOT}: nothing to sign")
         alpha = image[:, :, 3:4].astype(np.float32) / 255.0
         white = np.full_like(image[:, :, :3], 255, np.float32)
         image = np.round(image[:, :, :3] * alpha + white * (1 - alpha))
