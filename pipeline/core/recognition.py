@@ -195,6 +195,20 @@ def rerank_by_size(cands: Sequence[Sequence[tuple[str, float]]], boxes: npt.NDAr
     return out
 
 
+def colour_intersection(colours: Array, gallery_colours: Array, chunk_bytes: int = 32 << 20
+                        ) -> Array:
+    """``(N, G)`` histogram intersection of N crops' colours with G gallery rows', a few
+    rows at a time: all at once it holds N x G x bins floats, gigabytes for a hundred crops
+    against a catalog of thousands of SKUs, over a worker's memory cap."""
+    n, bins = colours.shape
+    step = max(1, chunk_bytes // max(1, n * bins * colours.itemsize))
+    out = np.empty((n, len(gallery_colours)), np.result_type(colours, gallery_colours))
+    for at in range(0, len(gallery_colours), step):
+        out[:, at:at + step] = np.minimum(colours[:, None, :],
+                                          gallery_colours[None, at:at + step, :]).sum(axis=2)
+    return out
+
+
 def similarity(*, embeddings: Array, colours: Array, aspects: Array, gallery: Gallery,
                weights: Weights, layouts: Array | None = None) -> Array:
     """``(N, G)`` similarity of N crops to every gallery row; with the crops' ``layouts``
@@ -202,7 +216,7 @@ def similarity(*, embeddings: Array, colours: Array, aspects: Array, gallery: Ga
     if len(gallery) == 0 or len(embeddings) == 0:
         return np.zeros((len(embeddings), len(gallery)), np.float32)
     cos = embeddings @ gallery.embeddings.T
-    inter = np.minimum(colours[:, None, :], gallery.colours[None, :, :]).sum(axis=2)
+    inter = colour_intersection(colours, gallery.colours)
     ratio = np.abs(np.log(np.maximum(aspects[:, None], 1e-3)
                           / np.maximum(gallery.aspects[None, :], 1e-3)))
     out = weights.embed * cos + weights.colour * inter - weights.aspect * ratio

@@ -346,3 +346,23 @@ def test_similarity_orders_look_alikes_by_layout_only_when_both_sides_have_one()
     assert candidates(similarity(gallery=with_layouts, **kw), with_layouts, 1)[0][0][0] == "SKU-009"
     named = similarity(gallery=with_layouts, layouts=crop, **kw)
     assert candidates(named, with_layouts, 1)[0][0][0] == "SKU-010"
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 4_000, 32 << 20])
+def test_the_colour_term_is_the_same_however_few_rows_are_scored_at_once(
+        chunk_bytes: int) -> None:
+    import tracemalloc
+
+    from pipeline.core.recognition import colour_intersection
+
+    rng = np.random.default_rng(4)
+    crops = rng.random((100, 49), dtype=np.float32)
+    rows = rng.random((3_000, 49), dtype=np.float32)
+    whole = np.minimum(crops[:, None, :], rows[None, :, :]).sum(axis=2)
+    tracemalloc.start()
+    got = colour_intersection(crops, rows, chunk_bytes=chunk_bytes)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, whole)
+    # never the crops x rows x bins array at once (59 MB here), only the answer and a chunk
+    assert peak < got.nbytes + 2 * max(chunk_bytes, 100 * 49 * 4) + (1 << 16)
