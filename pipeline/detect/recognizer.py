@@ -164,7 +164,7 @@ class Recognizer:
         a release that cuts packshots out or reads their colours anew); the index is rebuilt
         once. Returns (signed again, already current)."""
         done = current = 0
-        failed: list[str] = []
+        failed: list[tuple[str, str]] = []
         try:
             for entry in self.catalog.entries():
                 if entry.embedder == self.embedder.ref and not every:
@@ -173,8 +173,7 @@ class Recognizer:
                 try:
                     sigs = self._current_signatures(entry, again=every)
                 except CatalogError as exc:  # (a stored packshot gone): the others go on
-                    log.error("%s not signed again: %s", entry.sku, exc)
-                    failed.append(entry.sku)
+                    failed.append((entry.sku, str(exc)))
                     continue
                 self.catalog.put(entry.model_copy(update={
                     "embedder": self.embedder.ref, "signatures": sigs}), reindex=False)
@@ -183,8 +182,9 @@ class Recognizer:
             if done:
                 self.catalog.reindex()
         if failed:
-            raise CatalogError(f"signed {done} SKUs again; not {', '.join(failed)} (add their "
-                               "packshots again with 'shelf catalog add --replace')")
+            raise CatalogError(f"signed {done} SKUs again; not " + "; ".join(
+                f"{sku} ({why})" for sku, why in failed) + ": add their packshots again with "
+                "'shelf catalog add --replace'")
         return done, current
 
     def _current_signatures(self, entry: CatalogEntry, *, again: bool = False

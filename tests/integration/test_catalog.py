@@ -241,11 +241,12 @@ def test_adding_packshots_to_a_sku_keeps_its_others_and_its_facts(
     embedder = recognizer.embedder
     assert catalog.index().gallery(embedder.ref, embedder.dim).sizes == {
         "7310865004703": (7.5, 24.5)}
-    # When it is replaced by one packshot, then that one is all it holds and stores
+    # When it is replaced by one packshot, then that one is all it holds and stores, and
+    # its facts not given again are kept
     entry = recognizer.enrol("7310865004703", [("new.png", _packshot(3))], brand="Oatly",
                              name=None, replace=True)
     assert catalog.image_keys("7310865004703") == [s.source for s in entry.signatures][:1]
-    assert entry.name is None
+    assert (entry.name, entry.size_cm) == ("Barista 1 l", (7.5, 24.5))
     # And removed, nothing of it is left
     catalog.remove("7310865004703")
     assert catalog.get("7310865004703") is None and catalog.image_keys("7310865004703") == []

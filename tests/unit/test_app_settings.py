@@ -12,7 +12,8 @@ from pipeline.tasks.app import create_app
 @pytest.mark.parametrize(("change", "says"), [
     ({"celery": {"backoff_max_s": 400}}, "backoff_max_s"),
     ({"celery": {"stage_time_limit_s": 295}}, "stage_time_limit_s"),
-    ({"celery": {"stage_time_limit_s": 40}}, "download_deadline_s"),  # soft limit 25 s < 60
+    ({"celery": {"stage_time_limit_s": 40}, "ingest": {"download_deadline_s": 60}},
+     "download_deadline_s"),  # the soft limit 25 s
 ], ids=["backoff-over-visibility", "stage-limit-near-visibility", "download-past-soft-limit"])
 def test_contradicting_settings_are_refused_at_start(change: dict[str, dict[str, int]],
                                                      says: str) -> None:

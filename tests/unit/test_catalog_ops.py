@@ -65,7 +65,7 @@ def test_signing_again_goes_on_past_a_sku_whose_packshot_is_gone_and_indexes_the
     catalog.reindex()
     store.delete(B, "catalog/images/K2/0.png")
 
-    with pytest.raises(CatalogError, match="signed 2 SKUs again; not K2"):
+    with pytest.raises(CatalogError, match=r"signed 2 SKUs again; not K2 \(.*missing\)"):
         rec.sign_again()
     index = catalog.index()
     assert {e.sku: e.embedder for e in index.entries} == {
