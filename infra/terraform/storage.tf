@@ -80,6 +80,34 @@ resource "aws_s3_bucket_public_access_block" "shelf" {
   restrict_public_buckets = true
 }
 
+# Requests over plain HTTP are refused: a camera's upload or a worker's write could be read
+# or changed on the way (downloads are checked against their ETags; uploads are not).
+data "aws_iam_policy_document" "tls_only" {
+  for_each = local.buckets
+  statement {
+    sid       = "TLSOnly"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.shelf[each.key].arn, "${aws_s3_bucket.shelf[each.key].arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "tls_only" {
+  for_each   = local.buckets
+  bucket     = aws_s3_bucket.shelf[each.key].id
+  policy     = data.aws_iam_policy_document.tls_only[each.key].json
+  depends_on = [aws_s3_bucket_public_access_block.shelf]
+}
+
 resource "aws_s3_bucket_lifecycle_configuration" "shelf" {
   for_each = local.buckets
   bucket   = aws_s3_bucket.shelf[each.key].id

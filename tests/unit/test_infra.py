@@ -225,3 +225,15 @@ def test_one_s3_call_to_an_endpoint_that_stopped_answering_stays_inside_a_stage(
     assert 3 * worst < soft_limit_s(s)
     # And SQS's long polls are not cut short by the read timeout
     assert sqs.meta.config.read_timeout > s.sqs.wait_time_s
+
+
+def test_every_bucket_refuses_plain_http() -> None:
+    tf = terraform()
+    policy = _resource(tf, "aws_s3_bucket_policy", "tls_only")
+    assert policy["for_each"] == "${local.buckets}"
+    doc = next(b["aws_iam_policy_document"]["tls_only"] for b in tf["data"]
+               if "tls_only" in b.get("aws_iam_policy_document", {}))
+    [statement] = doc["statement"]
+    assert statement["effect"] == "Deny" and statement["actions"] == ["s3:*"]
+    [condition] = statement["condition"]
+    assert (condition["variable"], condition["values"]) == ("aws:SecureTransport", ["false"])
