@@ -69,6 +69,17 @@ def _msg(bay: str, n: int) -> StageMessage:
                         sha256=f"{n:064x}", captured_date="2026-12-05", recompute=True)
 
 
+def _two_bays_waiting_with_planograms(s: Settings, store: MemoryStore) -> None:
+    """An upload waiting in each of bays B1 and B2, whose planograms have both arrived."""
+    for bay, n in (("B1", 1), ("B2", 2)):
+        m = _msg(bay, n)
+        store.put_json(s.s3.artifacts_bucket,
+                       pending_key(f"planograms/S1/A1/{bay}.json", m.photo.upload_id),
+                       m.model_dump(mode="json"))
+        store.put_bytes(s.s3.config_bucket, f"planograms/S1/A1/{bay}.json",
+                        json.dumps(PLAN).encode(), "application/json")
+
+
 def _letter(n: int, error_type: str, failed_ago_s: float, auto_replays: int = 0) -> DeadLetter:
     return DeadLetter(id=f"comply-{n:016x}", stage="comply", error_type=error_type,
                       error="retries exhausted after 11 attempts: SlowDown", attempts=11,
@@ -199,13 +210,7 @@ def test_a_bay_s3_cannot_answer_for_waits_for_the_next_recompute_not_the_others(
 
     # Given uploads waiting in two bays whose planograms both arrived
     s, store = Settings(), Brownout()
-    for bay, n in (("B1", 1), ("B2", 2)):
-        m = _msg(bay, n)
-        store.put_json(s.s3.artifacts_bucket,
-                       pending_key(f"planograms/S1/A1/{bay}.json", m.photo.upload_id),
-                       m.model_dump(mode="json"))
-        store.put_bytes(s.s3.config_bucket, f"planograms/S1/A1/{bay}.json",
-                        json.dumps(PLAN).encode(), "application/json")
+    _two_bays_waiting_with_planograms(s, store)
     # When beat recomputes while S3 fails for B2
     n = recompute_pending(s, store)
     # Then B1's upload goes on, and B2's keeps waiting for a run S3 answers
@@ -302,13 +307,7 @@ def test_an_unreadable_waiting_upload_is_skipped_and_the_others_are_sent(
     # Given two bays whose planograms arrived, an upload waiting in each, and in the bay
     # listed first a waiting entry that cannot be sent
     s, store = Settings(), MemoryStore()
-    for bay, n in (("B1", 1), ("B2", 2)):
-        m = _msg(bay, n)
-        store.put_json(s.s3.artifacts_bucket,
-                       pending_key(f"planograms/S1/A1/{bay}.json", m.photo.upload_id),
-                       m.model_dump(mode="json"))
-        store.put_bytes(s.s3.config_bucket, f"planograms/S1/A1/{bay}.json",
-                        json.dumps(PLAN).encode(), "application/json")
+    _two_bays_waiting_with_planograms(s, store)
     foreign = _msg("B1", 3)
     foreign = foreign.model_copy(update={"photo": foreign.photo.model_copy(
         update={"bucket": "old-raw"})})
