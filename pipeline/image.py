@@ -100,9 +100,8 @@ _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 def _jpeg_end(data: bytes) -> int:
     """Where the primary image's end marker (EOI) is; :class:`CorruptImageError` when it has
-    no scan, when
-    its segments do not follow one another (truncated, or bytes where a marker should be),
-    or when they are so many that reading them is itself the attack.
+    no scan, when its segments do not follow one another (truncated, or bytes where a
+    marker should be), or when they are so many that reading them is itself the attack.
 
     Every segment is walked by its length, and between scans the entropy-coded data is
     skipped to the next marker: a comment can hold the bytes FF D9 without ending the image,
