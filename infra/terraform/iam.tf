@@ -1,7 +1,8 @@
 # Least privilege per role, for pods through IRSA: the listener reads events and heads raw
 # photos (to mint their URLs); workers read raw photos and the configuration, write
 # artifacts and results, and list the raw bucket's versions (reconciliation runs on the
-# workers' aggregation queue; beat only schedules it); analysts only read results.
+# workers' aggregation queue); beat only puts scheduled tasks on Redis, so its role holds
+# no permission at all; analysts only read results.
 locals {
   raw_objects       = "${aws_s3_bucket.shelf["raw"].arn}/*"
   artifacts_objects = "${aws_s3_bucket.shelf["artifacts"].arn}/*"
@@ -88,10 +89,6 @@ data "aws_iam_policy_document" "worker" {
   }
 }
 
-data "aws_iam_policy_document" "beat" {
-  source_policy_documents = [data.aws_iam_policy_document.worker.json]
-}
-
 data "aws_iam_policy_document" "analyst" {
   statement {
     actions   = ["s3:GetObject"]
@@ -121,11 +118,6 @@ resource "aws_iam_role_policy" "listener" {
 resource "aws_iam_role_policy" "worker" {
   role   = aws_iam_role.shelf["shelf-worker"].id
   policy = data.aws_iam_policy_document.worker.json
-}
-
-resource "aws_iam_role_policy" "beat" {
-  role   = aws_iam_role.shelf["shelf-beat"].id
-  policy = data.aws_iam_policy_document.beat.json
 }
 
 resource "aws_iam_policy" "analyst" {

@@ -237,3 +237,11 @@ def test_every_bucket_refuses_plain_http() -> None:
     assert statement["effect"] == "Deny" and statement["actions"] == ["s3:*"]
     [condition] = statement["condition"]
     assert (condition["variable"], condition["values"]) == ("aws:SecureTransport", ["false"])
+
+
+def test_beat_which_only_schedules_tasks_on_redis_holds_no_aws_permission() -> None:
+    tf = terraform()
+    assert not [name for block in tf["resource"] for kind in ("aws_iam_role_policy",
+                                                              "aws_iam_role_policy_attachment")
+                for name, r in block.get(kind, {}).items() if "shelf-beat" in str(r["role"])]
+    assert "beat" not in {n for b in tf["data"] for n in b.get("aws_iam_policy_document", {})}
