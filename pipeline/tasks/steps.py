@@ -320,6 +320,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
         facing = det.get("facing_score", s.compliance.scores(None, None)[0])
         found, weak = split_by_score(seen, float(facing))
         brands = rt.catalog.index().brands()
+        not_in_catalog = sorted(planned - brands.keys())  # (none without a planogram)
         fields: dict[str, Any] = {
             "sha256": sha, "upload_id": p.upload_id, "store": p.store, "aisle": p.aisle,
             "bay": p.bay, "camera": p.camera, "date": msg.captured_date,
@@ -349,7 +350,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                 "compliance": None, "compliance_reason": NOTHING_FOUND,
                 "planogram": {"id": planogram.planogram_id, "version": planogram.version},
                 "planned_facings": planogram.planned_facings, "found_facings": 0,
-                "not_in_catalog": sorted(planned - brands.keys()),
+                "not_in_catalog": not_in_catalog,
             })
         else:
             size = det.get("image_size")
@@ -358,7 +359,7 @@ def comply(msg: StageMessage, rt: Runtime) -> StageMessage:
                                       tuning=s.compliance.tuning,
                                       image_wh=(int(size[0]), int(size[1])) if size else None)
             fields.update(report.to_json())
-            fields["not_in_catalog"] = sorted(planned - brands.keys())
+            fields["not_in_catalog"] = not_in_catalog
         result = PhotoResult.model_validate(fields).model_dump(mode="json")
         if planogram is None:  # kept waiting before its result is written: a stage stopped
             # between the two (its time limit) leaves an upload that is complied again once
